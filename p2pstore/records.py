@@ -1,0 +1,243 @@
+"""
+Sensor readings and stored records: parsing sensor lines, the canonical
+byte encoding of a record, and its HMAC.
+
+Pure functions and values, no Twisted: the sensor protocol, the store and
+replication all use this one codec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from datetime import datetime, timezone
+from typing import Callable, Optional
+
+import attrs
+from attrs import frozen, validators
+
+# The seed's column widths.
+MAX_SENSOR_TYPE = 40
+MAX_SENSOR_DATA = 80
+MAX_READING_ID = 64
+
+NODE_ID = re.compile(r"\A[0-9a-f]{32}\Z")
+
+# `YYYY-MM-DD HH:MM:SS[.ffffff]`, a `T` separator and a UTC offset allowed.
+_TIMESTAMP = re.compile(
+    r"\A\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2})?)?\Z"
+)
+# A number at the start of sensor_data, then the unit: `1.798 atm`, `15% RH`.
+_VALUE_UNIT = re.compile(r"\A([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(.*)\Z", re.S)
+# Control characters have no place in a reading and would garble the
+# sqlite3 tool's output.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_FORMAT = b"p2pstore-record-v1\n"
+
+
+class BadLine(ValueError):
+    """
+    A sensor line that cannot be stored; ``str(error)`` is the reason sent
+    back to the sensor.
+    """
+
+
+class BadRecord(ValueError):
+    """
+    A record whose checksum does not match its fields under the cluster key.
+    """
+
+
+def is_node_id(text: str) -> bool:
+    """
+    Is ``text`` a node id: 32 lowercase hex characters?
+    """
+    return isinstance(text, str) and NODE_ID.match(text) is not None
+
+
+def _node_id(instance, attribute, value):
+    if not is_node_id(value):
+        raise ValueError(f"{attribute.name} must be 32 lowercase hex characters")
+
+
+@frozen
+class Reading:
+    """
+    One reading as a sensor sent it, before the node stores it.
+    """
+
+    sensor_type: str
+    sensor_data: str
+    timestamp: str
+    reading_id: Optional[str] = None
+
+
+@frozen
+class Record:
+    """
+    One stored reading, exactly as its origin node stored and signed it.
+
+    ``(origin, epoch, entry_index)`` is its position: ``epoch`` names the
+    incarnation of the origin's own database that assigned ``entry_index``
+    (1, 2, 3... without gaps within an epoch).
+    """
+
+    origin: str = attrs.field(validator=_node_id)
+    epoch: str = attrs.field(validator=_node_id)
+    entry_index: int = attrs.field(validator=validators.ge(1))
+    sensor_index: int = attrs.field(validator=validators.ge(0))
+    sensor_type: str
+    sensor_data: str
+    timestamp: str
+    reading_id: Optional[str]
+    data_checksum: str = ""
+
+    @property
+    def value(self) -> Optional[float]:
+        return parse_value_unit(self.sensor_data)[0]
+
+    @property
+    def unit(self) -> Optional[str]:
+        return parse_value_unit(self.sensor_data)[1]
+
+
+def _netstring(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return b"%d:%s," % (len(data), data)
+
+
+def canonical_bytes(record: Record) -> bytes:
+    """
+    The bytes a record's checksum covers.
+
+    Every field is a netstring (its length, a colon, its UTF-8 bytes, a
+    comma), and a missing reading_id is ``-`` where a netstring would start
+    with a digit, so no content of any field can make two records encode
+    alike.
+    """
+    return b"".join(
+        [
+            _FORMAT,
+            _netstring(record.origin),
+            _netstring(record.epoch),
+            _netstring(str(record.entry_index)),
+            _netstring(str(record.sensor_index)),
+            _netstring(record.sensor_type),
+            _netstring(record.sensor_data),
+            _netstring(record.timestamp),
+            b"-" if record.reading_id is None else _netstring(record.reading_id),
+        ]
+    )
+
+
+@frozen
+class Signer:
+    """
+    Signs and verifies records with the cluster key.
+    """
+
+    _keyed: "hmac.HMAC" = attrs.field(repr=False, alias="keyed")
+
+    @classmethod
+    def from_key(cls, key: bytes) -> "Signer":
+        return cls(keyed=hmac.new(key, digestmod=hashlib.sha256))
+
+    def checksum(self, record: Record) -> str:
+        """
+        The hex HMAC-SHA256 of the record's canonical bytes.
+        """
+        mac = self._keyed.copy()
+        mac.update(canonical_bytes(record))
+        return mac.hexdigest()
+
+    def sign(self, record: Record) -> Record:
+        """
+        The record with its ``data_checksum`` set.
+        """
+        return attrs.evolve(record, data_checksum=self.checksum(record))
+
+    def verify(self, record: Record) -> Record:
+        """
+        Return the record if its checksum is right, else raise L{BadRecord}.
+        """
+        if not hmac.compare_digest(self.checksum(record), record.data_checksum):
+            raise BadRecord(
+                f"checksum mismatch for {record.origin} "
+                f"{record.epoch}:{record.entry_index}"
+            )
+        return record
+
+
+def parse_value_unit(sensor_data: str) -> tuple[Optional[float], Optional[str]]:
+    """
+    Split ``1.798 atm`` into ``(1.798, "atm")`` and ``15% RH`` into
+    ``(15.0, "% RH")``; ``(None, None)`` when it does not start with a number.
+    """
+    match = _VALUE_UNIT.match(sensor_data)
+    if match is None:
+        return None, None
+    number, unit = match.groups()
+    return float(number), (unit or None)
+
+
+def _check_field(text: str, name: str, limit: int) -> str:
+    if not text:
+        raise BadLine(f"empty {name}")
+    if len(text) > limit:
+        raise BadLine(f"{name} longer than {limit} characters")
+    if _CONTROL.search(text):
+        raise BadLine(f"control character in {name}")
+    return text
+
+
+def _check_timestamp(text: str) -> str:
+    if not _TIMESTAMP.match(text):
+        raise BadLine("bad timestamp")
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise BadLine("bad timestamp") from None
+    return text
+
+
+def parse_line(line: bytes, now: Callable[[], str]) -> Reading:
+    """
+    Parse one sensor line (without its line ending):
+    ``<sensor_type>,<value>[,<timestamp>[,<reading_id>]]``.
+
+    @param now: called for the node's UTC time when the line has no
+        timestamp.
+    @raise BadLine: the line cannot be stored; its message says why.
+    """
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadLine("not UTF-8") from None
+    if not text.strip():
+        raise BadLine("empty line")
+    fields = [field.strip() for field in text.split(",")]
+    if len(fields) > 4:
+        raise BadLine("too many fields")
+    if len(fields) < 2:
+        raise BadLine("missing value")
+    sensor_type = _check_field(fields[0], "sensor type", MAX_SENSOR_TYPE)
+    sensor_data = _check_field(fields[1], "value", MAX_SENSOR_DATA)
+    if len(fields) > 2:
+        timestamp = _check_timestamp(fields[2])
+    else:
+        timestamp = now()
+    reading_id = None
+    if len(fields) > 3:
+        reading_id = _check_field(fields[3], "reading id", MAX_READING_ID)
+    return Reading(sensor_type, sensor_data, timestamp, reading_id)
+
+
+def format_utc(seconds: float) -> str:
+    """
+    The node's own timestamp format, as the seed's sensors send it, in UTC.
+    """
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S.%f"
+    )
