@@ -1,0 +1,132 @@
+"""
+A node's identity on disk: its data directory, its node id and the
+cluster key.
+
+Run once at start-up, before the reactor runs; every failure is a
+L{ConfigError} whose message names the option and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from pathlib import Path
+
+from .records import NODE_ID, is_node_id
+
+SELF_DB = "self_sensor_data.db"
+PEER_DB = "peer_sensor_data.db"
+NODE_ID_FILE = "node.id"
+KEY_FILE = "cluster.key"
+KEY_BYTES = 32
+
+
+class ConfigError(Exception):
+    """
+    The node cannot start with these settings; the message says why.
+    """
+
+
+def prepare_data_dir(path: Path) -> Path:
+    """
+    Create the data directory if it is missing and check it can be written.
+    """
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--data-dir: {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--data-dir: cannot create {path}: {e.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--data-dir: {path} is not writable by this user")
+    return path
+
+
+def load_key(path: Path) -> tuple[bytes, bool]:
+    """
+    Read the cluster key, or make one from 32 random bytes (mode 0600) when
+    the file is missing.
+
+    @return: the key, and whether it was just made.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise ConfigError(f"--secret-file: cannot create {path}: {e.strerror}") from None
+    else:
+        key = os.urandom(KEY_BYTES)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+            f.flush()
+            os.fsync(f.fileno())
+        return key, True
+    try:
+        key = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"--secret-file: cannot read {path}: {e.strerror}") from None
+    if len(key) < 16:
+        # Never say anything about the content beyond its length.
+        raise ConfigError(
+            f"--secret-file: {path} holds {len(key)} bytes; a cluster key needs "
+            f"at least 16 (copy the key file of an existing node)"
+        )
+    return key, False
+
+
+def _tables_in(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise ConfigError(f"--data-dir: cannot read {db}: {e}") from None
+    return [name for (name,) in rows if NODE_ID.match(name[len("server_id_") :])]
+
+
+def resolve_node_id(data_dir: Path) -> tuple[str, bool]:
+    """
+    The node id from ``node.id``, adopting the one of an existing
+    ``self_sensor_data.db`` table when ``node.id`` is missing, and making a
+    new one on first start.
+
+    @return: the node id, and whether it was just made or adopted.
+    """
+    id_file = data_dir / NODE_ID_FILE
+    db = data_dir / SELF_DB
+    in_db = _tables_in(db)
+    if len(in_db) > 1:
+        raise ConfigError(
+            f"--data-dir: {db} holds readings of several nodes "
+            f"({', '.join(in_db)}); keep one node's tables per data directory"
+        )
+    if id_file.exists():
+        node_id = id_file.read_text().strip()
+        if not is_node_id(node_id):
+            raise ConfigError(
+                f"--data-dir: {id_file} does not hold a node id (32 lowercase hex "
+                f"characters); restore it or remove it to adopt the database's id"
+            )
+        if in_db and in_db[0] != f"server_id_{node_id}":
+            raise ConfigError(
+                f"--data-dir: {id_file} says node {node_id} but {db} holds "
+                f"{in_db[0]}; they belong to different nodes, so the node will "
+                f"not start: put back the matching file"
+            )
+        return node_id, False
+    if in_db:
+        node_id = in_db[0][len("server_id_") :]
+    else:
+        node_id = uuid.uuid4().hex
+    tmp = id_file.with_suffix(".tmp")
+    tmp.write_text(node_id + "\n")
+    os.replace(tmp, id_file)
+    return node_id, True
