@@ -1,0 +1,225 @@
+"""
+Group commit of sensor readings, with backpressure.
+
+Readings from every sensor connection queue here; one transaction at a time
+stores all that queued while the previous one committed, so the node pays
+one fsync per batch rather than per reading. Each reading is answered only
+once its transaction has committed. When the queue grows past its high-water
+mark every sensor connection stops being read until it drains.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from .records import Reading
+from .storage import Appended, Opened, Rejected, Store
+
+
+class Pending:
+    """
+    One line of one sensor connection, waiting for its answer.
+    """
+
+    __slots__ = ("reading", "sensor", "answer")
+
+    def __init__(self, reading: Optional[Reading], sensor, answer: Optional[bytes] = None):
+        self.reading = reading
+        self.sensor = sensor
+        self.answer = answer
+
+
+class Ingestor:
+    """
+    The queue between sensor connections and the store.
+
+    Sensors call L{connect}, L{submit}, L{reject} and L{disconnect}; each
+    sensor provides ``sensor_index``, ``pause(reason)``, ``resume(reason)``
+    and ``flush_answers()``.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: Store,
+        clock,
+        max_batch: int = 5000,
+        high_water: int = 20000,
+        low_water: int = 5000,
+    ):
+        self._store = store
+        self._clock = clock
+        self._max_batch = max_batch
+        self._high_water = high_water
+        self._low_water = low_water
+        self._queue: list[Pending] = []
+        self._rejected: list[Rejected] = []
+        self._sensors: set = set()
+        self._opened = False
+        self._busy = False
+        self._scheduled = None
+        self._overloaded = False
+        self._drain_waiters: list[Deferred] = []
+        self._last_sensor_index = 0
+        self.accepted = 0
+        self.rejected = 0
+        self.count = 0
+        self.last_index = 0
+
+    @property
+    def connected(self) -> int:
+        return len(self._sensors)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def opened(self, opened: Opened) -> None:
+        """
+        The store is open: let the sensors that connected meanwhile talk.
+        """
+        self._opened = True
+        self._last_sensor_index = opened.last_sensor_index
+        self.count = opened.count
+        self.last_index = opened.last_index
+        for sensor in list(self._sensors):
+            sensor.sensor_index = self._next_sensor_index()
+            sensor.resume("opening")
+
+    def _next_sensor_index(self) -> int:
+        self._last_sensor_index += 1
+        return self._last_sensor_index
+
+    def connect(self, sensor) -> None:
+        """
+        A sensor connected: number it, or hold it until the store is open.
+        """
+        self._sensors.add(sensor)
+        if self._opened:
+            sensor.sensor_index = self._next_sensor_index()
+        else:
+            sensor.pause("opening")
+        if self._overloaded:
+            sensor.pause("store")
+
+    def disconnect(self, sensor) -> None:
+        """
+        A sensor went away; what it sent is still stored.
+        """
+        self._sensors.discard(sensor)
+
+    def sensors(self) -> list:
+        return list(self._sensors)
+
+    def submit(self, pending: Pending) -> None:
+        """
+        Queue a reading; the store will set ``pending.answer`` and call
+        ``pending.sensor.flush_answers()`` once it has committed.
+        """
+        self._queue.append(pending)
+        self.accepted += 1
+        if not self._overloaded and len(self._queue) >= self._high_water:
+            self._overloaded = True
+            self.log.warn(
+                "{queued} readings wait for the disk: pausing sensor connections",
+                queued=len(self._queue),
+            )
+            for sensor in self._sensors:
+                sensor.pause("store")
+        self._schedule()
+
+    def reject(self, rejected: Rejected) -> None:
+        """
+        Keep a refused line in the rejected_lines table.
+        """
+        self._rejected.append(rejected)
+        self.rejected += 1
+        self._schedule()
+
+    def drain(self) -> Deferred:
+        """
+        @return: a Deferred that fires once everything queued so far is
+            committed and answered.
+        """
+        if self._idle():
+            return succeed(None)
+        d = Deferred()
+        self._drain_waiters.append(d)
+        return d
+
+    def _idle(self) -> bool:
+        return not (self._busy or self._queue or self._rejected)
+
+    def _schedule(self) -> None:
+        # Wait for the end of this reactor turn, so every line that arrived
+        # in it joins the same transaction.
+        if self._scheduled is None and not self._busy and self._opened:
+            self._scheduled = self._clock.callLater(0, self._commit)
+
+    def _commit(self) -> None:
+        self._scheduled = None
+        if self._busy or not self._opened:
+            return
+        batch = self._queue[: self._max_batch]
+        del self._queue[: self._max_batch]
+        rejected, self._rejected = self._rejected, []
+        if not batch and not rejected:
+            self._notify_drained()
+            return
+        self._busy = True
+        d = self._store.append(
+            [(p.reading, p.sensor.sensor_index) for p in batch],
+            rejected,
+            self._last_sensor_index,
+        )
+        d.addCallbacks(
+            self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,)
+        )
+        d.addBoth(self._done)
+
+    def _committed(self, appended: Appended, batch: list[Pending]) -> None:
+        self.count += len(appended.records)
+        if appended.records:
+            self.last_index = appended.records[-1].entry_index
+        for pending, index in zip(batch, appended.indexes):
+            pending.answer = b"OK %d" % (index,)
+        self._answer(batch)
+
+    def _failed(self, failure, batch: list[Pending]) -> None:
+        self.log.failure(
+            "could not store {count} readings in {path}; their sensors were "
+            "answered ERR and may resend them. Check the disk (space, "
+            "permissions) and the log above.",
+            failure,
+            count=len(batch),
+            path=str(self._store.path),
+        )
+        for pending in batch:
+            pending.answer = b"ERR storage failure, retry later"
+        self._answer(batch)
+
+    @staticmethod
+    def _answer(batch: list[Pending]) -> None:
+        for sensor in {p.sensor for p in batch}:
+            sensor.flush_answers()
+
+    def _done(self, _) -> None:
+        self._busy = False
+        if self._overloaded and len(self._queue) <= self._low_water:
+            self._overloaded = False
+            self.log.info("the disk caught up: resuming sensor connections")
+            for sensor in self._sensors:
+                sensor.resume("store")
+        if self._queue or self._rejected:
+            self._commit()
+        else:
+            self._notify_drained()
+
+    def _notify_drained(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for d in waiters:
+            d.callback(None)
