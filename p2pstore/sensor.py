@@ -1,0 +1,164 @@
+"""
+The sensor protocol: one reading per line in, one answer per line out.
+
+It only frames lines, parses them with L{p2pstore.records} and hands them to
+the L{Ingestor}; answers (``OK <entry_index>`` or ``ERR <reason>``) go back
+in the order of the lines, however many are in flight.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
+
+from .ingest import Ingestor, Pending
+from .records import BadLine, parse_line
+from .storage import Rejected
+
+
+@implementer(IPushProducer, IHalfCloseableProtocol)
+class SensorProtocol(Protocol):
+    """
+    One sensor connection.
+
+    Not a LineReceiver: an over-long line must be skipped up to its newline
+    and answered, and the connection must go on, where LineReceiver would
+    drop the connection.
+
+    It is also the producer of its own answers: when the sensor does not
+    read them and they back up, the connection stops being read too, so no
+    buffer grows without bound.
+    """
+
+    sensor_index = 0
+
+    def __init__(self, ingestor: Ingestor, max_line: int, now: Callable[[], str]):
+        self._ingestor = ingestor
+        self._max_line = max_line
+        self._now = now
+        self._buffer = b""
+        # The start of an over-long line whose end has not arrived yet.
+        self._skipping: bytes | None = None
+        self._answers: deque[Pending] = deque()
+        self._pauses: set[str] = set()
+        self._connected = False
+        # The sensor has finished sending (e.g. `printf ... | nc`): close
+        # once every line it sent is answered.
+        self._finished = False
+
+    def connectionMade(self) -> None:
+        self._connected = True
+        self.transport.registerProducer(self, True)
+        self._ingestor.connect(self)
+
+    def connectionLost(self, reason) -> None:
+        self._connected = False
+        self._ingestor.disconnect(self)
+
+    def readConnectionLost(self) -> None:
+        if self._buffer or self._skipping is not None:
+            # Possibly cut short by a crash: storing it could store a wrong
+            # value ("Temperature,3" of "Temperature,39C").
+            self._reject(self._skipping or self._buffer, "unterminated line")
+            self._buffer, self._skipping = b"", None
+        self._finished = True
+        self.flush_answers()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def dataReceived(self, data: bytes) -> None:
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()
+        for line in lines:
+            if self._skipping is not None:
+                self._reject(self._skipping, "line too long")
+                self._skipping = None
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > self._max_line:
+                self._reject(line, "line too long")
+                continue
+            try:
+                reading = parse_line(line, self._now)
+            except BadLine as e:
+                self._reject(line, str(e))
+                continue
+            pending = Pending(reading, self)
+            self._answers.append(pending)
+            self._ingestor.submit(pending)
+        # One byte more than the limit for a "\r" that may precede "\n".
+        if len(self._buffer) > self._max_line + 1:
+            if self._skipping is None:
+                self._skipping = self._buffer
+            self._buffer = b""
+
+    def _reject(self, raw: bytes, reason: str) -> None:
+        self._answers.append(Pending(None, self, b"ERR " + reason.encode("ascii")))
+        self._ingestor.reject(
+            Rejected(
+                received_at=self._now(),
+                sensor_index=self.sensor_index,
+                reason=reason,
+                raw=raw[: self._max_line],
+            )
+        )
+        self.flush_answers()
+
+    def flush_answers(self) -> None:
+        """
+        Send every answer that is ready and has no unanswered line before it.
+        """
+        answers = self._answers
+        ready = []
+        while answers and answers[0].answer is not None:
+            ready.append(answers.popleft().answer)
+        if ready and self._connected:
+            ready.append(b"")
+            self.transport.write(b"\n".join(ready))
+        if self._finished and not answers:
+            self.transport.loseConnection()
+
+    def pause(self, reason: str) -> None:
+        """
+        Stop reading this connection until every reason to pause is gone.
+        """
+        if not self._pauses and self._connected:
+            self.transport.pauseProducing()
+        self._pauses.add(reason)
+
+    def resume(self, reason: str) -> None:
+        self._pauses.discard(reason)
+        if not self._pauses and self._connected:
+            self.transport.resumeProducing()
+
+    # IPushProducer, called by our transport about our answers.
+    def pauseProducing(self) -> None:
+        self.pause("answers")
+
+    def resumeProducing(self) -> None:
+        self.resume("answers")
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class SensorFactory(Factory):
+    """
+    Builds a L{SensorProtocol} per sensor connection.
+    """
+
+    noisy = False
+
+    def __init__(self, ingestor: Ingestor, max_line: int, now: Callable[[], str]):
+        self.ingestor = ingestor
+        self.max_line = max_line
+        self.now = now
+
+    def buildProtocol(self, addr) -> SensorProtocol:
+        return SensorProtocol(self.ingestor, self.max_line, self.now)
