@@ -1,0 +1,157 @@
+"""
+The status web resource: ``/status`` and ``/readings`` as JSON.
+
+It only serialises what L{Node} says; it holds no state of its own.
+"""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from .node import Node, UnknownOrigin
+from .records import is_node_id
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10000
+
+
+def _json(request, code: int, body: dict) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return json.dumps(body).encode("utf-8") + b"\n"
+
+
+class _Error(Resource):
+    isLeaf = True
+
+    def __init__(self, code: int, message: str):
+        super().__init__()
+        self.code = code
+        self.message = message
+
+    def render(self, request):
+        return _json(request, self.code, {"error": self.message})
+
+
+class StatusResource(Resource):
+    """
+    ``GET /status``: the node's status snapshot.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node: Node):
+        super().__init__()
+        self.node = node
+
+    def render_GET(self, request):
+        return _json(request, 200, self.node.status_snapshot())
+
+
+class ReadingsResource(Resource):
+    """
+    ``GET /readings?origin=<id>&type=<sensor_type>&limit=<n>``: the newest
+    readings of one origin, newest first.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, node: Node):
+        super().__init__()
+        self.node = node
+
+    def render_GET(self, request):
+        args = request.args
+        try:
+            origin = _single(args, b"origin")
+            sensor_type = _single(args, b"type")
+            limit = _limit(_single(args, b"limit"))
+        except ValueError as e:
+            return _json(request, 400, {"error": str(e)})
+        if origin is not None and not is_node_id(origin):
+            return _json(
+                request, 400, {"error": "origin must be a node id (32 lowercase hex characters)"}
+            )
+        try:
+            d = self.node.readings(origin, sensor_type, limit)
+        except UnknownOrigin:
+            return _json(request, 404, {"error": f"this node holds no readings of origin {origin}"})
+
+        def send(records):
+            readings = [attrs.asdict(r) | {"value": r.value, "unit": r.unit} for r in records]
+            request.write(_json(request, 200, {"readings": readings}))
+            request.finish()
+
+        def failed(failure):
+            self.log.failure("could not read readings", failure)
+            request.write(_json(request, 500, {"error": "could not read the database; see the node's log"}))
+            request.finish()
+
+        d.addCallback(send).addErrback(failed)
+        request.notifyFinish().addErrback(lambda _: None)
+        return NOT_DONE_YET
+
+
+def _single(args: dict, name: bytes):
+    values = args.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise ValueError(f"{name.decode()} given more than once")
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{name.decode()} is not UTF-8") from None
+
+
+def _limit(text) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    try:
+        limit = int(text)
+    except ValueError:
+        raise ValueError(f"limit must be a whole number, not {text!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+class Root(Resource):
+    """
+    The status site's root: known paths, and a JSON 404 for the rest.
+    """
+
+    def __init__(self, node: Node):
+        super().__init__()
+        self.putChild(b"status", StatusResource(node))
+        self.putChild(b"readings", ReadingsResource(node))
+
+    def getChild(self, path, request):
+        return _Error(404, "not found: try /status or /readings")
+
+    def render(self, request):
+        return _Error(404, "not found: try /status or /readings").render(request)
+
+
+class _Site(Site):
+    # A monitor polls every few seconds: an access log line per poll would
+    # bury everything else in the node's log.
+    noisy = False
+    displayTracebacks = False
+
+    def log(self, request):
+        pass
+
+
+def status_site(node: Node) -> Site:
+    """
+    The twisted.web site serving a node's status.
+    """
+    return _Site(Root(node))
