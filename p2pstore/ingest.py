@@ -89,6 +89,10 @@ class Ingestor:
         for sensor in list(self._sensors):
             sensor.sensor_index = self._next_sensor_index()
             sensor.resume("opening")
+        # Lines read before the pause took hold (a read already under way,
+        # a TLS record already decrypted) would otherwise wait for the next
+        # line, and drain() on stop would never fire.
+        self._schedule()
 
     def _next_sensor_index(self) -> int:
         self._last_sensor_index += 1

@@ -30,6 +30,12 @@ class UnknownOrigin(KeyError):
     """
 
 
+class NotReady(Exception):
+    """
+    The node's store is still opening: ask again shortly.
+    """
+
+
 class Node:
     """
     The state of one node, and the one place its status is read from.
@@ -95,10 +101,13 @@ class Node:
         The newest readings of an origin this node holds, newest first.
 
         @raise UnknownOrigin: this node holds no readings of ``origin``.
+        @raise NotReady: the store is not open yet.
         """
         origin = origin or self.node_id
         if not is_node_id(origin) or origin != self.node_id:
             raise UnknownOrigin(origin)
+        if self.state == INITIALIZING:
+            raise NotReady(self.state)
         return self.store.readings(origin, sensor_type, limit)
 
 

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from .node import Node, UnknownOrigin
+from .node import Node, NotReady, UnknownOrigin
 from .records import is_node_id
 
 DEFAULT_LIMIT = 100
@@ -83,19 +83,32 @@ class ReadingsResource(Resource):
             d = self.node.readings(origin, sensor_type, limit)
         except UnknownOrigin:
             return _json(request, 404, {"error": f"this node holds no readings of origin {origin}"})
+        except NotReady:
+            request.setHeader(b"Retry-After", b"1")
+            return _json(
+                request, 503, {"error": "the node is opening its database (Initializing); try again shortly"}
+            )
+
+        # A client that hangs up before the query returns must not be
+        # written to: finish() would raise, and be logged as a database error.
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
 
         def send(records):
+            if gone:
+                return
             readings = [attrs.asdict(r) | {"value": r.value, "unit": r.unit} for r in records]
             request.write(_json(request, 200, {"readings": readings}))
             request.finish()
 
         def failed(failure):
             self.log.failure("could not read readings", failure)
+            if gone:
+                return
             request.write(_json(request, 500, {"error": "could not read the database; see the node's log"}))
             request.finish()
 
         d.addCallback(send).addErrback(failed)
-        request.notifyFinish().addErrback(lambda _: None)
         return NOT_DONE_YET
 
 

@@ -1,0 +1,782 @@
+"""
+Tests for the sensor protocol and the group-commit queue behind it, with a
+StringTransport, a task.Clock and an in-memory store whose commits the test
+fires by hand.
+"""
+
+from __future__ import annotations
+
+from attrs import define, field
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pstore.ingest import Ingestor
+from p2pstore.records import Reading, Record, format_utc
+from p2pstore.sensor import SensorFactory, SensorProtocol
+from p2pstore.storage import Appended, Opened, Rejected
+
+NODE_ID = "0123456789abcdef0123456789abcdef"
+EPOCH = "fedcba9876543210fedcba9876543210"
+# A Clock starting here makes the node's own timestamps look like the seed's.
+START = 1587424818.231325
+MAX_LINE = 64
+
+GOOD = b"Temperature,39C,2020-04-20 23:20:18.231325"
+
+
+def opened(last_sensor_index: int = 0) -> Opened:
+    return Opened(epoch=EPOCH, count=0, last_index=0, last_sensor_index=last_sensor_index, rejected=0)
+
+
+@define
+class Append:
+    """
+    One call of L{FakeStore.append}, waiting for the test to fire it.
+    """
+
+    readings: list[tuple[Reading, int]]
+    rejected: list[Rejected]
+    last_sensor_index: int
+    deferred: Deferred
+
+
+@define
+class FakeStore:
+    """
+    An in-memory store with L{p2pstore.storage.Store.append}'s contract: each
+    append returns a Deferred that fires with L{Appended} once "committed",
+    which here is whenever the test calls L{commit}.
+    """
+
+    path: str = "memory"
+    calls: list[Append] = field(factory=list)
+    rows: list[Record] = field(factory=list)
+    rejected: list[Rejected] = field(factory=list)
+    by_reading_id: dict = field(factory=dict)
+
+    def append(self, readings, rejected, last_sensor_index) -> Deferred:
+        d = Deferred()
+        self.calls.append(Append(list(readings), list(rejected), last_sensor_index, d))
+        return d
+
+    @property
+    def waiting(self) -> list[Append]:
+        return [call for call in self.calls if not call.deferred.called]
+
+    def commit(self) -> Appended:
+        """
+        Commit the oldest append still waiting.
+        """
+        call = self.waiting[0]
+        indexes, records = [], []
+        for reading, sensor_index in call.readings:
+            if reading.reading_id in self.by_reading_id:
+                indexes.append(self.by_reading_id[reading.reading_id])
+                continue
+            record = Record(
+                origin=NODE_ID,
+                epoch=EPOCH,
+                entry_index=len(self.rows) + 1,
+                sensor_index=sensor_index,
+                sensor_type=reading.sensor_type,
+                sensor_data=reading.sensor_data,
+                timestamp=reading.timestamp,
+                reading_id=reading.reading_id,
+            )
+            self.rows.append(record)
+            records.append(record)
+            indexes.append(record.entry_index)
+            if reading.reading_id is not None:
+                self.by_reading_id[reading.reading_id] = record.entry_index
+        self.rejected.extend(call.rejected)
+        appended = Appended(indexes=indexes, records=records)
+        call.deferred.callback(appended)
+        return appended
+
+    def fail(self, exception: Exception) -> None:
+        """
+        Fail the oldest append still waiting, as a full disk would.
+        """
+        self.waiting[0].deferred.errback(exception)
+
+
+class SensorTestCase(SynchronousTestCase):
+    """
+    An opened ingestor over a L{FakeStore}, and sensors connected to it.
+    """
+
+    max_line = MAX_LINE
+    ingestor_options: dict = {}
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.store = FakeStore()
+        self.ingestor = Ingestor(self.store, self.clock, **self.ingestor_options)
+        self.factory = SensorFactory(self.ingestor, self.max_line, self.now)
+
+    def now(self) -> str:
+        return format_utc(self.clock.seconds())
+
+    def open_store(self, last_sensor_index: int = 0) -> None:
+        self.ingestor.opened(opened(last_sensor_index))
+
+    def connect(self) -> tuple[SensorProtocol, StringTransport]:
+        protocol = self.factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def turn(self) -> None:
+        """
+        End the reactor turn: the ingestor starts its commit.
+        """
+        self.clock.advance(0)
+
+    def commit_all(self) -> None:
+        """
+        Commit every batch until nothing is left to store.
+        """
+        self.turn()
+        while self.store.waiting:
+            self.store.commit()
+            self.turn()
+
+    def answers(self, transport: StringTransport) -> list[bytes]:
+        data = transport.value()
+        self.assertTrue(data == b"" or data.endswith(b"\n"), data)
+        return data.splitlines()
+
+    def assertStillServing(self, transport: StringTransport) -> None:
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.producerState, "producing")
+
+
+class OpenedTestCase(SensorTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.open_store()
+        self.protocol, self.transport = self.connect()
+
+
+class AnswerTests(OpenedTestCase):
+    """
+    Accepted lines are answered C{OK <entry_index>} once committed, in the
+    order of the lines.
+    """
+
+    def test_answered_only_after_commit(self) -> None:
+        """
+        A sensor is told C{OK} only once its reading is committed: nothing
+        is written before the store's Deferred fires.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.assertEqual(len(self.store.calls), 1)
+        self.assertEqual(self.transport.value(), b"")
+        self.store.commit()
+        self.assertEqual(self.answers(self.transport), [b"OK 1"])
+        self.assertStillServing(self.transport)
+
+    def test_reading_fields(self) -> None:
+        """
+        The store receives the fields exactly as sent (stripped of
+        surrounding spaces), with the sensor_index of the connection; a
+        line without a timestamp gets the node's UTC time; a fourth field
+        is the reading_id; a C{T} separator and an offset are accepted.
+        """
+        self.protocol.dataReceived(
+            b" Temperature , 39C , 2020-04-20 23:20:18.231325 \n"
+            b"Humidity,15% RH\n"
+            b"Atm. Pressure,1.798 atm,2020-04-20T23:20:18+02:00,sim-1\n"
+        )
+        self.turn()
+        (call,) = self.store.calls
+        self.assertEqual(
+            call.readings,
+            [
+                (Reading("Temperature", "39C", "2020-04-20 23:20:18.231325"), 1),
+                (Reading("Humidity", "15% RH", "2020-04-20 23:20:18.231325"), 1),
+                (Reading("Atm. Pressure", "1.798 atm", "2020-04-20T23:20:18+02:00", "sim-1"), 1),
+            ],
+        )
+
+    def test_pipelined_in_order(self) -> None:
+        """
+        Many lines may be in flight on one connection; the answers come back
+        in the order of the lines, and a rejected line between accepted ones
+        waits for the accepted line before it.
+        """
+        lines, expected = [], []
+        index = 0
+        for n in range(100):
+            if n % 7 == 3:
+                lines.append(b"Temperature,39C,not a time")
+                expected.append(b"ERR bad timestamp")
+            else:
+                lines.append(b"Temperature,%dC,2020-04-20 23:20:18" % (n,))
+                index += 1
+                expected.append(b"OK %d" % (index,))
+        self.protocol.dataReceived(b"".join(line + b"\n" for line in lines))
+        self.turn()
+        self.assertEqual(self.transport.value(), b"")
+        self.commit_all()
+        self.assertEqual(self.answers(self.transport), expected)
+
+    def test_rejected_line_waits_for_earlier_accepted(self) -> None:
+        """
+        A rejected line is not answered ahead of an accepted line sent
+        before it, but one with nothing before it is answered at once.
+        """
+        self.protocol.dataReceived(b"garbage\n")
+        self.assertEqual(self.answers(self.transport), [b"ERR missing value"])
+        self.transport.clear()
+        self.protocol.dataReceived(GOOD + b"\ngarbage\n")
+        self.assertEqual(self.transport.value(), b"")
+        self.commit_all()
+        self.assertEqual(self.answers(self.transport), [b"OK 1", b"ERR missing value"])
+
+    def test_answers_across_batches_in_order(self) -> None:
+        """
+        Lines that arrive while a batch commits are answered after that
+        batch, in the order they were sent.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.protocol.dataReceived(b"x\n" + GOOD + b"\n")
+        self.turn()
+        self.assertEqual(self.transport.value(), b"")
+        self.store.commit()
+        self.assertEqual(self.answers(self.transport), [b"OK 1", b"ERR missing value"])
+        self.turn()
+        self.store.commit()
+        self.assertEqual(
+            self.answers(self.transport), [b"OK 1", b"ERR missing value", b"OK 2"]
+        )
+
+    def test_group_commit(self) -> None:
+        """
+        The lines of one read, and those of other connections in the same
+        reactor turn, share one transaction; lines arriving while it
+        commits go into the next one.
+        """
+        other, other_transport = self.connect()
+        self.protocol.dataReceived(b"".join(GOOD + b"\n" for _ in range(50)))
+        other.dataReceived(GOOD + b"\n" + GOOD + b"\n")
+        self.turn()
+        self.assertEqual(len(self.store.calls), 1)
+        self.assertEqual(len(self.store.calls[0].readings), 52)
+
+        self.protocol.dataReceived(GOOD + b"\n")
+        other.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.assertEqual(len(self.store.calls), 1, "one transaction at a time")
+        self.store.commit()
+        self.turn()
+        self.assertEqual(len(self.store.calls), 2)
+        self.assertEqual(len(self.store.calls[1].readings), 2)
+        self.store.commit()
+        self.assertEqual(
+            self.answers(self.transport), [b"OK %d" % n for n in [*range(1, 51), 53]]
+        )
+        self.assertEqual(self.answers(other_transport), [b"OK 51", b"OK 52", b"OK 54"])
+
+    def test_sensor_indexes(self) -> None:
+        """
+        Each connection has its own sensor_index, stored with its readings.
+        """
+        other, _ = self.connect()
+        self.protocol.dataReceived(GOOD + b"\n")
+        other.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.assertEqual([i for _, i in self.store.calls[0].readings], [1, 2])
+        self.assertEqual(self.store.calls[0].last_sensor_index, 2)
+
+    def test_line_endings(self) -> None:
+        """
+        Lines may end with C{\\n} or C{\\r\\n}, mixed on one connection; the
+        C{\\r} is not part of the reading.
+        """
+        self.protocol.dataReceived(
+            b"Humidity,15% RH,2020-04-20 23:20:18\r\nHumidity,16% RH,2020-04-20 23:20:19\n"
+        )
+        self.turn()
+        self.assertEqual(
+            [r.sensor_data for r, _ in self.store.calls[0].readings], ["15% RH", "16% RH"]
+        )
+        self.assertEqual(
+            [r.timestamp for r, _ in self.store.calls[0].readings],
+            ["2020-04-20 23:20:18", "2020-04-20 23:20:19"],
+        )
+
+    def test_resent_reading_id(self) -> None:
+        """
+        A reading resent with a reading_id the store already holds is
+        answered with the stored entry_index.
+        """
+        line = b"Humidity,15% RH,2020-04-20 23:20:18,sim-7\n"
+        self.protocol.dataReceived(line + GOOD + b"\n" + line)
+        self.commit_all()
+        self.assertEqual(self.answers(self.transport), [b"OK 1", b"OK 2", b"OK 1"])
+
+
+class FramingTests(SensorTestCase):
+    """
+    Lines may be cut anywhere by TCP.
+    """
+
+    data = (
+        b"Temperature,39C,2020-04-20 23:20:18.231325\r\n"
+        b"bad line\n"
+        b"Humidity,15% RH\n"
+        b"Atm. Pressure,1.798 atm,2020-04-20T23:20:18Z,sim-1\r\n"
+    )
+    expected_readings = [
+        Reading("Temperature", "39C", "2020-04-20 23:20:18.231325"),
+        Reading("Humidity", "15% RH", "2020-04-20 23:20:18.231325"),
+        Reading("Atm. Pressure", "1.798 atm", "2020-04-20T23:20:18Z", "sim-1"),
+    ]
+    expected_answers = [b"OK 1", b"ERR missing value", b"OK 2", b"OK 3"]
+
+    def feed(self, chunks: list[bytes]) -> None:
+        self.setUp()
+        self.open_store()
+        protocol, transport = self.connect()
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+        self.turn()
+        readings = [r for call in self.store.calls for r, _ in call.readings]
+        self.assertEqual(readings, self.expected_readings, chunks)
+        self.commit_all()
+        self.assertEqual(self.answers(transport), self.expected_answers, chunks)
+        self.assertEqual([r.reason for r in self.store.rejected], ["missing value"])
+
+    def test_split_at_every_byte(self) -> None:
+        """
+        The same lines give the same readings and answers wherever one read
+        ends and the next begins.
+        """
+        for cut in range(len(self.data) + 1):
+            self.feed([self.data[:cut], self.data[cut:]])
+
+    def test_byte_by_byte(self) -> None:
+        """
+        Lines that arrive one byte per read are still whole readings.
+        """
+        self.feed([self.data[i : i + 1] for i in range(len(self.data))])
+
+
+class BadInputTests(OpenedTestCase):
+    """
+    Every rejected line is answered C{ERR <reason>}, kept for diagnosis, and
+    harms neither the connection nor the lines around it.
+    """
+
+    max_line = 256
+
+    cases = [
+        (b"Temperature,39C,yesterday", "bad timestamp"),
+        (b"Temperature,39C,2020-04-20 25:20:18", "bad timestamp"),
+        (b"Temperature,39C,2020-02-30 23:20:18", "bad timestamp"),
+        (b"Temperature,39C,2020-04-20 23:20:18,id-1,extra", "too many fields"),
+        (b"Temperature,,2020-04-20 23:20:18", "empty value"),
+        (b"Temperature,   ,2020-04-20 23:20:18", "empty value"),
+        (b"Temp\xe9rature,39C", "not UTF-8"),
+        (b"Temperature,39\xff", "not UTF-8"),
+        (b"", "empty line"),
+        (b"   ", "empty line"),
+        (b"Temperature", "missing value"),
+        (b",39C", "empty sensor type"),
+        (b"T" * 41 + b",39C", "sensor type longer than 40 characters"),
+        (b"Temperature," + b"9" * 81, "value longer than 80 characters"),
+        (b"Temperature,3\x009C", "control character in value"),
+        (b"Temp\x1berature,39C", "control character in sensor type"),
+        (b"Temperature,39C,2020-04-20 23:20:18,", "empty reading id"),
+        (b"Temperature,39C,2020-04-20 23:20:18," + b"r" * 65, "reading id longer than 64 characters"),
+        (b"Temperature,39C," + b"x" * 257, "line too long"),
+    ]
+
+    def test_each_reason(self) -> None:
+        """
+        Each kind of bad line is answered with its own reason, between the
+        answers of the good lines around it, on a connection that stays
+        open and keeps being read.
+        """
+        for line, reason in self.cases:
+            self.setUp()
+            self.protocol.dataReceived(GOOD + b"\n" + line + b"\r\n" + GOOD + b"\n")
+            self.commit_all()
+            self.assertEqual(
+                self.answers(self.transport),
+                [b"OK 1", b"ERR " + reason.encode(), b"OK 2"],
+                line,
+            )
+            self.assertStillServing(self.transport)
+            self.assertEqual(len(self.store.rows), 2, line)
+            self.assertEqual([r.reason for r in self.store.rejected], [reason], line)
+
+    def test_all_in_one_stream(self) -> None:
+        """
+        A stream mixing every kind of bad line with good ones stores every
+        good one and answers every line in order.
+        """
+        data, expected = b"", []
+        for n, (line, reason) in enumerate(self.cases, 1):
+            data += line + b"\n" + GOOD + b"\n"
+            expected += [b"ERR " + reason.encode(), b"OK %d" % (n,)]
+        self.protocol.dataReceived(data)
+        self.commit_all()
+        self.assertEqual(self.answers(self.transport), expected)
+        self.assertStillServing(self.transport)
+
+    def test_rejected_lines_stored(self) -> None:
+        """
+        Each rejected line reaches the store with the time, the sensor_index
+        of its connection, the reason and its raw bytes cut to max_line.
+        """
+        long_line = b"Temperature,39C," + b"x" * 300
+        self.protocol.dataReceived(b"Temp\xff,39C\n" + long_line + b"\n")
+        self.turn()
+        self.assertEqual(
+            self.store.calls[0].rejected,
+            [
+                Rejected(self.now(), 1, "not UTF-8", b"Temp\xff,39C"),
+                Rejected(self.now(), 1, "line too long", long_line[: self.max_line]),
+            ],
+        )
+        self.assertEqual(self.ingestor.rejected, 2)
+        self.assertEqual(self.ingestor.accepted, 0)
+
+
+class LongLineTests(OpenedTestCase):
+    """
+    A line longer than max_line is skipped up to its newline and answered
+    C{ERR line too long}; reading goes on, and memory stays bounded.
+    """
+
+    def test_exactly_max_line(self) -> None:
+        """
+        A line of exactly max_line bytes (not counting its line ending) is
+        accepted; one byte more is too long.
+        """
+        fits = b"T," + b"9" * (MAX_LINE - 2)
+        self.protocol.dataReceived(fits + b"\r\n" + fits + b"9\n" + fits + b"\n")
+        self.commit_all()
+        self.assertEqual(
+            self.answers(self.transport), [b"OK 1", b"ERR line too long", b"OK 2"]
+        )
+
+    def test_lengths_byte_by_byte(self) -> None:
+        """
+        Whatever its length, a line fed one byte at a time is accepted when
+        it fits and answered C{ERR line too long} when it does not.
+        """
+        for length, answer in [
+            (MAX_LINE - 1, b"OK 1"),
+            (MAX_LINE, b"OK 1"),
+            (MAX_LINE + 1, b"ERR line too long"),
+            (MAX_LINE + 2, b"ERR line too long"),
+            (MAX_LINE * 5, b"ERR line too long"),
+        ]:
+            self.setUp()
+            line = b"T," + b"9" * (length - 2) + b"\r\n"
+            for i in range(len(line)):
+                self.protocol.dataReceived(line[i : i + 1])
+            self.commit_all()
+            self.assertEqual(self.answers(self.transport), [answer], length)
+
+    def test_long_line_in_chunks(self) -> None:
+        """
+        A long line arriving in many reads with no newline for a long time
+        holds no more than about max_line bytes, then is answered C{ERR
+        line too long} when its newline comes, and the next line is read.
+        """
+        self.protocol.dataReceived(GOOD + b"\nTemperature,")
+        for _ in range(1000):
+            self.protocol.dataReceived(b"x" * 50)
+            # The protocol's own buffers: all that a line costs in memory.
+            held = len(self.protocol._buffer) + len(self.protocol._skipping or b"")
+            self.assertLessEqual(held, 2 * MAX_LINE + 50)
+        self.assertStillServing(self.transport)
+        self.protocol.dataReceived(b"xx\r\n" + GOOD + b"\n")
+        self.commit_all()
+        self.assertEqual(
+            self.answers(self.transport), [b"OK 1", b"ERR line too long", b"OK 2"]
+        )
+        (rejected,) = self.store.rejected
+        self.assertEqual(rejected.raw, (b"Temperature," + b"x" * MAX_LINE)[:MAX_LINE])
+
+    def test_long_line_one_read(self) -> None:
+        """
+        A huge line inside one read is skipped without stopping the lines
+        after it in the same read.
+        """
+        self.protocol.dataReceived(b"y" * 100_000 + b"\n" + GOOD + b"\n")
+        self.commit_all()
+        self.assertEqual(self.answers(self.transport), [b"ERR line too long", b"OK 1"])
+        self.assertEqual(self.store.rejected[0].raw, b"y" * MAX_LINE)
+
+
+class HalfCloseTests(OpenedTestCase):
+    """
+    A sensor that stops sending (e.g. C{printf ... | nc -N}) still gets every
+    answer, then the connection closes.
+    """
+
+    def test_answers_then_close(self) -> None:
+        """
+        After the sensor's end of stream, the connection stays open until
+        the readings are committed and answered, then closes.
+        """
+        self.protocol.dataReceived(GOOD + b"\n" + GOOD + b"\n")
+        self.protocol.readConnectionLost()
+        self.turn()
+        self.assertFalse(self.transport.disconnecting)
+        self.store.commit()
+        self.assertEqual(self.answers(self.transport), [b"OK 1", b"OK 2"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_unterminated_last_line(self) -> None:
+        """
+        A last line without its newline may have been cut short, so it is
+        not stored: it is answered C{ERR unterminated line} after the
+        answers before it, and kept as a rejected line.
+        """
+        self.protocol.dataReceived(GOOD + b"\nTemperature,3")
+        self.protocol.readConnectionLost()
+        self.commit_all()
+        self.assertEqual(
+            self.answers(self.transport), [b"OK 1", b"ERR unterminated line"]
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(len(self.store.rows), 1)
+        self.assertEqual(
+            self.store.rejected, [Rejected(self.now(), 1, "unterminated line", b"Temperature,3")]
+        )
+
+    def test_nothing_pending(self) -> None:
+        """
+        With every line answered, the end of stream closes the connection
+        at once.
+        """
+        self.protocol.dataReceived(b"bad\n")
+        self.protocol.readConnectionLost()
+        self.assertEqual(self.answers(self.transport), [b"ERR missing value"])
+        self.assertTrue(self.transport.disconnecting)
+
+
+class OpeningTests(SensorTestCase):
+    """
+    Sensors that connect while the store is opening wait for it.
+    """
+
+    def test_paused_until_open(self) -> None:
+        """
+        A sensor connecting before the store is open is not read until it
+        opens; then it gets a sensor_index after every one the store has
+        seen, never reusing one across restarts.
+        """
+        first, first_transport = self.connect()
+        second, second_transport = self.connect()
+        self.assertEqual(first_transport.producerState, "paused")
+        self.assertEqual(second_transport.producerState, "paused")
+        self.assertEqual(self.store.calls, [])
+
+        self.open_store(last_sensor_index=41)
+        self.assertEqual(first_transport.producerState, "producing")
+        self.assertEqual(second_transport.producerState, "producing")
+        self.assertEqual(sorted([first.sensor_index, second.sensor_index]), [42, 43])
+        third, third_transport = self.connect()
+        self.assertEqual(third_transport.producerState, "producing")
+        self.assertEqual(third.sensor_index, 44)
+
+        for protocol in (first, second, third):
+            protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        (call,) = self.store.calls
+        self.assertEqual(
+            [i for _, i in call.readings],
+            [first.sensor_index, second.sensor_index, 44],
+        )
+        self.assertEqual(call.last_sensor_index, 44)
+
+    def test_lines_read_before_open_are_kept(self) -> None:
+        """
+        Lines already read when the sensor was paused for the opening store
+        are stored and answered once it opens.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.assertEqual(self.store.calls, [])
+        drained = self.ingestor.drain()
+        self.open_store(last_sensor_index=3)
+        self.commit_all()
+        self.assertEqual(self.answers(transport), [b"OK 1"])
+        self.assertEqual(self.store.calls[0].readings[0][1], 4)
+        self.successResultOf(drained)
+
+
+class BackpressureTests(SensorTestCase):
+    """
+    When the store falls behind, sensors stop being read until it catches
+    up, so nothing queues without bound.
+    """
+
+    ingestor_options = dict(max_batch=3, high_water=10, low_water=4)
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.open_store()
+
+    def test_pause_and_resume(self) -> None:
+        """
+        Past the high-water mark every sensor connection is paused, also one
+        that sent nothing and one that connects meanwhile; all are resumed
+        once the queue is back to the low-water mark.
+        """
+        busy, busy_transport = self.connect()
+        quiet, quiet_transport = self.connect()
+        busy.dataReceived(b"".join(GOOD + b"\n" for _ in range(9)))
+        self.assertEqual(busy_transport.producerState, "producing")
+        busy.dataReceived(GOOD + b"\n")
+        self.assertEqual(busy_transport.producerState, "paused")
+        self.assertEqual(quiet_transport.producerState, "paused")
+        late, late_transport = self.connect()
+        self.assertEqual(late_transport.producerState, "paused")
+
+        transports = [busy_transport, quiet_transport, late_transport]
+        self.turn()
+        # Batches of 3: after the first commit 7 wait (3 of them already in
+        # the next batch), still above the low-water mark of 4...
+        self.store.commit()
+        self.assertEqual(self.ingestor.queued, 4)
+        self.assertEqual({t.producerState for t in transports}, {"paused"})
+        # ...after the second only 4 waited: back to the mark, so resumed.
+        self.store.commit()
+        self.assertEqual({t.producerState for t in transports}, {"producing"})
+        self.commit_all()
+        self.assertEqual(len(self.answers(busy_transport)), 10)
+
+    def test_sensor_not_reading_answers(self) -> None:
+        """
+        A sensor whose answers back up (its transport pauses us as their
+        producer) is not read until it takes them again, and stays paused
+        while the store is also behind.
+        """
+        protocol, transport = self.connect()
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+        protocol.pauseProducing()
+        protocol.dataReceived(b"".join(GOOD + b"\n" for _ in range(10)))
+        self.commit_all()  # the store catches up...
+        self.assertEqual(transport.producerState, "paused")  # ...the sensor does not
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(self.answers(transport)), 10)
+
+    def test_store_catches_up_while_answers_back_up(self) -> None:
+        """
+        A sensor paused both for the store and for its answers is resumed
+        only when both are over.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"".join(GOOD + b"\n" for _ in range(10)))
+        protocol.pauseProducing()
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "paused", "the store is still behind")
+        protocol.pauseProducing()
+        self.commit_all()
+        self.assertEqual(transport.producerState, "paused", "answers still back up")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+
+
+class FailureTests(OpenedTestCase):
+    """
+    A failed commit is answered, and the node keeps storing.
+    """
+
+    def test_failed_commit(self) -> None:
+        """
+        When a commit fails, each line of that batch is answered C{ERR} (so
+        the sensor may resend it), lines waiting behind it keep their order,
+        and the next batch is stored as usual.
+        """
+        self.protocol.dataReceived(GOOD + b"\n" + GOOD + b"\n")
+        self.turn()
+        self.protocol.dataReceived(b"Humidity,15% RH\n")
+        self.store.fail(OSError(28, "No space left on device"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(
+            self.answers(self.transport), [b"ERR storage failure, retry later"] * 2
+        )
+        self.assertStillServing(self.transport)
+        self.turn()
+        self.store.commit()
+        self.assertEqual(self.answers(self.transport)[2:], [b"OK 1"])
+        self.assertEqual(self.store.rows[0].sensor_type, "Humidity")
+        self.assertEqual(self.ingestor.last_index, 1)
+
+
+class DrainTests(OpenedTestCase):
+    """
+    Stopping the node waits on drain(): every reading received is committed
+    and answered first.
+    """
+
+    def test_idle(self) -> None:
+        """
+        With nothing queued, drain() fires at once.
+        """
+        self.successResultOf(self.ingestor.drain())
+
+    def test_waits_for_every_batch(self) -> None:
+        """
+        drain() fires only once every batch, including lines received
+        while waiting, is committed and every answer written.
+        """
+        self.protocol.dataReceived(GOOD + b"\n" + b"bad\n")
+        drained = self.ingestor.drain()
+        self.turn()
+        self.assertNoResult(drained)
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.store.commit()
+        self.assertNoResult(drained)
+        self.turn()
+        self.store.commit()
+        self.successResultOf(drained)
+        self.assertEqual(
+            self.answers(self.transport), [b"OK 1", b"ERR missing value", b"OK 2"]
+        )
+
+    def test_rejected_only(self) -> None:
+        """
+        drain() also waits for rejected lines to be kept.
+        """
+        self.protocol.dataReceived(b"bad\n")
+        drained = self.ingestor.drain()
+        self.assertNoResult(drained)
+        self.turn()
+        self.store.commit()
+        self.successResultOf(drained)
+        self.assertEqual(len(self.store.rejected), 1)
+
+    def test_disconnected_sensor(self) -> None:
+        """
+        Readings of a sensor that went away before its answers are still
+        stored, and drain() still fires.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.protocol.connectionLost(None)
+        self.assertEqual(self.ingestor.connected, 0)
+        drained = self.ingestor.drain()
+        self.commit_all()
+        self.successResultOf(drained)
+        self.assertEqual(len(self.store.rows), 1)
+        self.assertEqual(self.transport.value(), b"")

@@ -1,0 +1,368 @@
+"""
+Tests for the status resource over real HTTP on 127.0.0.1, against a real
+node with a real store in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlencode
+
+import attrs
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+
+from p2pstore import __version__
+from p2pstore.identity import SELF_DB
+from p2pstore.ingest import Ingestor
+from p2pstore.node import Node
+from p2pstore.records import Record, Signer, format_utc
+from p2pstore.sensor import SensorFactory
+from p2pstore.status import MAX_LIMIT, status_site
+from p2pstore.storage import Store
+
+NODE_ID = "0123456789abcdef0123456789abcdef"
+OTHER_ID = "fedcba9876543210fedcba9876543210"
+KEY = b"cluster key for the status tests"
+RECORD_FIELDS = {field.name for field in attrs.fields(Record)}
+
+
+class _TrackedWrapper(ProtocolWrapper):
+    def connectionLost(self, reason) -> None:
+        super().connectionLost(reason)
+        # Only now has the HTTP channel itself seen the connection go.
+        self.factory.closed()
+
+
+class _TrackedFactory(WrappingFactory):
+    """
+    Wraps the site to tell when every server-side connection has closed, so
+    a test ends with a clean reactor without waiting a fixed time.
+    """
+
+    protocol = _TrackedWrapper
+
+    def __init__(self, wrapped):
+        super().__init__(wrapped)
+        self._waiting: list[Deferred] = []
+
+    def closed(self) -> None:
+        if not self.protocols:
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(None)
+
+    def all_closed(self) -> Deferred:
+        """
+        @return: a Deferred firing once no server-side connection is open.
+        """
+        if not self.protocols:
+            return succeed(None)
+        d = Deferred()
+        self._waiting.append(d)
+        return d
+
+
+class StatusTestCase(TestCase):
+    """
+    A node (not yet started) serving its status on a loopback port, and an
+    HTTP client for it.
+    """
+
+    async def setUp(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        self.store = Store(
+            path=directory / SELF_DB, node_id=NODE_ID, signer=Signer.from_key(KEY), reactor=reactor
+        )
+        self.addCleanup(self.store.close)
+        self.ingestor = Ingestor(self.store, reactor)
+        self.node = Node(NODE_ID, self.store, self.ingestor, reactor)
+        await self.serve(self.node)
+
+    async def serve(self, node: Node) -> None:
+        """
+        Serve a node's status site on a free loopback port, and make
+        C{self.get} ask it.
+        """
+        self.site = _TrackedFactory(status_site(node))
+        self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
+        self.addCleanup(self.port.stopListening)
+        self.addCleanup(self.site.all_closed)
+        self.base = b"http://127.0.0.1:%d" % (self.port.getHost().port,)
+
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        self.agent = Agent(reactor, pool=pool)
+
+    async def get(self, path: str, expect: int = 200) -> dict:
+        """
+        GET a path; check the status code and that the answer is JSON.
+        """
+        response = await self.agent.request(b"GET", self.base + path.encode("ascii"))
+        body = await readBody(response)
+        self.assertEqual(response.code, expect, body)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        return json.loads(body)
+
+    async def get_readings(self, expect: int = 200, **query) -> dict:
+        return await self.get("/readings?" + urlencode(query), expect)
+
+    def sensor(self):
+        """
+        A sensor connected to the node's ingestion.
+        """
+        factory = SensorFactory(self.ingestor, 1024, lambda: format_utc(reactor.seconds()))
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        return protocol
+
+    async def send(self, *lines: bytes) -> None:
+        """
+        Send lines from a new sensor and wait until they are stored.
+        """
+        self.sensor().dataReceived(b"".join(line + b"\n" for line in lines))
+        await self.ingestor.drain()
+
+
+class StatusTests(StatusTestCase):
+    """
+    C{GET /status}: what a monitor polls.
+    """
+
+    async def test_initializing_then_running(self) -> None:
+        """
+        Before its store is open the node says C{Initializing} and lists no
+        origin; once open it says C{Running} and lists its own origin.
+        """
+        status = await self.get("/status")
+        self.assertEqual(status["node_id"], NODE_ID)
+        self.assertEqual(status["state"], "Initializing")
+        self.assertEqual(status["version"], __version__)
+        self.assertIsInstance(status["uptime_s"], (int, float))
+        self.assertGreaterEqual(status["uptime_s"], 0)
+        self.assertEqual(
+            {k: status["sensors"][k] for k in ("connected", "accepted", "rejected")},
+            {"connected": 0, "accepted": 0, "rejected": 0},
+        )
+        self.assertEqual(status["origins"], {})
+        self.assertEqual(status["peers"], [])
+
+        await self.node.start()
+        status = await self.get("/status")
+        self.assertEqual(status["state"], "Running")
+        self.assertEqual(status["origins"], {NODE_ID: {"count": 0, "last_index": 0, "self": True}})
+
+    async def test_counts(self) -> None:
+        """
+        Status counts connected sensors, accepted and rejected lines, and
+        the node's stored readings.
+        """
+        await self.node.start()
+        await self.send(b"Temperature,39C", b"Humidity,15% RH", b"garbage", b"Temperature,40C")
+        self.sensor()
+        status = await self.get("/status")
+        self.assertEqual(
+            {k: status["sensors"][k] for k in ("connected", "accepted", "rejected")},
+            {"connected": 2, "accepted": 3, "rejected": 1},
+        )
+        self.assertEqual(status["origins"], {NODE_ID: {"count": 3, "last_index": 3, "self": True}})
+
+    async def test_counts_after_restart(self) -> None:
+        """
+        The counts of stored readings include those stored before a restart.
+        """
+        await self.node.start()
+        await self.send(b"Temperature,39C", b"Temperature,40C")
+        self.store.close()
+
+        store = Store(path=self.store.path, node_id=NODE_ID, signer=Signer.from_key(KEY))
+        self.addCleanup(store.close)
+        node = Node(NODE_ID, store, Ingestor(store, reactor), reactor)
+        await node.start()
+        await self.serve(node)
+        status = await self.get("/status")
+        self.assertEqual(status["origins"][NODE_ID], {"count": 2, "last_index": 2, "self": True})
+        self.assertEqual(status["sensors"]["accepted"], 0, "accepted counts this run's lines")
+
+
+class InitializingReadingsTests(StatusTestCase):
+    """
+    C{GET /readings} while the store is still opening.
+    """
+
+    async def test_not_ready(self) -> None:
+        """
+        Before the store is open, /readings answers 503 with a JSON error
+        and a Retry-After, rather than failing; once open it answers.
+        """
+        response = await self.agent.request(b"GET", self.base + b"/readings")
+        body = json.loads(await readBody(response))
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        self.assertEqual(response.headers.getRawHeaders(b"retry-after"), [b"1"])
+        self.assertIn("Initializing", body["error"])
+        await self.node.start()
+        self.assertEqual(await self.get("/readings"), {"readings": []})
+
+
+class _Client(Protocol):
+    def __init__(self) -> None:
+        self.lost = Deferred()
+
+    def connectionLost(self, reason) -> None:
+        self.lost.callback(None)
+
+
+class ClientGoneTests(StatusTestCase):
+    """
+    A client that hangs up while its readings are being read.
+    """
+
+    async def test_hang_up(self) -> None:
+        """
+        When the client is gone before the query returns, nothing is
+        written and no error is logged: a monitor closing its tab is no
+        database failure.
+        """
+        await self.node.start()
+        # The real query answers too fast to hang up before it: hold it.
+        query = Deferred()
+        asked = Deferred()
+
+        def readings(origin, sensor_type, limit):
+            asked.callback(None)
+            return query
+
+        self.node.readings = readings
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
+        client = await endpoint.connect(Factory.forProtocol(_Client))
+        client.transport.write(b"GET /readings HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await asked
+        client.transport.loseConnection()
+        await client.lost
+        await self.site.all_closed()
+        query.callback([])
+        query.addErrback(self.fail)
+
+
+class ReadingsTests(StatusTestCase):
+    """
+    C{GET /readings}: the newest readings of an origin.
+    """
+
+    async def setUp(self) -> None:
+        await super().setUp()
+        await self.node.start()
+
+    async def test_newest_first(self) -> None:
+        """
+        Readings come newest first, each with every record field, its
+        origin, value and unit; the checksum verifies with the cluster key.
+        """
+        await self.send(
+            b"Temperature,39C,2020-04-20 23:20:18.231325,sim-1",
+            b"Atm. Pressure,1.798 atm,2020-04-20 23:20:19.231325",
+        )
+        readings = (await self.get("/readings"))["readings"]
+        self.assertEqual([r["entry_index"] for r in readings], [2, 1])
+        self.assertEqual(set(readings[0]), RECORD_FIELDS | {"value", "unit"})
+        pressure, temperature = readings
+        self.assertEqual(
+            {k: temperature[k] for k in ("origin", "epoch", "sensor_type", "sensor_data", "timestamp", "reading_id", "value", "unit")},
+            {
+                "origin": NODE_ID,
+                "epoch": self.store.epoch,
+                "sensor_type": "Temperature",
+                "sensor_data": "39C",
+                "timestamp": "2020-04-20 23:20:18.231325",
+                "reading_id": "sim-1",
+                "value": 39.0,
+                "unit": "C",
+            },
+        )
+        self.assertEqual((pressure["value"], pressure["unit"], pressure["reading_id"]), (1.798, "atm", None))
+        signer = Signer.from_key(KEY)
+        for r in readings:
+            signer.verify(Record(**{k: r[k] for k in RECORD_FIELDS}))
+
+    async def test_origin(self) -> None:
+        """
+        The node's own id as origin is the same as no origin.
+        """
+        await self.send(b"Temperature,39C")
+        self.assertEqual(
+            await self.get_readings(origin=NODE_ID), await self.get("/readings")
+        )
+
+    async def test_type(self) -> None:
+        """
+        C{type} keeps one sensor type, also one with spaces and dots.
+        """
+        await self.send(b"Temperature,39C", b"Atm. Pressure,1.798 atm", b"Temperature,40C")
+        readings = (await self.get_readings(type="Atm. Pressure"))["readings"]
+        self.assertEqual([(r["sensor_type"], r["entry_index"]) for r in readings], [("Atm. Pressure", 2)])
+        readings = (await self.get_readings(type="Temperature"))["readings"]
+        self.assertEqual([r["entry_index"] for r in readings], [3, 1])
+        self.assertEqual(await self.get_readings(type="Humidity"), {"readings": []})
+
+    async def test_limit(self) -> None:
+        """
+        100 readings by default, as many as asked up to the maximum, always
+        the newest.
+        """
+        await self.send(*[b"Temperature,%dC" % (n,) for n in range(150)])
+        readings = (await self.get("/readings"))["readings"]
+        self.assertEqual([r["entry_index"] for r in readings], list(range(150, 50, -1)))
+        readings = (await self.get_readings(limit=3))["readings"]
+        self.assertEqual([r["entry_index"] for r in readings], [150, 149, 148])
+        readings = (await self.get_readings(limit=MAX_LIMIT))["readings"]
+        self.assertEqual(len(readings), 150)
+        self.assertEqual(MAX_LIMIT, 10000)
+
+    async def test_bad_limit(self) -> None:
+        """
+        A limit that is not a whole number from 1 to 10000 is a 400 with a
+        JSON error saying so.
+        """
+        for limit in ["0", "-1", "10001", "abc", "", "1.5"]:
+            error = await self.get_readings(400, limit=limit)
+            self.assertIn("limit", error["error"], limit)
+        error = await self.get("/readings?limit=1&limit=2", 400)
+        self.assertIn("limit", error["error"])
+
+    async def test_bad_origin(self) -> None:
+        """
+        An origin that is not a node id is a 400 with a JSON error.
+        """
+        for origin in ["x", NODE_ID.upper(), NODE_ID + "0", "server_id_" + NODE_ID, "' OR 1=1 --"]:
+            error = await self.get_readings(400, origin=origin)
+            self.assertIn("origin", error["error"], origin)
+
+    async def test_unknown_origin(self) -> None:
+        """
+        A node id this node holds no readings of is a 404 with a JSON error.
+        """
+        error = await self.get_readings(404, origin=OTHER_ID)
+        self.assertIn(OTHER_ID, error["error"])
+
+
+class NotFoundTests(StatusTestCase):
+    """
+    Unknown paths are a JSON 404.
+    """
+
+    async def test_unknown_paths(self) -> None:
+        """
+        Paths other than /status and /readings answer 404 with a JSON error.
+        """
+        for path in ["/", "/nope", "/favicon.ico", "/statuses", "/nope/status"]:
+            error = await self.get(path, 404)
+            self.assertIn("not found", error["error"], path)

@@ -1,0 +1,457 @@
+"""
+Tests for the SQLite store: a real Store on a real file, through the real
+reactor's thread pool, checked with the stdlib sqlite3 module as a user's
+sqlite3 tool would see it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from p2pstore.records import BadRecord, Reading, Record, Signer, is_node_id
+from p2pstore.storage import (
+    SCHEMA_VERSION,
+    Opened,
+    Rejected,
+    Store,
+    StoreError,
+    readings_schema,
+    table_name,
+)
+
+NODE_ID = "0123456789abcdef0123456789abcdef"
+TABLE = f"server_id_{NODE_ID}"
+KEY = b"cluster key for the storage tests"
+
+
+def reading(n: int, sensor_type: str = "Temperature", data: str | None = None, reading_id=None) -> Reading:
+    return Reading(sensor_type, data or f"{n}C", f"2020-04-20 23:20:{n % 60:02d}.000001", reading_id)
+
+
+class StoreTestCase(TestCase):
+    """
+    A store on a file in a fresh temporary directory.
+    """
+
+    def setUp(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        self.path = directory / "self_sensor_data.db"
+        self.signer = Signer.from_key(KEY)
+
+    def make_store(self, node_id: str = NODE_ID) -> Store:
+        store = Store(path=self.path, node_id=node_id, signer=self.signer)
+        self.addCleanup(store.close)
+        return store
+
+    async def open_store(self) -> tuple[Store, Opened]:
+        store = self.make_store()
+        opened = await store.open()
+        return store, opened
+
+    def query(self, sql: str, params=()) -> list[tuple]:
+        """
+        Read the file as the sqlite3 tool would, beside the running store.
+        """
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+
+class OpenTests(StoreTestCase):
+    """
+    Opening creates the readings table as the issue and the seed describe.
+    """
+
+    async def test_fresh(self) -> None:
+        """
+        A new file opens empty, with a new epoch.
+        """
+        store, opened = await self.open_store()
+        self.assertEqual(
+            (opened.count, opened.last_index, opened.last_sensor_index, opened.rejected),
+            (0, 0, 0, 0),
+        )
+        self.assertTrue(is_node_id(opened.epoch))
+        self.assertEqual(store.epoch, opened.epoch)
+
+    async def test_columns(self) -> None:
+        """
+        The readings table is C{server_id_<node_id>} with every column a user
+        queries, of the right type.
+        """
+        await self.open_store()
+        columns = {name: kind for _, name, kind, *_ in self.query(f"PRAGMA table_info({TABLE})")}
+        self.assertLessEqual(
+            {
+                "entry_index": "INTEGER",
+                "sensor_index": "INTEGER",
+                "sensor_type": "TEXT",
+                "sensor_data": "TEXT",
+                "timestamp": "TEXT",
+                "value": "REAL",
+                "unit": "TEXT",
+                "reading_id": "TEXT",
+                "data_checksum": "TEXT",
+            }.items(),
+            columns.items(),
+        )
+        tables = {name for (name,) in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        self.assertIn("rejected_lines", tables)
+
+    async def test_wal(self) -> None:
+        """
+        The file is in WAL mode, so it can be read while the node writes.
+        """
+        await self.open_store()
+        self.assertEqual(self.query("PRAGMA journal_mode"), [("wal",)])
+
+    async def test_timestamp_index(self) -> None:
+        """
+        Queries by time are served by an index on timestamp.
+        """
+        await self.open_store()
+        indexed = [
+            [column for _, _, column in self.query(f"PRAGMA index_info({name!r})")]
+            for _, name, *_ in self.query(f"PRAGMA index_list({TABLE})")
+        ]
+        self.assertIn(["timestamp"], indexed)
+
+    async def test_newer_schema(self) -> None:
+        """
+        A file written by a newer p2pstore is refused with L{StoreError}
+        rather than misread, and is left as it was.
+        """
+        conn = sqlite3.connect(self.path)
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION + 1),))
+        conn.commit()
+        conn.close()
+        store = self.make_store()
+        error = await self.assertFailure(store.open(), StoreError)
+        self.assertIn("upgrade p2pstore", str(error))
+        self.assertEqual(
+            self.query("SELECT name FROM sqlite_master WHERE name LIKE 'server_id_%'"), []
+        )
+        self.assertEqual(self.query("SELECT value FROM meta"), [(str(SCHEMA_VERSION + 1),)])
+
+
+class AppendTests(StoreTestCase):
+    """
+    Group commits store readings with gapless entry indexes, each signed.
+    """
+
+    async def test_gapless_across_batches(self) -> None:
+        """
+        entry_index runs 1, 2, 3... without gaps over every batch, also
+        batches holding only rejected lines; the answer of each reading is
+        its index.
+        """
+        store, _ = await self.open_store()
+        batches = [[reading(1), reading(2), reading(3)], [reading(4)], [], [reading(n) for n in range(5, 105)]]
+        answered = []
+        for batch in batches:
+            rejected = [] if batch else [Rejected("2020-04-20 23:20:18", 1, "empty line", b"")]
+            appended = await store.append([(r, 1) for r in batch], rejected, 1)
+            self.assertEqual(appended.indexes, [r.entry_index for r in appended.records])
+            answered += appended.indexes
+        self.assertEqual(answered, list(range(1, 105)))
+        self.assertEqual(
+            self.query(f"SELECT entry_index FROM {TABLE} ORDER BY entry_index"),
+            [(n,) for n in range(1, 105)],
+        )
+
+    async def test_fields_as_sent(self) -> None:
+        """
+        Each row holds the reading exactly as sent, with the sensor_index of
+        its connection.
+        """
+        store, _ = await self.open_store()
+        await store.append(
+            [(Reading("Atm. Pressure", "1.798 atm", "2020-04-20T23:20:18+02:00", "sim-1"), 7)], [], 7
+        )
+        self.assertEqual(
+            self.query(
+                f"SELECT entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id FROM {TABLE}"
+            ),
+            [(1, 7, "Atm. Pressure", "1.798 atm", "2020-04-20T23:20:18+02:00", "sim-1")],
+        )
+
+    async def test_value_and_unit(self) -> None:
+        """
+        value and unit are parsed from sensor_data when it starts with a
+        number, NULL otherwise; sensor_data keeps the text as sent.
+        """
+        store, _ = await self.open_store()
+        cases = [
+            ("39C", 39.0, "C"),
+            ("1.798 atm", 1.798, "atm"),
+            ("15% RH", 15.0, "% RH"),
+            ("-3.5", -3.5, None),
+            ("high", None, None),
+        ]
+        await store.append([(reading(1, data=data), 1) for data, _, _ in cases], [], 1)
+        self.assertEqual(
+            self.query(f"SELECT sensor_data, value, unit FROM {TABLE} ORDER BY entry_index"),
+            cases,
+        )
+
+    async def test_checksums(self) -> None:
+        """
+        Every row's data_checksum is the record's HMAC under the cluster
+        key: it verifies with the key, and fails under another key.
+        """
+        store, opened = await self.open_store()
+        appended = await store.append([(reading(n, reading_id=f"r{n}"), 2) for n in range(5)], [], 2)
+        rows = self.query(
+            f"SELECT entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, "
+            f"data_checksum FROM {TABLE} ORDER BY entry_index"
+        )
+        records = [
+            Record(
+                origin=NODE_ID,
+                epoch=opened.epoch,
+                entry_index=entry_index,
+                sensor_index=sensor_index,
+                sensor_type=sensor_type,
+                sensor_data=sensor_data,
+                timestamp=timestamp,
+                reading_id=reading_id,
+                data_checksum=checksum,
+            )
+            for entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, checksum in rows
+        ]
+        self.assertEqual(records, appended.records)
+        other = Signer.from_key(b"another cluster's key, 32 bytes!")
+        for record in records:
+            self.assertEqual(len(record.data_checksum), 64)
+            self.signer.verify(record)
+            self.assertRaises(BadRecord, other.verify, record)
+
+    async def test_rejected_lines(self) -> None:
+        """
+        Rejected lines are kept with their time, sensor_index, reason and
+        raw bytes, whatever those bytes are.
+        """
+        store, _ = await self.open_store()
+        rejected = [
+            Rejected("2020-04-20 23:20:18.000001", 3, "not UTF-8", b"Temp\xff,39C"),
+            Rejected("2020-04-20 23:20:19.000001", 4, "line too long", b"x" * 1024),
+        ]
+        await store.append([(reading(1), 3)], rejected, 4)
+        self.assertEqual(
+            self.query("SELECT received_at, sensor_index, reason, raw FROM rejected_lines ORDER BY id"),
+            [(r.received_at, r.sensor_index, r.reason, r.raw) for r in rejected],
+        )
+
+    async def test_readable_while_open(self) -> None:
+        """
+        Anyone can read the file with sqlite3 while the store has it open,
+        and sees each commit as soon as it is answered.
+        """
+        store, _ = await self.open_store()
+        for n in range(1, 4):
+            await store.append([(reading(n), 1)], [], 1)
+            self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(n,)])
+
+
+class ReadingIdTests(StoreTestCase):
+    """
+    A sensor that resends a reading (its answer was lost) never makes a
+    duplicate.
+    """
+
+    async def test_stored_id(self) -> None:
+        """
+        A reading_id already stored is answered with the stored index and
+        adds no row; the stored reading is left as it was.
+        """
+        store, _ = await self.open_store()
+        first = await store.append([(reading(1, reading_id="sim-1"), 1)], [], 1)
+        again = await store.append(
+            [(reading(2), 2), (reading(9, data="99C", reading_id="sim-1"), 2), (reading(3), 2)], [], 2
+        )
+        self.assertEqual(first.indexes, [1])
+        self.assertEqual(again.indexes, [2, 1, 3])
+        self.assertEqual([r.entry_index for r in again.records], [2, 3])
+        self.assertEqual(
+            self.query(f"SELECT entry_index, sensor_data FROM {TABLE} WHERE reading_id = 'sim-1'"),
+            [(1, "1C")],
+        )
+        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(3,)])
+
+    async def test_same_id_in_one_batch(self) -> None:
+        """
+        The same reading_id twice in one batch stores one row, and both
+        lines are answered with its index.
+        """
+        store, _ = await self.open_store()
+        appended = await store.append(
+            [(reading(1, reading_id="x"), 1), (reading(2), 1), (reading(1, reading_id="x"), 1)], [], 1
+        )
+        self.assertEqual(appended.indexes, [1, 2, 1])
+        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(2,)])
+
+    async def test_many_ids(self) -> None:
+        """
+        Dedupe holds for batches with more reading_ids than one SQL query
+        takes parameters.
+        """
+        store, _ = await self.open_store()
+        ids = [f"r{n}" for n in range(1200)]
+        first = await store.append([(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
+        again = await store.append([(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
+        self.assertEqual(again.indexes, first.indexes)
+        self.assertEqual(again.records, [])
+        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(1200,)])
+
+    async def test_ids_survive_reopen(self) -> None:
+        """
+        A reading resent after the node restarted is still recognised.
+        """
+        store, _ = await self.open_store()
+        await store.append([(reading(1, reading_id="sim-1"), 1)], [], 1)
+        store.close()
+        store, _ = await self.open_store()
+        appended = await store.append([(reading(1, reading_id="sim-1"), 2)], [], 2)
+        self.assertEqual(appended.indexes, [1])
+        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(1,)])
+
+
+class ReopenTests(StoreTestCase):
+    """
+    Closing and reopening the file (a node restart) keeps everything.
+    """
+
+    async def test_reopen(self) -> None:
+        """
+        After a restart the store reports the same count, last index, epoch
+        and highest sensor_index, keeps its indexes, and numbering goes on
+        without a gap.
+        """
+        store, first = await self.open_store()
+        await store.append([(reading(n), 3) for n in range(1, 6)], [], 3)
+        await store.append(
+            [(reading(6), 9)], [Rejected("2020-04-20 23:20:18", 11, "empty line", b"")], 12
+        )
+        indexes = self.query("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+        store.close()
+
+        store, second = await self.open_store()
+        self.assertEqual(
+            second,
+            Opened(epoch=first.epoch, count=6, last_index=6, last_sensor_index=12, rejected=1),
+        )
+        self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name"), indexes)
+        self.assertIn((f"{TABLE}_timestamp",), indexes)
+        appended = await store.append([(reading(7), 13)], [], 13)
+        self.assertEqual(appended.indexes, [7])
+
+    async def test_sensor_index_from_rows(self) -> None:
+        """
+        Even without the recorded highest sensor_index, sensor indexes
+        already in the file are never handed out again.
+        """
+        store, _ = await self.open_store()
+        await store.append(
+            [(reading(1), 5)], [Rejected("2020-04-20 23:20:18", 8, "empty line", b"")], 0
+        )
+        store.close()
+        _, opened = await self.open_store()
+        self.assertEqual(opened.last_sensor_index, 8)
+
+
+class ReadingsTests(StoreTestCase):
+    """
+    The newest readings of an origin, as /readings serves them.
+    """
+
+    async def store_thirty(self) -> Store:
+        store, _ = await self.open_store()
+        batch = [
+            (reading(n, sensor_type="Humidity" if n % 3 == 0 else "Temperature"), 1)
+            for n in range(1, 31)
+        ]
+        self.appended = await store.append(batch, [], 1)
+        return store
+
+    async def test_newest_first(self) -> None:
+        """
+        Readings come newest first, as full signed records.
+        """
+        store = await self.store_thirty()
+        records = await store.readings(NODE_ID, None, 100)
+        self.assertEqual(records, self.appended.records[::-1])
+        for record in records:
+            self.signer.verify(record)
+
+    async def test_type_and_limit(self) -> None:
+        """
+        A type filter returns only that sensor type; the limit caps the
+        count, keeping the newest.
+        """
+        store = await self.store_thirty()
+        humidity = await store.readings(NODE_ID, "Humidity", 100)
+        self.assertEqual([r.entry_index for r in humidity], list(range(30, 0, -3)))
+        newest = await store.readings(NODE_ID, "Temperature", 3)
+        self.assertEqual([r.entry_index for r in newest], [29, 28, 26])
+        self.assertEqual(await store.readings(NODE_ID, "Pressure", 10), [])
+
+
+class TableNameTests(SynchronousTestCase):
+    """
+    A table name is only ever built from a validated node id, so no text
+    from a sensor, a peer or a URL can reach SQL as a name.
+    """
+
+    bad = [
+        "",
+        "0123456789ABCDEF0123456789ABCDEF",
+        "0123456789abcdef0123456789abcde",
+        "0123456789abcdef0123456789abcdef0",
+        "0123456789abcdef0123456789abcdef\n",
+        "x; DROP TABLE meta; --",
+        "0123456789abcdef0123456789abcdeg",
+        None,
+    ]
+
+    def test_valid(self) -> None:
+        """
+        A node id gives the seed's table name.
+        """
+        self.assertEqual(table_name(NODE_ID), TABLE)
+
+    def test_refused(self) -> None:
+        """
+        Anything else is refused before any SQL is written.
+        """
+        for text in self.bad:
+            self.assertRaises(ValueError, table_name, text)
+            self.assertRaises(ValueError, readings_schema, text)
+
+
+class BadNodeIdTests(StoreTestCase):
+    """
+    The store refuses to build SQL from a bad id.
+    """
+
+    async def test_open(self) -> None:
+        """
+        A store for a bad node id fails to open and creates no table.
+        """
+        store = self.make_store(node_id="x; DROP TABLE meta; --")
+        await self.assertFailure(store.open(), ValueError)
+        self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE type = 'table'"), [])
+
+    async def test_readings(self) -> None:
+        """
+        Asking for the readings of a bad origin raises before any query.
+        """
+        store, _ = await self.open_store()
+        self.assertRaises(ValueError, store.readings, "server_id_x; --", None, 10)
+        self.assertRaises(ValueError, store.readings, NODE_ID.upper(), None, 10)
