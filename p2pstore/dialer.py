@@ -1,0 +1,115 @@
+"""
+Outgoing links: one L{Dialer} per address in ``--peers``, redialling with
+exponential backoff and jitter whenever the link is down.
+
+Not ClientService: ClientService resets its backoff as soon as TCP connects,
+so a peer that always fails authentication would be redialled every second
+for ever. Here the backoff resets only once a link has authenticated and
+stayed up a while.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, Optional
+
+from twisted.logger import Logger
+
+MIN_DELAY = 0.5
+MAX_DELAY = 30.0
+# A link must stay authenticated this long before a drop counts as new.
+STABLE_AFTER = 10.0
+
+
+def backoff(attempt: int, jitter: Callable[[], float] = random.random) -> float:
+    """
+    The delay before dial number ``attempt`` (0 for the first redial):
+    doubling from MIN_DELAY, capped at about MAX_DELAY, with ±25% jitter so
+    nodes that lost each other at once do not redial in step.
+    """
+    delay = min(MAX_DELAY, MIN_DELAY * 2 ** min(attempt, 16))
+    return delay * (0.75 + 0.5 * jitter())
+
+
+class Dialer:
+    """
+    Keeps one link to one peer address.
+    """
+
+    log = Logger()
+
+    def __init__(self, address: str, endpoint, factory, clock, jitter=random.random):
+        self.address = address
+        self._endpoint = endpoint
+        self._factory = factory
+        self._clock = clock
+        self._jitter = jitter
+        self._attempt = 0
+        self._pending = None
+        self._call = None
+        self._running = False
+        self._complained = False
+        self.protocol = None
+        self.gave_up: Optional[str] = None
+
+    def start(self) -> None:
+        self._running = True
+        self._dial()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        if self._pending is not None:
+            self._pending.cancel()
+        if self.protocol is not None:
+            self.protocol.transport.loseConnection()
+
+    def _dial(self) -> None:
+        self._call = None
+        if not self._running:
+            return
+        self._pending = self._endpoint.connect(self._factory)
+        self._pending.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, protocol) -> None:
+        self._pending = None
+        self.protocol = protocol
+        protocol.dial_address = self.address
+        protocol.on_close = self._closed
+
+    def _failed(self, failure) -> None:
+        self._pending = None
+        if not self._running:
+            return
+        if not self._complained:
+            self._complained = True
+            self.log.warn(
+                "cannot reach peer {address} ({reason}); retrying with backoff up to {cap:.0f} s",
+                address=self.address,
+                reason=failure.getErrorMessage(),
+                cap=MAX_DELAY,
+            )
+        self._retry()
+
+    def _closed(self, protocol) -> None:
+        self.protocol = None
+        if protocol.authenticated:
+            self._complained = False
+            if self._clock.seconds() - protocol.authenticated_at >= STABLE_AFTER:
+                self._attempt = 0
+        if not self._running:
+            return
+        if protocol.itself:
+            self.gave_up = protocol.close_reason
+            self.log.error(
+                "peer {address} is this node itself: not dialling it again", address=self.address
+            )
+            return
+        self._retry()
+
+    def _retry(self) -> None:
+        delay = backoff(self._attempt, self._jitter)
+        self._attempt += 1
+        self._call = self._clock.callLater(delay, self._dial)

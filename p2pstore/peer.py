@@ -1,0 +1,189 @@
+"""
+The peer protocol: a line protocol that only translates.
+
+Lines become messages (L{p2pstore.wire}); the handshake decides who the
+peer is (L{p2pstore.session}); after it every message goes to the
+L{Replicator}. A malformed, unknown or out-of-order line drops the link
+with a logged reason; the dialler retries it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import LineOnlyReceiver
+
+from .session import HANDSHAKE_TIMEOUT, Handshake, HandshakeFailed
+from .wire import Auth, BadMessage, Hello, Ping, Pong, decode, encode
+
+# A RECORDS batch of 1000 records of the longest fields fits with room to
+# spare; anything longer is not a message this protocol ever sends.
+MAX_LINE = 4 * 1024 * 1024
+
+# Idle links are probed; a link silent for longer than IDLE_TIMEOUT is dead.
+PING_INTERVAL = 10.0
+IDLE_TIMEOUT = 35.0
+
+
+class PeerProtocol(LineOnlyReceiver):
+    """
+    One connection to a peer node, dialled or accepted.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+    log = Logger()
+
+    def __init__(self, factory: "PeerFactory", dialled: bool):
+        self.factory = factory
+        self.dialled = dialled
+        self.handshake: Optional[Handshake] = None
+        self.peer_id: Optional[str] = None
+        self.authenticated = False
+        self.close_reason: Optional[str] = None
+        self.itself = False
+        self.connected_at = 0.0
+        self.authenticated_at: Optional[float] = None
+        self.on_close: Optional[Callable] = None
+        self._timer = None
+        self._last_heard = 0.0
+
+    @property
+    def address(self) -> str:
+        peer = self.transport.getPeer()
+        return f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+
+    def connectionMade(self) -> None:
+        factory = self.factory
+        self._last_heard = self.connected_at = factory.clock.seconds()
+        self.handshake = Handshake(factory.node_id, factory.key, self.dialled, self.send)
+        self._timer = factory.clock.callLater(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        self.handshake.start()
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        self.drop("did not authenticate within %d s" % HANDSHAKE_TIMEOUT)
+
+    def send(self, message) -> None:
+        self.sendLine(encode(message))
+
+    def drop(self, reason: str) -> None:
+        """
+        Close the link, logging and counting why.
+        """
+        if self.close_reason is None:
+            self.close_reason = reason
+            who = self.peer_id or "unidentified peer"
+            self.log.warn(
+                "dropping link to {who} at {address}: {reason}",
+                who=who,
+                address=self.address,
+                reason=reason,
+            )
+            self.factory.replicator.link_failed(self, reason)
+        self.transport.loseConnection()
+
+    def lineReceived(self, line: bytes) -> None:
+        if self.close_reason is not None:
+            return
+        self._last_heard = self.factory.clock.seconds()
+        try:
+            message = decode(line)
+        except BadMessage as e:
+            self.drop(f"malformed message: {e}")
+            return
+        if not self.authenticated:
+            try:
+                done = self.handshake.received(message)
+            except HandshakeFailed as e:
+                self.peer_id = self.handshake.peer_id
+                self.itself = e.itself
+                self.drop(str(e))
+                return
+            self.peer_id = self.handshake.peer_id
+            if done:
+                self._authenticated()
+            return
+        if isinstance(message, (Hello, Auth)):
+            self.drop(f"sent {type(message).__name__.upper()} after authenticating")
+        elif isinstance(message, Ping):
+            self.send(Pong())
+        elif isinstance(message, Pong):
+            pass
+        else:
+            try:
+                self.factory.replicator.received(self, message)
+            except BadMessage as e:
+                self.drop(str(e))
+
+    def _authenticated(self) -> None:
+        # The handshake timer would otherwise drop the link 10 s after it
+        # connected, authenticated or not.
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self.authenticated = True
+        self.authenticated_at = self.factory.clock.seconds()
+        self.log.info(
+            "link to {peer} at {address} authenticated", peer=self.peer_id, address=self.address
+        )
+        self._schedule_ping()
+        self.factory.replicator.link_up(self)
+
+    def _schedule_ping(self) -> None:
+        self._timer = self.factory.clock.callLater(PING_INTERVAL, self._ping)
+
+    def _ping(self) -> None:
+        silent = self.factory.clock.seconds() - self._last_heard
+        if silent > IDLE_TIMEOUT:
+            self._timer = None
+            self.drop("silent for %d s" % silent)
+            return
+        self.send(Ping())
+        self._schedule_ping()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.drop(f"sent a line longer than {self.MAX_LENGTH} bytes")
+
+    def connectionLost(self, reason) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        if self.authenticated:
+            self.factory.replicator.link_down(self)
+        elif self.close_reason is None and self.handshake is not None and self.handshake.state == "auth":
+            # The other side refused our proof: it does not say why, but a
+            # different cluster key is by far the likeliest.
+            self.close_reason = "closed by the peer during the handshake: does it have the same cluster key?"
+            self.log.warn(
+                "link to {who} at {address} {reason}",
+                who=self.peer_id or "unidentified peer",
+                address=self.address,
+                reason=self.close_reason,
+            )
+            self.factory.replicator.link_failed(self, self.close_reason)
+        if self.on_close is not None:
+            self.on_close(self)
+
+
+class PeerFactory(Factory):
+    """
+    Builds peer protocols, dialled or accepted, for one node.
+    """
+
+    noisy = False
+
+    def __init__(self, node_id: str, key: bytes, replicator, clock, dialled: bool):
+        self.node_id = node_id
+        self.key = key
+        self.replicator = replicator
+        self.clock = clock
+        self.dialled = dialled
+        # Set once the node's store is open.
+        self.ready = dialled
+
+    def buildProtocol(self, addr) -> Optional[PeerProtocol]:
+        if not self.ready:
+            return None
+        return PeerProtocol(self, self.dialled)
