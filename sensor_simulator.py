@@ -116,6 +116,10 @@ class BadAnswer(ValueError):
     """The node sent a line that is not an answer we can match to a reading."""
 
 
+class NodeBusy(Exception):
+    """The node could not store a reading just now (``ERR retry: ...``): send it again later."""
+
+
 @frozen
 class Answer:
     """The node's answer to a reading: accepted with its entry index, or rejected with a reason."""
@@ -285,6 +289,11 @@ class Simulator:
             self._out("Cannot connect to {} ({}); retrying".format(self._where, reason))
         self._link = "down"
 
+    def node_busy(self, reason: str) -> None:
+        """The node could not store a reading; the protocol drops the connection to resend it."""
+        self._out("Node at {} could not store a reading ({}); reconnecting to resend".format(self._where, reason))
+        self._link = "down"
+
     def bad_answer(self, problem: str) -> None:
         """The node said something that matches no reading; the protocol drops the connection."""
         self._out("Bad answer from {}: {}; reconnecting".format(self._where, problem))
@@ -294,6 +303,9 @@ class Simulator:
 
     def answer(self, answer: Answer) -> None:
         """Apply the node's answer to the oldest reading in flight."""
+        if not answer.ok and answer.reason.startswith("retry"):
+            # Keep the reading: it goes again, first, on the next connection.
+            raise NodeBusy(answer.reason)
         reading = self.queue.answered()
         if answer.ok:
             self.accepted += 1
@@ -358,6 +370,9 @@ class SensorClientProtocol(LineOnlyReceiver):
     def lineReceived(self, line: bytes) -> None:
         try:
             self.simulator.answer(parse_answer(line))
+        except NodeBusy as busy:
+            self.simulator.node_busy(str(busy))
+            self.transport.loseConnection()
         except BadAnswer as problem:
             # Answers are matched to readings by their order, so after one we cannot place,
             # none can be trusted: start over on a new connection (resending is safe).

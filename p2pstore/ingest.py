@@ -50,8 +50,11 @@ class Ingestor:
         max_batch: int = 5000,
         high_water: int = 20000,
         low_water: int = 5000,
+        on_commit=None,
     ):
         self._store = store
+        # Called with the records of each commit that added some.
+        self.on_commit = on_commit
         self._clock = clock
         self._max_batch = max_batch
         self._high_water = high_water
@@ -192,18 +195,20 @@ class Ingestor:
         for pending, index in zip(batch, appended.indexes):
             pending.answer = b"OK %d" % (index,)
         self._answer(batch)
+        if appended.records and self.on_commit is not None:
+            self.on_commit(appended.records)
 
     def _failed(self, failure, batch: list[Pending]) -> None:
         self.log.failure(
             "could not store {count} readings in {path}; their sensors were "
-            "answered ERR and may resend them. Check the disk (space, "
+            "answered 'ERR retry' and may resend them. Check the disk (space, "
             "permissions) and the log above.",
             failure,
             count=len(batch),
             path=str(self._store.path),
         )
         for pending in batch:
-            pending.answer = b"ERR storage failure, retry later"
+            pending.answer = b"ERR retry: storage failure"
         self._answer(batch)
 
     @staticmethod

@@ -714,7 +714,7 @@ class FailureTests(OpenedTestCase):
         self.store.fail(OSError(28, "No space left on device"))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
         self.assertEqual(
-            self.answers(self.transport), [b"ERR storage failure, retry later"] * 2
+            self.answers(self.transport), [b"ERR retry: storage failure"] * 2
         )
         self.assertStillServing(self.transport)
         self.turn()

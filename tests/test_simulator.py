@@ -215,6 +215,25 @@ class SimulatorTests(SynchronousTestCase):
         self.assertEqual(h.simulator.accepted, 1)
         self.assertIn("Rejected {}: bad value".format(second.line().decode()), h.out)
 
+    def test_retry_answer_keeps_the_reading(self):
+        """
+        ``ERR retry: ...`` (the node could not store it just now) keeps the reading: the
+        simulator says so once, drops the connection, and sends it first on the next one.
+        """
+        h = Harness(interval=1)
+        h.connect()
+        h.simulator.start()
+        h.clock.pump([1])
+        self.assertEqual(h.sent(), ["run-1", "run-2"])
+        h.answer(b"OK 1", b"ERR retry: storage failure")
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual([r.reading_id for r in h.simulator.queue], ["run-2"])
+        self.assertEqual(h.simulator.accepted, 1)
+        self.assertEqual(len([line for line in h.out if "could not store" in line]), 1)
+        h.drop()
+        h.connect()
+        self.assertEqual(h.sent()[0], "run-2")
+
     def test_resends_unacknowledged_in_order_after_reconnect(self):
         """
         After a reconnect the unanswered readings go out again, oldest first, before new ones,
