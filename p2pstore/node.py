@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from . import __version__
 from .ingest import Ingestor
-from .records import is_node_id
+from .replication import Replicator
 from .storage import Store, StoreError
 
 INITIALIZING = "Initializing"
@@ -43,13 +43,33 @@ class Node:
 
     log = Logger()
 
-    def __init__(self, node_id: str, store: Store, ingestor: Ingestor, clock):
+    def __init__(
+        self,
+        node_id: str,
+        store: Store,
+        ingestor: Ingestor,
+        clock,
+        replicator: Optional[Replicator] = None,
+        has_peers: bool = False,
+    ):
         self.node_id = node_id
         self.store = store
         self.ingestor = ingestor
         self.clock = clock
-        self.state = INITIALIZING
+        self.replicator = replicator or Replicator(node_id, store, store.signer, clock)
+        self.has_peers = has_peers
+        self.opened = False
         self.started_at = clock.seconds()
+        self.dialers: list = []
+        ingestor.on_commit = self._committed
+
+    @property
+    def state(self) -> str:
+        if not self.opened:
+            return INITIALIZING
+        if self.replicator.recovering:
+            return SYNCING
+        return RUNNING
 
     def start(self) -> Deferred:
         """
@@ -59,29 +79,69 @@ class Node:
 
         def opened(opened):
             self.ingestor.opened(opened)
-            self.state = RUNNING
+            self.replicator.opened(opened.positions, opened.recovering)
+            self.opened = True
             self.log.info(
-                "node {node_id} running: {count} readings stored, epoch {epoch}",
+                "node {node_id} {state}: {count} readings of its own stored, epoch {epoch}",
                 node_id=self.node_id,
+                state=self.state.lower(),
                 count=opened.count,
                 epoch=opened.epoch,
             )
+            if opened.recovering:
+                if self.has_peers:
+                    self.log.warn(
+                        "this node's own database was missing or empty: taking new "
+                        "readings in a new epoch while fetching earlier ones from peers"
+                    )
+                else:
+                    self.log.warn(
+                        "this node's own database was missing or empty and no --peers "
+                        "are given: its earlier readings can come back only from a peer "
+                        "that dials it"
+                    )
 
         return d.addCallback(opened)
+
+    def _committed(self, records: list) -> None:
+        self.replicator.committed(self.node_id, records[0].epoch, records)
 
     def status_snapshot(self) -> dict:
         """
         Everything the node tells about itself, as plain JSON-ready data.
         """
         ingestor = self.ingestor
-        origins = {}
-        if self.state != INITIALIZING:
-            origins[self.node_id] = {
-                "count": ingestor.count,
-                "last_index": ingestor.last_index,
-                "self": True,
-            }
-        return {
+        replicator = self.replicator
+        origins: dict = {}
+        if self.opened:
+            origins[self.node_id] = {"count": 0, "last_index": 0, "self": True}
+            for (origin, epoch), position in replicator.positions.items():
+                entry = origins.setdefault(origin, {"count": 0, "last_index": 0, "self": False})
+                entry["count"] += position
+                if origin != self.node_id or epoch == self.store.epoch:
+                    entry["last_index"] = max(entry["last_index"], position)
+        peers, totals = replicator.status()
+        linked = {peer["address"] for peer in peers if peer["connected"]}
+        for dialer in self.dialers:
+            if dialer.address not in linked and not any(
+                p["address"] == dialer.address for p in peers
+            ):
+                peers.append(
+                    {
+                        "address": dialer.address,
+                        "node_id": None,
+                        "connected": False,
+                        "authenticated": False,
+                        "last_seen": None,
+                        "sent": 0,
+                        "received": 0,
+                        "rejected": 0,
+                        "conflicts": 0,
+                        "link_errors": 0,
+                        "lag": {},
+                    }
+                )
+        snapshot = {
             "node_id": self.node_id,
             "state": self.state,
             "version": __version__,
@@ -93,8 +153,12 @@ class Node:
                 "queued": ingestor.queued,
             },
             "origins": origins,
-            "peers": [],
+            "peers": peers,
+            "replication": totals,
         }
+        if replicator.recovering:
+            snapshot["recovery"] = replicator.recovery_progress()
+        return snapshot
 
     def readings(self, origin: Optional[str], sensor_type: Optional[str], limit: int) -> Deferred:
         """
@@ -104,10 +168,10 @@ class Node:
         @raise NotReady: the store is not open yet.
         """
         origin = origin or self.node_id
-        if not is_node_id(origin) or origin != self.node_id:
-            raise UnknownOrigin(origin)
-        if self.state == INITIALIZING:
+        if not self.opened:
             raise NotReady(self.state)
+        if origin != self.node_id and not any(o == origin for o, _ in self.replicator.positions):
+            raise UnknownOrigin(origin)
         return self.store.readings(origin, sensor_type, limit)
 
 
@@ -143,23 +207,43 @@ class NodeService(MultiService):
 
     log = Logger()
 
-    def __init__(self, node: Node, sensors: Listener, status: Listener, reactor, notes=()):
+    def __init__(
+        self,
+        node: Node,
+        sensors: Listener,
+        status: Listener,
+        reactor,
+        notes=(),
+        peers: Optional[Listener] = None,
+        dialers=(),
+    ):
         super().__init__()
         self.node = node
         self.reactor = reactor
         self.sensors = sensors
         self.status = status
+        self.peers = peers
+        node.dialers = list(dialers)
         self._notes = list(notes)
         self._opening: Optional[Deferred] = None
-        sensors.setServiceParent(self)
-        status.setServiceParent(self)
+        for listener in (sensors, status, peers):
+            if listener is not None:
+                listener.setServiceParent(self)
 
     def startService(self) -> None:
         super().startService()
         for note in self._notes:
             self.log.info("{note}", note=note)
         self._opening = self.node.start()
-        self._opening.addErrback(self._cannot_open)
+        self._opening.addCallbacks(self._opened, self._cannot_open)
+
+    def _opened(self, _) -> None:
+        # Peers are taken only once the store knows what it holds: before
+        # that, this node would tell them it holds nothing.
+        if self.peers is not None:
+            self.peers.factory.ready = True
+        for dialer in self.node.dialers:
+            dialer.start()
 
     def _cannot_open(self, failure) -> None:
         if failure.check(StoreError):
@@ -176,6 +260,15 @@ class NodeService(MultiService):
     @inlineCallbacks
     def stopService(self):
         ingestor = self.node.ingestor
+        for dialer in self.node.dialers:
+            dialer.stop()
+        if self.peers is not None:
+            yield self.peers.stopService()
+            self.peers.factory.ready = False
+        for peer in self.node.replicator.peers.values():
+            for link in list(peer.links):
+                link.transport.loseConnection()
+        yield self.node.replicator.stop()
         yield self.sensors.stopService()
         for sensor in ingestor.sensors():
             sensor.pause("stopping")

@@ -49,13 +49,15 @@ def table_name(node_id: str) -> str:
     return f"server_id_{node_id}"
 
 
-def readings_schema(node_id: str) -> list[str]:
+def readings_schema(node_id: str, schema: str = "main") -> list[str]:
     """
-    The statements that create one origin's readings table and its indexes.
+    The statements that create one origin's readings table and its indexes
+    in ``schema`` (``main`` for self_sensor_data.db, ``peer`` for
+    peer_sensor_data.db).
     """
     table = table_name(node_id)
     return [
-        f"""CREATE TABLE IF NOT EXISTS {table} (
+        f"""CREATE TABLE IF NOT EXISTS {schema}.{table} (
             entry_index INTEGER NOT NULL,
             sensor_index INTEGER NOT NULL,
             sensor_type TEXT NOT NULL,
@@ -68,10 +70,29 @@ def readings_schema(node_id: str) -> list[str]:
             epoch TEXT NOT NULL,
             PRIMARY KEY (epoch, entry_index)
         )""",
-        f"CREATE INDEX IF NOT EXISTS {table}_timestamp ON {table} (timestamp)",
-        f"CREATE UNIQUE INDEX IF NOT EXISTS {table}_reading_id "
+        f"CREATE INDEX IF NOT EXISTS {schema}.{table}_timestamp ON {table} (timestamp)",
+        # Not unique: while a node recovers its old epochs, a sensor may
+        # resend a reading whose first copy has not come back yet.
+        f"CREATE INDEX IF NOT EXISTS {schema}.{table}_reading_id "
         f"ON {table} (reading_id) WHERE reading_id IS NOT NULL",
     ]
+
+
+def _positions_schema(schema: str) -> str:
+    # How far this database holds each log, moved in the same transaction
+    # as the rows.
+    return f"""CREATE TABLE IF NOT EXISTS {schema}.log_positions (
+        origin TEXT NOT NULL,
+        epoch TEXT NOT NULL,
+        last_index INTEGER NOT NULL,
+        PRIMARY KEY (origin, epoch)
+    )"""
+
+
+_REQUIRED_COLUMNS = {
+    "entry_index", "sensor_index", "sensor_type", "sensor_data", "timestamp",
+    "value", "unit", "reading_id", "data_checksum", "epoch",
+}
 
 
 _SELF_SCHEMA = [
@@ -102,6 +123,12 @@ class Rejected:
 class Opened:
     """
     What the store knows once it is open.
+
+    @ivar positions: how far this node holds each log, ``{(origin, epoch):
+        last_index}``, its own current epoch included.
+    @ivar recovering: this node's own database was found missing or empty
+        while its node.id was kept: its earlier readings are to be fetched
+        from peers.
     """
 
     epoch: str
@@ -109,6 +136,8 @@ class Opened:
     last_index: int
     last_sensor_index: int
     rejected: int
+    positions: dict = attrs.Factory(dict)
+    recovering: bool = False
 
 
 @frozen
@@ -125,10 +154,28 @@ class Appended:
     records: list[Record]
 
 
+@frozen
+class Applied:
+    """
+    The outcome of applying one batch of replicated records to a log.
+
+    @ivar added: the records stored, continuing the log.
+    @ivar conflicts: records for positions already held whose content
+        differs from the stored one (the stored one is kept).
+    @ivar last_index: how far the log is held now.
+    """
+
+    added: list[Record]
+    conflicts: int
+    last_index: int
+
+
 @define
 class Store:
     """
-    This node's own readings in ``self_sensor_data.db``.
+    Every log this node holds: its own in ``self_sensor_data.db``, the other
+    origins' in ``peer_sensor_data.db`` (attached to the same connection as
+    schema ``peer``).
     """
 
     path: Path
@@ -136,14 +183,22 @@ class Store:
     signer: Signer = attrs.field(repr=False)
     synchronous: str = "FULL"
     reactor: object = None
+    peer_path: Optional[Path] = None
+    # node.id was kept: a missing or empty own database means a lost one.
+    expect_existing: bool = False
     epoch: Optional[str] = None
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
+    _peer_tables: set = attrs.field(factory=set, init=False)
 
     log = Logger()
 
+    def __attrs_post_init__(self) -> None:
+        if self.peer_path is None:
+            self.peer_path = self.path.with_name("peer_sensor_data.db")
+
     def open(self) -> Deferred:
         """
-        Open the database, creating or checking its schema.
+        Open the databases, creating or checking their schema.
 
         @return: a Deferred firing with L{Opened}.
         """
@@ -170,8 +225,10 @@ class Store:
         return d.addCallback(opened)
 
     def _configure(self, conn) -> None:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("ATTACH DATABASE ? AS peer", (str(self.peer_path),))
+        for schema in ("main", "peer"):
+            conn.execute(f"PRAGMA {schema}.journal_mode = WAL")
+            conn.execute(f"PRAGMA {schema}.synchronous = {self.synchronous}")
         conn.execute("PRAGMA busy_timeout = 10000")
 
     def _open(self, txn) -> Opened:
@@ -185,21 +242,37 @@ class Store:
                 f"{self.path} has schema version {version}, newer than this "
                 f"p2pstore understands ({SCHEMA_VERSION}): upgrade p2pstore"
             )
+        table = table_name(self.node_id)
+        self._check_columns(txn, "main", table)
         for statement in readings_schema(self.node_id):
             txn.execute(statement)
+        for schema in ("main", "peer"):
+            txn.execute(_positions_schema(schema))
         epoch = meta.get("epoch")
+        recovering = meta.get("recovering") == "1"
         if epoch is None:
             epoch = uuid.uuid4().hex
-        table = table_name(self.node_id)
+            (held,) = txn.execute(f"SELECT count(*) FROM {table}").fetchone()
+            recovering = self.expect_existing and held == 0
         txn.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [("schema_version", str(SCHEMA_VERSION)), ("epoch", epoch)],
+            [
+                ("schema_version", str(SCHEMA_VERSION)),
+                ("epoch", epoch),
+                ("recovering", "1" if recovering else "0"),
+            ],
         )
         count, last_index, last_sensor = txn.execute(
             f"SELECT count(*), coalesce(max(entry_index), 0), "
             f"coalesce(max(sensor_index), 0) FROM {table} WHERE epoch = ?",
             (epoch,),
         ).fetchone()
+        # The rows are the truth for the node's own current epoch (and a
+        # database from before log_positions existed has only them).
+        txn.execute(
+            "INSERT OR REPLACE INTO main.log_positions (origin, epoch, last_index) VALUES (?, ?, ?)",
+            (self.node_id, epoch, last_index),
+        )
         total = txn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         rejected, rejected_sensor = txn.execute(
             "SELECT count(*), coalesce(max(sensor_index), 0) FROM rejected_lines"
@@ -207,13 +280,38 @@ class Store:
         last_sensor_index = max(
             int(meta.get("last_sensor_index", 0)), last_sensor, rejected_sensor
         )
+        positions = {}
+        for schema in ("main", "peer"):
+            for origin, log_epoch, n in txn.execute(
+                f"SELECT origin, epoch, last_index FROM {schema}.log_positions"
+            ).fetchall():
+                if is_node_id(origin) and is_node_id(log_epoch):
+                    positions[(origin, log_epoch)] = n
+        self._peer_tables = {
+            name[len("server_id_") :]
+            for (name,) in txn.execute(
+                "SELECT name FROM peer.sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
+            ).fetchall()
+        }
         return Opened(
             epoch=epoch,
             count=total,
             last_index=last_index,
             last_sensor_index=last_sensor_index,
             rejected=rejected,
+            positions=positions,
+            recovering=recovering,
         )
+
+    def _check_columns(self, txn, schema: str, table: str) -> None:
+        columns = {row[1] for row in txn.execute(f"PRAGMA {schema}.table_info({table})").fetchall()}
+        if columns and not _REQUIRED_COLUMNS <= columns:
+            db = self.path if schema == "main" else self.peer_path
+            raise StoreError(
+                f"table {table} in {db} lacks the columns "
+                f"{', '.join(sorted(_REQUIRED_COLUMNS - columns))}: it was written by "
+                f"another program or an older p2pstore; move the file aside to start afresh"
+            )
 
     def append(
         self,
@@ -267,10 +365,7 @@ class Store:
             indexes.append(index)
             if reading.reading_id is not None:
                 known[reading.reading_id] = index
-        txn.executemany(
-            f"INSERT INTO {table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [_row(record) for record in records],
-        )
+        self._insert(txn, "main", table, records)
         txn.executemany(
             "INSERT INTO rejected_lines (received_at, sensor_index, reason, raw) "
             "VALUES (?, ?, ?, ?)",
@@ -280,7 +375,24 @@ class Store:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sensor_index', ?)",
             (str(last_sensor_index),),
         )
+        if records:
+            self._set_position(txn, "main", self.node_id, self.epoch, index)
         return Appended(indexes=indexes, records=records)
+
+    @staticmethod
+    def _insert(txn, schema: str, table: str, records: list) -> None:
+        txn.executemany(
+            f"INSERT INTO {schema}.{table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_row(record) for record in records],
+        )
+
+    @staticmethod
+    def _set_position(txn, schema: str, origin: str, epoch: str, last_index: int) -> None:
+        txn.execute(
+            f"INSERT OR REPLACE INTO {schema}.log_positions (origin, epoch, last_index) "
+            f"VALUES (?, ?, ?)",
+            (origin, epoch, last_index),
+        )
 
     @staticmethod
     def _stored_reading_ids(txn, table: str, reading_ids: set) -> dict:
@@ -298,6 +410,89 @@ class Store:
             )
         return found
 
+    def _schema_of(self, origin: str) -> str:
+        return "main" if origin == self.node_id else "peer"
+
+    def apply(self, batches: Sequence[tuple[str, str, list]]) -> Deferred:
+        """
+        Store replicated records, already checked against their HMACs, in one
+        transaction: each batch ``(origin, epoch, records)`` holds consecutive
+        records of one log.
+
+        Only records that continue a log are stored; records at positions
+        already held are compared with the stored ones; the node's own
+        current epoch is never written here.
+
+        @return: a Deferred firing with a list of L{Applied}, one per batch.
+        """
+        return self._pool.runInteraction(self._apply, batches)
+
+    def _apply(self, txn, batches) -> list:
+        txn.execute("BEGIN IMMEDIATE")
+        results = []
+        for origin, epoch, records in batches:
+            schema = self._schema_of(origin)
+            table = table_name(origin)
+            if schema == "peer" and origin not in self._peer_tables:
+                self._check_columns(txn, "peer", table)
+                for statement in readings_schema(origin, "peer"):
+                    txn.execute(statement)
+                self._peer_tables.add(origin)
+            row = txn.execute(
+                f"SELECT last_index FROM {schema}.log_positions WHERE origin = ? AND epoch = ?",
+                (origin, epoch),
+            ).fetchone()
+            position = row[0] if row else 0
+            held = [r for r in records if r.entry_index <= position]
+            conflicts = 0
+            if held:
+                stored = dict(
+                    txn.execute(
+                        f"SELECT entry_index, data_checksum FROM {schema}.{table} "
+                        f"WHERE epoch = ? AND entry_index BETWEEN ? AND ?",
+                        (epoch, held[0].entry_index, held[-1].entry_index),
+                    ).fetchall()
+                )
+                conflicts = sum(1 for r in held if stored.get(r.entry_index) != r.data_checksum)
+            added = []
+            if not (origin == self.node_id and epoch == self.epoch):
+                added = [r for r in records if r.entry_index > position]
+                if added and added[0].entry_index != position + 1:
+                    # A gap: the missing records will be sent again first.
+                    added = []
+            elif any(r.entry_index > position for r in records):
+                # Positions of this node's own current epoch are assigned by
+                # this node alone: a peer offering more is a conflict.
+                conflicts += sum(1 for r in records if r.entry_index > position)
+            if added:
+                self._insert(txn, schema, table, added)
+                position = added[-1].entry_index
+                self._set_position(txn, schema, origin, epoch, position)
+            results.append(Applied(added=added, conflicts=conflicts, last_index=position))
+        return results
+
+    def read_range(self, origin: str, epoch: str, after: int, limit: int) -> Deferred:
+        """
+        Up to ``limit`` records of a log from index ``after + 1`` on, in order.
+
+        @return: a Deferred firing with a list of L{Record}.
+        """
+        schema = self._schema_of(origin)
+        d = self._pool.runQuery(
+            f"SELECT {_COLUMNS} FROM {schema}.{table_name(origin)} "
+            f"WHERE epoch = ? AND entry_index > ? ORDER BY entry_index LIMIT ?",
+            (epoch, after, limit),
+        )
+        return d.addCallback(lambda rows: [_record(origin, row) for row in rows])
+
+    def finish_recovery(self) -> Deferred:
+        """
+        Remember that this node's earlier readings have come back.
+        """
+        return self._pool.runOperation(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('recovering', '0')"
+        )
+
     def readings(
         self, origin: str, sensor_type: Optional[str], limit: int
     ) -> Deferred:
@@ -306,7 +501,7 @@ class Store:
 
         @return: a Deferred firing with a list of L{Record}.
         """
-        sql = f"SELECT {_COLUMNS} FROM {table_name(origin)}"
+        sql = f"SELECT {_COLUMNS} FROM {self._schema_of(origin)}.{table_name(origin)}"
         params: list = []
         if sensor_type is not None:
             sql += " WHERE sensor_type = ?"

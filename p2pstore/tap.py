@@ -14,25 +14,32 @@ from pathlib import Path
 from typing import Optional
 
 from attrs import frozen
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.python import usage
 
-from .identity import KEY_FILE, SELF_DB, ConfigError, load_key, prepare_data_dir, resolve_node_id
+from .dialer import Dialer
+from .identity import KEY_FILE, PEER_DB, SELF_DB, ConfigError, load_key, prepare_data_dir, resolve_node_id
 from .ingest import Ingestor
 from .node import Listener, Node, NodeService
+from .peer import PeerFactory
 from .records import Signer, format_utc
+from .replication import Replicator
 from .sensor import SensorFactory
 from .status import status_site
 from .storage import Store
 
 DEFAULT_PEER_PORT = 12346
 SYNC_MODES = ("full", "normal")
-MIN_LINE, MAX_LINE = 64, 1024 * 1024
+# A line of the longest fields the protocol allows is about 220 bytes.
+MIN_LINE, MAX_LINE = 256, 1024 * 1024
 
 _HOSTNAME = re.compile(
     r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
 )
+# A plain number in ASCII digits: str.isdigit() also takes `²` and `١`,
+# which int() refuses or reads unexpectedly, and int() refuses 4300+ digits.
+_NUMBER = re.compile(r"\A[0-9]{1,10}\Z")
 # The port of a tcp, tcp6 or ssl description, given first or as port=.
 _ENDPOINT_PORT = re.compile(r"\A(?:tcp6?|ssl):(?:[^:]*:)*?(?:port=)?(\d+)(?::|\Z)")
 
@@ -41,7 +48,7 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a p2pstore node: sensors send readings over TCP, the node stores "
-        "them in SQLite and replicates them to its peers. Ports take a number "
+        "them in SQLite, each signed with the cluster key. Ports take a number "
         "or a Twisted endpoint description such as tcp:12345:interface=127.0.0.1."
     )
     optParameters = [
@@ -98,7 +105,7 @@ def parse_endpoint(option: str, text: str, reactor) -> str:
     A port number or a server endpoint description, as a description.
     """
     text = text.strip()
-    if text.isdigit():
+    if _NUMBER.match(text):
         return f"tcp:{_port_number(option, text)}"
     try:
         serverFromString(reactor, text)
@@ -134,7 +141,13 @@ def parse_peer(text: str) -> Peer:
             port = rest
         if not _HOSTNAME.match(host):
             raise ConfigError(f"--peers: {text!r} is not host[:port] (bad host {host!r})")
-    if not port.isdigit():
+        if host.rpartition(".")[2].isdigit():
+            # No top-level domain is all digits: this is meant as an IPv4 address.
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ConfigError(f"--peers: {host!r} in {text!r} is not an IPv4 address") from None
+    if not _NUMBER.match(port):
         raise ConfigError(f"--peers: {text!r} has a bad port {port!r}")
     return Peer(host, _port_number(f"--peers: {text!r}", port))
 
@@ -146,7 +159,7 @@ def parse_settings(config: Options, reactor) -> Settings:
     @raise ConfigError: one of them is wrong; the message names it.
     """
     max_line = config["max-line"].strip()
-    if not max_line.isdigit() or not MIN_LINE <= int(max_line) <= MAX_LINE:
+    if not _NUMBER.match(max_line) or not MIN_LINE <= int(max_line) <= MAX_LINE:
         raise ConfigError(
             f"--max-line: {config['max-line']!r} is not a number of bytes "
             f"between {MIN_LINE} and {MAX_LINE}"
@@ -177,20 +190,24 @@ def makeService(config: Options, reactor=None) -> NodeService:
         settings = parse_settings(config, reactor)
         data_dir = prepare_data_dir(settings.data_dir)
         key_path = settings.secret_file or data_dir / KEY_FILE
-        key, key_made = load_key(key_path)
+        key, key_made = load_key(key_path, create=settings.secret_file is None)
         node_id, id_made = resolve_node_id(data_dir)
     except ConfigError as e:
         raise SystemExit(f"p2pstore: {e}") from None
 
+    signer = Signer.from_key(key)
     store = Store(
         path=data_dir / SELF_DB,
         node_id=node_id,
-        signer=Signer.from_key(key),
+        signer=signer,
         synchronous=settings.sync.upper(),
         reactor=reactor,
+        peer_path=data_dir / PEER_DB,
+        expect_existing=not id_made,
     )
     ingestor = Ingestor(store, reactor)
-    node = Node(node_id, store, ingestor, reactor)
+    replicator = Replicator(node_id, store, signer, reactor)
+    node = Node(node_id, store, ingestor, reactor, replicator, has_peers=bool(settings.peers))
 
     def now() -> str:
         return format_utc(reactor.seconds())
@@ -207,10 +224,23 @@ def makeService(config: Options, reactor=None) -> NodeService:
         serverFromString(reactor, settings.status_port),
         status_site(node),
     )
+    peers = Listener(
+        "--peer-port",
+        settings.peer_port,
+        serverFromString(reactor, settings.peer_port),
+        PeerFactory(node_id, key, replicator, reactor, dialled=False),
+    )
+    dialler = PeerFactory(node_id, key, replicator, reactor, dialled=True)
+    dialers = [
+        Dialer(str(peer), HostnameEndpoint(reactor, peer.host, peer.port), dialler, reactor)
+        for peer in settings.peers
+    ]
     notes = [
         f"p2pstore node {node_id} ({'new' if id_made else 'from ' + str(data_dir / 'node.id')})",
         f"data directory {data_dir.resolve()}",
         f"cluster key {key_path.resolve()} ({'created' if key_made else 'read'})",
-        f"sensors on {settings.sensor_port}, status on {settings.status_port}",
+        f"sensors on {settings.sensor_port}, status on {settings.status_port}, "
+        f"peers on {settings.peer_port}",
+        f"dialling peers: {', '.join(map(str, settings.peers)) or 'none'}",
     ]
-    return NodeService(node, sensors, status, reactor, notes)
+    return NodeService(node, sensors, status, reactor, notes, peers=peers, dialers=dialers)

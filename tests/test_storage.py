@@ -345,7 +345,14 @@ class ReopenTests(StoreTestCase):
         store, second = await self.open_store()
         self.assertEqual(
             second,
-            Opened(epoch=first.epoch, count=6, last_index=6, last_sensor_index=12, rejected=1),
+            Opened(
+                epoch=first.epoch,
+                count=6,
+                last_index=6,
+                last_sensor_index=12,
+                rejected=1,
+                positions={(NODE_ID, first.epoch): 6},
+            ),
         )
         self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name"), indexes)
         self.assertIn((f"{TABLE}_timestamp",), indexes)

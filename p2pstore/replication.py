@@ -1,0 +1,436 @@
+"""
+Replication: what each peer lacks, what to send it, and what to apply
+from it.
+
+A node holds logs, one per ``(origin, epoch)``, each gapless from index 1.
+Peers tell each other how far they hold every log (HAVE); each side then
+sends the other, in order and in batches, every record it lacks, keeping at
+most ``window`` batches unacknowledged per peer. Received records are checked
+against their origin's HMAC before they are stored; a batch is stored only
+where it continues the log, so a log never has a gap and a position never
+gets a second content.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Optional
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from .records import BadRecord, Record, Signer
+from .wire import Ack, BadMessage, Have, Records
+
+Log = tuple  # (origin, epoch)
+
+# Recent records of each log, kept to send live without reading them back.
+TAIL = 4096
+# How long before records a peer rejected are sent again.
+RETRY_DELAY = 1.0
+# HAVE announcements are coalesced over this long.
+HAVE_DELAY = 0.05
+
+
+class PeerState:
+    """
+    What this node knows about one peer node, over all its links.
+
+    ``links[0]`` carries what this node sends; every link carries the
+    peer's own sends and our acknowledgements of them.
+    """
+
+    def __init__(self, node_id: str):
+        self.node_id = node_id
+        self.links: list = []
+        self.address: Optional[str] = None
+        self.has: dict = {}
+        self.sent: dict = {}
+        self.known = False
+        self.inflight = 0
+        self.reading = False
+        self.retry = None
+        self.sent_count = 0
+        self.received = 0
+        self.rejected = 0
+        self.conflicts = 0
+        self.link_errors = 0
+        self.last_seen: Optional[float] = None
+
+    def next_to_send(self, log: Log) -> int:
+        return self.sent.get(log, self.has.get(log, 0)) + 1
+
+
+class Replicator:
+    """
+    Replication state of one node: its logs' positions and every peer's.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        node_id: str,
+        store,
+        signer: Signer,
+        clock,
+        batch_size: int = 1000,
+        window: int = 4,
+    ):
+        self.node_id = node_id
+        self._store = store
+        self._signer = signer
+        self._clock = clock
+        self.batch_size = batch_size
+        self.window = window
+        self.positions: dict = {}
+        self.peers: dict[str, PeerState] = {}
+        self._tail: dict = {}
+        self._inbox: deque = deque()
+        self._applying = False
+        self._have_call = None
+        self.refused_links = 0
+        self.recovering = False
+        self._recovery_targets: dict = {}
+        self._heard_from_peer = False
+        self.ready = False
+        self.stopped = False
+        self._idle_waiters: list = []
+
+    # -- this node's own logs --------------------------------------------
+
+    def opened(self, positions: dict, recovering: bool) -> None:
+        self.positions = dict(positions)
+        self.recovering = recovering
+        self.ready = True
+
+    def stop(self) -> Deferred:
+        """
+        Stop sending and applying; fires once no database work is under way,
+        so the store can be closed. What was not acknowledged is sent again
+        after the restart.
+        """
+        self.stopped = True
+        if self._have_call is not None and self._have_call.active():
+            self._have_call.cancel()
+        for peer in self.peers.values():
+            if peer.retry is not None and peer.retry.active():
+                peer.retry.cancel()
+        self._inbox.clear()
+        if self._busy():
+            d = Deferred()
+            self._idle_waiters.append(d)
+            return d
+        return succeed(None)
+
+    def _busy(self) -> bool:
+        return self._applying or any(peer.reading for peer in self.peers.values())
+
+    def _maybe_idle(self) -> None:
+        if self.stopped and not self._busy():
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def committed(self, origin: str, epoch: str, records: list) -> None:
+        """
+        Records were added to a log (by ingestion or replication): send them
+        on to every peer that lacks them.
+        """
+        if not records:
+            return
+        log = (origin, epoch)
+        self.positions[log] = records[-1].entry_index
+        tail = self._tail.get(log)
+        if tail is None:
+            tail = self._tail[log] = deque(maxlen=TAIL)
+        tail.extend(records)
+        for peer in self.peers.values():
+            self._pump(peer)
+        self._announce()
+
+    def _from_tail(self, log: Log, start: int, end: int) -> Optional[list]:
+        tail = self._tail.get(log)
+        if not tail or tail[0].entry_index > start or tail[-1].entry_index < end:
+            return None
+        offset = start - tail[0].entry_index
+        return [tail[i] for i in range(offset, offset + end - start + 1)]
+
+    # -- links ------------------------------------------------------------
+
+    def link_up(self, link) -> None:
+        peer = self.peers.get(link.peer_id)
+        if peer is None:
+            peer = self.peers[link.peer_id] = PeerState(link.peer_id)
+        peer.links.append(link)
+        peer.address = getattr(link, "dial_address", None) or peer.address or link.address
+        peer.last_seen = self._clock.seconds()
+        link.send(Have(self._have_payload()))
+
+    def link_down(self, link) -> None:
+        peer = self.peers.get(link.peer_id)
+        if peer is None or link not in peer.links:
+            return
+        carried_sends = peer.links[0] is link
+        peer.links.remove(link)
+        if carried_sends:
+            # Batches in flight on that link are lost: resume from what the
+            # peer is known to hold, on its next link.
+            peer.inflight = 0
+            peer.sent = {}
+            peer.known = bool(peer.links)
+            self._pump(peer)
+
+    def link_failed(self, link, reason: str) -> None:
+        """
+        A link was dropped for a protocol or authentication error.
+        """
+        peer = self.peers.get(link.peer_id) if link.authenticated else None
+        if peer is not None:
+            peer.link_errors += 1
+        else:
+            self.refused_links += 1
+
+    # -- messages ---------------------------------------------------------
+
+    def received(self, link, message) -> None:
+        """
+        A message from an authenticated link.
+
+        @raise BadMessage: it breaks the protocol; the link is dropped.
+        """
+        peer = self.peers[link.peer_id]
+        peer.last_seen = self._clock.seconds()
+        if isinstance(message, Have):
+            self._have(peer, link, message)
+        elif isinstance(message, Records):
+            pending = sum(1 for l, _ in self._inbox if l is link)
+            if pending >= self.window:
+                raise BadMessage(f"sent more than {self.window} unacknowledged batches")
+            self._inbox.append((link, message))
+            self._apply()
+        elif isinstance(message, Ack):
+            self._ack(peer, link, message)
+        else:
+            raise BadMessage(f"unexpected {type(message).__name__.upper()}")
+
+    def _have(self, peer: PeerState, link, message: Have) -> None:
+        has = {(o, e): n for o, epochs in message.positions.items() for e, n in epochs.items()}
+        peer.has = has
+        self._heard_from_peer = True
+        for log, n in has.items():
+            if log[0] == self.node_id and n > self._recovery_targets.get(log, 0):
+                self._recovery_targets[log] = n
+        if link is peer.links[0]:
+            if not peer.known or peer.inflight == 0:
+                peer.sent = dict(has)
+                peer.known = True
+            else:
+                for log, n in has.items():
+                    if n > peer.sent.get(log, 0):
+                        peer.sent[log] = n
+        self._check_recovery()
+        self._pump(peer)
+
+    def _ack(self, peer: PeerState, link, message: Ack) -> None:
+        if not peer.links or link is not peer.links[0] or peer.inflight == 0:
+            return
+        peer.inflight -= 1
+        log = (message.origin, message.epoch)
+        peer.has[log] = message.last_index
+        if message.last_index < peer.sent.get(log, 0):
+            # The peer refused part of what was sent (a record failed its
+            # check): send it again, after a pause so a link that corrupts
+            # everything does not spin.
+            peer.sent[log] = message.last_index
+            if peer.retry is None or not peer.retry.active():
+                peer.retry = self._clock.callLater(RETRY_DELAY, self._pump, peer)
+            return
+        self._pump(peer)
+
+    # -- sending ----------------------------------------------------------
+
+    def _next_log(self, peer: PeerState) -> Optional[Log]:
+        for log, position in self.positions.items():
+            if peer.next_to_send(log) <= position:
+                return log
+        return None
+
+    def _pump(self, peer: PeerState) -> None:
+        if self.stopped or not peer.links or not peer.known or peer.reading:
+            return
+        if peer.retry is not None and peer.retry.active():
+            return
+        link = peer.links[0]
+        while peer.inflight < self.window:
+            log = self._next_log(peer)
+            if log is None:
+                return
+            start = peer.next_to_send(log)
+            end = min(start + self.batch_size - 1, self.positions[log])
+            records = self._from_tail(log, start, end)
+            if records is None:
+                peer.reading = True
+                d = self._store.read_range(log[0], log[1], start - 1, end - start + 1)
+                d.addCallback(self._read, peer, link, log, start)
+                d.addErrback(self._read_failed, peer, log)
+                return
+            self._send(peer, link, log, records)
+
+    def _read(self, records: list, peer: PeerState, link, log: Log, start: int) -> None:
+        peer.reading = False
+        self._maybe_idle()
+        if (
+            records
+            and peer.links
+            and link is peer.links[0]
+            and records[0].entry_index == peer.next_to_send(log)
+        ):
+            self._send(peer, link, log, records)
+        self._pump(peer)
+
+    def _read_failed(self, failure, peer: PeerState, log: Log) -> None:
+        peer.reading = False
+        if self.stopped:
+            self._maybe_idle()
+            return
+        self.log.failure(
+            "could not read log {log} to send to {peer}; will retry", failure, log=log, peer=peer.node_id
+        )
+        peer.retry = self._clock.callLater(RETRY_DELAY, self._pump, peer)
+
+    def _send(self, peer: PeerState, link, log: Log, records: list) -> None:
+        link.send(Records(log[0], log[1], records))
+        peer.sent[log] = records[-1].entry_index
+        peer.inflight += 1
+        peer.sent_count += len(records)
+
+    def _have_payload(self) -> dict:
+        payload: dict = {}
+        for (origin, epoch), n in self.positions.items():
+            payload.setdefault(origin, {})[epoch] = n
+        return payload
+
+    def _announce(self) -> None:
+        if self._have_call is None and any(peer.links for peer in self.peers.values()):
+            self._have_call = self._clock.callLater(HAVE_DELAY, self._send_have)
+
+    def _send_have(self) -> None:
+        self._have_call = None
+        message = Have(self._have_payload())
+        for peer in self.peers.values():
+            for link in peer.links:
+                link.send(message)
+
+    # -- applying ---------------------------------------------------------
+
+    def _verified(self, peer: PeerState, message: Records) -> list:
+        good = []
+        for record in message.records:
+            try:
+                self._signer.verify(record)
+            except BadRecord as e:
+                peer.rejected += 1
+                self.log.warn(
+                    "rejected a record from peer {peer}: {error} (corrupted in "
+                    "transit or forged); it will be asked for again",
+                    peer=peer.node_id,
+                    error=str(e),
+                )
+                break
+            good.append(record)
+        return good
+
+    def _apply(self) -> None:
+        if self.stopped or self._applying or not self._inbox:
+            return
+        batch = []
+        while self._inbox:
+            link, message = self._inbox.popleft()
+            peer = self.peers[link.peer_id]
+            batch.append((link, peer, message, self._verified(peer, message)))
+        self._applying = True
+        d = self._store.apply([(m.origin, m.epoch, good) for _, _, m, good in batch])
+        d.addCallback(self._applied, batch)
+        d.addErrback(
+            lambda f: self.log.failure(
+                "could not store replicated records; their senders will send them again", f
+            )
+        )
+        d.addBoth(self._apply_done)
+
+    def _applied(self, results: list, batch: list) -> None:
+        for (link, peer, message, good), result in zip(batch, results):
+            peer.received += len(result.added)
+            if result.conflicts:
+                peer.conflicts += result.conflicts
+                self.log.error(
+                    "{count} records from peer {peer} differ from the stored ones at "
+                    "the same positions of log {origin}/{epoch}; kept the stored ones",
+                    count=result.conflicts,
+                    peer=peer.node_id,
+                    origin=message.origin,
+                    epoch=message.epoch,
+                )
+            self.committed(message.origin, message.epoch, result.added)
+            if link.authenticated and link in peer.links:
+                link.send(Ack(message.origin, message.epoch, result.last_index))
+        self._check_recovery()
+
+    def _apply_done(self, _) -> None:
+        self._applying = False
+        self._maybe_idle()
+        self._apply()
+
+    # -- recovery -----------------------------------------------------------
+
+    def _check_recovery(self) -> None:
+        if not self.recovering or not self._heard_from_peer:
+            return
+        for log, target in self._recovery_targets.items():
+            if self.positions.get(log, 0) < target:
+                return
+        self.recovering = False
+        self.log.info("recovered this node's earlier readings from its peers")
+        self._store.finish_recovery()
+
+    def recovery_progress(self) -> dict:
+        return {
+            f"{origin}/{epoch}": {"have": self.positions.get((origin, epoch), 0), "target": target}
+            for (origin, epoch), target in self._recovery_targets.items()
+        }
+
+    # -- status -------------------------------------------------------------
+
+    def status(self) -> tuple[list, dict]:
+        """
+        The ``peers`` list and ``replication`` totals of the status.
+        """
+        peers = []
+        for peer in self.peers.values():
+            lag: dict = {}
+            for log, position in self.positions.items():
+                missing = position - peer.has.get(log, 0)
+                if missing > 0:
+                    lag[log[0]] = lag.get(log[0], 0) + missing
+            peers.append(
+                {
+                    "address": peer.address,
+                    "node_id": peer.node_id,
+                    "connected": bool(peer.links),
+                    "authenticated": bool(peer.links),
+                    "last_seen": peer.last_seen,
+                    "sent": peer.sent_count,
+                    "received": peer.received,
+                    "rejected": peer.rejected,
+                    "conflicts": peer.conflicts,
+                    "link_errors": peer.link_errors,
+                    "lag": lag,
+                }
+            )
+        totals = {
+            key: sum(p[key] for p in peers)
+            for key in ("sent", "received", "rejected", "conflicts", "link_errors")
+        }
+        totals["refused_links"] = self.refused_links
+        return peers, totals
