@@ -43,26 +43,53 @@ def prepare_data_dir(path: Path) -> Path:
     return path
 
 
-def load_key(path: Path) -> tuple[bytes, bool]:
+def _write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
     """
-    Read the cluster key, or make one from 32 random bytes (mode 0600) when
-    the file is missing.
-
-    @return: the key, and whether it was just made.
+    Put ``data`` in a new file at ``path`` so that a crash leaves either no
+    file or the whole of it: write a temporary file, fsync it, link it into
+    place (failing if ``path`` exists), fsync the directory.
     """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    except OSError as e:
-        raise ConfigError(f"--secret-file: cannot create {path}: {e.strerror}") from None
-    else:
-        key = os.urandom(KEY_BYTES)
         with os.fdopen(fd, "wb") as f:
-            f.write(key)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        return key, True
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_key(path: Path, create: bool = True) -> tuple[bytes, bool]:
+    """
+    Read the cluster key, or make one from 32 random bytes (mode 0600) when
+    the file is missing and ``create`` is set.
+
+    @param create: False for a key file the user named: a typo there must
+        not silently make a new key that cuts the node off from its cluster.
+    @return: the key, and whether it was just made.
+    """
+    if not path.exists():
+        if not create:
+            raise ConfigError(
+                f"--secret-file: {path} does not exist: copy the cluster key "
+                f"file of an existing node there (or leave --secret-file out to "
+                f"make a new key in the data directory)"
+            )
+        try:
+            _write_durably(path, os.urandom(KEY_BYTES), 0o600)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise ConfigError(f"--secret-file: cannot create {path}: {e.strerror}") from None
+        else:
+            return path.read_bytes(), True
     try:
         key = path.read_bytes()
     except OSError as e:
@@ -80,7 +107,8 @@ def _tables_in(db: Path) -> list[str]:
     if not db.exists():
         return []
     try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        # as_uri() quotes the path: a `#` or `?` in it would cut the URI.
+        conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
         try:
             rows = conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
@@ -109,7 +137,10 @@ def resolve_node_id(data_dir: Path) -> tuple[str, bool]:
             f"({', '.join(in_db)}); keep one node's tables per data directory"
         )
     if id_file.exists():
-        node_id = id_file.read_text().strip()
+        try:
+            node_id = id_file.read_bytes().decode("ascii", "replace").strip()
+        except OSError as e:
+            raise ConfigError(f"--data-dir: cannot read {id_file}: {e.strerror}") from None
         if not is_node_id(node_id):
             raise ConfigError(
                 f"--data-dir: {id_file} does not hold a node id (32 lowercase hex "
@@ -126,7 +157,5 @@ def resolve_node_id(data_dir: Path) -> tuple[str, bool]:
         node_id = in_db[0][len("server_id_") :]
     else:
         node_id = uuid.uuid4().hex
-    tmp = id_file.with_suffix(".tmp")
-    tmp.write_text(node_id + "\n")
-    os.replace(tmp, id_file)
+    _write_durably(id_file, (node_id + "\n").encode("ascii"))
     return node_id, True

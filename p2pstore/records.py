@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 from datetime import datetime, timezone
 from typing import Callable, Optional
@@ -29,10 +30,12 @@ _TIMESTAMP = re.compile(
     r"\A\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2})?)?\Z"
 )
 # A number at the start of sensor_data, then the unit: `1.798 atm`, `15% RH`.
-_VALUE_UNIT = re.compile(r"\A([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(.*)\Z", re.S)
-# Control characters have no place in a reading and would garble the
-# sqlite3 tool's output.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_VALUE_UNIT = re.compile(
+    r"\A([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*(.*)\Z", re.S
+)
+# Control characters (C0, DEL and C1) have no place in a reading and would
+# garble the sqlite3 tool's output.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _FORMAT = b"p2pstore-record-v1\n"
 
@@ -62,6 +65,19 @@ def _node_id(instance, attribute, value):
         raise ValueError(f"{attribute.name} must be 32 lowercase hex characters")
 
 
+def _index(minimum: int):
+    # An int, not a bool or a float: str(True) or str(1.0) would sign
+    # differently from the equal int 1.
+    def check(instance, attribute, value):
+        if type(value) is not int or value < minimum:
+            raise ValueError(f"{attribute.name} must be an integer >= {minimum}")
+
+    return check
+
+
+_text = validators.instance_of(str)
+
+
 @frozen
 class Reading:
     """
@@ -86,13 +102,13 @@ class Record:
 
     origin: str = attrs.field(validator=_node_id)
     epoch: str = attrs.field(validator=_node_id)
-    entry_index: int = attrs.field(validator=validators.ge(1))
-    sensor_index: int = attrs.field(validator=validators.ge(0))
-    sensor_type: str
-    sensor_data: str
-    timestamp: str
-    reading_id: Optional[str]
-    data_checksum: str = ""
+    entry_index: int = attrs.field(validator=_index(1))
+    sensor_index: int = attrs.field(validator=_index(0))
+    sensor_type: str = attrs.field(validator=_text)
+    sensor_data: str = attrs.field(validator=_text)
+    timestamp: str = attrs.field(validator=_text)
+    reading_id: Optional[str] = attrs.field(validator=validators.optional(_text))
+    data_checksum: str = attrs.field(default="", validator=_text)
 
     @property
     def value(self) -> Optional[float]:
@@ -162,7 +178,14 @@ class Signer:
         """
         Return the record if its checksum is right, else raise L{BadRecord}.
         """
-        if not hmac.compare_digest(self.checksum(record), record.data_checksum):
+        try:
+            expected = self.checksum(record).encode("ascii")
+        except UnicodeEncodeError:
+            # A lone surrogate in a field: no node could have signed that.
+            expected = None
+        # Compared as bytes, because compare_digest refuses non-ASCII str.
+        given = record.data_checksum.encode("utf-8", "surrogatepass")
+        if expected is None or not hmac.compare_digest(expected, given):
             raise BadRecord(
                 f"checksum mismatch for {record.origin} "
                 f"{record.epoch}:{record.entry_index}"
@@ -179,7 +202,11 @@ def parse_value_unit(sensor_data: str) -> tuple[Optional[float], Optional[str]]:
     if match is None:
         return None, None
     number, unit = match.groups()
-    return float(number), (unit or None)
+    value = float(number)
+    if not math.isfinite(value):
+        # `1e999C` overflows; NULL rather than an infinity JSON cannot carry.
+        return None, None
+    return value, (unit or None)
 
 
 def _check_field(text: str, name: str, limit: int) -> str:
