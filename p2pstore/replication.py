@@ -47,7 +47,9 @@ class PeerState:
         self.has: dict = {}
         self.sent: dict = {}
         self.known = False
-        self.inflight = 0
+        # (log, last index) of each unacknowledged batch, oldest first: the
+        # peer acknowledges batches in the order it received them.
+        self.unacked: deque = deque()
         self.reading = False
         self.retry = None
         self.sent_count = 0
@@ -56,6 +58,10 @@ class PeerState:
         self.conflicts = 0
         self.link_errors = 0
         self.last_seen: Optional[float] = None
+
+    @property
+    def inflight(self) -> int:
+        return len(self.unacked)
 
     def next_to_send(self, log: Log) -> int:
         return self.sent.get(log, self.has.get(log, 0)) + 1
@@ -88,6 +94,7 @@ class Replicator:
         self._tail: dict = {}
         self._inbox: deque = deque()
         self._applying = False
+        self._storing: list = []
         self._have_call = None
         self.refused_links = 0
         self.recovering = False
@@ -176,7 +183,7 @@ class Replicator:
         if carried_sends:
             # Batches in flight on that link are lost: resume from what the
             # peer is known to hold, on its next link.
-            peer.inflight = 0
+            peer.unacked.clear()
             peer.sent = {}
             peer.known = bool(peer.links)
             self._pump(peer)
@@ -204,7 +211,10 @@ class Replicator:
         if isinstance(message, Have):
             self._have(peer, link, message)
         elif isinstance(message, Records):
-            pending = sum(1 for l, _ in self._inbox if l is link)
+            # Batches being stored are unacknowledged as well as queued ones.
+            pending = sum(1 for l, _ in self._inbox if l is link) + sum(
+                1 for l, *_ in self._storing if l is link
+            )
             if pending >= self.window:
                 raise BadMessage(f"sent more than {self.window} unacknowledged batches")
             self._inbox.append((link, message))
@@ -235,10 +245,13 @@ class Replicator:
     def _ack(self, peer: PeerState, link, message: Ack) -> None:
         if not peer.links or link is not peer.links[0] or peer.inflight == 0:
             return
-        peer.inflight -= 1
+        # Acknowledgements come in the order the batches went: this one
+        # answers the oldest. Only a position below that batch's end means a
+        # refusal; below what was sent since is just the pipeline.
+        sent_log, end = peer.unacked.popleft()
         log = (message.origin, message.epoch)
         peer.has[log] = message.last_index
-        if message.last_index < peer.sent.get(log, 0):
+        if log == sent_log and message.last_index < end:
             # The peer refused part of what was sent (a record failed its
             # check): send it again, after a pause so a link that corrupts
             # everything does not spin.
@@ -282,6 +295,7 @@ class Replicator:
         self._maybe_idle()
         if (
             records
+            and not self.stopped
             and peer.links
             and link is peer.links[0]
             and records[0].entry_index == peer.next_to_send(log)
@@ -302,7 +316,7 @@ class Replicator:
     def _send(self, peer: PeerState, link, log: Log, records: list) -> None:
         link.send(Records(log[0], log[1], records))
         peer.sent[log] = records[-1].entry_index
-        peer.inflight += 1
+        peer.unacked.append((log, records[-1].entry_index))
         peer.sent_count += len(records)
 
     def _have_payload(self) -> dict:
@@ -312,6 +326,8 @@ class Replicator:
         return payload
 
     def _announce(self) -> None:
+        if self.stopped:
+            return
         if self._have_call is None and any(peer.links for peer in self.peers.values()):
             self._have_call = self._clock.callLater(HAVE_DELAY, self._send_have)
 
@@ -350,17 +366,18 @@ class Replicator:
             peer = self.peers[link.peer_id]
             batch.append((link, peer, message, self._verified(peer, message)))
         self._applying = True
+        self._storing = batch
         d = self._store.apply([(m.origin, m.epoch, good) for _, _, m, good in batch])
-        d.addCallback(self._applied, batch)
-        d.addErrback(
-            lambda f: self.log.failure(
-                "could not store replicated records; their senders will send them again", f
-            )
-        )
+        d.addCallbacks(self._applied, self._apply_failed, callbackArgs=(batch,), errbackArgs=(batch,))
+        d.addErrback(lambda f: self.log.failure("could not act on stored records", f))
         d.addBoth(self._apply_done)
 
     def _applied(self, results: list, batch: list) -> None:
         for (link, peer, message, good), result in zip(batch, results):
+            if good:
+                # The sender holds what it sent (logs have no gaps): do not
+                # send it back, nor count it as lacking.
+                self._peer_holds(peer, (message.origin, message.epoch), good[-1].entry_index)
             peer.received += len(result.added)
             if result.conflicts:
                 peer.conflicts += result.conflicts
@@ -377,8 +394,27 @@ class Replicator:
                 link.send(Ack(message.origin, message.epoch, result.last_index))
         self._check_recovery()
 
+    @staticmethod
+    def _peer_holds(peer: PeerState, log: Log, position: int) -> None:
+        if position > peer.has.get(log, 0):
+            peer.has[log] = position
+        if log in peer.sent and peer.sent[log] < position:
+            peer.sent[log] = position
+
+    def _apply_failed(self, failure, batch: list) -> None:
+        self.log.failure(
+            "could not store replicated records; their senders will send them again", failure
+        )
+        # Answer every batch with the position unchanged, or each sender would
+        # keep those batches counted in its window for ever, and stall.
+        for link, peer, message, _ in batch:
+            if link.authenticated and link in peer.links:
+                log = (message.origin, message.epoch)
+                link.send(Ack(message.origin, message.epoch, self.positions.get(log, 0)))
+
     def _apply_done(self, _) -> None:
         self._applying = False
+        self._storing = []
         self._maybe_idle()
         self._apply()
 

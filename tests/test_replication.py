@@ -1,0 +1,1191 @@
+"""
+Tests for replication (p2pstore.replication): the Replicator against an
+in-memory store and fake links on a task.Clock, then two or three nodes
+joined in memory by real peer protocols (twisted.test.iosim), on that
+in-memory store and on real SQLite stores.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Callable, Optional
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.test.iosim import FakeTransport, connect
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from p2pstore.peer import PeerFactory
+from p2pstore.records import Reading, Record, Signer
+from p2pstore.replication import HAVE_DELAY, RETRY_DELAY, Replicator
+from p2pstore.storage import Applied, Store
+from p2pstore.wire import Ack, BadMessage, Have, Records
+
+KEY = b"cluster key of the replication tests"
+SIGNER = Signer.from_key(KEY)
+FORGER = Signer.from_key(b"not the cluster key")
+
+A = "a" * 32
+B = "b" * 32
+C = "c" * 32
+EPOCH_A = "1a" * 16
+OLD_EPOCH_A = "0a" * 16
+EPOCH_B = "1b" * 16
+EPOCH_C = "1c" * 16
+EPOCHS = {A: EPOCH_A, B: EPOCH_B, C: EPOCH_C}
+
+
+def record(origin: str, epoch: str, index: int, data: Optional[str] = None, signer: Signer = SIGNER) -> Record:
+    """
+    Reading number ``index`` of a log, signed.
+    """
+    return signer.sign(
+        Record(
+            origin=origin,
+            epoch=epoch,
+            entry_index=index,
+            sensor_index=index,
+            sensor_type="Temperature",
+            sensor_data=data if data is not None else f"{20 + index / 10:.1f}C",
+            timestamp=f"2020-04-20 23:{index // 60 % 60:02d}:{index % 60:02d}.000001",
+            reading_id=f"r-{origin[:4]}-{epoch[:4]}-{index}",
+        )
+    )
+
+
+def records(origin: str, epoch: str, first: int, last: int) -> list[Record]:
+    return [record(origin, epoch, i) for i in range(first, last + 1)]
+
+
+def indexes(message: Records) -> list[int]:
+    return [r.entry_index for r in message.records]
+
+
+class FakeStore:
+    """
+    L{Store.apply}, L{Store.read_range} and L{Store.finish_recovery} over
+    lists in memory, with the real store's semantics: a batch is stored only
+    where it continues its log; records at positions already held are
+    compared with the stored ones (a difference is a conflict, the stored
+    one kept); the node's own current epoch is never written by apply.
+
+    Deferreds fire at once, unless C{hold_applies} / C{hold_reads} is set:
+    then they wait for L{release_apply} / L{release_read}, and the work is
+    done when released, as the real store does it inside its transaction.
+    """
+
+    def __init__(self, node_id: str, epoch: str):
+        self.node_id = node_id
+        self.epoch = epoch
+        self.logs: dict[tuple, list[Record]] = {}
+        self.apply_calls: list = []
+        self.read_calls: list = []
+        self.finished = 0
+        self.hold_applies = False
+        self.hold_reads = False
+        self.fail_applies = False
+        self._held_applies: list = []
+        self._held_reads: list = []
+
+    def positions(self) -> dict:
+        return {log: len(held) for log, held in self.logs.items()}
+
+    def log(self, origin: str, epoch: str) -> list[Record]:
+        return self.logs.get((origin, epoch), [])
+
+    def preload(self, records: list[Record]) -> None:
+        """
+        Records already stored when the node starts.
+        """
+        held = self.logs.setdefault((records[0].origin, records[0].epoch), [])
+        assert records[0].entry_index == len(held) + 1
+        held.extend(records)
+
+    def append_own(self, count: int) -> list[Record]:
+        """
+        Ingest ``count`` readings into the node's own current epoch, as
+        L{Store.append} does; the records it added.
+        """
+        held = self.logs.setdefault((self.node_id, self.epoch), [])
+        added = records(self.node_id, self.epoch, len(held) + 1, len(held) + count)
+        held.extend(added)
+        return added
+
+    def apply(self, batches) -> Deferred:
+        self.apply_calls.append([(o, e, list(rs)) for o, e, rs in batches])
+        d: Deferred = Deferred()
+        if self.hold_applies:
+            self._held_applies.append((batches, d))
+        else:
+            self._finish_apply(batches, d)
+        return d
+
+    def release_apply(self) -> None:
+        self._finish_apply(*self._held_applies.pop(0))
+
+    def _finish_apply(self, batches, d: Deferred) -> None:
+        if self.fail_applies:
+            d.errback(sqlite3.OperationalError("disk I/O error"))
+            return
+        results = []
+        for origin, epoch, batch in batches:
+            held = self.logs.setdefault((origin, epoch), [])
+            position = len(held)
+            conflicts = sum(
+                1
+                for r in batch
+                if r.entry_index <= position and held[r.entry_index - 1].data_checksum != r.data_checksum
+            )
+            added: list = []
+            if (origin, epoch) != (self.node_id, self.epoch):
+                added = [r for r in batch if r.entry_index > position]
+                if added and added[0].entry_index != position + 1:
+                    added = []
+            else:
+                conflicts += sum(1 for r in batch if r.entry_index > position)
+            held.extend(added)
+            results.append(Applied(added=added, conflicts=conflicts, last_index=len(held)))
+        d.callback(results)
+
+    def read_range(self, origin: str, epoch: str, after: int, limit: int) -> Deferred:
+        self.read_calls.append((origin, epoch, after, limit))
+        d: Deferred = Deferred()
+        if self.hold_reads:
+            self._held_reads.append((origin, epoch, after, limit, d))
+        else:
+            d.callback(self.log(origin, epoch)[after : after + limit])
+        return d
+
+    def release_read(self) -> None:
+        origin, epoch, after, limit, d = self._held_reads.pop(0)
+        d.callback(self.log(origin, epoch)[after : after + limit])
+
+    def finish_recovery(self) -> Deferred:
+        self.finished += 1
+        return succeed(None)
+
+
+class FakeConnection:
+    def __init__(self):
+        self.lost = False
+
+    def loseConnection(self) -> None:
+        self.lost = True
+
+
+class FakeLink:
+    """
+    An authenticated link to a peer, recording what is sent on it.
+    """
+
+    def __init__(self, peer_id: str, address: str = "192.0.2.7:41000"):
+        self.peer_id = peer_id
+        self.authenticated = True
+        self.address = address
+        self.transport = FakeConnection()
+        self.messages: list = []
+
+    def send(self, message) -> None:
+        self.messages.append(message)
+
+    def of(self, kind) -> list:
+        return [m for m in self.messages if isinstance(m, kind)]
+
+    def take(self, kind=object) -> list:
+        """
+        The messages of a kind sent since the last take, forgetting them.
+        """
+        taken = [m for m in self.messages if isinstance(m, kind)]
+        self.messages = [m for m in self.messages if not isinstance(m, kind)]
+        return taken
+
+
+class ReplicatorTestCase(SynchronousTestCase):
+    """
+    Node A's Replicator on a fake store, with small batches and window.
+    """
+
+    batch_size = 10
+    window = 2
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = FakeStore(A, EPOCH_A)
+        self.replicator = Replicator(
+            A, self.store, SIGNER, self.clock, batch_size=self.batch_size, window=self.window
+        )
+
+    def open(self, recovering: bool = False) -> None:
+        self.replicator.opened(self.store.positions(), recovering)
+
+    def link(self, peer: str = B, **kwargs) -> FakeLink:
+        link = FakeLink(peer, **kwargs)
+        self.replicator.link_up(link)
+        return link
+
+    def ingest(self, count: int) -> list[Record]:
+        added = self.store.append_own(count)
+        self.replicator.committed(A, EPOCH_A, added)
+        return added
+
+    def have(self, link: FakeLink, positions: dict) -> None:
+        self.replicator.received(link, Have(positions))
+
+    def ack(self, link: FakeLink, last_index: int, origin: str = A, epoch: str = EPOCH_A) -> None:
+        self.replicator.received(link, Ack(origin, epoch, last_index))
+
+    def peer_status(self, peer: str = B) -> dict:
+        peers, _ = self.replicator.status()
+        [entry] = [p for p in peers if p["node_id"] == peer]
+        return entry
+
+
+class LinkUpTests(ReplicatorTestCase):
+    """
+    What a node says when a link comes up, and what it waits for.
+    """
+
+    def test_have_lists_every_log(self):
+        """
+        On a new link the node at once sends HAVE with how far it holds every
+        log: its own and every other origin's, each epoch apart.
+        """
+        self.store.preload(records(A, OLD_EPOCH_A, 1, 4))
+        self.store.preload(records(A, EPOCH_A, 1, 3))
+        self.store.preload(records(C, EPOCH_C, 1, 5))
+        self.open()
+        link = self.link()
+        self.assertEqual(
+            link.messages, [Have({A: {OLD_EPOCH_A: 4, EPOCH_A: 3}, C: {EPOCH_C: 5}})]
+        )
+
+    def test_nothing_before_have(self):
+        """
+        Until the peer says what it holds, the node sends it no record: not
+        what it held already, nor what it takes in meanwhile.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 25))
+        self.open()
+        link = self.link()
+        self.ingest(3)
+        self.clock.advance(RETRY_DELAY * 5)
+        self.assertEqual(link.of(Records), [])
+        self.assertEqual(self.store.read_calls, [])
+
+    def test_changed_positions_announced(self):
+        """
+        When the node's positions change it tells every linked peer with one
+        HAVE, coalesced over HAVE_DELAY.
+        """
+        self.open()
+        link = self.link()
+        link.take()
+        self.ingest(2)
+        self.ingest(3)
+        self.assertEqual(link.of(Have), [])
+        self.clock.advance(HAVE_DELAY)
+        self.assertEqual(link.of(Have), [Have({A: {EPOCH_A: 5}})])
+
+
+class SendingTests(ReplicatorTestCase):
+    """
+    What a node sends a peer once it knows what the peer holds.
+    """
+
+    def test_resume_from_peer_position(self):
+        """
+        A peer that holds a log up to 7 gets records from 8 on, not from 1:
+        a restart or a dropped link never re-sends everything.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 15))
+        self.open()
+        link = self.link()
+        self.have(link, {A: {EPOCH_A: 7}})
+        [sent] = link.of(Records)
+        self.assertEqual(indexes(sent), list(range(8, 16)))
+        self.assertEqual(self.store.read_calls, [(A, EPOCH_A, 7, 8)])
+
+    def test_every_log_sent(self):
+        """
+        A peer that lacks logs gets all of them: this node's own and the
+        third parties' it holds (transitive replication), each exactly as
+        the origin stored it.
+        """
+        own = records(A, EPOCH_A, 1, 3)
+        third = records(C, EPOCH_C, 1, 4)
+        self.store.preload(own)
+        self.store.preload(third)
+        self.open()
+        link = self.link()
+        self.have(link, {B: {EPOCH_B: 9}})
+        sent = {(m.origin, m.epoch): m.records for m in link.of(Records)}
+        self.assertEqual(sent, {(A, EPOCH_A): own, (C, EPOCH_C): third})
+
+    def test_held_logs_not_sent(self):
+        """
+        A peer that holds everything this node holds gets nothing.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 5))
+        self.store.preload(records(C, EPOCH_C, 1, 4))
+        self.open()
+        link = self.link()
+        self.have(link, {A: {EPOCH_A: 5}, C: {EPOCH_C: 6}})
+        self.assertEqual(link.of(Records), [])
+
+    def test_batches_and_window(self):
+        """
+        Records go in batches of batch_size, with at most ``window``
+        batches unacknowledged; each ACK lets one more batch go, until the
+        peer holds every record exactly once.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 55))
+        self.open()
+        link = self.link()
+        self.have(link, {})
+        first = link.take(Records)
+        self.assertEqual([indexes(m) for m in first], [list(range(1, 11)), list(range(11, 21))])
+        received: list[int] = []
+        acked = 0
+        for _ in range(20):
+            if not first:
+                break
+            message = first.pop(0)
+            received.extend(indexes(message))
+            acked = message.records[-1].entry_index
+            self.ack(link, acked)
+            sent = link.take(Records)
+            self.assertLessEqual(len(sent), 1)
+            first.extend(sent)
+            self.assertLessEqual(len(first), self.window)
+        self.assertEqual(received, list(range(1, 56)))
+        self.assertEqual(acked, 55)
+        self.assertEqual(self.peer_status()["lag"], {})
+
+    def test_live_push_from_tail(self):
+        """
+        A reading committed while a peer is caught up is pushed to it at
+        once (no timer, no database read).
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 3))
+        self.open()
+        link = self.link()
+        self.have(link, {A: {EPOCH_A: 3}})
+        self.assertEqual(link.of(Records), [])
+        added = self.ingest(2)
+        self.assertEqual(link.of(Records), [Records(A, EPOCH_A, added)])
+        self.assertEqual(self.store.read_calls, [])
+
+    def test_live_push_to_lagging_peer(self):
+        """
+        A peer that lags behind the records kept in memory is served from
+        the store, from its own position, the new records included.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 3))
+        self.open()
+        self.ingest(2)
+        link = self.link()
+        self.have(link, {A: {EPOCH_A: 1}})
+        [sent] = link.of(Records)
+        self.assertEqual(indexes(sent), [2, 3, 4, 5])
+        self.assertEqual(self.store.read_calls, [(A, EPOCH_A, 1, 4)])
+
+    def test_refused_sent_again_after_delay(self):
+        """
+        An ACK below what was sent (the peer refused a record, corrupted on
+        the way) makes the node send again from the peer's position, after
+        RETRY_DELAY, not at once: a link that corrupts everything does not
+        spin.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 20))
+        self.open()
+        link = self.link()
+        self.have(link, {})
+        self.assertEqual(len(link.take(Records)), 2)
+        self.ack(link, 4)
+        self.ack(link, 4)
+        self.assertEqual(link.of(Records), [])
+        self.clock.advance(RETRY_DELAY * 0.99)
+        self.assertEqual(link.of(Records), [])
+        self.clock.advance(RETRY_DELAY * 0.02)
+        self.assertEqual([indexes(m) for m in link.of(Records)], [list(range(5, 15)), list(range(15, 21))])
+
+    def test_read_failure_retried(self):
+        """
+        When the store cannot read a log to send, the node tries again after
+        RETRY_DELAY instead of giving up on that peer.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 5))
+        self.open()
+        self.store.hold_reads = True
+        link = self.link()
+        self.have(link, {})
+        *_, d = self.store._held_reads.pop(0)
+        d.errback(sqlite3.OperationalError("disk I/O error"))
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual(link.of(Records), [])
+        self.store.hold_reads = False
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual([indexes(m) for m in link.of(Records)], [[1, 2, 3, 4, 5]])
+
+
+class ReceivingTests(ReplicatorTestCase):
+    """
+    What a node does with the records a peer sends it.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.open()
+        self.peer = self.link()
+        self.peer.take()
+
+    def send(self, batch: list[Record], link: Optional[FakeLink] = None) -> None:
+        self.replicator.received(link or self.peer, Records(batch[0].origin, batch[0].epoch, batch))
+
+    def test_stored_and_acknowledged(self):
+        """
+        Records that check are stored, and the ACK tells how far the log is
+        held now.
+        """
+        batch = records(B, EPOCH_B, 1, 5)
+        self.send(batch)
+        self.assertEqual(self.store.log(B, EPOCH_B), batch)
+        self.assertEqual(self.peer.of(Ack), [Ack(B, EPOCH_B, 5)])
+        self.assertEqual(self.peer_status()["received"], 5)
+
+    def test_bad_hmac_not_stored(self):
+        """
+        A record whose HMAC does not check never reaches the store, nor does
+        anything after it in the batch; it is counted as rejected, and the
+        ACK reports the position unchanged so the sender sends it again.
+        """
+        self.send(records(B, EPOCH_B, 1, 2))
+        tampered = records(B, EPOCH_B, 3, 6)
+        tampered[1] = attrs.evolve(tampered[1], sensor_data="99.9C")
+        self.send(tampered)
+        stored = [r for _, _, batch in self.store.apply_calls[-1] for r in batch]
+        self.assertEqual(stored, tampered[:1])
+        self.assertEqual(self.store.log(B, EPOCH_B), records(B, EPOCH_B, 1, 3))
+        self.assertEqual(self.peer.of(Ack)[-1], Ack(B, EPOCH_B, 3))
+        self.assertEqual(self.peer_status()["rejected"], 1)
+
+    def test_forged_first_record(self):
+        """
+        A batch whose first record is signed with another key stores
+        nothing; the ACK reports the unchanged position.
+        """
+        self.send(records(B, EPOCH_B, 1, 2))
+        forged = [record(B, EPOCH_B, 3, signer=FORGER), record(B, EPOCH_B, 4)]
+        self.send(forged)
+        self.assertEqual([r for _, _, batch in self.store.apply_calls[-1] for r in batch], [])
+        self.assertEqual(self.store.log(B, EPOCH_B), records(B, EPOCH_B, 1, 2))
+        self.assertEqual(self.peer.of(Ack)[-1], Ack(B, EPOCH_B, 2))
+        self.assertEqual(self.peer_status()["rejected"], 1)
+        self.assertEqual(self.peer_status()["received"], 2)
+
+    def test_conflict_keeps_stored(self):
+        """
+        A record that checks but differs from the one stored at its
+        position is a conflict: counted, and the stored one kept.
+        """
+        original = records(B, EPOCH_B, 1, 3)
+        self.send(original)
+        other = [original[0], record(B, EPOCH_B, 2, data="-5.0C"), original[2]]
+        SIGNER.verify(other[1])
+        self.send(other)
+        self.assertEqual(self.store.log(B, EPOCH_B), original)
+        self.assertEqual(self.peer_status()["conflicts"], 1)
+        self.assertEqual(self.peer.of(Ack)[-1], Ack(B, EPOCH_B, 3))
+
+    def test_own_current_epoch_never_written(self):
+        """
+        A peer offering positions of this node's own current epoch beyond
+        what it holds (only this node assigns them) gets a conflict, and
+        nothing is written.
+        """
+        own = self.ingest(2)
+        self.send(records(A, EPOCH_A, 1, 4))
+        self.assertEqual(self.store.log(A, EPOCH_A), own)
+        self.assertEqual(self.peer_status()["conflicts"], 2)
+        self.assertEqual(self.peer.of(Ack)[-1], Ack(A, EPOCH_A, 2))
+
+    def test_gap_not_stored(self):
+        """
+        A batch that does not continue the log (it starts past the position)
+        is not stored: the ACK sends the sender back to the position.
+        """
+        self.send(records(B, EPOCH_B, 1, 2))
+        self.send(records(B, EPOCH_B, 5, 6))
+        self.assertEqual(len(self.store.log(B, EPOCH_B)), 2)
+        self.assertEqual(self.peer.of(Ack)[-1], Ack(B, EPOCH_B, 2))
+
+    def test_too_many_unacknowledged(self):
+        """
+        A peer may have ``window`` batches unacknowledged; one more breaks
+        the protocol (BadMessage: the link is dropped), since it would make
+        this node buffer without bound.
+        """
+        self.store.hold_applies = True
+        for n in range(self.window):
+            self.send(records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
+        self.assertRaises(BadMessage, self.send, records(B, EPOCH_B, 100, 101))
+
+    def test_acknowledged_batches_free_the_window(self):
+        """
+        Once a batch is stored and acknowledged it no longer counts against
+        the peer's window.
+        """
+        self.store.hold_applies = True
+        for n in range(self.window):
+            self.send(records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
+        while self.store._held_applies:
+            self.store.release_apply()
+        for n in range(self.window, 2 * self.window):
+            self.send(records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
+        while self.store._held_applies:
+            self.store.release_apply()
+        self.assertEqual(len(self.store.log(B, EPOCH_B)), 10 * 2 * self.window)
+
+    def test_window_is_per_link(self):
+        """
+        Two links from peers each have their own window.
+        """
+        other = self.link(C)
+        self.store.hold_applies = True
+        for n in range(self.window):
+            self.send(records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
+            self.send(records(C, EPOCH_C, 1 + 10 * n, 10 + 10 * n), link=other)
+        while self.store._held_applies:
+            self.store.release_apply()
+        self.assertEqual(len(self.store.log(B, EPOCH_B)), 10 * self.window)
+        self.assertEqual(len(self.store.log(C, EPOCH_C)), 10 * self.window)
+
+    def test_store_failure_acknowledged(self):
+        """
+        When the store cannot write a batch, the sender is still answered
+        (with the unchanged position), so it sends the records again rather
+        than waiting for ever with its window full.
+        """
+        self.store.fail_applies = True
+        self.send(records(B, EPOCH_B, 1, 3))
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
+        self.assertEqual(self.peer.of(Ack), [Ack(B, EPOCH_B, 0)])
+        self.store.fail_applies = False
+        self.send(records(B, EPOCH_B, 1, 3))
+        self.assertEqual(len(self.store.log(B, EPOCH_B)), 3)
+
+    def test_received_records_forwarded(self):
+        """
+        Records received from one peer are pushed on at once to another
+        caught-up peer, from memory (transitive and live).
+        """
+        onward = self.link(C)
+        self.have(onward, {B: {EPOCH_B: 0}})
+        batch = records(B, EPOCH_B, 1, 4)
+        self.send(batch)
+        self.assertEqual(onward.of(Records), [Records(B, EPOCH_B, batch)])
+        self.assertEqual(self.store.read_calls, [])
+
+
+class LinkDownTests(ReplicatorTestCase):
+    """
+    Links that go away while records are on the way.
+    """
+
+    def test_resumes_on_next_link(self):
+        """
+        When the link that carried the sends goes down, sending resumes on
+        the peer's other link from the last position the peer acknowledged:
+        nothing it may lack is skipped.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 40))
+        self.open()
+        first = self.link()
+        second = self.link(address="192.0.2.7:41001")
+        self.have(second, {})
+        self.have(first, {})
+        self.assertEqual([indexes(m)[0] for m in first.take(Records)], [1, 11])
+        self.ack(first, 10)
+        self.assertEqual([indexes(m)[0] for m in first.take(Records)], [21])
+        self.replicator.link_down(first)
+        self.assertEqual([indexes(m)[0] for m in second.of(Records)], [11, 21])
+        self.ack(second, 20)
+        self.assertEqual([indexes(m)[0] for m in second.of(Records)], [11, 21, 31])
+
+    def test_last_link_down(self):
+        """
+        With its last link gone a peer is sent nothing; on its next link the
+        node waits for the peer's HAVE again and resumes from there.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 15))
+        self.open()
+        first = self.link()
+        self.have(first, {})
+        self.replicator.link_down(first)
+        first.take()
+        self.ingest(1)
+        self.assertEqual(first.of(Records), [])
+        second = self.link()
+        self.assertEqual(second.of(Records), [])
+        self.have(second, {A: {EPOCH_A: 12}})
+        self.assertEqual([indexes(m) for m in second.of(Records)], [[13, 14, 15, 16]])
+
+    def test_ack_on_dead_link_ignored(self):
+        """
+        Sends are counted against the link that carries them: a late ACK on
+        another link does not open the window.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 50))
+        self.open()
+        first = self.link()
+        second = self.link()
+        self.have(first, {})
+        self.assertEqual(len(first.take(Records)), 2)
+        self.ack(second, 10)
+        self.assertEqual(first.of(Records), [])
+
+
+class RecoveryTests(ReplicatorTestCase):
+    """
+    A node that lost its own database gets its earlier epochs back.
+    """
+
+    def test_recovers_old_epoch(self):
+        """
+        A recovering node stays recovering (and keeps ingesting in its new
+        epoch) until a peer has said which of its older epochs it holds and
+        those records are stored; then it records the end of recovery once.
+        """
+        self.open(recovering=True)
+        link = self.link()
+        self.ingest(3)
+        self.assertTrue(self.replicator.recovering)
+        self.have(link, {A: {OLD_EPOCH_A: 25, EPOCH_A: 3}, B: {EPOCH_B: 1}})
+        self.assertTrue(self.replicator.recovering)
+        self.assertEqual(
+            self.replicator.recovery_progress(),
+            {f"{A}/{OLD_EPOCH_A}": {"have": 0, "target": 25}, f"{A}/{EPOCH_A}": {"have": 3, "target": 3}},
+        )
+        self.replicator.received(link, Records(A, OLD_EPOCH_A, records(A, OLD_EPOCH_A, 1, 20)))
+        self.assertTrue(self.replicator.recovering)
+        self.assertEqual(self.store.finished, 0)
+        self.replicator.received(link, Records(A, OLD_EPOCH_A, records(A, OLD_EPOCH_A, 21, 25)))
+        self.assertFalse(self.replicator.recovering)
+        self.assertEqual(self.store.finished, 1)
+        self.assertEqual(self.store.log(A, OLD_EPOCH_A), records(A, OLD_EPOCH_A, 1, 25))
+        self.have(link, {A: {OLD_EPOCH_A: 30}})
+        self.replicator.received(link, Records(A, OLD_EPOCH_A, records(A, OLD_EPOCH_A, 26, 30)))
+        self.assertEqual(self.store.finished, 1)
+        self.assertEqual(len(self.store.log(A, OLD_EPOCH_A)), 30)
+
+    def test_waits_for_a_peer(self):
+        """
+        With no peer heard from, a recovering node stays recovering however
+        long it runs.
+        """
+        self.open(recovering=True)
+        self.link()
+        self.ingest(3)
+        self.clock.advance(3600)
+        self.assertTrue(self.replicator.recovering)
+        self.assertEqual(self.store.finished, 0)
+
+    def test_nothing_to_recover(self):
+        """
+        As docs/recovery.md says, a node that has heard from a peer and holds
+        every older epoch as far as any peer reported (here: none) is done.
+        """
+        self.open(recovering=True)
+        link = self.link()
+        self.have(link, {B: {EPOCH_B: 4}})
+        self.assertFalse(self.replicator.recovering)
+        self.assertEqual(self.store.finished, 1)
+
+    def test_rejected_does_not_finish(self):
+        """
+        Older records that fail their check do not count towards recovery.
+        """
+        self.open(recovering=True)
+        link = self.link()
+        self.have(link, {A: {OLD_EPOCH_A: 2}})
+        self.replicator.received(
+            link, Records(A, OLD_EPOCH_A, [record(A, OLD_EPOCH_A, 1, signer=FORGER), record(A, OLD_EPOCH_A, 2)])
+        )
+        self.assertTrue(self.replicator.recovering)
+        self.assertEqual(self.store.log(A, OLD_EPOCH_A), [])
+
+
+class StatusTests(ReplicatorTestCase):
+    """
+    The ``peers`` entries and ``replication`` totals of /status.
+    """
+
+    def test_peer_entry(self):
+        """
+        Each peer has its address, id, link state, when it was last heard
+        from, the records sent to and received from it, the rejected and
+        conflicting ones, and per origin how many records it is known to
+        lack.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 10))
+        self.store.preload(records(C, EPOCH_C, 1, 5))
+        self.open()
+        self.clock.advance(100)
+        link = self.link(address="192.0.2.9:5000")
+        self.clock.advance(5)
+        self.have(link, {A: {EPOCH_A: 4}})
+        self.ack(link, 10)
+        self.ack(link, 5, origin=C, epoch=EPOCH_C)
+        self.replicator.received(link, Records(B, EPOCH_B, records(B, EPOCH_B, 1, 3)))
+        bad = [record(B, EPOCH_B, 4, signer=FORGER)]
+        self.replicator.received(link, Records(B, EPOCH_B, bad))
+        self.replicator.received(link, Records(B, EPOCH_B, [record(B, EPOCH_B, 1, data="0C")]))
+        self.ingest(7)
+        entry = self.peer_status()
+        self.assertEqual(
+            entry,
+            {
+                "address": "192.0.2.9:5000",
+                "node_id": B,
+                "connected": True,
+                "authenticated": True,
+                "last_seen": 105.0,
+                "sent": 6 + 5 + 7,
+                "received": 3,
+                "rejected": 1,
+                "conflicts": 1,
+                "link_errors": 0,
+                "lag": {A: 7},
+            },
+        )
+
+    def test_lag_per_origin(self):
+        """
+        Lag adds up, per origin, the records of every epoch the peer is known
+        to lack.
+        """
+        self.store.preload(records(A, OLD_EPOCH_A, 1, 6))
+        self.store.preload(records(A, EPOCH_A, 1, 4))
+        self.store.preload(records(C, EPOCH_C, 1, 5))
+        self.open()
+        self.store.hold_reads = True
+        link = self.link()
+        self.have(link, {A: {OLD_EPOCH_A: 1}, C: {EPOCH_C: 5}})
+        self.assertEqual(self.peer_status()["lag"], {A: 5 + 4})
+
+    def test_disconnected_and_totals(self):
+        """
+        A peer whose links are gone stays listed, not connected; the totals
+        add up every peer's counters.
+        """
+        self.open()
+        b = self.link(B)
+        c = self.link(C)
+        self.replicator.received(b, Records(B, EPOCH_B, records(B, EPOCH_B, 1, 3)))
+        self.replicator.received(c, Records(C, EPOCH_C, records(C, EPOCH_C, 1, 2)))
+        self.replicator.received(c, Records(C, EPOCH_C, [record(C, EPOCH_C, 3, signer=FORGER)]))
+        self.replicator.link_down(b)
+        self.replicator.link_failed(FakeLink(B), "malformed message")
+        stranger = FakeLink(B)
+        stranger.authenticated = False
+        self.replicator.link_failed(stranger, "cluster keys differ")
+        self.assertEqual(
+            (self.peer_status(B)["connected"], self.peer_status(B)["authenticated"]), (False, False)
+        )
+        self.assertTrue(self.peer_status(C)["connected"])
+        _, totals = self.replicator.status()
+        self.assertEqual(
+            totals,
+            {"sent": 0, "received": 5, "rejected": 1, "conflicts": 0, "link_errors": 1, "refused_links": 1},
+        )
+
+
+class StopTests(ReplicatorTestCase):
+    """
+    Stopping, so the store can be closed.
+    """
+
+    def test_waits_for_apply(self):
+        """
+        stop() fires only once the records being stored are committed, and
+        leaves nothing scheduled on the clock.
+        """
+        self.open()
+        link = self.link()
+        self.store.hold_applies = True
+        self.replicator.received(link, Records(B, EPOCH_B, records(B, EPOCH_B, 1, 3)))
+        stopped = self.replicator.stop()
+        self.assertNoResult(stopped)
+        self.store.release_apply()
+        self.successResultOf(stopped)
+        self.assertEqual(len(self.store.log(B, EPOCH_B)), 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_waits_for_read(self):
+        """
+        stop() waits for a read under way, and nothing is sent after it.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 5))
+        self.open()
+        link = self.link()
+        self.store.hold_reads = True
+        self.have(link, {})
+        stopped = self.replicator.stop()
+        self.assertNoResult(stopped)
+        self.store.release_read()
+        self.successResultOf(stopped)
+        self.assertEqual(link.of(Records), [])
+
+    def test_idle(self):
+        """
+        stop() with nothing under way fires at once and cancels the pending
+        announcement and retries.
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 20))
+        self.open()
+        link = self.link()
+        self.have(link, {})
+        self.ack(link, 0)
+        self.ingest(1)
+        self.assertNotEqual(self.clock.getDelayedCalls(), [])
+        self.successResultOf(self.replicator.stop())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+# -- nodes joined in memory -------------------------------------------------
+
+
+class MemoryNode:
+    """
+    One node: a store, a Replicator, and its dialling and accepting peer
+    factories.
+    """
+
+    def __init__(self, node_id: str, clock: Clock, store, batch_size: int = 10, window: int = 2):
+        self.node_id = node_id
+        self.store = store
+        self.replicator = Replicator(node_id, store, SIGNER, clock, batch_size=batch_size, window=window)
+        self.dialling = PeerFactory(node_id, KEY, self.replicator, clock, dialled=True)
+        self.accepting = PeerFactory(node_id, KEY, self.replicator, clock, dialled=False)
+        self.accepting.ready = True
+        # Reading numbers taken so far (real stores only).
+        self.ingested: list[int] = []
+
+    def peer(self, node_id: str) -> dict:
+        peers, _ = self.replicator.status()
+        [entry] = [p for p in peers if p["node_id"] == node_id]
+        return entry
+
+
+class Cluster:
+    """
+    Nodes on one clock, linked pairwise by real PeerProtocols over iosim.
+    """
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.pumps: list = []
+
+    def link(self, dialler: MemoryNode, acceptor: MemoryNode):
+        """
+        Connect ``dialler`` to ``acceptor``; no byte moves until a flush.
+        """
+        client = dialler.dialling.buildProtocol(None)
+        server = acceptor.accepting.buildProtocol(None)
+        pump = connect(
+            server,
+            FakeTransport(server, isServer=True),
+            client,
+            FakeTransport(client, isServer=False),
+            greet=False,
+            clock=self.clock,
+        )
+        self.pumps.append(pump)
+        return client, server, pump
+
+    def flush(self) -> bool:
+        moved = False
+        for pump in self.pumps:
+            moved = pump.flush() or moved
+        return moved
+
+    def run_until(self, done: Callable[[], bool], steps: int = 400) -> None:
+        """
+        Move bytes and time (HAVE_DELAY a step) until ``done()``.
+        """
+        for _ in range(steps):
+            self.flush()
+            if done():
+                return
+            self.clock.advance(HAVE_DELAY)
+        raise AssertionError(f"not done after {steps} steps")
+
+
+def holds(node: MemoryNode, origin: MemoryNode) -> bool:
+    """
+    Does ``node`` hold every record of ``origin``'s own log, identical?
+    """
+    log = origin.store.log(origin.node_id, EPOCHS[origin.node_id])
+    return node.store.log(origin.node_id, EPOCHS[origin.node_id]) == log
+
+
+class InMemoryTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.cluster = Cluster(self.clock)
+
+    def node(self, node_id: str, readings: int) -> MemoryNode:
+        node = MemoryNode(node_id, self.clock, FakeStore(node_id, EPOCHS[node_id]))
+        if readings:
+            node.store.append_own(readings)
+        node.replicator.opened(node.store.positions(), False)
+        return node
+
+    def ingest(self, node: MemoryNode, count: int) -> list[Record]:
+        added = node.store.append_own(count)
+        node.replicator.committed(node.node_id, EPOCHS[node.node_id], added)
+        return added
+
+    def assertHoldsChecked(self, node: MemoryNode, origin: MemoryNode) -> None:
+        """
+        ``node`` holds ``origin``'s whole log, each record checking against
+        the cluster key and identical to the origin's, checksum included.
+        """
+        held = node.store.log(origin.node_id, EPOCHS[origin.node_id])
+        for r in held:
+            SIGNER.verify(r)
+        self.assertEqual(
+            [(r.entry_index, r.data_checksum) for r in held],
+            [(r.entry_index, r.data_checksum) for r in origin.store.log(origin.node_id, EPOCHS[origin.node_id])],
+        )
+
+
+class InMemoryTests(InMemoryTestCase):
+    """
+    Real peer protocols, dialled and accepted, joined in memory.
+    """
+
+    def test_two_nodes_converge(self):
+        """
+        Two linked nodes end up each holding the other's readings, every
+        record checking; a reading taken afterwards reaches the other node
+        at once, with no timer.
+        """
+        a, b = self.node(A, 45), self.node(B, 17)
+        self.cluster.link(a, b)
+        self.cluster.run_until(lambda: holds(a, b) and holds(b, a))
+        self.assertHoldsChecked(a, b)
+        self.assertHoldsChecked(b, a)
+        self.ingest(a, 3)
+        self.cluster.flush()
+        self.assertHoldsChecked(b, a)
+        self.assertEqual(b.peer(A)["received"], 48)
+        self.assertEqual(a.peer(B)["sent"], 48)
+        self.assertEqual(b.peer(A)["sent"], 17)
+        self.assertEqual(a.peer(B)["lag"], {})
+        self.assertEqual(b.peer(A)["rejected"], 0)
+
+    def test_catch_up_not_paced_by_retries(self):
+        """
+        Catching up goes as fast as acknowledgements come back, with
+        several batches in flight: no batch waits for the retry delay, and
+        none is sent twice.
+        """
+        a, b = self.node(A, 200), self.node(B, 0)
+        self.cluster.link(a, b)
+        self.cluster.run_until(lambda: holds(b, a))
+        self.assertLess(self.clock.seconds(), RETRY_DELAY)
+        self.assertEqual(a.peer(B)["sent"], 200)
+
+    def test_reconnect_resumes(self):
+        """
+        After a link drops and a new one comes up, a node sends only what
+        the other lacks.
+        """
+        a, b = self.node(A, 30), self.node(B, 0)
+        client, server, _ = self.cluster.link(a, b)
+        self.cluster.run_until(lambda: holds(b, a))
+        client.transport.loseConnection()
+        self.cluster.flush()
+        self.assertFalse(b.peer(A)["connected"])
+        self.ingest(a, 5)
+        self.cluster.link(b, a)
+        self.cluster.run_until(lambda: holds(b, a))
+        self.assertEqual(b.peer(A)["received"], 35)
+        self.assertEqual(a.peer(B)["sent"], 35)
+
+    def test_chain_converges(self):
+        """
+        In a chain A—B—C where A and C never connect, A's readings reach C
+        through B and C's reach A, checked against the origin's HMAC; new
+        readings at A reach C at once.
+        """
+        a, b, c = self.node(A, 23), self.node(B, 5), self.node(C, 31)
+        self.cluster.link(a, b)
+        self.cluster.link(c, b)
+        everyone = (a, b, c)
+        self.cluster.run_until(lambda: all(holds(x, y) for x in everyone for y in everyone))
+        for x in everyone:
+            for y in everyone:
+                self.assertHoldsChecked(x, y)
+        self.assertNotIn(C, {p["node_id"] for p in a.replicator.status()[0]})
+        self.ingest(a, 2)
+        self.cluster.flush()
+        self.assertHoldsChecked(c, a)
+
+    def test_flipped_byte_heals(self):
+        """
+        A byte flipped on the wire inside a record is caught by its HMAC: the
+        record is not stored, the receiver counts it as rejected, and it
+        arrives intact later without anyone stepping in.
+        """
+        a, b = self.node(A, 25), self.node(B, 0)
+        client, server, _ = self.cluster.link(a, b)
+        flipped = []
+        target = b'"21.2C"'
+        deliver = server.dataReceived
+
+        def corrupt(data: bytes) -> None:
+            if not flipped and target in data:
+                at = data.index(target) + 4
+                data = data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :]
+                flipped.append(data[at - 4 : at + 3])
+            deliver(data)
+
+        server.dataReceived = corrupt
+        self.cluster.flush()
+        self.assertEqual(flipped, [b'"21.3C"'])
+        self.assertEqual(b.peer(A)["rejected"], 1)
+        self.assertEqual(b.store.log(A, EPOCH_A), a.store.log(A, EPOCH_A)[:11])
+        self.assertTrue(server.authenticated)
+        self.cluster.run_until(lambda: holds(b, a))
+        self.assertHoldsChecked(b, a)
+        self.assertEqual(b.peer(A)["conflicts"], 0)
+        self.assertEqual(b.peer(A)["rejected"], 1)
+
+
+# -- nodes on real SQLite stores ----------------------------------------------
+
+
+class TrackedStore:
+    """
+    A real Store whose pending Deferreds a test can wait for.
+    """
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.pending: list[Deferred] = []
+
+    def _track(self, d: Deferred) -> Deferred:
+        self.pending.append(d)
+        return d
+
+    def apply(self, batches) -> Deferred:
+        return self._track(self.store.apply(batches))
+
+    def read_range(self, *args) -> Deferred:
+        return self._track(self.store.read_range(*args))
+
+    def finish_recovery(self) -> Deferred:
+        return self._track(self.store.finish_recovery())
+
+
+class SQLiteNodesTests(TestCase):
+    """
+    Nodes on real stores (SQLite files in temporary directories, through the
+    real reactor's thread pool), linked in memory.
+    """
+
+    async def node(self, node_id: str, readings: int) -> MemoryNode:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        store = Store(path=directory / "self_sensor_data.db", node_id=node_id, signer=SIGNER)
+        self.addCleanup(store.close)
+        opened = await store.open()
+        node = MemoryNode(node_id, self.clock, TrackedStore(store), batch_size=7, window=2)
+        node.replicator.opened(opened.positions, opened.recovering)
+        await self.ingest(node, readings)
+        return node
+
+    async def ingest(self, node: MemoryNode, count: int) -> None:
+        if not count:
+            return
+        first = len(node.ingested) + 1
+        node.ingested.extend(range(first, first + count))
+        readings = [
+            (Reading("Pressure", f"1.{i:03d} atm", f"2021-01-01 00:00:{i % 60:02d}", f"{node.node_id[:4]}-{i}"), i)
+            for i in range(first, first + count)
+        ]
+        appended = await node.store.store.append(readings, [], first + count - 1)
+        self.assertEqual(len(appended.records), count)
+        node.replicator.committed(node.node_id, node.store.store.epoch, appended.records)
+
+    async def settle(self, nodes, done: Callable[[], bool], steps: int = 400) -> None:
+        """
+        Move bytes, wait for the stores, move time, until ``done()``.
+        """
+        for _ in range(steps):
+            moved = self.cluster.flush()
+            pending = [d for node in nodes for d in node.store.pending]
+            for node in nodes:
+                node.store.pending = []
+            for d in pending:
+                await d
+            if not moved and not pending:
+                if done():
+                    return
+                self.clock.advance(HAVE_DELAY)
+        raise AssertionError(f"not done after {steps} steps")
+
+    def rows(self, path: Path, origin: str) -> list:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return conn.execute(f"SELECT * FROM server_id_{origin} ORDER BY epoch, entry_index").fetchall()
+        finally:
+            conn.close()
+
+    def same_tables(self, x: MemoryNode, y: MemoryNode) -> bool:
+        """
+        Does ``x`` hold in its peer database every row of ``y``'s own
+        table, column for column?
+        """
+        try:
+            return self.rows(x.store.store.peer_path, y.node_id) == self.rows(y.store.store.path, y.node_id)
+        except sqlite3.OperationalError:
+            return False
+
+    async def test_two_nodes_converge(self):
+        """
+        Two nodes on real stores end with identical tables: each node's own
+        rows, checksums included, in the other's peer_sensor_data.db.
+        """
+        self.clock = Clock()
+        self.cluster = Cluster(self.clock)
+        a, b = await self.node(A, 40), await self.node(B, 9)
+        self.cluster.link(a, b)
+        await self.settle((a, b), lambda: self.same_tables(a, b) and self.same_tables(b, a))
+        await self.ingest(a, 3)
+        await self.settle((a, b), lambda: self.same_tables(b, a))
+        rows = self.rows(b.store.store.peer_path, A)
+        self.assertEqual(len(rows), 43)
+        for r in await b.store.store.read_range(A, a.store.store.epoch, 0, 100):
+            SIGNER.verify(r)
+        self.assertEqual(b.peer(A)["received"], 43)
+
+    async def test_chain_converges(self):
+        """
+        A chain A—B—C on real stores converges transitively: C's peer
+        database holds A's rows exactly as A stored them, and A holds C's.
+        """
+        self.clock = Clock()
+        self.cluster = Cluster(self.clock)
+        a, b, c = await self.node(A, 12), await self.node(B, 3), await self.node(C, 20)
+        self.cluster.link(a, b)
+        self.cluster.link(b, c)
+        nodes = (a, b, c)
+        await self.settle(
+            nodes, lambda: all(self.same_tables(x, y) for x in nodes for y in nodes if x is not y)
+        )
+        self.assertEqual(len(self.rows(c.store.store.peer_path, A)), 12)
