@@ -278,6 +278,8 @@ class NodeService(MultiService):
         for sensor in ingestor.sensors():
             sensor.transport.loseConnection()
         yield self.status.stopService()
+        if self.node.opened:
+            yield self.node.store.mark_stopped()
         self.node.store.close()
         Service.stopService(self)
         self.log.info("stopped; every reading received was stored and answered")

@@ -462,3 +462,48 @@ class BadNodeIdTests(StoreTestCase):
         store, _ = await self.open_store()
         self.assertRaises(ValueError, store.readings, "server_id_x; --", None, 10)
         self.assertRaises(ValueError, store.readings, NODE_ID.upper(), None, 10)
+
+
+class UncleanStopTests(StoreTestCase):
+    """
+    With --sync normal a crash may undo the last commits; the next start
+    must not number readings into positions peers may already hold.
+    """
+
+    async def reopen_after(self, synchronous: str, clean: bool) -> tuple[str, str]:
+        store = Store(path=self.path, node_id=NODE_ID, signer=self.signer, synchronous=synchronous)
+        first = await store.open()
+        await store.append([(reading(1), 1)], [], 1)
+        if clean:
+            await store.mark_stopped()
+        store.close()
+        store = Store(path=self.path, node_id=NODE_ID, signer=self.signer, synchronous=synchronous)
+        self.addCleanup(store.close)
+        second = await store.open()
+        return first.epoch, second.epoch
+
+    async def test_normal_unclean_starts_new_epoch(self) -> None:
+        """
+        synchronous=NORMAL and no clean stop: a new epoch, and the old one
+        stays a closed log at the position it reached.
+        """
+        before, after = await self.reopen_after("NORMAL", clean=False)
+        self.assertNotEqual(before, after)
+        self.assertEqual(
+            sorted(self.query("SELECT epoch, last_index FROM log_positions")),
+            sorted([(before, 1), (after, 0)]),
+        )
+
+    async def test_normal_clean_keeps_epoch(self) -> None:
+        """
+        After a clean stop the epoch goes on, whatever the sync setting.
+        """
+        before, after = await self.reopen_after("NORMAL", clean=True)
+        self.assertEqual(before, after)
+
+    async def test_full_unclean_keeps_epoch(self) -> None:
+        """
+        synchronous=FULL loses no commit in a crash: the epoch goes on.
+        """
+        before, after = await self.reopen_after("FULL", clean=False)
+        self.assertEqual(before, after)
