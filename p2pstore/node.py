@@ -10,7 +10,7 @@ from typing import Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
@@ -18,6 +18,9 @@ from . import __version__
 from .ingest import Ingestor
 from .replication import Replicator
 from .storage import Store, StoreError
+
+# How long a stopping node waits for sensors to close after their last answer.
+SENSOR_CLOSE_TIMEOUT = 5.0
 
 INITIALIZING = "Initializing"
 SYNCING = "Syncing"
@@ -275,8 +278,9 @@ class NodeService(MultiService):
         if self._opening is not None:
             yield self._opening
         yield ingestor.drain()
-        for sensor in ingestor.sensors():
-            sensor.transport.loseConnection()
+        yield DeferredList(
+            [sensor.close(self.reactor, SENSOR_CLOSE_TIMEOUT) for sensor in ingestor.sensors()]
+        )
         yield self.status.stopService()
         if self.node.opened:
             yield self.node.store.mark_stopped()

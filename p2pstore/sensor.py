@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
@@ -49,6 +50,9 @@ class SensorProtocol(Protocol):
         # The sensor has finished sending (e.g. `printf ... | nc`): close
         # once every line it sent is answered.
         self._finished = False
+        # Set when the node stops: what arrives is no longer read as lines.
+        self._closing = False
+        self._closed: list[Deferred] = []
 
     def connectionMade(self) -> None:
         self._connected = True
@@ -58,8 +62,40 @@ class SensorProtocol(Protocol):
     def connectionLost(self, reason) -> None:
         self._connected = False
         self._ingestor.disconnect(self)
+        waiting, self._closed = self._closed, []
+        for d in waiting:
+            d.callback(None)
+
+    def close(self, clock, timeout: float) -> Deferred:
+        """
+        Close for a stop, after every answer has been written: send the
+        answers and a FIN, then read and discard until the sensor closes
+        too, so its kernel is not sent a reset that would throw away answers
+        it has not read yet. After ``timeout`` seconds, abort.
+
+        @return: a Deferred that fires once the connection is closed.
+        """
+        if not self._connected:
+            return succeed(None)
+        d = Deferred()
+        self._closed.append(d)
+        self._closing = True
+        self._pauses.clear()
+        self.transport.resumeProducing()
+        self.transport.loseWriteConnection()
+        timer = clock.callLater(timeout, self.transport.abortConnection)
+
+        def closed(result):
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return d.addBoth(closed)
 
     def readConnectionLost(self) -> None:
+        if self._closing:
+            self.transport.loseConnection()
+            return
         if self._buffer or self._skipping is not None:
             # Possibly cut short by a crash: storing it could store a wrong
             # value ("Temperature,3" of "Temperature,39C").
@@ -72,6 +108,8 @@ class SensorProtocol(Protocol):
         pass
 
     def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
         for line in lines:

@@ -567,6 +567,70 @@ class HalfCloseTests(OpenedTestCase):
         self.assertTrue(self.transport.disconnecting)
 
 
+class HalfClosingTransport(StringTransport):
+    """
+    A StringTransport that can close its writing half, as TCP can.
+    """
+
+    write_closed = False
+    aborted = False
+
+    def loseWriteConnection(self) -> None:
+        self.write_closed = True
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+
+
+class StopCloseTests(OpenedTestCase):
+    """
+    A stopping node closes each sensor connection so that the sensor can
+    still read every answer: answers and a FIN first, then it reads (and
+    drops) what the sensor still sends until the sensor closes too, rather
+    than resetting the connection.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.protocol = self.factory.buildProtocol(None)
+        self.transport = HalfClosingTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def test_close_waits_for_the_sensor(self) -> None:
+        """
+        close() half-closes after the answers, reads again even if paused,
+        ignores further lines, and fires once the sensor has closed.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.commit_all()
+        self.protocol.pause("stopping")
+        closed = self.protocol.close(self.clock, 5.0)
+        self.assertTrue(self.transport.write_closed)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.assertEqual(len(self.store.rows), 1)
+        self.assertNoResult(closed)
+        self.protocol.readConnectionLost()
+        self.assertTrue(self.transport.disconnecting)
+        self.protocol.connectionLost(None)
+        self.successResultOf(closed)
+        self.assertEqual(self.answers(self.transport), [b"OK 1"])
+        self.assertFalse(self.transport.aborted)
+
+    def test_close_aborts_after_timeout(self) -> None:
+        """
+        A sensor that never closes its side is cut off after the timeout.
+        """
+        closed = self.protocol.close(self.clock, 5.0)
+        self.clock.advance(4.9)
+        self.assertFalse(self.transport.aborted)
+        self.clock.advance(0.1)
+        self.assertTrue(self.transport.aborted)
+        self.protocol.connectionLost(None)
+        self.successResultOf(closed)
+
+
 class OpeningTests(SensorTestCase):
     """
     Sensors that connect while the store is opening wait for it.
