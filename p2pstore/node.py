@@ -123,27 +123,9 @@ class Node:
                 entry["count"] += position
                 if origin != self.node_id or epoch == self.store.epoch:
                     entry["last_index"] = max(entry["last_index"], position)
-        peers, totals = replicator.status()
-        linked = {peer["address"] for peer in peers if peer["connected"]}
-        for dialer in self.dialers:
-            if dialer.address not in linked and not any(
-                p["address"] == dialer.address for p in peers
-            ):
-                peers.append(
-                    {
-                        "address": dialer.address,
-                        "node_id": None,
-                        "connected": False,
-                        "authenticated": False,
-                        "last_seen": None,
-                        "sent": 0,
-                        "received": 0,
-                        "rejected": 0,
-                        "conflicts": 0,
-                        "link_errors": 0,
-                        "lag": {},
-                    }
-                )
+        peers, totals = replicator.status(
+            {dialer.address: dialer.protocol is not None for dialer in self.dialers}
+        )
         snapshot = {
             "node_id": self.node_id,
             "state": self.state,

@@ -438,32 +438,41 @@ class Replicator:
 
     # -- status -------------------------------------------------------------
 
-    def status(self) -> tuple[list, dict]:
-        """
-        The ``peers`` list and ``replication`` totals of the status.
-        """
-        peers = []
-        for peer in self.peers.values():
-            lag: dict = {}
+    def _peer_status(self, peer: PeerState, connecting: bool) -> dict:
+        lag: dict = {}
+        if peer.node_id is not None:
             for log, position in self.positions.items():
                 missing = position - peer.has.get(log, 0)
                 if missing > 0:
                     lag[log[0]] = lag.get(log[0], 0) + missing
-            peers.append(
-                {
-                    "address": peer.address,
-                    "node_id": peer.node_id,
-                    "connected": bool(peer.links),
-                    "authenticated": bool(peer.links),
-                    "last_seen": peer.last_seen,
-                    "sent": peer.sent_count,
-                    "received": peer.received,
-                    "rejected": peer.rejected,
-                    "conflicts": peer.conflicts,
-                    "link_errors": peer.link_errors,
-                    "lag": lag,
-                }
-            )
+        return {
+            "address": peer.address,
+            "node_id": peer.node_id,
+            "connected": bool(peer.links) or connecting,
+            "authenticated": bool(peer.links),
+            "last_seen": peer.last_seen,
+            "sent": peer.sent_count,
+            "received": peer.received,
+            "rejected": peer.rejected,
+            "conflicts": peer.conflicts,
+            "link_errors": peer.link_errors,
+            "lag": lag,
+        }
+
+    def status(self, dialling: dict = {}) -> tuple[list, dict]:
+        """
+        The ``peers`` list and ``replication`` totals of the status.
+
+        @param dialling: ``{address: connected}`` of the addresses this node
+            dials, so that peers never reached yet are listed too.
+        """
+        peers = [self._peer_status(peer, False) for peer in self.peers.values()]
+        known = {peer.address for peer in self.peers.values()}
+        for address, connected in dialling.items():
+            if address not in known:
+                unknown = PeerState(None)
+                unknown.address = address
+                peers.append(self._peer_status(unknown, connected))
         totals = {
             key: sum(p[key] for p in peers)
             for key in ("sent", "received", "rejected", "conflicts", "link_errors")

@@ -761,6 +761,25 @@ class StatusTests(ReplicatorTestCase):
             },
         )
 
+    def test_dialled_addresses(self):
+        """
+        An address this node dials but has never authenticated is listed
+        with no node id, connected while a handshake is under way, never
+        authenticated; an address whose peer is known is not listed twice.
+        """
+        self.open()
+        link = self.link(B, address="127.0.0.1:22346")
+        peers, _ = self.replicator.status({"127.0.0.1:22346": True, "10.0.0.9:12346": True, "h:1": False})
+        by_address = {p["address"]: p for p in peers}
+        self.assertEqual(len(peers), 3)
+        self.assertEqual(by_address["127.0.0.1:22346"]["node_id"], B)
+        self.assertEqual(
+            [(by_address[a]["node_id"], by_address[a]["connected"], by_address[a]["authenticated"])
+             for a in ("10.0.0.9:12346", "h:1")],
+            [(None, True, False), (None, False, False)],
+        )
+        self.assertEqual(by_address["h:1"]["lag"], {})
+
     def test_lag_per_origin(self):
         """
         Lag adds up, per origin, the records of every epoch the peer is known
