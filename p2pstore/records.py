@@ -8,6 +8,7 @@ replication all use this one codec.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import math
@@ -53,11 +54,24 @@ class BadRecord(ValueError):
     """
 
 
+# Ids already seen valid: every record names its origin and epoch, and
+# matching the same few ids again and again is a hot path.
+_VALID_IDS: set = set()
+
+
 def is_node_id(text: str) -> bool:
     """
     Is ``text`` a node id: 32 lowercase hex characters?
     """
-    return isinstance(text, str) and NODE_ID.match(text) is not None
+    if not isinstance(text, str):
+        return False
+    if text in _VALID_IDS:
+        return True
+    if NODE_ID.match(text) is not None:
+        if len(_VALID_IDS) < 4096:
+            _VALID_IDS.add(text)
+        return True
+    return False
 
 
 def _node_id(instance, attribute, value):
@@ -124,6 +138,30 @@ def _netstring(text: str) -> bytes:
     return b"%d:%s," % (len(data), data)
 
 
+def _log_prefix(origin: str, epoch: str) -> bytes:
+    return _FORMAT + _netstring(origin) + _netstring(epoch)
+
+
+def _entry_bytes(
+    entry_index: int,
+    sensor_index: int,
+    sensor_type: str,
+    sensor_data: str,
+    timestamp: str,
+    reading_id: Optional[str],
+) -> bytes:
+    return b"".join(
+        [
+            _netstring(str(entry_index)),
+            _netstring(str(sensor_index)),
+            _netstring(sensor_type),
+            _netstring(sensor_data),
+            _netstring(timestamp),
+            b"-" if reading_id is None else _netstring(reading_id),
+        ]
+    )
+
+
 def canonical_bytes(record: Record) -> bytes:
     """
     The bytes a record's checksum covers.
@@ -133,40 +171,81 @@ def canonical_bytes(record: Record) -> bytes:
     with a digit, so no content of any field can make two records encode
     alike.
     """
-    return b"".join(
-        [
-            _FORMAT,
-            _netstring(record.origin),
-            _netstring(record.epoch),
-            _netstring(str(record.entry_index)),
-            _netstring(str(record.sensor_index)),
-            _netstring(record.sensor_type),
-            _netstring(record.sensor_data),
-            _netstring(record.timestamp),
-            b"-" if record.reading_id is None else _netstring(record.reading_id),
-        ]
+    return _log_prefix(record.origin, record.epoch) + _entry_bytes(
+        record.entry_index,
+        record.sensor_index,
+        record.sensor_type,
+        record.sensor_data,
+        record.timestamp,
+        record.reading_id,
     )
+
+
+# Logs whose prefix MAC is kept; a node sees a handful.
+_LOG_MACS = 1024
 
 
 @frozen
 class Signer:
     """
     Signs and verifies records with the cluster key.
+
+    The MAC of each log's common prefix (format, origin, epoch) is computed
+    once and copied per record.
     """
 
     _keyed: "hmac.HMAC" = attrs.field(repr=False, alias="keyed")
+    _logs: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     @classmethod
     def from_key(cls, key: bytes) -> "Signer":
         return cls(keyed=hmac.new(key, digestmod=hashlib.sha256))
 
+    def _for_log(self, origin: str, epoch: str) -> "hmac.HMAC":
+        mac = self._logs.get((origin, epoch))
+        if mac is None:
+            if len(self._logs) >= _LOG_MACS:
+                self._logs.clear()
+            mac = self._keyed.copy()
+            mac.update(_log_prefix(origin, epoch))
+            self._logs[(origin, epoch)] = mac
+        return mac
+
+    def checksum_of(
+        self,
+        origin: str,
+        epoch: str,
+        entry_index: int,
+        sensor_index: int,
+        sensor_type: str,
+        sensor_data: str,
+        timestamp: str,
+        reading_id: Optional[str],
+    ) -> str:
+        """
+        The hex HMAC-SHA256 of the canonical bytes of a record with these
+        fields, without building the record.
+        """
+        mac = self._for_log(origin, epoch).copy()
+        mac.update(
+            _entry_bytes(entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id)
+        )
+        return mac.hexdigest()
+
     def checksum(self, record: Record) -> str:
         """
         The hex HMAC-SHA256 of the record's canonical bytes.
         """
-        mac = self._keyed.copy()
-        mac.update(canonical_bytes(record))
-        return mac.hexdigest()
+        return self.checksum_of(
+            record.origin,
+            record.epoch,
+            record.entry_index,
+            record.sensor_index,
+            record.sensor_type,
+            record.sensor_data,
+            record.timestamp,
+            record.reading_id,
+        )
 
     def sign(self, record: Record) -> Record:
         """
@@ -193,6 +272,7 @@ class Signer:
         return record
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_value_unit(sensor_data: str) -> tuple[Optional[float], Optional[str]]:
     """
     Split ``1.798 atm`` into ``(1.798, "atm")`` and ``15% RH`` into
@@ -209,12 +289,12 @@ def parse_value_unit(sensor_data: str) -> tuple[Optional[float], Optional[str]]:
     return value, (unit or None)
 
 
-def _check_field(text: str, name: str, limit: int) -> str:
+def _check_field(text: str, name: str, limit: int, control: bool = True) -> str:
     if not text:
         raise BadLine(f"empty {name}")
     if len(text) > limit:
         raise BadLine(f"{name} longer than {limit} characters")
-    if _CONTROL.search(text):
+    if control and _CONTROL.search(text):
         raise BadLine(f"control character in {name}")
     return text
 
@@ -249,15 +329,18 @@ def parse_line(line: bytes, now: Callable[[], str]) -> Reading:
         raise BadLine("too many fields")
     if len(fields) < 2:
         raise BadLine("missing value")
-    sensor_type = _check_field(fields[0], "sensor type", MAX_SENSOR_TYPE)
-    sensor_data = _check_field(fields[1], "value", MAX_SENSOR_DATA)
+    # One search of the whole line; the fields are searched only to say
+    # which one holds a control character.
+    control = _CONTROL.search(text) is not None
+    sensor_type = _check_field(fields[0], "sensor type", MAX_SENSOR_TYPE, control)
+    sensor_data = _check_field(fields[1], "value", MAX_SENSOR_DATA, control)
     if len(fields) > 2:
         timestamp = _check_timestamp(fields[2])
     else:
         timestamp = now()
     reading_id = None
     if len(fields) > 3:
-        reading_id = _check_field(fields[3], "reading id", MAX_READING_ID)
+        reading_id = _check_field(fields[3], "reading id", MAX_READING_ID, control)
     return Reading(sensor_type, sensor_data, timestamp, reading_id)
 
 

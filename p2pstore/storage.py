@@ -353,27 +353,23 @@ class Store:
         ).fetchone()
         indexes: list[int] = []
         records: list[Record] = []
-        sign = self.signer.sign
+        checksum_of = self.signer.checksum_of
+        origin, epoch = self.node_id, self.epoch
         for reading, sensor_index in readings:
             stored = known.get(reading.reading_id)
             if stored is not None:
                 indexes.append(stored)
                 continue
             index += 1
-            records.append(
-                sign(
-                    Record(
-                        origin=self.node_id,
-                        epoch=self.epoch,
-                        entry_index=index,
-                        sensor_index=sensor_index,
-                        sensor_type=reading.sensor_type,
-                        sensor_data=reading.sensor_data,
-                        timestamp=reading.timestamp,
-                        reading_id=reading.reading_id,
-                    )
-                )
+            fields = (
+                index,
+                sensor_index,
+                reading.sensor_type,
+                reading.sensor_data,
+                reading.timestamp,
+                reading.reading_id,
             )
+            records.append(Record(origin, epoch, *fields, checksum_of(origin, epoch, *fields)))
             indexes.append(index)
             if reading.reading_id is not None:
                 known[reading.reading_id] = index
