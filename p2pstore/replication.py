@@ -250,16 +250,27 @@ class Replicator:
         # refusal; below what was sent since is just the pipeline.
         sent_log, end = peer.unacked.popleft()
         log = (message.origin, message.epoch)
+        if log != sent_log:
+            # The batch reached the peer under another name (its origin or
+            # epoch corrupted in transit), so none of it was stored: send it
+            # again from what the peer is known to hold.
+            peer.sent[sent_log] = peer.has.get(sent_log, 0)
+            self._retry_later(peer)
+            return
         peer.has[log] = message.last_index
-        if log == sent_log and message.last_index < end:
+        if message.last_index < end:
             # The peer refused part of what was sent (a record failed its
             # check): send it again, after a pause so a link that corrupts
             # everything does not spin.
             peer.sent[log] = message.last_index
-            if peer.retry is None or not peer.retry.active():
-                peer.retry = self._clock.callLater(RETRY_DELAY, self._pump, peer)
+            self._retry_later(peer)
             return
         self._pump(peer)
+
+    def _retry_later(self, peer: PeerState) -> None:
+        # After a pause, so that a link that corrupts everything does not spin.
+        if peer.retry is None or not peer.retry.active():
+            peer.retry = self._clock.callLater(RETRY_DELAY, self._pump, peer)
 
     # -- sending ----------------------------------------------------------
 

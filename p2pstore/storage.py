@@ -441,16 +441,21 @@ class Store:
         for origin, epoch, records in batches:
             schema = self._schema_of(origin)
             table = table_name(origin)
-            if schema == "peer" and origin not in self._peer_tables:
-                self._check_columns(txn, "peer", table)
-                for statement in readings_schema(origin, "peer"):
-                    txn.execute(statement)
-                self._peer_tables.add(origin)
             row = txn.execute(
                 f"SELECT last_index FROM {schema}.log_positions WHERE origin = ? AND epoch = ?",
                 (origin, epoch),
             ).fetchone()
             position = row[0] if row else 0
+            if not records:
+                # Nothing passed its check: answer the position, and make no
+                # table for an origin that may be a corrupted name.
+                results.append(Applied(added=[], conflicts=0, last_index=position))
+                continue
+            if schema == "peer" and origin not in self._peer_tables:
+                self._check_columns(txn, "peer", table)
+                for statement in readings_schema(origin, "peer"):
+                    txn.execute(statement)
+                self._peer_tables.add(origin)
             held = [r for r in records if r.entry_index <= position]
             conflicts = 0
             if held:
