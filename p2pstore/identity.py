@@ -94,11 +94,12 @@ def load_key(path: Path, create: bool = True) -> tuple[bytes, bool]:
         key = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"--secret-file: cannot read {path}: {e.strerror}") from None
-    if len(key) < 16:
-        # Never say anything about the content beyond its length.
+    if len(key) < KEY_BYTES:
+        # Never say anything about the content beyond its length. A shorter
+        # key could be guessed offline from a handshake proof.
         raise ConfigError(
             f"--secret-file: {path} holds {len(key)} bytes; a cluster key needs "
-            f"at least 16 (copy the key file of an existing node)"
+            f"at least {KEY_BYTES} (copy the key file of an existing node)"
         )
     return key, False
 
