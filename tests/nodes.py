@@ -250,6 +250,9 @@ class NodeProcess:
 
     @ivar data_dir: its data directory (by default under the test's mktemp()).
     @ivar log_path: its twistd log, kept across restarts.
+    @ivar peers: the addresses given in ``--peers`` at the next L{start}; it
+        may be changed after construction, so that two nodes can list each
+        other (each one's port is known only once it is made).
     """
 
     def __init__(
@@ -276,10 +279,8 @@ class NodeProcess:
         ]
         if secret_file is not None:
             self._args += ["--secret-file", str(Path(secret_file).resolve())]
-        peers = list(peers)
-        if peers:
-            self._args += ["--peers", ",".join(peers)]
-        self._args += list(extra_args)
+        self.peers = list(peers)
+        self._extra_args = list(extra_args)
         self._runs: list[ChildProcess] = []
         self._agent = Agent(reactor)
 
@@ -326,7 +327,11 @@ class NodeProcess:
         """
         if self.running:
             raise RuntimeError("the node is already running")
-        run = ChildProcess(self._test, self._args, self._home, "the node")
+        args = list(self._args)
+        if self.peers:
+            args += ["--peers", ",".join(self.peers)]
+        args += self._extra_args
+        run = ChildProcess(self._test, args, self._home, "the node")
         self._runs.append(run)
         seen = []
 
@@ -383,6 +388,18 @@ class NodeProcess:
     def _end(self, sig: int, timeout: float) -> Deferred:
         self.signal(sig)
         return self._runs[-1].wait_exit(timeout)
+
+    def delete_db(self, db_name: str) -> None:
+        """
+        Delete ``<data_dir>/<db_name>`` with its ``-wal`` and ``-shm`` files,
+        as a lost disk would (the node must not be running).
+        """
+        if self.running:
+            raise RuntimeError("delete a database only while its node is down")
+        for suffix in ("", "-wal", "-shm"):
+            path = self.data_dir / (db_name + suffix)
+            if path.exists():
+                path.unlink()
 
     @inlineCallbacks
     def get_json(self, path: str, timeout: float = 5.0):
