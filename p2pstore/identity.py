@@ -127,6 +127,8 @@ def resolve_node_id(data_dir: Path) -> tuple[str, bool]:
     ``self_sensor_data.db`` table when ``node.id`` is missing, and making a
     new one on first start.
 
+    A new or adopted id is not written here: see L{write_node_id}.
+
     @return: the node id, and whether it was just made or adopted.
     """
     id_file = data_dir / NODE_ID_FILE
@@ -158,5 +160,15 @@ def resolve_node_id(data_dir: Path) -> tuple[str, bool]:
         node_id = in_db[0][len("server_id_") :]
     else:
         node_id = uuid.uuid4().hex
-    _write_durably(id_file, (node_id + "\n").encode("ascii"))
     return node_id, True
+
+
+def write_node_id(data_dir: Path, node_id: str) -> None:
+    """
+    Write ``node.id``, once the node's own database holds its table.
+
+    Not before: a first start that fails (a port in use) would leave a
+    node.id beside no database, and the next start would take that for a
+    node that lost its database.
+    """
+    _write_durably(data_dir / NODE_ID_FILE, (node_id + "\n").encode("ascii"))

@@ -124,7 +124,12 @@ class Node:
                 if origin != self.node_id or epoch == self.store.epoch:
                     entry["last_index"] = max(entry["last_index"], position)
         peers, totals = replicator.status(
-            {dialer.address: dialer.protocol is not None for dialer in self.dialers}
+            {
+                dialer.address: dialer.protocol is not None
+                for dialer in self.dialers
+                # An address that turned out to be this node is no peer.
+                if dialer.gave_up is None
+            }
         )
         snapshot = {
             "node_id": self.node_id,
@@ -201,8 +206,11 @@ class NodeService(MultiService):
         notes=(),
         peers: Optional[Listener] = None,
         dialers=(),
+        write_id=None,
     ):
         super().__init__()
+        # Writes a new node.id once the store is open (see write_node_id).
+        self._write_id = write_id
         self.node = node
         self.reactor = reactor
         self.sensors = sensors
@@ -223,6 +231,8 @@ class NodeService(MultiService):
         self._opening.addCallbacks(self._opened, self._cannot_open)
 
     def _opened(self, _) -> None:
+        if self._write_id is not None:
+            self._write_id()
         # Peers are taken only once the store knows what it holds: before
         # that, this node would tell them it holds nothing.
         if self.peers is not None:

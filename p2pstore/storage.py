@@ -184,8 +184,9 @@ class Store:
     synchronous: str = "FULL"
     reactor: object = None
     peer_path: Optional[Path] = None
-    # node.id was kept: a missing or empty own database means a lost one.
-    expect_existing: bool = False
+    # node.id was kept and peers are there to recover from: a missing or
+    # empty own database means a lost one, to be fetched back.
+    recover_if_empty: bool = False
     epoch: Optional[str] = None
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
     _peer_tables: set = attrs.field(factory=set, init=False)
@@ -253,7 +254,7 @@ class Store:
         if epoch is None:
             epoch = uuid.uuid4().hex
             (held,) = txn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            recovering = self.expect_existing and held == 0
+            recovering = self.recover_if_empty and held == 0
         elif meta.get("running") == "1" and self.synchronous != "FULL":
             # With synchronous=NORMAL a crash or power cut may have undone the
             # last commits, whose readings peers may hold already: numbering

@@ -18,7 +18,16 @@ from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.python import usage
 
 from .dialer import Dialer
-from .identity import KEY_FILE, PEER_DB, SELF_DB, ConfigError, load_key, prepare_data_dir, resolve_node_id
+from .identity import (
+    KEY_FILE,
+    PEER_DB,
+    SELF_DB,
+    ConfigError,
+    load_key,
+    prepare_data_dir,
+    resolve_node_id,
+    write_node_id,
+)
 from .ingest import Ingestor
 from .node import Listener, Node, NodeService
 from .peer import PeerFactory
@@ -203,7 +212,7 @@ def makeService(config: Options, reactor=None) -> NodeService:
         synchronous=settings.sync.upper(),
         reactor=reactor,
         peer_path=data_dir / PEER_DB,
-        expect_existing=not id_made,
+        recover_if_empty=not id_made and bool(settings.peers),
     )
     ingestor = Ingestor(store, reactor)
     replicator = Replicator(node_id, store, signer, reactor)
@@ -243,4 +252,13 @@ def makeService(config: Options, reactor=None) -> NodeService:
         f"peers on {settings.peer_port}",
         f"dialling peers: {', '.join(map(str, settings.peers)) or 'none'}",
     ]
-    return NodeService(node, sensors, status, reactor, notes, peers=peers, dialers=dialers)
+    return NodeService(
+        node,
+        sensors,
+        status,
+        reactor,
+        notes,
+        peers=peers,
+        dialers=dialers,
+        write_id=(lambda: write_node_id(data_dir, node_id)) if id_made else None,
+    )

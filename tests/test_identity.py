@@ -20,6 +20,7 @@ from p2pstore.identity import (
     load_key,
     prepare_data_dir,
     resolve_node_id,
+    write_node_id,
 )
 from p2pstore.records import is_node_id
 
@@ -207,13 +208,16 @@ class ResolveNodeIdTests(SynchronousTestCase):
 
     def test_new_id(self):
         """
-        On first start the node id is 32 lowercase hex characters, written
-        to node.id.
+        On first start the node id is 32 lowercase hex characters. It is
+        written to node.id only by write_node_id (once the node's database
+        holds its table), so a first start that fails leaves no node.id.
         """
         node_id, made = resolve_node_id(self.data_dir)
         self.assertTrue(made)
         self.assertTrue(is_node_id(node_id))
         self.assertRegex(node_id, r"\A[0-9a-f]{32}\Z")
+        self.assertFalse((self.data_dir / NODE_ID_FILE).exists())
+        write_node_id(self.data_dir, node_id)
         self.assertEqual((self.data_dir / NODE_ID_FILE).read_text().strip(), node_id)
 
     def test_stable(self):
@@ -221,6 +225,7 @@ class ResolveNodeIdTests(SynchronousTestCase):
         Every later start gets the same id.
         """
         node_id, _ = resolve_node_id(self.data_dir)
+        write_node_id(self.data_dir, node_id)
         self.assertEqual(resolve_node_id(self.data_dir), (node_id, False))
         self.assertEqual(resolve_node_id(self.data_dir), (node_id, False))
 
@@ -235,10 +240,11 @@ class ResolveNodeIdTests(SynchronousTestCase):
     def test_adopted_from_database(self):
         """
         Without node.id, the id of a seed database's ``server_id_<hex>``
-        table is adopted and written to node.id.
+        table is adopted (and then written to node.id).
         """
         make_self_db(self.data_dir, OTHER_ID)
         self.assertEqual(resolve_node_id(self.data_dir), (OTHER_ID, True))
+        write_node_id(self.data_dir, OTHER_ID)
         self.assertEqual((self.data_dir / NODE_ID_FILE).read_text().strip(), OTHER_ID)
         self.assertEqual(resolve_node_id(self.data_dir), (OTHER_ID, False))
 

@@ -111,6 +111,9 @@ class DefaultsTests(TapTestMixin, SynchronousTestCase):
         service = self.make(reactor=reactor)
         data_dir = cwd / "p2pstore-data"
         self.assertTrue(data_dir.is_dir())
+        # node.id is written once the store is open, not before.
+        self.assertFalse((data_dir / NODE_ID_FILE).exists())
+        service._opened(None)
         self.assertEqual(
             (data_dir / NODE_ID_FILE).read_text().strip(), service.node.node_id
         )
@@ -214,10 +217,34 @@ class GoodOptionsTests(TapTestMixin, SynchronousTestCase):
         """
         data_dir = self.data_dir()
         first = self.make("--data-dir", str(data_dir))
+        first._opened(None)
         key = (data_dir / KEY_FILE).read_bytes()
         second = self.make("--data-dir", str(data_dir))
         self.assertEqual(first.node.node_id, second.node.node_id)
         self.assertEqual((data_dir / KEY_FILE).read_bytes(), key)
+
+    def test_failed_first_start_is_forgotten(self):
+        """
+        A first start that never opened its store (a port in use, say)
+        leaves no node.id, so the next start is a new node, not one that
+        lost its database and waits to recover it.
+        """
+        data_dir = self.data_dir()
+        first = self.make("--data-dir", str(data_dir), "--peers", "127.0.0.1")
+        second = self.make("--data-dir", str(data_dir), "--peers", "127.0.0.1")
+        self.assertNotEqual(first.node.node_id, second.node.node_id)
+        self.assertFalse(second.node.store.recover_if_empty)
+
+    def test_recovers_only_with_peers(self):
+        """
+        A kept node.id beside a missing database means a lost database, to
+        be fetched back from peers; without --peers there is nothing to wait
+        for, and the node is not left Syncing.
+        """
+        data_dir = self.data_dir()
+        self.make("--data-dir", str(data_dir))._opened(None)
+        self.assertTrue(self.make("--data-dir", str(data_dir), "--peers", "127.0.0.1").node.store.recover_if_empty)
+        self.assertFalse(self.make("--data-dir", str(data_dir)).node.store.recover_if_empty)
 
     def test_limits_accepted(self):
         """
