@@ -1,0 +1,801 @@
+"""
+Tests of the web monitor against real HTTP servers on 127.0.0.1 that play
+nodes, through Flask's test client and through the monitor's own command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Optional
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from web_monitor import create_app
+from web_monitor.addresses import DEFAULT_STATUS_PORT, parse_server, parse_servers
+from web_monitor.cli import USAGE
+from web_monitor.poller import (
+    DOWN, ERROR, INITIALIZING, INVALID, RUNNING, SYNCING, TIMEOUT, classify,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+VIEWS = REPO / "web_monitor" / "views.py"
+
+ID_A = "a" * 32
+ID_B = "b" * 32
+ID_C = "c" * 32
+XSS = "<script>alert(1)</script>"
+ESCAPED_XSS = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def node_status(node_id: str = ID_A, state: str = "Running", origins: Optional[dict] = None,
+                peers: Optional[list] = None, **extra) -> dict:
+    """
+    A ``/status`` answer shaped as a real node's.
+    """
+    if origins is None:
+        origins = {node_id: 3}
+    status = {
+        "node_id": node_id,
+        "state": state,
+        "version": "0.1.0",
+        "uptime_s": 125.5,
+        "sensors": {"connected": 2, "accepted": 3, "rejected": 1, "queued": 0},
+        "origins": {
+            origin: {"count": count, "last_index": count, "self": origin == node_id}
+            for origin, count in origins.items()
+        },
+        "peers": peers if peers is not None else [
+            {"address": "127.0.0.1:22346", "node_id": ID_B, "connected": True},
+            {"address": "127.0.0.1:32346", "node_id": None, "connected": False},
+        ],
+        "replication": {"sent": 0, "received": 0},
+    }
+    status.update(extra)
+    return status
+
+
+def node_readings(*readings: tuple) -> dict:
+    """
+    A ``/readings`` answer from (type, data, value, unit, timestamp) tuples, newest first.
+    """
+    return {
+        "readings": [
+            {"origin": ID_A, "epoch": ID_A, "entry_index": len(readings) - n, "sensor_index": 1,
+             "sensor_type": t, "sensor_data": d, "timestamp": ts, "reading_id": None,
+             "data_checksum": "00", "value": v, "unit": u}
+            for n, (t, d, v, u, ts) in enumerate(readings)
+        ]
+    }
+
+
+TEMPERATURES = node_readings(
+    ("Temperature", "39C", 39.0, "C", "2026-11-28 10:00:04.5"),
+    ("Temperature", "34C", 34.0, "C", "2026-11-28 10:00:02.5"),
+    ("Humidity", "15% RH", 15.0, "% RH", "2026-11-28 10:00:01"),
+    ("Temperature", "25C", 25.0, "C", "2026-11-28 10:00:00"),
+)
+
+
+class FakeNode:
+    """
+    A node played by a threaded http.server on 127.0.0.1: each path answers
+    what the test says, after an optional delay.
+    """
+
+    def __init__(self, test_case, status=None, readings=None):
+        self.answers: dict = {}
+        self.requests: list = []
+        # Set at the end of the test, to let slow answers go.
+        self.released = threading.Event()
+        self.answer("/status", body=status if status is not None else node_status())
+        self.answer("/readings", body=readings if readings is not None else TEMPERATURES)
+        node = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                node.requests.append(self.path)
+                path = self.path.split("?")[0]
+                code, body, delay, raw, trickle = node.answers.get(
+                    path, (404, b'{"error": "not found"}', 0, False, 0)
+                )
+                if delay:
+                    node.released.wait(delay)
+                try:
+                    self.reply(code, body, raw, trickle)
+                except OSError:
+                    pass  # the monitor gave up waiting: as it should
+
+            def reply(self, code, body, raw, trickle):
+                if raw:
+                    step = 1 if trickle else len(body)
+                    for n in range(0, len(body), step):
+                        if trickle and node.released.wait(trickle):
+                            return
+                        self.wfile.write(body[n : n + step])
+                        self.wfile.flush()
+                    return
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+        test_case.addCleanup(self.close)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def answer(self, path: str, code: int = 200, body=None, delay: float = 0,
+               raw: bool = False, trickle: float = 0):
+        """
+        Answer ``path`` with ``body`` (JSON-encoded unless bytes) after
+        ``delay`` seconds. With ``raw``, ``body`` is the whole answer, status
+        line and all, sent a byte every ``trickle`` seconds if given.
+        """
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.answers[path] = (code, data, delay, raw, trickle)
+
+    def close(self):
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port_address() -> str:
+    """
+    127.0.0.1 and a port nothing listens on (it was free a moment ago).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+class MonitorCase(SynchronousTestCase):
+    """
+    Builds monitors whose polling the test drives, with console lines kept.
+    """
+
+    def monitor(self, *servers, interval: float = 2.0, timeout: float = 1.0, clock=time.time):
+        self.console: list = []
+        app = create_app({
+            "SERVERS": list(servers),
+            "INTERVAL": interval,
+            "TIMEOUT": timeout,
+            "START_POLLER": False,
+            "CONSOLE": self.console.append,
+            "CLOCK": clock,
+        })
+        self.addCleanup(app.extensions["monitor"].stop)
+        return app
+
+    def poll(self, *servers, **options):
+        """
+        One cycle of a new monitor of ``servers``: its results.
+        """
+        app = self.monitor(*servers, **options)
+        return app.extensions["monitor"].poll_once().results
+
+
+class AddressTests(SynchronousTestCase):
+    """
+    The entries of --servers.
+    """
+
+    def test_host_and_port(self):
+        """
+        An entry is HOST[:PORT], the port 8000 when left out; IPv6 goes in brackets.
+        """
+        cases = {
+            "127.0.0.1:8001": ("127.0.0.1", 8001),
+            "192.168.1.42": ("192.168.1.42", DEFAULT_STATUS_PORT),
+            "localhost": ("localhost", DEFAULT_STATUS_PORT),
+            "node-1.example.org:9000": ("node-1.example.org", 9000),
+            "[::1]:8002": ("::1", 8002),
+            "::1": ("::1", DEFAULT_STATUS_PORT),
+            " 10.0.0.1:80 ": ("10.0.0.1", 80),
+        }
+        for text, expected in cases.items():
+            address = parse_server(text)
+            self.assertIsNone(address.error, text)
+            self.assertEqual((address.host, address.port), expected, text)
+
+    def test_malformed(self):
+        """
+        A malformed entry is kept, with the reason, and never raises.
+        """
+        for text in ["bad host!", "999.1.1.1", "1.2.3", "host:99999", "host:0", "host:http",
+                     "[::1", "[::1]8000", ":8000", "-leading.dash", "a" * 64 + ".org", "[zz::1]:80"]:
+            address = parse_server(text)
+            self.assertIsNotNone(address.error, text)
+            self.assertEqual(address.text, text.strip())
+
+    def test_list(self):
+        """
+        --servers is comma-separated; empty entries (a trailing comma) are dropped.
+        """
+        self.assertEqual(
+            [a.text for a in parse_servers("127.0.0.1, bad host!,[::1]:8000,")],
+            ["127.0.0.1", "bad host!", "[::1]:8000"],
+        )
+
+
+class ClassificationTests(MonitorCase):
+    """
+    Each server is classified by what it answers, or by why it does not.
+    """
+
+    def test_running(self):
+        """
+        A node that says Running is Running, with its status and readings.
+        """
+        node = FakeNode(self)
+        [result] = self.poll(node.address)
+        self.assertEqual((result.state, result.message), (RUNNING, None))
+        self.assertEqual(result.status.node_id, ID_A)
+        self.assertEqual(result.status.own_readings, 3)
+        self.assertEqual((result.status.links_up, result.status.links_down), (1, 1))
+        self.assertEqual([r.sensor_data for r in result.readings], ["39C", "34C", "15% RH", "25C"])
+        self.assertIn("/readings?limit=100", node.requests)
+        self.assertEqual(self.console[1], f"    [INFO] Server '{node.address}' is Running")
+
+    def test_syncing(self):
+        """
+        A node recovering its own readings is Syncing.
+        """
+        node = FakeNode(self, status=node_status(state="Syncing", recovery={"fetched": 2}))
+        [result] = self.poll(node.address)
+        self.assertEqual(result.state, SYNCING)
+        self.assertEqual(self.console[1], f"    [INFO] Server '{node.address}' is Syncing")
+
+    def test_initializing(self):
+        """
+        A node still opening its store is Initializing, and is not asked for
+        readings it cannot give yet.
+        """
+        node = FakeNode(self, status=node_status(state="Initializing", origins={}))
+        node.answer("/readings", 503, {"error": "the node is opening its database"})
+        [result] = self.poll(node.address)
+        self.assertEqual((result.state, result.readings_error), (INITIALIZING, None))
+        self.assertEqual(node.requests, ["/status"])
+        self.assertEqual(self.console[1], f"    [INFO] Server '{node.address}' is Initializing")
+
+    def test_timeout(self):
+        """
+        A server that answers later than the timeout is Timeout, and the
+        check ends at the timeout.
+        """
+        node = FakeNode(self)
+        node.answer("/status", body=node_status(), delay=10)
+        started = time.monotonic()
+        [result] = self.poll(node.address, timeout=0.5)
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertEqual((result.state, result.message), (TIMEOUT, "no answer within 0.5 s"))
+        self.assertEqual(self.console[1], f"    [ERROR] Server '{node.address}' timed out")
+
+    def test_invalid_address(self):
+        """
+        A malformed host or a numeric one that is no IPv4 address is
+        "Invalid IP address", without any lookup.
+        """
+        started = time.monotonic()
+        results = self.poll("bad host!", "999.1.1.1")
+        self.assertLess(time.monotonic() - started, 0.5)
+        self.assertEqual([r.state for r in results], [INVALID, INVALID])
+        self.assertEqual(results[0].message, "'bad host!' is neither an IP address nor a host name")
+        self.assertEqual(results[1].message, "'999.1.1.1' is not an IPv4 address")
+        self.assertEqual(self.console[1:3], [
+            "    [ERROR] Server 'bad host!' is invalid",
+            "    [ERROR] Server '999.1.1.1' is invalid",
+        ])
+
+    def test_unresolvable_name(self):
+        """
+        A host name that does not resolve is "Invalid IP address" too.
+        """
+        error = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        self.assertEqual(
+            classify(error, 1.0), (INVALID, "cannot resolve the host name: Name or service not known")
+        )
+
+    def test_down(self):
+        """
+        A server that refuses the connection is Down.
+        """
+        address = closed_port_address()
+        [result] = self.poll(address)
+        self.assertEqual((result.state, result.message), (DOWN, "connection refused"))
+        self.assertEqual(self.console[1], f"    [ERROR] Server '{address}' is down")
+
+    def test_http_error(self):
+        """
+        An HTTP error is Error, with the code and the node's own message.
+        """
+        node = FakeNode(self)
+        node.answer("/status", 500, {"error": "could not read the database"})
+        [result] = self.poll(node.address)
+        self.assertEqual(
+            (result.state, result.message),
+            (ERROR, "HTTP 500 Internal Server Error: could not read the database"),
+        )
+        self.assertEqual(self.console[1], f"    [ERROR] Server '{node.address}' thrown an unhandled error")
+
+    def test_not_json(self):
+        """
+        An answer that is not JSON is Error, saying so.
+        """
+        node = FakeNode(self)
+        node.answer("/status", body=b"<html>It works!</html>")
+        [result] = self.poll(node.address)
+        self.assertEqual(result.state, ERROR)
+        self.assertTrue(result.message.startswith("the answer is not JSON: Expecting value"), result.message)
+
+    def test_odd_answers(self):
+        """
+        Answers of the wrong shape are Error, each with a message naming
+        what is wrong; none breaks the poller, which goes on to the next.
+        """
+        good = node_status()
+        cases = [
+            (b"[]", "the status should be an object, not a list"),
+            (b"null", "the status should be an object, not null"),
+            (b'"Running"', "the status should be an object, not \"Running\""),
+            (json.dumps({"state": "Running"}).encode(), "'node_id' is missing"),
+            (json.dumps(good | {"node_id": "xyz"}).encode(), "'node_id' should be a node id"),
+            (json.dumps(good | {"state": XSS}).encode(), "'state' should be one of Running, Syncing, Initializing"),
+            (json.dumps(good | {"state": 1}).encode(), "'state' should be one of"),
+            (json.dumps(good | {"uptime_s": "long"}).encode(), "'uptime_s' should be a number of seconds"),
+            (json.dumps(good | {"uptime_s": -1}).encode(), "'uptime_s' should be a number of seconds"),
+            (json.dumps(good).replace('"uptime_s": 125.5', '"uptime_s": NaN').encode(), "not JSON: NaN"),
+            (json.dumps(good | {"sensors": []}).encode(), "'sensors' should be an object, not a list"),
+            (json.dumps(good | {"sensors": {"connected": -1}}).encode(), "'sensors.connected' should be a whole number"),
+            (json.dumps(good | {"sensors": {"connected": True}}).encode(), "'sensors.connected' should be a whole number"),
+            (json.dumps(good | {"sensors": {"rejected": 1.5}}).encode(), "'sensors.rejected' should be a whole number"),
+            (json.dumps(good | {"origins": []}).encode(), "'origins' should be an object"),
+            (json.dumps(good | {"origins": {XSS: {"count": 1}}}).encode(), "'origins' has a key that is not a node id"),
+            (json.dumps(good | {"origins": {ID_A: 5}}).encode(), f"'origins.{ID_A}' should be an object"),
+            (json.dumps(good | {"origins": {ID_A: {"count": "5"}}}).encode(), f"'origins.{ID_A}.count' should be a whole number"),
+            (json.dumps(good | {"peers": {}}).encode(), "'peers' should be a list"),
+            (json.dumps(good | {"peers": [{"connected": "yes"}]}).encode(), "'peers[0].connected' should be true or false"),
+            (json.dumps(good | {"peers": ["x"]}).encode(), "'peers[0]' should be an object"),
+            (b"[" * 100000 + b"]" * 100000, "the answer is not JSON"),
+            (b'{"node_id": "\xff"}', "the answer is not UTF-8"),
+            (b"1" * 5000, "the answer is not JSON"),
+            (b" " * (2 << 20), "the answer is longer than"),
+        ]
+        node = FakeNode(self)
+        app = self.monitor(node.address)
+        poller = app.extensions["monitor"]
+        seen = []
+        for body, expected in cases:
+            node.answer("/status", body=body)
+            [result] = poller.poll_once().results
+            seen.append((result.state, expected in (result.message or ""), result.message))
+        self.assertEqual(
+            [(state, ok) for state, ok, _ in seen], [(ERROR, True)] * len(cases),
+            "\n".join(f"{expected!r} -> {message!r}" for (_, expected), (_, _, message) in zip(cases, seen)),
+        )
+        node.answer("/status", body=good)
+        self.assertEqual(poller.poll_once().results[0].state, RUNNING)
+        self.assertEqual(app.test_client().get("/").status_code, 200)
+
+    def test_odd_readings(self):
+        """
+        A node whose status is fine but whose readings are not is still
+        classified by its status; the readings' problem is shown instead of them.
+        """
+        node = FakeNode(self)
+        bad_value = node_readings(("Temperature", "39C", "hot", "C", "2026-11-28 10:00:00"))
+        for body, expected in [
+            ({"readings": {}}, "'readings' should be a list"),
+            (bad_value, "'readings[0].value' should be a finite number or null"),
+            (node_readings(("", "1", 1.0, None, "t")), "'readings[0].sensor_type' should be a string of 1 to 200"),
+            (node_readings(("T" * 201, "1", 1.0, None, "t")), "'readings[0].sensor_type' should be a string"),
+        ]:
+            node.answer("/readings", body=body)
+            [result] = self.poll(node.address)
+            self.assertEqual(result.state, RUNNING)
+            self.assertEqual(result.readings, ())
+            self.assertIn(expected, result.readings_error)
+        node.answer("/readings", 500, b"oops")
+        [result] = self.poll(node.address)
+        self.assertEqual((result.state, result.readings_error), (RUNNING, "HTTP 500 Internal Server Error"))
+
+
+class ConsoleTests(MonitorCase):
+    """
+    The console says what the seed's monitor said.
+    """
+
+    def test_lines(self):
+        """
+        A cycle prints "Updating data...", a line per server in the order
+        given, and "Data updated."; starting prints "Started data refresh thread".
+        """
+        running = FakeNode(self)
+        broken = FakeNode(self)
+        broken.answer("/status", 500, b"")
+        slow = FakeNode(self)
+        slow.answer("/status", body=node_status(), delay=10)
+        down = closed_port_address()
+        app = self.monitor(running.address, down, "bad host!", broken.address, slow.address, timeout=0.5)
+        app.extensions["monitor"].poll_once()
+        self.assertEqual(self.console, [
+            "[INFO] Updating data...",
+            f"    [INFO] Server '{running.address}' is Running",
+            f"    [ERROR] Server '{down}' is down",
+            "    [ERROR] Server 'bad host!' is invalid",
+            f"    [ERROR] Server '{broken.address}' thrown an unhandled error",
+            f"    [ERROR] Server '{slow.address}' timed out",
+            "[INFO] Data updated.",
+        ])
+
+    def test_background(self):
+        """
+        Started, the poller says so and then runs a cycle every interval.
+        """
+        node = FakeNode(self)
+        app = self.monitor(node.address, interval=0.5, timeout=0.3)
+        poller = app.extensions["monitor"]
+        poller.start()
+        deadline = time.monotonic() + 5
+        while poller.snapshot().generation < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreaterEqual(poller.snapshot().generation, 3)
+        self.assertEqual(self.console[:2], ["[INFO] Started data refresh thread", "[INFO] Updating data..."])
+        self.assertGreaterEqual(self.console.count("[INFO] Data updated."), 3)
+
+
+class ConcurrencyTests(MonitorCase):
+    """
+    One slow or stuck server never delays the others.
+    """
+
+    def test_slow_server_does_not_delay_others(self):
+        """
+        With one server that takes 30 s, a cycle still ends at the timeout,
+        with the others' fresh results.
+        """
+        slow = FakeNode(self)
+        slow.answer("/status", body=node_status(), delay=30)
+        fast = [FakeNode(self) for _ in range(3)]
+        started = time.monotonic()
+        results = self.poll(fast[0].address, slow.address, fast[1].address, fast[2].address, timeout=1.0)
+        elapsed = time.monotonic() - started
+        self.assertEqual([r.state for r in results], [RUNNING, TIMEOUT, RUNNING, RUNNING])
+        self.assertLess(elapsed, 2.0)
+
+    def test_servers_are_asked_at_once(self):
+        """
+        Servers are asked in parallel: four that take 0.6 s each take about
+        0.6 s together, not 2.4 s.
+        """
+        nodes = [FakeNode(self) for _ in range(4)]
+        for node in nodes:
+            node.answer("/status", body=node_status(), delay=0.6)
+        started = time.monotonic()
+        results = self.poll(*[n.address for n in nodes], interval=3.0, timeout=2.0)
+        elapsed = time.monotonic() - started
+        self.assertEqual([r.state for r in results], [RUNNING] * 4)
+        self.assertLess(elapsed, 1.6)
+
+    def test_trickling_server_is_cut_off(self):
+        """
+        A server that trickles its answer a byte at a time (each read within
+        the timeout) is cut off at the deadline: Timeout in every cycle, each
+        cycle ending in time, its checks never piling up.
+        """
+        trickler = FakeNode(self)
+        trickler.answer("/status", body=b"HTTP/1.0 200 OK\r\nX-Slow: " + b"x" * 40, raw=True, trickle=0.1)
+        fast = FakeNode(self)
+        app = self.monitor(trickler.address, fast.address, interval=2.0, timeout=0.5)
+        poller = app.extensions["monitor"]
+        for _ in range(3):
+            started = time.monotonic()
+            results = poller.poll_once().results
+            self.assertLess(time.monotonic() - started, 1.5)
+            self.assertEqual([r.state for r in results], [TIMEOUT, RUNNING])
+            # Cut off, the check ends at once, freeing its worker.
+            cut = poller._in_flight[0][0]
+            deadline = time.monotonic() + 0.5
+            while not cut.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.assertTrue(cut.done())
+        self.assertEqual(trickler.requests, ["/status"] * 3)
+
+    def test_stuck_lookup_is_not_repeated(self):
+        """
+        A check stuck where no timeout reaches (a name lookup that hangs)
+        is Timeout, and its server is not asked again until it ends; the
+        others are checked as usual meanwhile.
+        """
+        fast = FakeNode(self)
+        port = int(fast.address.split(":")[1])
+        lookups = []
+        answered = threading.Event()
+        self.addCleanup(answered.set)
+        real_getaddrinfo = socket.getaddrinfo
+
+        def getaddrinfo(host, *args, **kwargs):
+            if host != "slow-lookup.test":
+                return real_getaddrinfo(host, *args, **kwargs)
+            lookups.append(host)
+            answered.wait(30)
+            return real_getaddrinfo("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
+
+        socket.getaddrinfo = getaddrinfo
+        self.addCleanup(setattr, socket, "getaddrinfo", real_getaddrinfo)
+        app = self.monitor(f"slow-lookup.test:{port}", fast.address, interval=2.0, timeout=0.5)
+        poller = app.extensions["monitor"]
+        for _ in range(3):
+            started = time.monotonic()
+            results = poller.poll_once().results
+            self.assertLess(time.monotonic() - started, 1.5)
+            self.assertEqual([r.state for r in results], [TIMEOUT, RUNNING])
+        self.assertEqual(lookups, ["slow-lookup.test"])
+        answered.set()
+        deadline = time.monotonic() + 5
+        while poller._in_flight[0][0].running() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual([r.state for r in poller.poll_once().results], [RUNNING, RUNNING])
+        # Asked again: a lookup for its status and one for its readings.
+        self.assertEqual(len(lookups), 3)
+
+
+class PageTests(MonitorCase):
+    """
+    The page, its JSON and its charts.
+    """
+
+    def test_rows(self):
+        """
+        Each server has a row: address, state, node id, uptime, own readings,
+        readings held for others, sensors connected, rejected lines, links.
+        """
+        node = FakeNode(self, status=node_status(origins={ID_A: 12, ID_B: 30, ID_C: 4}))
+        down = closed_port_address()
+        app = self.monitor(node.address, down)
+        app.extensions["monitor"].poll_once()
+        html = app.test_client().get("/").get_data(as_text=True)
+        rows = re.findall(r'<tr class="server".*?</tr>', html, re.S)
+        self.assertEqual(len(rows), 2)
+        cells = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", c)).strip()
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[0], re.S)]
+        self.assertEqual(cells, [node.address, "Running", "aaaaaaaa", "2 min 05 s", "12", "34", "2", "1", "1 up · 1 down"])
+        self.assertIn('data-state="Down"', rows[1])
+        self.assertIn("connection refused", rows[1])
+        api = app.test_client().get("/api/servers").get_json()
+        self.assertEqual([s["state"] for s in api["servers"]], ["Running", "Down"])
+        self.assertEqual(
+            {k: api["servers"][0][k] for k in ("node_id", "own_readings", "held_for_others",
+                                               "sensors_connected", "rejected_lines", "links_up", "links_down")},
+            {"node_id": ID_A, "own_readings": 12, "held_for_others": 34, "sensors_connected": 2,
+             "rejected_lines": 1, "links_up": 1, "links_down": 1},
+        )
+
+    def test_matrix(self):
+        """
+        The matrix has a row per origin and a column per server: how many of
+        the origin's readings each holds and lacks; an origin held by fewer
+        servers than are monitored is marked.
+        """
+        a = FakeNode(self, status=node_status(ID_A, origins={ID_A: 10, ID_B: 7, ID_C: 4}))
+        b = FakeNode(self, status=node_status(ID_B, origins={ID_A: 10, ID_B: 7}))
+        c = FakeNode(self, status=node_status(ID_C, origins={ID_A: 6, ID_C: 4}))
+        app = self.monitor(a.address, b.address, c.address)
+        app.extensions["monitor"].poll_once()
+        matrix = app.test_client().get("/api/servers").get_json()["matrix"]
+        table = {
+            row["origin"]: ([(cell["have"], cell["lacking"]) for cell in row["cells"]], row["held_by"], row["short"])
+            for row in matrix["rows"]
+        }
+        self.assertEqual([row["origin"] for row in matrix["rows"]], [ID_A, ID_B, ID_C])
+        self.assertEqual(table, {
+            ID_A: ([(10, 0), (10, 0), (6, 4)], 3, False),
+            ID_B: ([(7, 0), (7, 0), (0, 7)], 2, True),
+            ID_C: ([(4, 0), (0, 4), (4, 0)], 2, True),
+        })
+        self.assertEqual([row["address"] for row in matrix["rows"]], [a.address, b.address, c.address])
+        html = app.test_client().get("/").get_data(as_text=True)
+        self.assertEqual(html.count('<tr class="short">'), 2)
+        self.assertIn("2 of 3", html)
+
+    def test_matrix_unknown_holder(self):
+        """
+        A server that does not answer is a column of unknowns, and every
+        origin is then held by fewer servers than are monitored.
+        """
+        a = FakeNode(self, status=node_status(ID_A, origins={ID_A: 5}))
+        app = self.monitor(a.address, closed_port_address())
+        app.extensions["monitor"].poll_once()
+        [row] = app.test_client().get("/api/servers").get_json()["matrix"]["rows"]
+        self.assertEqual([cell["state"] for cell in row["cells"]], ["full", "unknown"])
+        self.assertEqual((row["held_by"], row["short"]), (1, True))
+
+    def test_latest_readings_and_charts(self):
+        """
+        Each server's latest readings are listed, and each sensor type with
+        numeric values has a server-drawn SVG chart of them, oldest first.
+        """
+        node = FakeNode(self)
+        app = self.monitor(node.address)
+        app.extensions["monitor"].poll_once()
+        client = app.test_client()
+        server = client.get("/api/servers").get_json()["servers"][0]
+        self.assertEqual(server["readings"][0], {"type": "Temperature", "data": "39C", "time": "2026-11-28 10:00:04"})
+        self.assertEqual([(c["type"], c["count"], c["last"], c["min"], c["max"]) for c in server["charts"]],
+                         [("Humidity", 1, "15% RH", "15", "15"), ("Temperature", 3, "39C", "25", "39")])
+        html = client.get("/").get_data(as_text=True)
+        for chart in server["charts"]:
+            self.assertIn(chart["url"].replace("&", "&amp;"), html)
+        svg = client.get(server["charts"][1]["url"])
+        self.assertEqual(svg.mimetype, "image/svg+xml")
+        points = re.search(r'<polyline points="([^"]+)"', svg.get_data(as_text=True)).group(1).split()
+        ys = [float(p.split(",")[1]) for p in points]
+        # 25, 34, 39: rising values are drawn higher up (smaller y).
+        self.assertEqual(len(ys), 3)
+        self.assertTrue(ys[0] > ys[1] > ys[2], ys)
+        self.assertEqual(client.get("/chart.svg?server=0&type=Pressure").status_code, 404)
+        self.assertEqual(client.get("/chart.svg?server=7&type=Temperature").status_code, 404)
+        self.assertEqual(client.get("/chart.svg?server=x").status_code, 404)
+
+    def test_untrusted_text_is_escaped(self):
+        """
+        Markup in anything a server sends is shown as text: in the page, in
+        the chart and in error messages; the only script is the page's own.
+        """
+        node = FakeNode(
+            self,
+            status=node_status(peers=[{"address": XSS, "node_id": None, "connected": True}]),
+            readings=node_readings((XSS, XSS, 1.0, XSS, XSS), (XSS, "2" + XSS, 2.0, XSS, XSS)),
+        )
+        broken = FakeNode(self)
+        broken.answer("/status", 503, {"error": XSS})
+        app = self.monitor(node.address, broken.address)
+        app.extensions["monitor"].poll_once()
+        client = app.test_client()
+        html = client.get("/").get_data(as_text=True)
+        self.assertNotIn(XSS, html)
+        self.assertIn(ESCAPED_XSS, html)
+        self.assertIn(f"HTTP 503 Service Unavailable: {ESCAPED_XSS}", html)
+        self.assertEqual(re.findall(r"<script[^>]*>", html, re.I), ['<script src="/static/monitor.js">'])
+        [chart] = client.get("/api/servers").get_json()["servers"][0]["charts"]
+        svg = client.get(chart["url"]).get_data(as_text=True)
+        self.assertNotIn("<script", svg)
+        self.assertIn(ESCAPED_XSS, svg)
+        response = client.get("/")
+        self.assertIn("script-src 'self'", response.headers["Content-Security-Policy"])
+
+    def test_assets_are_local(self):
+        """
+        The page loads its CSS, script and icon from the monitor itself,
+        and they load nothing from elsewhere.
+        """
+        app = self.monitor(FakeNode(self).address)
+        client = app.test_client()
+        html = client.get("/").get_data(as_text=True)
+        links = re.findall(r'(?:src|href)="([^"]*)"', html)
+        self.assertEqual(
+            sorted(links),
+            ["/static/favicon.svg", "/static/monitor.css", "/static/monitor.js"],
+        )
+        for link in links:
+            response = client.get(link)
+            self.assertEqual(response.status_code, 200, link)
+            body = response.get_data(as_text=True)
+            response.close()
+            self.assertNotRegex(body.replace("http://www.w3.org/2000/svg", ""), r"https?:|//[a-z]|@import|url\(")
+
+    def test_stale_notice(self):
+        """
+        The page says it is waiting before the first cycle ends, and says
+        the data is stale once cycles stop for more than two intervals.
+        """
+        now = [1000.0]
+        app = self.monitor(FakeNode(self).address, interval=2.0, clock=lambda: now[0])
+        client = app.test_client()
+        self.assertIn("Waiting for the first answers", client.get("/").get_data(as_text=True))
+        self.assertTrue(client.get("/api/servers").get_json()["stale"].startswith("Waiting"))
+        app.extensions["monitor"].poll_once()
+        now[0] += 4.5
+        self.assertIsNone(client.get("/api/servers").get_json()["stale"])
+        self.assertIn('id="stale" class="notice" role="status" hidden', client.get("/").get_data(as_text=True))
+        now[0] += 1.0
+        self.assertEqual(client.get("/api/servers").get_json()["stale"], "The data is stale: last updated 5 s ago.")
+        self.assertIn("The data is stale: last updated 5 s ago.", client.get("/").get_data(as_text=True))
+
+
+class CommandTests(SynchronousTestCase):
+    """
+    ``python web_monitor/views.py``, as a user runs it.
+    """
+
+    def run_command(self, *args, module=False):
+        command = [sys.executable, "-m", "web_monitor.views"] if module else [sys.executable, str(VIEWS)]
+        return subprocess.run(command + list(args), cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    def test_usage_without_servers(self):
+        """
+        Without --servers the command prints its usage and fails, run as a
+        script or as a module.
+        """
+        for module in (False, True):
+            done = self.run_command(module=module)
+            self.assertEqual((done.returncode, done.stdout.strip(), done.stderr), (1, USAGE, ""))
+        self.assertTrue(USAGE.startswith("You must specify the servers to monitor.\n"))
+
+    def test_help(self):
+        """
+        --help prints the usage and succeeds.
+        """
+        done = self.run_command("--help")
+        self.assertEqual((done.returncode, done.stdout.strip()), (0, USAGE))
+
+    def test_bad_option(self):
+        """
+        A bad value stops the command with one line naming the option.
+        """
+        done = self.run_command("--servers", "127.0.0.1", "--port", "99999")
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(
+            done.stderr,
+            "web_monitor/views.py: error: argument --port: must be a port number from 1 to 65535, not '99999'\n",
+        )
+
+    def test_serves_and_polls(self):
+        """
+        With servers it prints the seed's console lines, a malformed entry
+        only affecting its own line, and serves the page on --port.
+        """
+        node = FakeNode(self)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(
+            [sys.executable, str(VIEWS), "--servers", f"{node.address},bad host!",
+             "--port", str(port), "--interval", "1"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        self.addCleanup(process.wait, 10)
+        self.addCleanup(process.kill)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(l.rstrip("\n")) for l in process.stdout], daemon=True).start()
+        seen = []
+        deadline = time.monotonic() + 20
+        while seen.count("[INFO] Data updated.") < 2:
+            try:
+                seen.append(lines.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                self.fail(f"no two cycles within 20 s; printed: {seen}")
+        cycle = [
+            "[INFO] Updating data...",
+            f"    [INFO] Server '{node.address}' is Running",
+            "    [ERROR] Server 'bad host!' is invalid",
+            "[INFO] Data updated.",
+        ]
+        self.assertEqual(seen, ["[INFO] Started data refresh thread"] + cycle + cycle)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/servers", timeout=10) as response:
+            data = json.load(response)
+        self.assertEqual([s["state"] for s in data["servers"]], ["Running", "Invalid IP address"])
+        process.terminate()
+        process.wait(10)
+        self.assertIn(f"Running on http://127.0.0.1:{port}", process.stderr.read())

@@ -1,0 +1,228 @@
+"""
+The web monitor against real ``twistd -n p2pstore`` nodes: through Flask's
+test client, and in a real headless Chromium driven by Playwright.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+from werkzeug.serving import make_server
+
+from web_monitor import create_app
+from web_monitor.cli import QuietRequestHandler
+
+from .nodes import NodeProcess, send_lines, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+# Debian's chromium, headless, touching nothing outside this machine.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+INSTALL_HINT = "run scripts/test (the README's test command), which installs it"
+
+
+def status_address(node: NodeProcess) -> str:
+    return f"127.0.0.1:{node.status_port}"
+
+
+@inlineCallbacks
+def start_nodes(test_case, peered: int, standalone: int = 0):
+    """
+    Start ``peered`` nodes that replicate to each other and ``standalone``
+    ones with the same cluster key but no peers.
+    """
+    first = NodeProcess(test_case)
+    yield first.start()
+    key = first.data_dir / "cluster.key"
+    nodes = [first]
+    for n in range(1, peered + standalone):
+        peers = [first.peer_address] if n < peered else []
+        node = NodeProcess(test_case, secret_file=key, peers=peers)
+        yield node.start()
+        nodes.append(node)
+    return nodes
+
+
+@inlineCallbacks
+def wait_replicated(holder: NodeProcess, origin: NodeProcess, count: int):
+    """
+    Wait until ``holder`` holds ``count`` readings of ``origin``.
+    """
+    seen = {}
+
+    @inlineCallbacks
+    def holds():
+        status = yield holder.status()
+        seen["origins"] = status.get("origins")
+        return status["origins"].get(origin.node_id, {}).get("count") == count
+
+    yield wait_for(holds, 20, lambda: f"{count} readings of {origin.node_id} at {holder.node_id}: {seen}")
+
+
+def serve(test_case, app) -> str:
+    """
+    Serve ``app`` on a free 127.0.0.1 port in a thread; return its URL.
+    """
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    test_case.addCleanup(server.server_close)
+    test_case.addCleanup(server.shutdown)
+    test_case.server = server
+    return f"http://127.0.0.1:{server.server_port}/"
+
+
+class RealNodesTests(TestCase):
+    """
+    The page and /api/servers against real nodes.
+    """
+
+    @inlineCallbacks
+    def test_cluster_and_matrix(self):
+        """
+        Two replicating nodes and one alone: the monitor shows all three
+        Running with their node ids and readings, and its matrix shows that
+        the pair hold each other's readings while the third holds only its own.
+        """
+        a, b, c = yield start_nodes(self, peered=2, standalone=1)
+        yield send_lines(a.sensor_port, [b"Temperature,%dC" % t for t in (21, 23, 22, 25)])
+        yield send_lines(b.sensor_port, [b"Atm. Pressure,1.5 atm", b"Atm. Pressure,1.7 atm"])
+        yield send_lines(c.sensor_port, [b"Humidity,15% RH", b"Humidity,20% RH", b"Humidity,18% RH"])
+        yield wait_replicated(b, a, 4)
+        yield wait_replicated(a, b, 2)
+
+        app = create_app({
+            "SERVERS": [status_address(n) for n in (a, b, c)],
+            "INTERVAL": 2.0,
+            "START_POLLER": False,
+            "CONSOLE": lambda line: None,
+        })
+        poller = app.extensions["monitor"]
+        self.addCleanup(poller.stop)
+        poller.poll_once()
+        client = app.test_client()
+        data = client.get("/api/servers").get_json()
+
+        servers = data["servers"]
+        self.assertEqual([s["state"] for s in servers], ["Running"] * 3)
+        self.assertEqual([s["node_id"] for s in servers], [a.node_id, b.node_id, c.node_id])
+        self.assertEqual([s["own_readings"] for s in servers], [4, 2, 3])
+        self.assertEqual([s["held_for_others"] for s in servers], [2, 4, 0])
+        self.assertEqual([(s["links_up"], s["links_down"]) for s in servers], [(1, 0), (1, 0), (0, 0)])
+        self.assertEqual(
+            [(r["type"], r["data"]) for r in servers[0]["readings"]],
+            [("Temperature", "25C"), ("Temperature", "22C"), ("Temperature", "23C"), ("Temperature", "21C")],
+        )
+        self.assertEqual([c["type"] for c in servers[1]["charts"]], ["Atm. Pressure"])
+
+        rows = {row["origin"]: row for row in data["matrix"]["rows"]}
+        self.assertEqual(list(rows), [a.node_id, b.node_id, c.node_id])
+        cells = {origin: [(cell["have"], cell["lacking"]) for cell in row["cells"]] for origin, row in rows.items()}
+        self.assertEqual(cells, {
+            a.node_id: [(4, 0), (4, 0), (0, 4)],
+            b.node_id: [(2, 0), (2, 0), (0, 2)],
+            c.node_id: [(0, 3), (0, 3), (3, 0)],
+        })
+        self.assertEqual([(row["held_by"], row["short"]) for row in rows.values()], [(2, True), (2, True), (1, True)])
+
+        html = client.get("/").get_data(as_text=True)
+        for node in (a, b, c):
+            self.assertIn(status_address(node), html)
+            self.assertIn(f'title="{node.node_id}"', html)
+        self.assertEqual(html.count('data-state="Running"'), 3)
+        self.assertIn("1 of 3", html)
+        chart = client.get(servers[0]["charts"][0]["url"])
+        self.assertEqual(chart.mimetype, "image/svg+xml")
+        self.assertEqual(len(re.search(r'points="([^"]+)"', chart.get_data(as_text=True)).group(1).split()), 4)
+
+
+class BrowserTests(TestCase):
+    """
+    The page in a real headless Chromium.
+    """
+
+    def launch_browser(self):
+        if not os.path.exists(CHROMIUM):
+            self.fail(f"Chromium is not installed at {CHROMIUM}: {INSTALL_HINT}")
+        try:
+            from playwright.sync_api import sync_playwright
+        except ImportError:
+            self.fail(f"Playwright is not installed: {INSTALL_HINT}")
+        playwright = sync_playwright().start()
+        self.addCleanup(playwright.stop)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        self.addCleanup(browser.close)
+        return browser
+
+    @inlineCallbacks
+    def test_page_follows_the_nodes(self):
+        """
+        The page shows two replicating nodes Running and their matrix full;
+        when one node stops, the page shows it Down within two intervals
+        without a reload; when the monitor itself stops answering, the page
+        says its data is stale. Screenshots are left in the test's directory.
+        """
+        browser = self.launch_browser()
+        shots = Path(self.mktemp())
+        shots.mkdir(parents=True)
+        first, second = yield start_nodes(self, peered=2)
+        yield send_lines(first.sensor_port, [b"Temperature,%dC" % t for t in (21, 25, 23)])
+        yield send_lines(second.sensor_port, [b"Humidity,%d%% RH" % h for h in (40, 45)])
+
+        interval = 1.0
+        app = create_app({
+            "SERVERS": [status_address(first), status_address(second)],
+            "INTERVAL": interval,
+            "CONSOLE": lambda line: None,
+        })
+        self.addCleanup(app.extensions["monitor"].stop)
+        url = serve(self, app)
+
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        problems = []
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+        page.goto(url)
+        page.evaluate("window.notReloaded = true")
+        # Full matrix: each node holds all of both origins.
+        page.wait_for_function(
+            """() => document.querySelectorAll('tr.server[data-state="Running"]').length === 2
+                  && document.querySelectorAll('#matrix td.cell.full').length === 4
+                  && document.querySelectorAll('#matrix tr.short').length === 0
+                  && document.querySelectorAll('#nodes img.chart').length === 2""",
+            timeout=15000,
+        )
+        page.screenshot(path=str(shots / "running.png"), full_page=True)
+        self.assertEqual(problems, [])
+
+        stopped_at = time.monotonic()
+        yield second.stop()
+        down = page.locator('tr.server[data-index="1"][data-state="Down"]')
+        try:
+            down.wait_for(timeout=(2 * interval + 0.5) * 1000)
+        except Exception:
+            page.screenshot(path=str(shots / "not-down.png"), full_page=True)
+            self.fail(f"the page did not show the stopped node Down within {2 * interval + 0.5} s; see {shots}")
+        self.assertLessEqual(time.monotonic() - stopped_at, 2 * interval + 0.5)
+        self.assertEqual(page.locator('tr.server[data-index="1"] .why').first.text_content(), "connection refused")
+        self.assertEqual(page.locator('tr.server[data-index="0"]').get_attribute("data-state"), "Running")
+        self.assertTrue(page.evaluate("window.notReloaded === true"), "the page was reloaded")
+        self.assertTrue(page.locator("#stale").is_hidden())
+        page.screenshot(path=str(shots / "down.png"), full_page=True)
+        self.assertEqual(problems, [])
+
+        # The monitor itself goes away: the page must not go on looking current.
+        self.server.shutdown()
+        self.server.server_close()
+        page.locator("#stale").wait_for(state="visible", timeout=(2 * interval + 1 + 3) * 1000)
+        self.assertIn("The monitor does not answer", page.locator("#stale").text_content())
+        self.assertTrue(page.evaluate("window.notReloaded === true"), "the page was reloaded")
+        page.screenshot(path=str(shots / "stale.png"), full_page=True)

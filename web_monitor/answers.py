@@ -1,0 +1,257 @@
+"""
+What a node answers on ``/status`` and ``/readings``, checked field by field.
+
+Nothing a server sends is trusted: every field the monitor uses is checked for
+its type and range here, and anything else raises L{BadAnswer} with a message
+naming the field. Fields the monitor does not use are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Callable, Optional
+
+from attrs import frozen
+
+# The states a node reports about itself (p2pstore.node).
+NODE_STATES = ("Running", "Syncing", "Initializing")
+
+# Bounds on what one answer may hold; a node sends far less.
+MAX_ORIGINS = 1000
+MAX_PEERS = 1000
+MAX_READINGS = 10000
+MAX_TEXT = 200
+
+_NODE_ID = re.compile(r"[0-9a-f]{32}\Z")
+
+
+class BadAnswer(ValueError):
+    """
+    An answer that is not JSON, or not shaped as a node's answer.
+    """
+
+
+@frozen
+class Peer:
+    address: Optional[str]
+    node_id: Optional[str]
+    connected: bool
+
+
+@frozen
+class NodeStatus:
+    """
+    The parts of a node's ``/status`` the monitor shows. A field the node
+    left out is C{None} (an older or newer node may not send it).
+
+    @ivar origins: how many readings of each origin (by node id) the node holds.
+    """
+
+    node_id: str
+    state: str
+    version: Optional[str]
+    uptime_s: Optional[float]
+    sensors_connected: Optional[int]
+    sensors_rejected: Optional[int]
+    origins: Optional[dict]
+    peers: Optional[tuple]
+
+    @property
+    def own_readings(self) -> Optional[int]:
+        if self.origins is None:
+            return None
+        return self.origins.get(self.node_id, 0)
+
+    @property
+    def held_for_others(self) -> Optional[int]:
+        if self.origins is None:
+            return None
+        return sum(count for origin, count in self.origins.items() if origin != self.node_id)
+
+    @property
+    def links_up(self) -> Optional[int]:
+        return None if self.peers is None else sum(1 for p in self.peers if p.connected)
+
+    @property
+    def links_down(self) -> Optional[int]:
+        return None if self.peers is None else sum(1 for p in self.peers if not p.connected)
+
+
+@frozen
+class Reading:
+    sensor_type: str
+    sensor_data: str
+    timestamp: str
+    value: Optional[float]
+    unit: Optional[str]
+
+
+def decode_json(body: bytes) -> Any:
+    """
+    Parse an answer's body as JSON, refusing what Python's parser would
+    otherwise let through (NaN, Infinity) or choke on (deep nesting).
+    """
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_no_constants)
+    except UnicodeDecodeError:
+        raise BadAnswer("the answer is not UTF-8") from None
+    except RecursionError:
+        raise BadAnswer("the answer is not JSON: nested too deeply") from None
+    except ValueError as e:
+        raise BadAnswer(f"the answer is not JSON: {_short(str(e))}") from None
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_status(data: Any) -> NodeStatus:
+    """
+    Check a decoded ``/status`` answer.
+
+    @raise BadAnswer: naming the first field that is missing or wrong.
+    """
+    status = _Object(data, "", "the status")
+    node_id = status.field("node_id", _is_node_id, "a node id (32 lowercase hex characters)", True)
+    state = status.field("state", lambda v: v in NODE_STATES, "one of " + ", ".join(NODE_STATES), True)
+    sensors = status.object("sensors")
+    origins = None
+    origins_data = status.field("origins", lambda v: isinstance(v, dict), "an object")
+    if origins_data is not None:
+        if len(origins_data) > MAX_ORIGINS:
+            raise BadAnswer(f"'origins' lists more than {MAX_ORIGINS} origins")
+        origins = {}
+        for origin, entry in origins_data.items():
+            if not _is_node_id(origin):
+                raise BadAnswer(f"'origins' has a key that is not a node id: {_show(origin)}")
+            origins[origin] = _Object(entry, f"origins.{origin}").field(
+                "count", _is_count, "a whole number >= 0", True
+            )
+    peers = None
+    peers_data = status.field("peers", lambda v: isinstance(v, list), "a list")
+    if peers_data is not None:
+        if len(peers_data) > MAX_PEERS:
+            raise BadAnswer(f"'peers' lists more than {MAX_PEERS} peers")
+        peers = tuple(_peer(_Object(p, f"peers[{n}]")) for n, p in enumerate(peers_data))
+    return NodeStatus(
+        node_id=node_id,
+        state=state,
+        version=status.field("version", _is_text, "a string"),
+        uptime_s=status.field("uptime_s", _is_duration, "a number of seconds >= 0"),
+        sensors_connected=sensors and sensors.field("connected", _is_count, "a whole number >= 0"),
+        sensors_rejected=sensors and sensors.field("rejected", _is_count, "a whole number >= 0"),
+        origins=origins,
+        peers=peers,
+    )
+
+
+def _peer(peer: "_Object") -> Peer:
+    return Peer(
+        address=peer.field("address", _is_text, "a string"),
+        node_id=peer.field("node_id", _is_node_id, "a node id"),
+        connected=peer.field("connected", lambda v: isinstance(v, bool), "true or false", True),
+    )
+
+
+def parse_readings(data: Any) -> tuple:
+    """
+    Check a decoded ``/readings`` answer.
+
+    @return: its readings, newest first, as the node sends them.
+    @raise BadAnswer: naming the first field that is missing or wrong.
+    """
+    answer = _Object(data, "", "the readings answer")
+    readings = answer.field("readings", lambda v: isinstance(v, list), "a list", True)
+    if len(readings) > MAX_READINGS:
+        raise BadAnswer(f"'readings' lists more than {MAX_READINGS} readings")
+    return tuple(_reading(_Object(r, f"readings[{n}]")) for n, r in enumerate(readings))
+
+
+def _reading(reading: "_Object") -> Reading:
+    text = "a string of 1 to %d characters" % MAX_TEXT
+    return Reading(
+        sensor_type=reading.field("sensor_type", _is_text, text, True),
+        sensor_data=reading.field("sensor_data", _is_text, text, True),
+        timestamp=reading.field("timestamp", _is_text, text, True),
+        value=reading.field("value", _is_number, "a finite number or null"),
+        unit=reading.field("unit", _is_text, text),
+    )
+
+
+def error_message(body: bytes) -> Optional[str]:
+    """
+    The ``error`` string of a node's JSON error answer, if it has a usable one.
+    """
+    try:
+        data = decode_json(body)
+    except BadAnswer:
+        return None
+    if isinstance(data, dict) and _is_text(data.get("error")):
+        return data["error"]
+    return None
+
+
+class _Object:
+    """
+    A decoded JSON object whose fields are checked one by one; C{path}
+    names it in messages (C{""} for a whole answer, then called C{label}).
+    """
+
+    def __init__(self, data: Any, path: str, label: Optional[str] = None):
+        if not isinstance(data, dict):
+            raise BadAnswer(f"{label or repr(path)} should be an object, not {_show(data)}")
+        self.data = data
+        self.path = path
+
+    def field(self, name: str, check: Callable[[Any], bool], what: str, required: bool = False):
+        value = self.data.get(name)
+        if value is None:
+            if required:
+                raise BadAnswer(f"'{self._name(name)}' is missing")
+            return None
+        if not check(value):
+            raise BadAnswer(f"'{self._name(name)}' should be {what}, not {_show(value)}")
+        return value
+
+    def object(self, name: str) -> Optional["_Object"]:
+        value = self.data.get(name)
+        return None if value is None else _Object(value, self._name(name))
+
+    def _name(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+
+def _is_node_id(value) -> bool:
+    return isinstance(value, str) and _NODE_ID.match(value) is not None
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_TEXT
+
+
+def _is_number(value) -> bool:
+    # bool is an int in Python, but true is no count.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_duration(value) -> bool:
+    return _is_number(value) and value >= 0
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _show(value: Any) -> str:
+    """
+    A short description of an untrusted value for a message.
+    """
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    return _short(json.dumps(value))
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,239 @@
+"""
+What the page shows, made from a poll snapshot: the server rows, the
+replication matrix, the latest readings and the chart series.
+
+It is plain JSON-ready data: the page's template lays it out, and
+``/api/servers`` returns it as it is for the page's script to lay out again.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import datetime
+from typing import Callable, Optional
+
+from . import charts
+from .poller import SYNCING, INITIALIZING, RUNNING, ServerResult, Snapshot
+
+# Readings shown per server in its table.
+LATEST_SHOWN = 8
+# The most recent values a chart shows, per sensor type.
+CHART_POINTS = 40
+
+
+def dashboard(snapshot: Snapshot, now: float, chart_url: Callable[..., str]) -> dict:
+    """
+    @param now: the monitor's wall clock, to tell how old the data is.
+    @param chart_url: makes the URL of a chart from C{server}, C{sensor_type}
+        and C{version} keywords.
+    """
+    age = None if snapshot.updated_at is None else max(0.0, now - snapshot.updated_at)
+    results = snapshot.results
+    return {
+        "interval": snapshot.interval,
+        "timeout": snapshot.timeout,
+        "generation": snapshot.generation,
+        "updated_at": snapshot.updated_at,
+        "age_s": None if age is None else round(age, 1),
+        "stale": stale_notice(age, snapshot.interval),
+        "counts": _counts(results),
+        "servers": [_server(i, r, now, chart_url) for i, r in enumerate(results)],
+        "matrix": matrix(results),
+    }
+
+
+def stale_after(interval: float) -> float:
+    """
+    Data older than this is stale: a cycle starts every interval and ends
+    within it, so two intervals (and a second to spare) mean cycles are missed.
+    """
+    return 2 * interval + 1
+
+
+def stale_notice(age: Optional[float], interval: float) -> Optional[str]:
+    if age is None:
+        return "Waiting for the first answers of the servers…"
+    if age > stale_after(interval):
+        return f"The data is stale: last updated {_duration(age)} ago."
+    return None
+
+
+def _counts(results) -> dict:
+    up = sum(1 for r in results if r.state in (RUNNING, SYNCING, INITIALIZING))
+    return {"monitored": len(results), "answering": up, "not_answering": len(results) - up}
+
+
+def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
+    status = result.status
+    node_id = status.node_id if status else result.last_node_id
+    row = {
+        "index": index,
+        "address": result.address.text,
+        "state": result.state,
+        "badge": _badge(result.state),
+        "message": result.message,
+        "answered": status is not None,
+        "node_id": node_id,
+        "node_short": _short_id(node_id),
+        "version": status.version if status else None,
+        "uptime": _duration(status.uptime_s) if status and status.uptime_s is not None else None,
+        "own_readings": status.own_readings if status else None,
+        "held_for_others": status.held_for_others if status else None,
+        "sensors_connected": status.sensors_connected if status else None,
+        "rejected_lines": status.sensors_rejected if status else None,
+        "links_up": status.links_up if status else None,
+        "links_down": status.links_down if status else None,
+        "last_answer": None,
+        "readings": [],
+        "readings_error": result.readings_error,
+        "charts": [],
+    }
+    if status is None and result.last_answer_at is not None:
+        row["last_answer"] = f"last answered {_duration(max(0.0, now - result.last_answer_at))} ago"
+    if status is not None:
+        row["readings"] = [
+            {"type": r.sensor_type, "data": r.sensor_data, "time": _time(r.timestamp)}
+            for r in result.readings[:LATEST_SHOWN]
+        ]
+        for sensor_type, series in chart_series(result).items():
+            values = [v for v, _ in series]
+            version = format(zlib.crc32(repr(series).encode()), "08x")
+            row["charts"].append({
+                "type": sensor_type,
+                "url": chart_url(server=index, sensor_type=sensor_type, version=version),
+                "width": charts.WIDTH,
+                "height": charts.HEIGHT,
+                "count": len(values),
+                "last": series[-1][1],
+                "min": _number(min(values)),
+                "max": _number(max(values)),
+            })
+    return row
+
+
+def chart_series(result: ServerResult) -> dict:
+    """
+    Per sensor type, the server's most recent numeric readings (at most
+    L{CHART_POINTS}), oldest first, as C{(value, sensor_data)} pairs.
+    """
+    series: dict = {}
+    for reading in result.readings:
+        if reading.value is not None:
+            values = series.setdefault(reading.sensor_type, [])
+            if len(values) < CHART_POINTS:
+                values.append((reading.value, reading.sensor_data))
+    return {sensor_type: values[::-1] for sensor_type, values in sorted(series.items())}
+
+
+def matrix(results) -> dict:
+    """
+    For each origin (rows) and each monitored server (columns): how many of
+    the origin's readings the server holds, and how many it lacks.
+
+    An origin's total is the most any answering server holds of it. A server
+    that does not answer is a column of unknowns. An origin held by fewer
+    servers than are monitored is marked C{short}.
+    """
+    holders = []
+    for index, r in enumerate(results):
+        # An Initializing node has not opened its store: what it holds is unknown yet.
+        origins = r.status.origins if r.status is not None and r.state != INITIALIZING else None
+        node_id = r.status.node_id if r.status is not None else r.last_node_id
+        holders.append({
+            "index": index,
+            "address": r.address.text,
+            "node_id": node_id,
+            "node_short": _short_id(node_id),
+            "known": origins is not None,
+            "origins": origins or {},
+        })
+    addresses = {h["node_id"]: h["address"] for h in holders if h["node_id"]}
+    totals: dict = {}
+    for h in holders:
+        for origin, count in h["origins"].items():
+            totals[origin] = max(totals.get(origin, 0), count)
+    # Monitored servers' own origins first, in their order; then the others.
+    order = [h["node_id"] for h in holders if h["node_id"] in totals]
+    order = list(dict.fromkeys(order)) + sorted(set(totals) - set(order))
+    rows = []
+    for origin in order:
+        total = totals[origin]
+        cells, held_by = [], 0
+        for h in holders:
+            if not h["known"]:
+                cells.append({"state": "unknown", "have": None, "lacking": None, "own": False})
+                continue
+            have = h["origins"].get(origin, 0)
+            if have > 0 or total == 0:
+                held_by += 1
+            state = "full" if have >= total else ("partial" if have > 0 else "none")
+            cells.append({
+                "state": state,
+                "have": have,
+                "lacking": max(0, total - have),
+                "own": origin == h["node_id"],
+            })
+        rows.append({
+            "origin": origin,
+            "origin_short": _short_id(origin),
+            "address": addresses.get(origin),
+            "total": total,
+            "held_by": held_by,
+            "short": held_by < len(holders),
+            "cells": cells,
+        })
+    return {
+        "holders": [{k: h[k] for k in ("index", "address", "node_short", "known")} for h in holders],
+        "rows": rows,
+        "monitored": len(holders),
+    }
+
+
+_BADGES = {
+    "Running": "running",
+    "Syncing": "syncing",
+    "Initializing": "initializing",
+    "Timeout": "timeout",
+    "Invalid IP address": "invalid",
+    "Down": "down",
+    "Error": "error",
+    "Waiting": "waiting",
+}
+
+
+def _badge(state: str) -> str:
+    return _BADGES.get(state, "error")
+
+
+def _short_id(node_id: Optional[str]) -> Optional[str]:
+    return node_id[:8] if node_id else None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours:02d} h"
+
+
+def _time(timestamp: str) -> str:
+    """
+    A sensor's timestamp to the second, or as it came if it does not parse.
+    """
+    try:
+        parsed = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    text = parsed.strftime("%Y-%m-%d %H:%M:%S")
+    return text + parsed.strftime(" %z") if parsed.tzinfo else text
+
+
+def _number(value: float) -> str:
+    return f"{value:.6g}"

@@ -1,0 +1,244 @@
+// The p2pstore monitor page: fetch /api/servers about every interval and lay
+// it out again, without reloading the page; say so when the data gets stale.
+//
+// Everything shown comes from the nodes and is untrusted: it only ever goes
+// into the page as text (textContent, text nodes, attribute values), never
+// as markup.
+"use strict";
+
+(function () {
+  const root = document.getElementById("monitor");
+  if (!root) {
+    return;
+  }
+  const api = root.dataset.api;
+  const interval = Number(root.dataset.interval) * 1000;
+  const staleAfter = Number(root.dataset.staleAfter) * 1000;
+  const notice = document.getElementById("stale");
+
+  // When the data shown was fetched, how old the monitor said it was then,
+  // and the monitor's own stale notice, if any.
+  let fetchedAt = Date.now();
+  let ageThen = Number(root.dataset.age) * 1000;
+  let monitorNotice = root.dataset.staleText || null;
+  let failure = null;
+
+  // Chart images by server and type, kept across refreshes so that they do
+  // not flicker; each gets a new src only when its chart changed.
+  const charts = new Map();
+  for (const img of document.querySelectorAll("#nodes img.chart")) {
+    const card = img.closest(".node");
+    charts.set(card.dataset.index + "|" + img.dataset.type, img);
+  }
+
+  // el("td", {class: "num"}, "12", child, ...): an element with attributes
+  // and children; strings become text nodes.
+  function el(tag, attributes, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attributes || {})) {
+      if (value !== null && value !== undefined && value !== false) {
+        node.setAttribute(name, value === true ? "" : String(value));
+      }
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) {
+        continue;
+      }
+      node.append(typeof child === "object" ? child : String(child));
+    }
+    return node;
+  }
+
+  function value(v) {
+    return v === null || v === undefined ? "—" : String(v);
+  }
+
+  function badge(server) {
+    return el("span", { class: "badge " + server.badge }, server.state);
+  }
+
+  function serverRow(s) {
+    let links = "—";
+    if (s.links_up !== null) {
+      links = [
+        el("span", { class: "up" }, s.links_up + " up"),
+        " · ",
+        el("span", { class: s.links_down ? "down" : "none" }, s.links_down + " down"),
+      ];
+    }
+    return el(
+      "tr",
+      { class: "server", "data-index": s.index, "data-state": s.state },
+      el("td", { class: "address" }, s.address),
+      el(
+        "td",
+        { class: "state" },
+        badge(s),
+        s.message && el("div", { class: "why" }, s.message),
+        s.last_answer && el("div", { class: "why" }, s.last_answer)
+      ),
+      el("td", { class: "mono", title: s.node_id }, value(s.node_short)),
+      el("td", {}, value(s.uptime)),
+      el("td", { class: "num" }, value(s.own_readings)),
+      el("td", { class: "num" }, value(s.held_for_others)),
+      el("td", { class: "num" }, value(s.sensors_connected)),
+      el("td", { class: "num" }, value(s.rejected_lines)),
+      el("td", { class: "links" }, ...[].concat(links))
+    );
+  }
+
+  function matrixTable(matrix) {
+    const head = el(
+      "tr",
+      {},
+      el("th", {}, "Origin"),
+      el("th", { class: "num" }, "Readings"),
+      ...matrix.holders.map((h) =>
+        el("th", { class: "holder" }, h.address, h.node_short && el("span", { class: "mono sub" }, h.node_short))
+      ),
+      el("th", {}, "Held by")
+    );
+    const rows = matrix.rows.map((row) =>
+      el(
+        "tr",
+        { class: row.short ? "short" : "ok" },
+        el(
+          "th",
+          { class: "origin" },
+          el("span", { class: "mono", title: row.origin }, row.origin_short),
+          row.address && " ",
+          row.address && el("span", { class: "sub" }, row.address)
+        ),
+        el("td", { class: "num" }, row.total),
+        ...row.cells.map((cell) =>
+          el(
+            "td",
+            { class: "cell " + cell.state + (cell.own ? " own" : "") },
+            cell.state === "unknown" ? "?" : String(cell.have),
+            cell.lacking ? " " : null,
+            cell.lacking ? el("span", { class: "lack" }, "−" + cell.lacking) : null
+          )
+        ),
+        el("td", { class: "held" }, row.held_by + " of " + matrix.monitored)
+      )
+    );
+    if (rows.length === 0) {
+      rows.push(
+        el(
+          "tr",
+          {},
+          el("td", { class: "empty", colspan: matrix.holders.length + 3 }, "No server has answered with its readings yet.")
+        )
+      );
+    }
+    return [el("thead", {}, head), el("tbody", {}, ...rows)];
+  }
+
+  function chartImage(s, c) {
+    const key = s.index + "|" + c.type;
+    let img = charts.get(key);
+    if (!img) {
+      img = el("img", { class: "chart", "data-type": c.type, width: c.width, height: c.height });
+      charts.set(key, img);
+    }
+    if (img.getAttribute("src") !== c.url) {
+      img.setAttribute("src", c.url);
+    }
+    img.setAttribute("alt", c.type + ": last " + c.last + ", " + c.count + " values from " + c.min + " to " + c.max);
+    return img;
+  }
+
+  function nodeCard(s) {
+    const parts = [el("h3", {}, el("span", { class: "address" }, s.address), " ", badge(s))];
+    if (!s.answered) {
+      parts.push(el("p", { class: "why" }, (s.message || "Not checked yet.") + (s.last_answer ? "; " + s.last_answer : "")));
+    } else {
+      if (s.charts.length) {
+        parts.push(el("div", { class: "charts" }, ...s.charts.map((c) => chartImage(s, c))));
+      }
+      if (s.readings_error) {
+        parts.push(el("p", { class: "why" }, "Readings: " + s.readings_error));
+      }
+      if (s.readings.length) {
+        parts.push(
+          el(
+            "table",
+            { class: "readings" },
+            el("thead", {}, el("tr", {}, el("th", {}, "Type"), el("th", {}, "Value"), el("th", {}, "Time"))),
+            el(
+              "tbody",
+              {},
+              ...s.readings.map((r) =>
+                el("tr", {}, el("td", {}, r.type), el("td", {}, r.data), el("td", { class: "mono" }, r.time))
+              )
+            )
+          )
+        );
+      } else if (!s.readings_error) {
+        parts.push(el("p", { class: "why" }, "No readings yet."));
+      }
+    }
+    return el("article", { class: "card node", "data-index": s.index }, ...parts);
+  }
+
+  function render(data) {
+    document.getElementById("summary-counts").textContent =
+      data.counts.answering + " of " + data.counts.monitored + " servers answering";
+    document.getElementById("servers").replaceChildren(...data.servers.map(serverRow));
+    document.getElementById("matrix").replaceChildren(...matrixTable(data.matrix));
+    document.getElementById("nodes").replaceChildren(...data.servers.map(nodeCard));
+  }
+
+  function showStaleness() {
+    const age = ageThen + (Date.now() - fetchedAt);
+    const seconds = Math.round(age / 1000);
+    let text = null;
+    if (failure !== null && age > staleAfter) {
+      text = "The monitor does not answer (" + failure + "): the data shown is " + seconds + " s old.";
+    } else if (monitorNotice) {
+      text = monitorNotice;
+    } else if (age > staleAfter) {
+      text = "The data is stale: last updated " + seconds + " s ago.";
+    }
+    notice.textContent = text || "";
+    notice.hidden = text === null;
+    document.body.classList.toggle("is-stale", text !== null);
+  }
+
+  // Fetch again just after the monitor's next cycle should have ended (its
+  // data was ageThen old when fetched), so a change shows within about one
+  // interval; when that cannot be told, simply every interval.
+  function nextDelay() {
+    if (failure !== null || monitorNotice) {
+      return interval;
+    }
+    const wait = interval - ageThen + 250;
+    return wait >= 250 ? Math.min(wait, interval) : interval;
+  }
+
+  async function refresh() {
+    try {
+      const response = await fetch(api, {
+        cache: "no-store",
+        headers: { Accept: "application/json" },
+        signal: AbortSignal.timeout(staleAfter),
+      });
+      if (!response.ok) {
+        throw new Error("HTTP " + response.status);
+      }
+      const data = await response.json();
+      render(data);
+      fetchedAt = Date.now();
+      ageThen = (data.age_s || 0) * 1000;
+      monitorNotice = data.stale;
+      failure = null;
+    } catch (error) {
+      failure = error.message || String(error);
+    }
+    showStaleness();
+    setTimeout(refresh, nextDelay());
+  }
+
+  setTimeout(refresh, nextDelay());
+  setInterval(showStaleness, 1000);
+})();
