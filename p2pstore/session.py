@@ -110,9 +110,9 @@ class Handshake:
                     f"speaks peer protocol version {message.version}, this node "
                     f"{PROTOCOL_VERSION}: run the same p2pstore version on both"
                 )
+            self.peer_id = message.node_id
             if message.node_id == self.node_id:
                 self._fail("is this node itself (remove its own address from --peers)", itself=True)
-            self.peer_id = message.node_id
             self._peer_nonce = message.nonce
             self.state = "auth"
             if self.dialled:
