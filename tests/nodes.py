@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -133,6 +134,36 @@ def wait_for(
         if reactor.seconds() >= deadline:
             text = what() if callable(what) else what
             raise Deadline(f"gave up after {timeout:g} s waiting for {text}")
+        yield deferLater(reactor, interval, lambda: None)
+
+
+@inlineCallbacks
+def hold_for(
+    predicate: Callable[[], object],
+    duration: float,
+    what: Union[str, Callable[[], str]],
+    interval: float = 0.1,
+):
+    """
+    Call ``predicate`` every ``interval`` seconds for ``duration`` seconds
+    and check that it stays true: for a test that something does not happen
+    (no reconnect, no new error) over a while.
+
+    An exception from ``predicate`` ends the wait with that exception.
+
+    @param what: what should hold, for the failure message; a callable is
+        called on failure, so the message can tell the state seen.
+    @raise AssertionError: ``predicate`` returned something false.
+    """
+    deadline = reactor.seconds() + duration
+    while True:
+        result = yield maybeDeferred(predicate)
+        if not result:
+            text = what() if callable(what) else what
+            elapsed = duration - (deadline - reactor.seconds())
+            raise AssertionError(f"{text} no longer held after {elapsed:.1f} s")
+        if reactor.seconds() >= deadline:
+            return result
         yield deferLater(reactor, interval, lambda: None)
 
 
@@ -344,6 +375,10 @@ class NodeProcess:
             except Exception as e:
                 seen[:] = [f"no answer from /status yet ({e.__class__.__name__})"]
                 return None
+            if not (self.data_dir / "node.id").exists():
+                # A new node writes node.id only once its store is open.
+                seen[:] = [f"state {status.get('state')!r}, node.id not written yet"]
+                return None
             if status.get("node_id") != self.node_id:
                 # Another process took the port between free_port() and the bind.
                 raise AssertionError(
@@ -400,6 +435,16 @@ class NodeProcess:
             path = self.data_dir / (db_name + suffix)
             if path.exists():
                 path.unlink()
+
+    def delete_data_dir(self) -> None:
+        """
+        Delete the whole data directory (node.id and both databases), as a
+        lost disk would (the node must not be running). The next L{start}
+        makes a new node id; the ports stay the same.
+        """
+        if self.running:
+            raise RuntimeError("delete the data directory only while its node is down")
+        shutil.rmtree(self.data_dir)
 
     @inlineCallbacks
     def get_json(self, path: str, timeout: float = 5.0):
