@@ -14,6 +14,7 @@ gets a second content.
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Optional
 
 from twisted.internet.defer import Deferred, succeed
@@ -161,7 +162,8 @@ class Replicator:
         if not tail or tail[0].entry_index > start or tail[-1].entry_index < end:
             return None
         offset = start - tail[0].entry_index
-        return [tail[i] for i in range(offset, offset + end - start + 1)]
+        # Not tail[i] per record: indexing into the middle of a deque walks it.
+        return list(islice(tail, offset, offset + end - start + 1))
 
     # -- links ------------------------------------------------------------
 
