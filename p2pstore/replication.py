@@ -306,6 +306,17 @@ class Replicator:
     def _read(self, records: list, peer: PeerState, link, log: Log, start: int) -> None:
         peer.reading = False
         self._maybe_idle()
+        if not records and not self.stopped:
+            # The position says these rows exist but the table has none (rows
+            # deleted by hand?): try again later rather than spin on reads.
+            self.log.warn(
+                "log {log} is held up to {position} but has no rows from {start}; retrying",
+                log=log,
+                position=self.positions.get(log),
+                start=start,
+            )
+            self._retry_later(peer)
+            return
         if (
             records
             and not self.stopped
