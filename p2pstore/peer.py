@@ -57,6 +57,10 @@ class PeerProtocol(LineOnlyReceiver):
 
     def connectionMade(self) -> None:
         factory = self.factory
+        if hasattr(self.transport, "setTcpNoDelay"):
+            # Live records go out at once, not held by Nagle's algorithm
+            # until the peer acknowledges the previous segment.
+            self.transport.setTcpNoDelay(True)
         self._last_heard = self.connected_at = factory.clock.seconds()
         self.handshake = Handshake(factory.node_id, factory.key, self.dialled, self.send)
         self._timer = factory.clock.callLater(HANDSHAKE_TIMEOUT, self._handshake_timeout)

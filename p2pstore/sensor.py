@@ -56,6 +56,10 @@ class SensorProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self._connected = True
+        if hasattr(self.transport, "setTcpNoDelay"):
+            # Answers go out at once, not held by Nagle's algorithm until
+            # the sensor acknowledges the previous ones.
+            self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self._ingestor.connect(self)
 
