@@ -71,11 +71,17 @@ def readings_schema(node_id: str, schema: str = "main") -> list[str]:
             PRIMARY KEY (epoch, entry_index)
         )""",
         f"CREATE INDEX IF NOT EXISTS {schema}.{table}_timestamp ON {table} (timestamp)",
-        # Not unique: while a node recovers its old epochs, a sensor may
-        # resend a reading whose first copy has not come back yet.
-        f"CREATE INDEX IF NOT EXISTS {schema}.{table}_reading_id "
-        f"ON {table} (reading_id) WHERE reading_id IS NOT NULL",
-    ]
+    ] + (
+        # Only a node's own readings are looked up by reading_id (to answer
+        # a resent one). Not unique: while a node recovers its old epochs, a
+        # sensor may resend a reading whose first copy has not come back yet.
+        [
+            f"CREATE INDEX IF NOT EXISTS {schema}.{table}_reading_id "
+            f"ON {table} (reading_id) WHERE reading_id IS NOT NULL"
+        ]
+        if schema == "main"
+        else []
+    )
 
 
 def _positions_schema(schema: str) -> str:
