@@ -37,181 +37,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from array import array
 from collections import deque
-from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402  (bench/ first on the path, then this)
+    LIVE_NODES,
+    BenchFailure,
+    Http,
+    Node,
+    driver_cpu,
+    machine,
+    machine_cpu,
+    peak_rss_mb,
+    percentile,
+    process_cpu,
+    run,
+)
+
 SENSOR_LINE = b"Temperature,39C,2026-11-28 10:00:00.123456,"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # How many stored rows get their HMAC checked afterwards.
 HMAC_SAMPLE = 2000
-# What the node logs once SIGTERM has committed and answered everything.
-STOPPED_CLEANLY = "every reading received was stored and answered"
-# Nodes still running, killed however the benchmark ends.
-LIVE_NODES: set = set()
-
-
-class BenchFailure(Exception):
-    """
-    The run went wrong or its result is wrong; the message says how.
-    """
-
-
-# -- the machine and the processes ----------------------------------------
-
-
-def machine() -> dict:
-    import twisted
-
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cores": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "twisted": twisted.__version__,
-        "sqlite": sqlite3.sqlite_version,
-        "platform": platform.platform(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-    }
-
-
-def twistd_command() -> list[str]:
-    """
-    The twistd of this Python (``python -m twisted.scripts.twistd`` does
-    not run it).
-    """
-    beside = Path(sys.executable).with_name("twistd")
-    if beside.exists():
-        return [str(beside)]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stat_ticks(path: str) -> int:
-    # Fields after the command name, which is in parentheses and may hold
-    # spaces: utime and stime are fields 14 and 15 of the whole line.
-    text = Path(path).read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def process_cpu(pid: int) -> tuple[float, float]:
-    """
-    CPU seconds (user + system) of a process, all threads, and of its main
-    thread alone.
-    """
-    total = _stat_ticks(f"/proc/{pid}/stat") / CLK_TCK
-    main = _stat_ticks(f"/proc/{pid}/task/{pid}/stat") / CLK_TCK
-    return total, main
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    raise BenchFailure(f"no VmHWM in /proc/{pid}/status")
-
-
-def machine_cpu() -> tuple[int, int, int, int]:
-    """
-    Jiffies of all CPUs: (total, idle, iowait, steal).
-    """
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return sum(values[:8]), values[3], values[4], values[7]
-
-
-def driver_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class Node:
-    """
-    One ``twistd -n p2pstore`` process in its own temporary directory.
-    """
-
-    def __init__(self, workdir: Path, sync: str):
-        self.workdir = workdir
-        self.data_dir = workdir / "data"
-        self.log_path = workdir / "node.log"
-        self.sync = sync
-        self.sensor_port = free_port()
-        self.status_port = free_port()
-        self.peer_port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        # The repository's p2pstore and plugin, wherever this runs from.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        command = twistd_command() + [
-            "-n", "--pidfile=", "p2pstore",
-            "--data-dir", str(self.data_dir),
-            "--sensor-port", f"tcp:{self.sensor_port}:interface=127.0.0.1",
-            "--status-port", f"tcp:{self.status_port}:interface=127.0.0.1",
-            "--peer-port", f"tcp:{self.peer_port}:interface=127.0.0.1",
-            "--sync", self.sync,
-        ]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill(self) -> None:
-        if self.alive():
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-    @property
-    def node_id(self) -> str:
-        return (self.data_dir / "node.id").read_text().strip()
 
 
 # -- the driver -------------------------------------------------------------
@@ -354,6 +209,7 @@ class Run:
         self.lost_early: list[str] = []
         self.drain_waiter = None
         self.stopping = False
+        self.http = Http(reactor)
 
     # Called by the sensors.
 
@@ -383,33 +239,10 @@ class Run:
         return deferLater(self.reactor, seconds, lambda: None)
 
     async def status(self, node: Node) -> dict:
-        from twisted.internet.threads import deferToThreadPool
-
-        def get() -> dict:
-            url = f"http://127.0.0.1:{node.status_port}/status"
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return json.loads(response.read())
-
-        return await deferToThreadPool(self.reactor, self.reactor.getThreadPool(), get)
+        return await self.http.status(node)
 
     async def wait_running(self, node: Node, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            if not node.alive():
-                raise BenchFailure(
-                    f"the node exited with {node.process.returncode} while starting:\n"
-                    + node.log_tail()
-                )
-            try:
-                status = await self.status(node)
-                if status.get("state") == "Running":
-                    return status
-                last = status.get("state")
-            except Exception as e:  # not listening yet
-                last = repr(e)
-            await self.sleep(0.1)
-        raise BenchFailure(f"the node was not Running after {timeout:.0f} s ({last})")
+        return await self.http.wait_running(node, timeout)
 
     async def connect_all(self, node: Node) -> None:
         from twisted.internet.defer import Deferred, gatherResults
@@ -492,18 +325,8 @@ class Run:
         self.stopping = True
         for sensor in self.sensors:
             sensor.transport.loseConnection()
-        node.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while node.alive() and time.monotonic() < deadline:
-            await self.sleep(0.05)
-        if node.alive():
-            raise BenchFailure("the node did not stop within 60 s of SIGTERM")
-        # twistd ends by killing itself with the signal it stopped on.
-        if node.process.returncode not in (0, -signal.SIGTERM) or STOPPED_CLEANLY not in node.log_tail(5):
-            raise BenchFailure(
-                f"the node did not stop cleanly (exit {node.process.returncode}):\n"
-                + node.log_tail()
-            )
+        # SIGTERM, then the exit code and the log must say it stopped cleanly.
+        await node.stop(self.reactor, 60)
 
         period = t1 - t0
         latencies = sorted(self.latencies)
@@ -686,13 +509,6 @@ class Run:
         return checked
 
 
-def percentile(ordered, p: float) -> float:
-    if not ordered:
-        return float("nan")
-    k = max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))
-    return ordered[k]
-
-
 # -- reporting --------------------------------------------------------------
 
 COLUMNS = [
@@ -773,13 +589,6 @@ def main(argv=None) -> int:
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
-    from twisted.internet import epollreactor
-
-    epollreactor.install()
-    from twisted.internet import reactor
-    from twisted.internet.defer import Deferred
-
-    sys.path.insert(0, str(REPO))
     info = machine()
     print(
         f"machine: {info['cores']} cores, {info['cpu_model']}; Python {info['python']}, "
@@ -790,17 +599,15 @@ def main(argv=None) -> int:
         f"({args.connections * args.window} lines in flight), --sync {args.sync}, "
         f"{args.warmup:g} s warm-up + {args.duration:g} s measured, {args.repeat} run(s)"
     )
-    classes = build_driver(reactor)
     runs: list[dict] = []
-    outcome: dict = {}
     # Nothing may outlive this: warm-up, period, drain, stop and check of
     # every run, with room for slow starts.
     budget = args.repeat * (args.warmup + args.duration + 300)
 
-    async def all_runs():
+    async def all_runs(reactor):
+        classes = build_driver(reactor)
         for number in range(1, args.repeat + 1):
-            run = Run(reactor, args, number, classes)
-            result = await run.execute()
+            result = await Run(reactor, args, number, classes).execute()
             runs.append(result)
             check = result["check"]
             print(
@@ -813,37 +620,8 @@ def main(argv=None) -> int:
             for p in check["problems"]:
                 print(f"    {p}")
 
-    def finished(result):
-        outcome["result"] = result
-        if reactor.running:
-            reactor.stop()
-
-    def watchdog():
-        outcome["result"] = BenchFailure(f"the benchmark did not finish within {budget:.0f} s")
-        reactor.stop()
-
-    def begin():
-        d = Deferred.fromCoroutine(all_runs())
-        d.addBoth(finished)
-
-    guard = reactor.callLater(budget, watchdog)
-    reactor.callWhenRunning(begin)
-    try:
-        reactor.run()
-    finally:
-        for node in list(LIVE_NODES):
-            node.kill()
-    if guard.active():
-        guard.cancel()
-
-    failure = outcome.get("result")
-    error = None
-    if failure is not None:
-        error = getattr(failure, "value", failure)
-        if isinstance(error, BenchFailure):
-            error = str(error)
-        else:
-            error = "".join(failure.getTraceback()) if hasattr(failure, "getTraceback") else repr(error)
+    # The reactor, the watchdog, and every node killed however it ends.
+    error = run(all_runs, budget)
 
     median = medians(runs) if runs else None
     if runs:
