@@ -70,8 +70,6 @@ class Ingestor:
         self._last_sensor_index = 0
         self.accepted = 0
         self.rejected = 0
-        self.count = 0
-        self.last_index = 0
 
     @property
     def connected(self) -> int:
@@ -87,8 +85,6 @@ class Ingestor:
         """
         self._opened = True
         self._last_sensor_index = opened.last_sensor_index
-        self.count = opened.count
-        self.last_index = opened.last_index
         for sensor in list(self._sensors):
             sensor.sensor_index = self._next_sensor_index()
             sensor.resume("opening")
@@ -189,9 +185,6 @@ class Ingestor:
         d.addBoth(self._done)
 
     def _committed(self, appended: Appended, batch: list[Pending]) -> None:
-        self.count += len(appended.records)
-        if appended.records:
-            self.last_index = appended.records[-1].entry_index
         for pending, index in zip(batch, appended.indexes):
             pending.answer = b"OK %d" % (index,)
         self._answer(batch)
