@@ -5,7 +5,6 @@ service that starts and stops them in order.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 from twisted.application.internet import StreamServerEndpointService

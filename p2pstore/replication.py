@@ -20,7 +20,7 @@ from typing import Optional
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from .records import BadRecord, Record, Signer
+from .records import BadRecord, Signer
 from .wire import Ack, BadMessage, Have, Records
 
 Log = tuple  # (origin, epoch)

@@ -768,7 +768,7 @@ class StatusTests(ReplicatorTestCase):
         authenticated; an address whose peer is known is not listed twice.
         """
         self.open()
-        link = self.link(B, address="127.0.0.1:22346")
+        self.link(B, address="127.0.0.1:22346")
         peers, _ = self.replicator.status({"127.0.0.1:22346": True, "10.0.0.9:12346": True, "h:1": False})
         by_address = {p["address"]: p for p in peers}
         self.assertEqual(len(peers), 3)
