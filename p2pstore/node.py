@@ -52,14 +52,12 @@ class Node:
         ingestor: Ingestor,
         clock,
         replicator: Optional[Replicator] = None,
-        has_peers: bool = False,
     ):
         self.node_id = node_id
         self.store = store
         self.ingestor = ingestor
         self.clock = clock
         self.replicator = replicator or Replicator(node_id, store, store.signer, clock)
-        self.has_peers = has_peers
         self.opened = False
         self.started_at = clock.seconds()
         self.dialers: list = []
@@ -91,17 +89,10 @@ class Node:
                 epoch=opened.epoch,
             )
             if opened.recovering:
-                if self.has_peers:
-                    self.log.warn(
-                        "this node's own database was missing or empty: taking new "
-                        "readings in a new epoch while fetching earlier ones from peers"
-                    )
-                else:
-                    self.log.warn(
-                        "this node's own database was missing or empty and no --peers "
-                        "are given: its earlier readings can come back only from a peer "
-                        "that dials it"
-                    )
+                self.log.warn(
+                    "this node's own database was missing or empty: taking new "
+                    "readings in a new epoch while fetching earlier ones from peers"
+                )
 
         return d.addCallback(opened)
 

@@ -216,7 +216,7 @@ def makeService(config: Options, reactor=None) -> NodeService:
     )
     ingestor = Ingestor(store, reactor)
     replicator = Replicator(node_id, store, signer, reactor)
-    node = Node(node_id, store, ingestor, reactor, replicator, has_peers=bool(settings.peers))
+    node = Node(node_id, store, ingestor, reactor, replicator)
 
     def now() -> str:
         return format_utc(reactor.seconds())
