@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from .records import BadRecord, Signer
-from .wire import Ack, BadMessage, Have, Records
+from .wire import Ack, BadMessage, Have, Links, Records
 
 Log = tuple  # (origin, epoch)
 
@@ -47,6 +47,9 @@ class PeerState:
         self.address: Optional[str] = None
         self.has: dict = {}
         self.sent: dict = {}
+        # The nodes this peer says it is linked to: their records reach it
+        # from them, so this node does not forward them too.
+        self.linked_to: frozenset = frozenset()
         self.known = False
         # (log, last index) of each unacknowledged batch, oldest first: the
         # peer acknowledges batches in the order it received them.
@@ -177,6 +180,7 @@ class Replicator:
         peer.address = getattr(link, "dial_address", None) or peer.address or link.address
         peer.last_seen = self._clock.seconds()
         link.send(Have(self._have_payload()))
+        self._announce_links()
 
     def link_down(self, link) -> None:
         peer = self.peers.get(link.peer_id)
@@ -184,6 +188,8 @@ class Replicator:
             return
         carried_sends = peer.links[0] is link
         peer.links.remove(link)
+        if not peer.links:
+            self._announce_links()
         if carried_sends:
             # Batches in flight on that link are lost: resume from what the
             # peer is known to hold, on its next link.
@@ -225,6 +231,9 @@ class Replicator:
             self._apply()
         elif isinstance(message, Ack):
             self._ack(peer, link, message)
+        elif isinstance(message, Links):
+            peer.linked_to = message.node_ids
+            self._pump(peer)
         else:
             raise BadMessage(f"unexpected {type(message).__name__.upper()}")
 
@@ -280,6 +289,9 @@ class Replicator:
 
     def _next_log(self, peer: PeerState) -> Optional[Log]:
         for log, position in self.positions.items():
+            if log[0] in peer.linked_to and log[0] not in (self.node_id, peer.node_id):
+                # Its origin sends it to the peer itself.
+                continue
             if peer.next_to_send(log) <= position:
                 return log
         return None
@@ -344,6 +356,20 @@ class Replicator:
         peer.sent[log] = records[-1].entry_index
         peer.unacked.append((log, records[-1].entry_index))
         peer.sent_count += len(records)
+
+    def _links(self) -> Links:
+        return Links(frozenset(p.node_id for p in self.peers.values() if p.links))
+
+    def _announce_links(self) -> None:
+        """
+        Tell every peer which nodes this node is now linked to.
+        """
+        if self.stopped:
+            return
+        message = self._links()
+        for peer in self.peers.values():
+            for link in peer.links:
+                link.send(message)
 
     def _have_payload(self) -> dict:
         payload: dict = {}

@@ -25,8 +25,9 @@ RECORDS = b"RECORDS"
 ACK = b"ACK"
 PING = b"PING"
 PONG = b"PONG"
+LINKS = b"LINKS"
 
-VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG)
+VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS)
 
 
 class BadMessage(ValueError):
@@ -80,6 +81,17 @@ class Ack:
 
 
 @frozen
+class Links:
+    """
+    The nodes the sender has an authenticated link to now: a peer linked to
+    an origin gets that origin's records from it directly, so they need not
+    be forwarded to it as well.
+    """
+
+    node_ids: frozenset
+
+
+@frozen
 class Ping:
     pass
 
@@ -125,6 +137,8 @@ def encode(message) -> bytes:
         )
     if isinstance(message, Ack):
         return _dump(ACK, {"origin": message.origin, "epoch": message.epoch, "have": message.last_index})
+    if isinstance(message, Links):
+        return _dump(LINKS, {"nodes": sorted(message.node_ids)})
     if isinstance(message, Ping):
         return PING + b" {}"
     if isinstance(message, Pong):
@@ -240,6 +254,11 @@ def decode(line: bytes):
             _node(payload.get("epoch"), "epoch"),
             _index(payload.get("have"), "have"),
         )
+    if verb == LINKS:
+        nodes = payload.get("nodes")
+        if not isinstance(nodes, list):
+            raise BadMessage("LINKS has no list of nodes")
+        return Links(frozenset(_node(n, "node") for n in nodes))
     if verb == PING:
         return Ping()
     return Pong()

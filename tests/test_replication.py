@@ -21,7 +21,7 @@ from p2pstore.peer import PeerFactory
 from p2pstore.records import Reading, Record, Signer
 from p2pstore.replication import HAVE_DELAY, RETRY_DELAY, Replicator
 from p2pstore.storage import Applied, Store
-from p2pstore.wire import Ack, BadMessage, Have, Records
+from p2pstore.wire import Ack, BadMessage, Have, Links, Records
 
 KEY = b"cluster key of the replication tests"
 SIGNER = Signer.from_key(KEY)
@@ -30,6 +30,7 @@ FORGER = Signer.from_key(b"not the cluster key")
 A = "a" * 32
 B = "b" * 32
 C = "c" * 32
+D = "d" * 32
 EPOCH_A = "1a" * 16
 OLD_EPOCH_A = "0a" * 16
 EPOCH_B = "1b" * 16
@@ -250,7 +251,8 @@ class LinkUpTests(ReplicatorTestCase):
     def test_have_lists_every_log(self):
         """
         On a new link the node at once sends HAVE with how far it holds every
-        log: its own and every other origin's, each epoch apart.
+        log: its own and every other origin's, each epoch apart; then LINKS,
+        the nodes it is linked to.
         """
         self.store.preload(records(A, OLD_EPOCH_A, 1, 4))
         self.store.preload(records(A, EPOCH_A, 1, 3))
@@ -258,8 +260,35 @@ class LinkUpTests(ReplicatorTestCase):
         self.open()
         link = self.link()
         self.assertEqual(
-            link.messages, [Have({A: {OLD_EPOCH_A: 4, EPOCH_A: 3}, C: {EPOCH_C: 5}})]
+            link.messages,
+            [Have({A: {OLD_EPOCH_A: 4, EPOCH_A: 3}, C: {EPOCH_C: 5}}), Links(frozenset({B}))],
         )
+
+    def test_own_records_always_sent(self):
+        """
+        LINKS never stops a node sending its own records, nor a peer's own
+        older epochs back to it (recovery).
+        """
+        self.store.preload(records(A, EPOCH_A, 1, 3))
+        self.store.preload(records(C, EPOCH_C, 1, 2))
+        self.open()
+        link = self.link(C)
+        self.replicator.received(link, Links(frozenset({A, C})))
+        self.have(link, {})
+        sent = {(m.origin, m.epoch) for m in link.of(Records)}
+        self.assertEqual(sent, {(A, EPOCH_A), (C, EPOCH_C)})
+
+    def test_links_announced(self):
+        """
+        Each peer hears which nodes this node is linked to when a link comes
+        up and when a peer's last link goes.
+        """
+        first = self.link(C)
+        first.take()
+        second = self.link(D)
+        self.assertEqual(first.take(Links), [Links(frozenset({C, D}))])
+        self.replicator.link_down(second)
+        self.assertEqual(first.take(Links), [Links(frozenset({C}))])
 
     def test_nothing_before_have(self):
         """
@@ -588,6 +617,21 @@ class ReceivingTests(ReplicatorTestCase):
         self.assertEqual(onward.of(Records), [Records(B, EPOCH_B, batch)])
         self.assertEqual(self.store.read_calls, [])
 
+    def test_not_forwarded_to_a_peer_linked_to_the_origin(self):
+        """
+        A peer that says (LINKS) it is linked to the origin gets that
+        origin's records from the origin itself: they are not forwarded to it
+        too, so a full mesh does not carry every record once per node. Once
+        it reports the link gone, what it lacks is forwarded.
+        """
+        onward = self.link(C)
+        self.have(onward, {B: {EPOCH_B: 0}})
+        self.replicator.received(onward, Links(frozenset({A, B})))
+        batch = records(B, EPOCH_B, 1, 4)
+        self.send(batch)
+        self.assertEqual(onward.of(Records), [])
+        self.replicator.received(onward, Links(frozenset({A})))
+        self.assertEqual(onward.of(Records), [Records(B, EPOCH_B, batch)])
 
 class LinkDownTests(ReplicatorTestCase):
     """

@@ -19,6 +19,7 @@ from p2pstore.wire import (
     BadMessage,
     Have,
     Hello,
+    Links,
     Ping,
     Pong,
     Records,
@@ -130,10 +131,19 @@ class RoundTripTests(SynchronousTestCase):
             Have({}),
             Records(ORIGIN, EPOCH, [record(entry_index=3), record(entry_index=4, reading_id="r-4")]),
             Ack(ORIGIN, EPOCH, 12),
+            Links(frozenset({ORIGIN, EPOCH})),
+            Links(frozenset()),
             Ping(),
             Pong(),
         ]:
             self.assertEqual(decode(encode(message)), message)
+
+    def test_links_refused(self):
+        """
+        LINKS must list node ids.
+        """
+        for payload in [{}, {"nodes": "x"}, {"nodes": ["x"]}, {"nodes": [1]}, {"nodes": {}}]:
+            self.assertRaises(BadMessage, decode, line("LINKS", payload))
 
     @given(messages)
     def test_any_message(self, message):
