@@ -27,6 +27,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from array import array
 from bisect import bisect_left
@@ -688,6 +689,34 @@ def run(main: Callable, budget: float) -> Optional[str]:
 
 # -- figures -------------------------------------------------------------------------
 
+
+
+def run_bench(name: str, make: Callable, args, budget: float) -> tuple:
+    """
+    Run one benchmark object in a fresh temporary directory: ``make(reactor,
+    args, root)`` builds it, its ``execute()`` gives the result. The
+    directory is removed afterwards unless ``--keep``.
+
+    @return: ``(error, result, problems)``; ``result`` is what was measured
+        even when the run failed part way.
+    """
+    root = Path(tempfile.mkdtemp(prefix=f"p2pstore-bench-{name}-", dir=args.tmpdir))
+    holder: dict = {}
+
+    async def main(reactor):
+        holder["bench"] = bench = make(reactor, args, root)
+        holder["result"] = await bench.execute()
+
+    try:
+        error = run(main, budget)
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    bench = holder.get("bench")
+    result = holder.get("result") or (bench.result if bench else {})
+    return error, result, (bench.problems if bench else [])
 
 def percentile(ordered, p: float) -> float:
     if not ordered:

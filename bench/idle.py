@@ -29,16 +29,15 @@ stops cleanly. Otherwise FAILED and a non-zero exit.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sqlite3
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    run_bench,
     SELF_DB,
     Http,
     LoadMeter,
@@ -55,7 +54,6 @@ from common import (  # noqa: E402
     outside_load,
     print_table,
     raise_fd_limit,
-    run,
     sleep,
     write_json,
 )
@@ -231,25 +229,8 @@ def main(argv=None) -> int:
     print(machine_line(info))
     print(f"idle: node X with {args.peers} peers dialling it ({args.readings_per_peer} readings "
           f"each) and {args.connections} idle sensor connections; --sync {args.sync}", flush=True)
-    root = Path(tempfile.mkdtemp(prefix="p2pstore-bench-idle-", dir=args.tmpdir))
-    holder: dict = {}
     budget = 300 + args.idle + 10 * args.peers
-
-    async def main_(reactor):
-        bench = Idle(reactor, args, root)
-        holder["bench"] = bench
-        holder["result"] = await bench.execute()
-
-    try:
-        error = run(main_, budget)
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    bench = holder.get("bench")
-    result = holder.get("result") or (bench.result if bench else {})
-    problems = bench.problems if bench else []
+    error, result, problems = run_bench("idle", Idle, args, budget)
     if "x_rss_idle_mb" in result:
         idle_ok = result["x_rss_idle_mb"] < TARGET_MB
         rows = [

@@ -33,14 +33,13 @@ temporary directories, sharing a 32-byte --secret-file:
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    run_bench,
     BenchFailure,
     Http,
     LoadMeter,
@@ -60,7 +59,6 @@ from common import (  # noqa: E402
     print_table,
     raise_fd_limit,
     read_epoch,
-    run,
     sleep,
     start_profiler,
     summarize_profile,
@@ -272,25 +270,8 @@ def main(argv=None) -> int:
     print(machine_line(info))
     print(f"recover: {args.readings:,} readings of A's own, lost and fetched back from B; "
           f"--sync {args.sync}", flush=True)
-    root = Path(tempfile.mkdtemp(prefix="p2pstore-bench-recover-", dir=args.tmpdir))
-    holder: dict = {}
     budget = 600 + args.readings / 500
-
-    async def main_(reactor):
-        bench = Recover(reactor, args, root)
-        holder["bench"] = bench
-        holder["result"] = await bench.execute()
-
-    try:
-        error = run(main_, budget)
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    bench = holder.get("bench")
-    result = holder.get("result") or (bench.result if bench else {})
-    problems = bench.problems if bench else []
+    error, result, problems = run_bench("recover", Recover, args, budget)
     recovery = result.get("recovery")
     if recovery:
         rows = [

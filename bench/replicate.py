@@ -45,15 +45,14 @@ FAILED and exits non-zero; a figure short of its target only says so.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from array import array
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    run_bench,
     BenchFailure,
     Http,
     LoadMeter,
@@ -76,7 +75,6 @@ from common import (  # noqa: E402
     print_table,
     raise_fd_limit,
     read_epoch,
-    run,
     sleep,
     start_profiler,
     summarize_profile,
@@ -488,25 +486,8 @@ def main(argv=None) -> int:
         f"chain {'no' if args.no_chain else 'A—B—C'}",
         flush=True,
     )
-    root = Path(tempfile.mkdtemp(prefix="p2pstore-bench-replicate-", dir=args.tmpdir))
-    holder: dict = {}
     budget = 600 + args.readings / 500 + args.live_duration * 2
-
-    async def main_(reactor):
-        bench = Replicate(reactor, args, root)
-        holder["bench"] = bench
-        holder["result"] = await bench.execute()
-
-    try:
-        error = run(main_, budget)
-    finally:
-        if args.keep:
-            print(f"kept {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
-    bench = holder.get("bench")
-    result = holder.get("result") or (bench.result if bench else {})
-    problems = bench.problems if bench else []
+    error, result, problems = run_bench("replicate", Replicate, args, budget)
     print_report(info, result, before)
     ok = error is None and not problems
     met = {}
