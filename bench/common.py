@@ -761,6 +761,41 @@ def write_json(path: Optional[str], document: dict) -> None:
         Path(path).write_text(json.dumps(document, indent=2, default=str) + "\n")
 
 
+class Bench:
+    """
+    What every benchmark run holds: its reactor, options and temporary
+    directory, an HTTP client, what it measured and the problems it found.
+    """
+
+    def __init__(self, reactor, args, root: Path):
+        self.reactor = reactor
+        self.args = args
+        self.root = root
+        self.http = Http(reactor)
+        self.problems: list[str] = []
+        self.result: dict = {"config": dict(vars(args))}
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 30:
+            self.problems.append(text)
+        print(f"  problem: {text}", flush=True)
+
+
+def conclude(args, document: dict, problems: list, error, ok: bool, success: str) -> int:
+    """
+    Write the JSON (with ``problems``, ``ok`` and ``error`` added to
+    ``document``), print the problems and the verdict, and return the exit
+    status.
+    """
+    write_json(args.json, {**document, "problems": problems, "ok": ok, "error": error})
+    for p in problems:
+        print(f"problem: {p}")
+    if error:
+        print(f"\nerror: {error}")
+    print("\nFAILED" if not ok else f"\nOK: {success}")
+    return 0 if ok else 1
+
+
 # -- data ------------------------------------------------------------------------------
 
 _TYPES = (

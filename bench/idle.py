@@ -37,9 +37,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    Bench,
+    conclude,
     run_bench,
     SELF_DB,
-    Http,
     LoadMeter,
     Node,
     RssWatch,
@@ -55,7 +56,6 @@ from common import (  # noqa: E402
     print_table,
     raise_fd_limit,
     sleep,
-    write_json,
 )
 
 TARGET_MB = 80.0
@@ -87,20 +87,7 @@ def parse_args(argv=None):
     return args
 
 
-class Idle:
-    def __init__(self, reactor, args, root: Path):
-        self.reactor = reactor
-        self.args = args
-        self.root = root
-        self.http = Http(reactor)
-        self.problems: list[str] = []
-        self.result: dict = {"config": dict(vars(args))}
-
-    def problem(self, text: str) -> None:
-        if len(self.problems) < 30:
-            self.problems.append(text)
-        print(f"  problem: {text}", flush=True)
-
+class Idle(Bench):
     def rss(self, node: Node) -> float:
         return round(memory_mb(node.pid)[0], 1)
 
@@ -249,18 +236,12 @@ def main(argv=None) -> int:
         print(f"outside load before the run: {before['busy_cores']:.2f} busy cores "
               f"(load average {before['loadavg_1m']:.2f})")
     ok = error is None and not problems and "x_rss_idle_mb" in result
-    write_json(args.json, {
+    return conclude(args, {
         "benchmark": "idle", "machine": info, "outside_load_before": before,
         "target_mb": TARGET_MB,
         "target_met": result["x_rss_idle_mb"] < TARGET_MB if "x_rss_idle_mb" in result else None,
-        "result": result, "problems": problems, "ok": ok, "error": error,
-    })
-    for p in problems:
-        print(f"problem: {p}")
-    if error:
-        print(f"\nerror: {error}")
-    print("\nFAILED" if not ok else "\nOK: every idle sensor and peer stayed connected; every reading stored once")
-    return 0 if ok else 1
+        "result": result,
+    }, problems, error, ok, "every idle sensor and peer stayed connected; every reading stored once")
 
 
 if __name__ == "__main__":

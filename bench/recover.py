@@ -39,9 +39,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    Bench,
+    conclude,
     run_bench,
     BenchFailure,
-    Http,
     LoadMeter,
     Node,
     RssWatch,
@@ -63,7 +64,6 @@ from common import (  # noqa: E402
     start_profiler,
     summarize_profile,
     table_digest,
-    write_json,
 )
 
 TARGET_SECONDS = 30.0
@@ -92,20 +92,7 @@ def parse_args(argv=None):
     return args
 
 
-class Recover:
-    def __init__(self, reactor, args, root: Path):
-        self.reactor = reactor
-        self.args = args
-        self.root = root
-        self.http = Http(reactor)
-        self.problems: list[str] = []
-        self.result: dict = {"config": dict(vars(args))}
-
-    def problem(self, text: str) -> None:
-        if len(self.problems) < 30:
-            self.problems.append(text)
-        print(f"  problem: {text}", flush=True)
-
+class Recover(Bench):
     async def execute(self) -> dict:
         args, reactor, http, result = self.args, self.reactor, self.http, self.result
         secret = make_secret(self.root / "cluster.key")
@@ -297,19 +284,12 @@ def main(argv=None) -> int:
         if before["busy_cores"] > 0.3 or recovery["cpu"]["other_cpu_cores"] > 0.3:
             print("warning: other load on the machine during the run; figures may be low")
     ok = error is None and not problems and recovery is not None
-    write_json(args.json, {
+    return conclude(args, {
         "benchmark": "recover", "machine": info, "outside_load_before": before,
         "target_seconds": TARGET_SECONDS,
         "target_met": recovery["seconds_to_running"] < TARGET_SECONDS if recovery else None,
-        "result": result, "problems": problems, "ok": ok,
-        "error": error,
-    })
-    for p in problems:
-        print(f"problem: {p}")
-    if error:
-        print(f"\nerror: {error}")
-    print("\nFAILED" if not ok else "\nOK: A holds every one of its readings again, identical")
-    return 0 if ok else 1
+        "result": result,
+    }, problems, error, ok, "A holds every one of its readings again, identical")
 
 
 if __name__ == "__main__":

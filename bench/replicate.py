@@ -52,9 +52,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    Bench,
+    conclude,
     run_bench,
     BenchFailure,
-    Http,
     LoadMeter,
     Node,
     RssWatch,
@@ -79,7 +80,6 @@ from common import (  # noqa: E402
     start_profiler,
     summarize_profile,
     table_digest,
-    write_json,
 )
 
 TARGETS = {
@@ -142,20 +142,10 @@ def parse_args(argv=None):
     return args
 
 
-class Replicate:
+class Replicate(Bench):
     def __init__(self, reactor, args, root: Path):
-        self.reactor = reactor
-        self.args = args
-        self.root = root
-        self.http = Http(reactor)
-        self.problems: list[str] = []
-        self.result: dict = {"config": {k: v for k, v in vars(args).items()}}
+        super().__init__(reactor, args, root)
         self.secret = root / "cluster.key"
-
-    def problem(self, text: str) -> None:
-        if len(self.problems) < 30:
-            self.problems.append(text)
-        print(f"  problem: {text}", flush=True)
 
     async def wait_position(self, timeline: Timeline, node: Node, target: int, timeout: float,
                             what: str) -> float:
@@ -499,17 +489,10 @@ def main(argv=None) -> int:
         if lag and lag["p99_ms"] is not None:
             key = f"lag_{name.lower()}_p99_ms"
             met[key] = lag["p99_ms"] < TARGETS[key]
-    write_json(args.json, {
+    return conclude(args, {
         "benchmark": "replicate", "machine": info, "outside_load_before": before,
-        "targets": TARGETS, "targets_met": met, "result": result, "problems": problems, "ok": ok,
-        "error": error,
-    })
-    for p in problems:
-        print(f"problem: {p}")
-    if error:
-        print(f"\nerror: {error}")
-    print("\nFAILED" if not ok else "\nOK: B and C hold copies of A's log identical row for row")
-    return 0 if ok else 1
+        "targets": TARGETS, "targets_met": met, "result": result,
+    }, problems, error, ok, "B and C hold copies of A's log identical row for row")
 
 
 if __name__ == "__main__":
