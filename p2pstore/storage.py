@@ -9,7 +9,9 @@ ids; every value goes in as a parameter.
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from itertools import chain
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
@@ -31,6 +33,15 @@ _COLUMNS = (
     "entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
     "value, unit, reading_id, data_checksum, epoch"
 )
+
+# Rows per INSERT statement, at most (fewer if SQLite allows fewer host
+# parameters). executemany() steps SQLite once per row and gives up the GIL
+# at every step; while the reactor thread is busy each step then waits for
+# the GIL again, and a batch of 1,000 rows could take seconds. One
+# statement of many rows steps once, and SQLite does the work of all of
+# them without the GIL.
+_ROWS_PER_INSERT = 512
+_ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(", "))) + ")"
 
 
 class StoreError(Exception):
@@ -196,6 +207,8 @@ class Store:
     epoch: Optional[str] = None
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
     _peer_tables: set = attrs.field(factory=set, init=False)
+    _rows_per_insert: int = attrs.field(default=_ROWS_PER_INSERT, init=False)
+    _insert_sql: dict = attrs.field(factory=dict, init=False, repr=False)
 
     log = Logger()
 
@@ -220,6 +233,8 @@ class Store:
             isolation_level=None,
             cp_min=1,
             cp_max=1,
+            # Room for the INSERTs of every size for every origin's table.
+            cached_statements=512,
             cp_openfun=self._configure,
             **kwargs,
         )
@@ -237,6 +252,11 @@ class Store:
             conn.execute(f"PRAGMA {schema}.journal_mode = WAL")
             conn.execute(f"PRAGMA {schema}.synchronous = {self.synchronous}")
         conn.execute("PRAGMA busy_timeout = 10000")
+        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        rows = _ROWS_PER_INSERT
+        while rows > 1 and rows * len(_COLUMNS.split(", ")) > limit:
+            rows //= 2
+        self._rows_per_insert = rows
 
     def _open(self, txn) -> Opened:
         txn.execute("BEGIN IMMEDIATE")
@@ -380,7 +400,7 @@ class Store:
             indexes.append(index)
             if reading.reading_id is not None:
                 known[reading.reading_id] = index
-        self._insert(txn, "main", table, records)
+        self._insert(txn, "main", table, [_row(record) for record in records])
         txn.executemany(
             "INSERT INTO rejected_lines (received_at, sensor_index, reason, raw) "
             "VALUES (?, ?, ?, ?)",
@@ -394,12 +414,26 @@ class Store:
             self._set_position(txn, "main", self.node_id, self.epoch, index)
         return Appended(indexes=indexes, records=records)
 
-    @staticmethod
-    def _insert(txn, schema: str, table: str, records: list) -> None:
-        txn.executemany(
-            f"INSERT INTO {schema}.{table} ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [_row(record) for record in records],
-        )
+    def _insert(self, txn, schema: str, table: str, rows: list) -> None:
+        """
+        Insert rows in as few statements as the parameter limit allows: a
+        batch of n rows takes one statement per power of two in n up to the
+        largest (1000 rows: 512, 256, 128, 64, 32, 8), so a handful of
+        statement texts serve every batch size and stay prepared.
+        """
+        size = self._rows_per_insert
+        start, count = 0, len(rows)
+        while start < count:
+            while size > count - start:
+                size //= 2
+            sql = self._insert_sql.get((schema, table, size))
+            if sql is None:
+                sql = self._insert_sql[schema, table, size] = (
+                    f"INSERT INTO {schema}.{table} ({_COLUMNS}) VALUES "
+                    + ", ".join([_ROW_MARKS] * size)
+                )
+            txn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
+            start += size
 
     @staticmethod
     def _set_position(txn, schema: str, origin: str, epoch: str, last_index: int) -> None:
@@ -485,7 +519,7 @@ class Store:
                 # this node alone: a peer offering more is a conflict.
                 conflicts += sum(1 for r in records if r.entry_index > position)
             if added:
-                self._insert(txn, schema, table, added)
+                self._insert(txn, schema, table, [_row(record) for record in added])
                 position = added[-1].entry_index
                 self._set_position(txn, schema, origin, epoch, position)
             results.append(Applied(added=added, conflicts=conflicts, last_index=position))
