@@ -151,19 +151,28 @@ def _entry_bytes(
     reading_id: Optional[str],
 ) -> bytes:
     # The same netstrings as _netstring() makes, in one formatting step: this
-    # runs for every reading stored or received.
-    index = b"%d" % entry_index
-    sensor = b"%d" % sensor_index
-    kind = sensor_type.encode("utf-8")
-    data = sensor_data.encode("utf-8")
-    stamp = timestamp.encode("utf-8")
-    fields = b"%d:%b,%d:%b,%d:%b,%d:%b,%d:%b," % (
-        len(index), index, len(sensor), sensor, len(kind), kind, len(data), data, len(stamp), stamp,
+    # runs for every reading stored or received. Built as text, which counts
+    # characters; they are the bytes when the UTF-8 is as long as the text.
+    index = str(entry_index)
+    sensor = str(sensor_index)
+    text = (
+        f"{len(index)}:{index},{len(sensor)}:{sensor},{len(sensor_type)}:{sensor_type},"
+        f"{len(sensor_data)}:{sensor_data},{len(timestamp)}:{timestamp},"
+        + ("-" if reading_id is None else f"{len(reading_id)}:{reading_id},")
     )
-    if reading_id is None:
-        return fields + b"-"
-    rid = reading_id.encode("utf-8")
-    return fields + b"%d:%b," % (len(rid), rid)
+    data = text.encode("utf-8")
+    if len(data) == len(text):
+        return data
+    return b"".join(
+        [
+            _netstring(index),
+            _netstring(sensor),
+            _netstring(sensor_type),
+            _netstring(sensor_data),
+            _netstring(timestamp),
+            b"-" if reading_id is None else _netstring(reading_id),
+        ]
+    )
 
 
 def canonical_bytes(record: Record) -> bytes:
@@ -188,32 +197,45 @@ def canonical_bytes(record: Record) -> bytes:
 # Logs whose prefix MAC is kept; a node sees a handful.
 _LOG_MACS = 1024
 
+_BLOCK = 64  # SHA-256's block size, which HMAC pads the key to.
+
 
 @frozen
 class Signer:
     """
-    Signs and verifies records with the cluster key.
+    Signs and verifies records with the cluster key: HMAC-SHA256 (RFC 2104)
+    over the canonical bytes, made from C{hashlib} states rather than
+    C{hmac.HMAC} objects.
 
-    The MAC of each log's common prefix (format, origin, epoch) is computed
-    once and copied per record.
+    The inner hash is started once from the key and once more per log with
+    its common prefix (format, origin, epoch); each record then costs two
+    state copies and two short updates, about half of what copying an
+    C{hmac.HMAC} costs. The tests check it against C{hmac.new}.
     """
 
-    _keyed: "hmac.HMAC" = attrs.field(repr=False, alias="keyed")
+    _inner: "hashlib._Hash" = attrs.field(repr=False, alias="inner")
+    _outer: "hashlib._Hash" = attrs.field(repr=False, alias="outer")
     _logs: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     @classmethod
     def from_key(cls, key: bytes) -> "Signer":
-        return cls(keyed=hmac.new(key, digestmod=hashlib.sha256))
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        return cls(
+            inner=hashlib.sha256(bytes(b ^ 0x36 for b in key)),
+            outer=hashlib.sha256(bytes(b ^ 0x5C for b in key)),
+        )
 
-    def _for_log(self, origin: str, epoch: str) -> "hmac.HMAC":
-        mac = self._logs.get((origin, epoch))
-        if mac is None:
+    def _for_log(self, origin: str, epoch: str):
+        inner = self._logs.get((origin, epoch))
+        if inner is None:
             if len(self._logs) >= _LOG_MACS:
                 self._logs.clear()
-            mac = self._keyed.copy()
-            mac.update(_log_prefix(origin, epoch))
-            self._logs[(origin, epoch)] = mac
-        return mac
+            inner = self._inner.copy()
+            inner.update(_log_prefix(origin, epoch))
+            self._logs[(origin, epoch)] = inner
+        return inner
 
     def checksum_of(
         self,
@@ -230,11 +252,13 @@ class Signer:
         The hex HMAC-SHA256 of the canonical bytes of a record with these
         fields, without building the record.
         """
-        mac = self._for_log(origin, epoch).copy()
-        mac.update(
+        inner = self._for_log(origin, epoch).copy()
+        inner.update(
             _entry_bytes(entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id)
         )
-        return mac.hexdigest()
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def checksum(self, record: Record) -> str:
         """

@@ -5,6 +5,8 @@ Tests for p2pstore.records: sensor lines, the canonical encoding and the HMAC.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 
 import attrs
 from hypothesis import assume, given, strategies as st
@@ -559,6 +561,16 @@ class SignerTests(SynchronousTestCase):
         self.assertEqual(attrs.evolve(signed, data_checksum=""), r)
         # A fresh signer from the same key agrees: nothing but the key matters.
         Signer.from_key(key).verify(signed)
+
+    @given(records(), st.binary(min_size=0, max_size=200))
+    def test_standard_hmac(self, r, key):
+        """
+        The checksum is the standard HMAC-SHA256 of the canonical bytes, as
+        any other implementation computes it, for keys shorter and longer
+        than SHA-256's 64-byte block.
+        """
+        expected = hmac.new(key, canonical_bytes(r), hashlib.sha256).hexdigest()
+        self.assertEqual(Signer.from_key(key).checksum(r), expected)
 
     @given(records(), keys, st.data())
     def test_any_changed_byte_fails(self, r, key, data):
