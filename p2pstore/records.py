@@ -14,7 +14,7 @@ import hmac
 import math
 import re
 from datetime import datetime, timezone
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import attrs
 from attrs import frozen, validators
@@ -37,6 +37,26 @@ _VALUE_UNIT = re.compile(
 # Control characters (C0, DEL and C1) have no place in a reading and would
 # garble the sqlite3 tool's output.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _plain_field(limit: int) -> str:
+    # 1..limit printable ASCII characters, no comma, no space at either end.
+    return rf"([!-+\--~](?:[ -+\--~]{{0,{limit - 2}}}[!-+\--~])?)"
+
+
+# The common line, which the field by field checks of parse_line would pass
+# unchanged: printable ASCII, no space around a field, each within its
+# limit, a well-formed timestamp if any. One match replaces a split, four
+# strips and the searches.
+_PLAIN_LINE = re.compile(
+    _plain_field(MAX_SENSOR_TYPE)
+    + ","
+    + _plain_field(MAX_SENSOR_DATA)
+    + r"(?:,(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}(?::?\d{2})?)?)"
+    + "(?:,"
+    + _plain_field(MAX_READING_ID)
+    + r")?)?\Z"
+)
 
 _FORMAT = b"p2pstore-record-v1\n"
 
@@ -92,8 +112,7 @@ def _index(minimum: int):
 _text = validators.instance_of(str)
 
 
-@frozen
-class Reading:
+class Reading(NamedTuple):
     """
     One reading as a sensor sent it, before the node stores it.
     """
@@ -350,6 +369,25 @@ def parse_line(line: bytes, now: Callable[[], str]) -> Reading:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise BadLine("not UTF-8") from None
+    plain = _PLAIN_LINE.match(text)
+    if plain is None:
+        return _parse_fields(text, now)
+    sensor_type, sensor_data, timestamp, reading_id = plain.groups()
+    if timestamp is None:
+        timestamp = now()
+    else:
+        try:
+            datetime.fromisoformat(timestamp)
+        except ValueError:
+            raise BadLine("bad timestamp") from None
+    return Reading(sensor_type, sensor_data, timestamp, reading_id)
+
+
+def _parse_fields(text: str, now: Callable[[], str]) -> Reading:
+    """
+    parse_line for any line: split, strip and check each field, saying what
+    is wrong.
+    """
     if not text.strip():
         raise BadLine("empty line")
     fields = [field.strip() for field in text.split(",")]

@@ -13,6 +13,8 @@ from hypothesis import assume, given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.records import (
+    _PLAIN_LINE,
+    _parse_fields,
     MAX_READING_ID,
     MAX_SENSOR_DATA,
     MAX_SENSOR_TYPE,
@@ -323,6 +325,62 @@ class ParseLineRejectsTests(SynchronousTestCase):
             "1587424818",
         ]:
             self.assertRejected(f"Temperature,39C,{timestamp}".encode(), "bad timestamp")
+
+
+# Lines near the common form: pieces that make the quick match of
+# parse_line succeed, and pieces that must send it to the field by field
+# checks (spaces around a field, long fields, non-ASCII, control
+# characters, odd timestamps).
+_line_fields = st.one_of(
+    st.sampled_from(
+        ["Temperature", "39C", "1.798 atm", "15% RH", "x", "", " ", " x", "x ", "\t", "é",
+         "\x00", "\x85", "\x7f", "a b", "-", "+1e999", "x" * 40, "x" * 41, "x" * 64,
+         "x" * 65, "x" * 80, "x" * 81]
+    ),
+    st.builds(
+        "{}-{}-{}{}{}:{}:{}{}{}".format,
+        st.sampled_from(["2020", "1999", "20", "１９９９"]),
+        st.sampled_from(["04", "13", "00", "4", "02"]),
+        st.sampled_from(["20", "31", "29", "30"]),
+        st.sampled_from([" ", "T", "  ", "_"]),
+        st.sampled_from(["23", "24", "00"]),
+        st.sampled_from(["20", "60"]),
+        st.sampled_from(["18", "60"]),
+        st.sampled_from(["", ".231325", ".1", ".1234567", "."]),
+        st.sampled_from(["", "Z", "+01:00", "-0530", "+25:00", "+01", " UTC", "z"]),
+    ),
+    st.text(max_size=6),
+)
+
+
+def _outcome(line: bytes, parse):
+    try:
+        return parse(line)
+    except BadLine as e:
+        return str(e)
+
+
+class ParseLinePathsTests(SynchronousTestCase):
+    """
+    parse_line takes a quick path for the common form; it must decide every
+    line exactly as the field by field checks do.
+    """
+
+    @given(st.lists(_line_fields, min_size=1, max_size=5))
+    def test_same_as_field_by_field(self, fields):
+        line = ",".join(fields).encode("utf-8", "surrogatepass")
+        slow = _outcome(line, lambda b: _parse_fields(b.decode("utf-8"), now))
+        if isinstance(slow, str) and "UTF-8" in slow:
+            return
+        self.assertEqual(_outcome(line, lambda b: parse_line(b, now)), slow)
+
+    def test_quick_path_taken(self):
+        """
+        The seed's line is matched in one step (else this test would pass
+        without the quick path being used at all).
+        """
+        self.assertIsNotNone(_PLAIN_LINE.match("Temperature,39C,2026-11-28 10:00:00.123456,r1"))
+        self.assertIsNotNone(_PLAIN_LINE.match("Pressure,1.798 atm"))
 
 
 class ParseValueUnitTests(SynchronousTestCase):
