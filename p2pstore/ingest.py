@@ -10,10 +10,13 @@ mark every sensor connection stops being read until it drains.
 
 from __future__ import annotations
 
-from typing import Optional
+from collections import deque
+from itertools import chain
+from typing import Optional, Sequence
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .records import Reading
 from .storage import Appended, Opened, Rejected, Store
@@ -21,14 +24,20 @@ from .storage import Appended, Opened, Rejected, Store
 
 class Pending:
     """
-    One line of one sensor connection, waiting for its answer.
+    Lines of one sensor connection waiting for their answers: the readings
+    that arrived together, or one refused line whose answer is set at once.
+
+    @ivar rows: the readings numbered and signed by L{Store.prepare}, once
+        the store is open.
+    @ivar answer: the answer lines, each ending in a newline, once known.
     """
 
-    __slots__ = ("reading", "sensor", "answer")
+    __slots__ = ("sensor", "readings", "rows", "answer")
 
-    def __init__(self, reading: Optional[Reading], sensor, answer: Optional[bytes] = None):
-        self.reading = reading
+    def __init__(self, sensor, readings: Sequence[Reading] = (), answer: Optional[bytes] = None):
         self.sensor = sensor
+        self.readings = readings
+        self.rows: Optional[list] = None
         self.answer = answer
 
 
@@ -53,13 +62,17 @@ class Ingestor:
         on_commit=None,
     ):
         self._store = store
-        # Called with the records of each commit that added some.
+        # Called with the Appended of each commit that added readings.
         self.on_commit = on_commit
         self._clock = clock
         self._max_batch = max_batch
         self._high_water = high_water
         self._low_water = low_water
-        self._queue: list[Pending] = []
+        self._queue: deque[Pending] = deque()
+        # Readings in the queue.
+        self._queued = 0
+        # The entry_index the next reading submitted is numbered with.
+        self._next_index = 1
         self._rejected: list[Rejected] = []
         self._sensors: set = set()
         self._opened = False
@@ -77,7 +90,7 @@ class Ingestor:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return self._queued
 
     def opened(self, opened: Opened) -> None:
         """
@@ -87,6 +100,8 @@ class Ingestor:
         self._last_sensor_index = opened.last_sensor_index
         for sensor in list(self._sensors):
             sensor.sensor_index = self._next_sensor_index()
+        self._number_queue(opened.last_index + 1)
+        for sensor in list(self._sensors):
             sensor.resume("opening")
         # Lines read before the pause took hold (a read already under way,
         # a TLS record already decrypted) would otherwise wait for the next
@@ -120,20 +135,43 @@ class Ingestor:
 
     def submit(self, pending: Pending) -> None:
         """
-        Queue a reading; the store will set ``pending.answer`` and call
-        ``pending.sensor.flush_answers()`` once it has committed.
+        Queue readings; the store will set ``pending.answer`` and call
+        ``pending.sensor.flush_answers()`` once they have committed.
+
+        They are numbered and signed now, while the batch before them
+        commits in the database thread.
         """
+        count = len(pending.readings)
+        if self._opened:
+            pending.rows = self._store.prepare(
+                pending.readings, pending.sensor.sensor_index, self._next_index
+            )
+            self._next_index += count
         self._queue.append(pending)
-        self.accepted += 1
-        if not self._overloaded and len(self._queue) >= self._high_water:
+        self._queued += count
+        self.accepted += count
+        if not self._overloaded and self._queued >= self._high_water:
             self._overloaded = True
             self.log.warn(
                 "{queued} readings wait for the disk: pausing sensor connections",
-                queued=len(self._queue),
+                queued=self._queued,
             )
             for sensor in self._sensors:
                 sensor.pause("store")
         self._schedule()
+
+    def _number_queue(self, next_index: int) -> None:
+        """
+        Number and sign the queued readings again from ``next_index`` on:
+        the batch before them took other numbers than expected (a resent
+        reading was answered with its stored index, or the commit failed).
+        """
+        self._next_index = next_index
+        for pending in self._queue:
+            pending.rows = self._store.prepare(
+                pending.readings, pending.sensor.sensor_index, self._next_index
+            )
+            self._next_index += len(pending.readings)
 
     def reject(self, rejected: Rejected) -> None:
         """
@@ -167,41 +205,57 @@ class Ingestor:
         self._scheduled = None
         if self._busy or not self._opened:
             return
-        batch = self._queue[: self._max_batch]
-        del self._queue[: self._max_batch]
+        batch: list[Pending] = []
+        count = 0
+        queue = self._queue
+        while queue and count < self._max_batch:
+            pending = queue.popleft()
+            batch.append(pending)
+            count += len(pending.readings)
+        self._queued -= count
         rejected, self._rejected = self._rejected, []
         if not batch and not rejected:
             self._notify_drained()
             return
         self._busy = True
-        d = self._store.append(
-            [(p.reading, p.sensor.sensor_index) for p in batch],
-            rejected,
-            self._last_sensor_index,
-        )
+        rows = list(chain.from_iterable(pending.rows for pending in batch))
+        d = self._store.append(rows, rejected, self._last_sensor_index)
         d.addCallbacks(
-            self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,)
+            self._committed,
+            self._failed,
+            callbackArgs=(batch, rows),
+            errbackArgs=(batch, rows),
         )
         d.addBoth(self._done)
 
-    def _committed(self, appended: Appended, batch: list[Pending]) -> None:
-        for pending, index in zip(batch, appended.indexes):
-            pending.answer = b"OK %d" % (index,)
+    def _committed(self, appended: Appended, batch: list[Pending], rows: list) -> None:
+        if rows and appended.last_index != rows[-1][0]:
+            self._number_queue(appended.last_index + 1)
+        indexes = appended.indexes
+        start = 0
+        for pending in batch:
+            end = start + len(pending.readings)
+            pending.answer = b"".join([b"OK %d\n" % (index,) for index in indexes[start:end]])
+            start = end
         self._answer(batch)
-        if appended.records and self.on_commit is not None:
-            self.on_commit(appended.records)
+        if appended.rows and self.on_commit is not None:
+            self.on_commit(appended)
 
-    def _failed(self, failure, batch: list[Pending]) -> None:
+    def _failed(self, failure, batch: list[Pending], rows: list) -> None:
+        count = sum(len(pending.readings) for pending in batch)
         self.log.failure(
             "could not store {count} readings in {path}; their sensors were "
             "answered 'ERR retry' and may resend them. Check the disk (space, "
             "permissions) and the log above.",
             failure,
-            count=len(batch),
+            count=count,
             path=str(self._store.path),
         )
+        if rows:
+            # Their numbers were not used: the readings after them take them.
+            self._number_queue(rows[0][0])
         for pending in batch:
-            pending.answer = b"ERR retry: storage failure"
+            pending.answer = b"ERR retry: storage failure\n" * len(pending.readings)
         self._answer(batch)
 
     @staticmethod
@@ -209,9 +263,13 @@ class Ingestor:
         for sensor in {p.sensor for p in batch}:
             sensor.flush_answers()
 
-    def _done(self, _) -> None:
+    def _done(self, result) -> None:
+        if isinstance(result, Failure):
+            # A bug in the lines above: say so, rather than leave sensors
+            # waiting for answers with nothing in the log.
+            self.log.failure("answering a commit failed; please report this bug", result)
         self._busy = False
-        if self._overloaded and len(self._queue) <= self._low_water:
+        if self._overloaded and self._queued <= self._low_water:
             self._overloaded = False
             self.log.info("the disk caught up: resuming sensor connections")
             for sensor in self._sensors:

@@ -96,8 +96,8 @@ class Node:
 
         return d.addCallback(opened)
 
-    def _committed(self, records: list) -> None:
-        self.replicator.committed(self.node_id, records[0].epoch, records)
+    def _committed(self, appended) -> None:
+        self.replicator.appended(self.store.epoch, appended.last_index, appended.records)
 
     def status_snapshot(self) -> dict:
         """

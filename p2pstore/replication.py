@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 from itertools import islice
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -147,17 +147,32 @@ class Replicator:
 
     def committed(self, origin: str, epoch: str, records: list) -> None:
         """
-        Records were added to a log (by ingestion or replication): send them
-        on to every peer that lacks them.
+        Records were added to a log by replication: send them on to every
+        peer that lacks them.
         """
-        if not records:
-            return
-        log = (origin, epoch)
-        self.positions[log] = records[-1].entry_index
-        tail = self._tail.get(log)
-        if tail is None:
-            tail = self._tail[log] = deque(maxlen=TAIL)
-        tail.extend(records)
+        if records:
+            self._added((origin, epoch), records[-1].entry_index, lambda: records)
+
+    def appended(self, epoch: str, last_index: int, records: Callable[[], list]) -> None:
+        """
+        This node's own log grew to ``last_index``: send the new records to
+        every peer. ``records()`` builds them, which is only worth doing
+        when a peer may want them.
+        """
+        self._added((self.node_id, epoch), last_index, records)
+
+    def _added(self, log: Log, last_index: int, records: Callable[[], list]) -> None:
+        self.positions[log] = last_index
+        if self.peers:
+            tail = self._tail.get(log)
+            if tail is None:
+                tail = self._tail[log] = deque(maxlen=TAIL)
+            tail.extend(records())
+        else:
+            # No peer has ever linked: nothing to keep for. A tail with a
+            # gap would hand out wrong records, so one that falls behind
+            # is dropped; a peer that links later is sent from disk.
+            self._tail.pop(log, None)
         for peer in self.peers.values():
             self._pump(peer)
         self._announce()

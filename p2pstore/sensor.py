@@ -116,32 +116,46 @@ class SensorProtocol(Protocol):
             return
         lines = (self._buffer + data).split(b"\n")
         self._buffer = lines.pop()
+        # The readings of this chunk go to the ingestor together, up to the
+        # first refused line.
+        readings: list = []
         for line in lines:
             if self._skipping is not None:
+                readings = self._submit(readings)
                 self._reject(self._skipping, "line too long")
                 self._skipping = None
                 continue
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) > self._max_line:
+                readings = self._submit(readings)
                 self._reject(line, "line too long")
                 continue
             try:
-                reading = parse_line(line, self._now)
+                readings.append(parse_line(line, self._now))
             except BadLine as e:
+                readings = self._submit(readings)
                 self._reject(line, str(e))
-                continue
-            pending = Pending(reading, self)
-            self._answers.append(pending)
-            self._ingestor.submit(pending)
+        self._submit(readings)
         # One byte more than the limit for a "\r" that may precede "\n".
         if len(self._buffer) > self._max_line + 1:
             if self._skipping is None:
                 self._skipping = self._buffer
             self._buffer = b""
 
+    def _submit(self, readings: list) -> list:
+        """
+        Queue these readings for storing, if any; return a list for the next.
+        """
+        if not readings:
+            return readings
+        pending = Pending(self, readings)
+        self._answers.append(pending)
+        self._ingestor.submit(pending)
+        return []
+
     def _reject(self, raw: bytes, reason: str) -> None:
-        self._answers.append(Pending(None, self, b"ERR " + reason.encode("ascii")))
+        self._answers.append(Pending(self, answer=b"ERR %s\n" % (reason.encode("ascii"),)))
         self._ingestor.reject(
             Rejected(
                 received_at=self._now(),
@@ -161,8 +175,7 @@ class SensorProtocol(Protocol):
         while answers and answers[0].answer is not None:
             ready.append(answers.popleft().answer)
         if ready and self._connected:
-            ready.append(b"")
-            self.transport.write(b"\n".join(ready))
+            self.transport.write(b"".join(ready))
         if self._finished and not answers:
             self.transport.loseConnection()
 

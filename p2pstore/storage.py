@@ -162,13 +162,24 @@ class Appended:
     """
     The outcome of one group commit.
 
+    @ivar origin: the node whose log was appended to (this node).
     @ivar indexes: the entry_index answered for each reading, in order;
         a reading whose reading_id was already stored gets the stored index.
-    @ivar records: the records this commit added.
+    @ivar rows: the rows this commit added, in the order of L{_COLUMNS}.
+    @ivar last_index: how far the log runs after this commit.
     """
 
-    indexes: list[int]
-    records: list[Record]
+    origin: str
+    indexes: Sequence[int]
+    rows: list
+    last_index: int
+
+    def records(self) -> list[Record]:
+        """
+        The records this commit added, built on demand: only replication
+        needs them, and only when there are peers.
+        """
+        return [_record(self.origin, row) for row in self.rows]
 
 
 @frozen
@@ -352,55 +363,68 @@ class Store:
                 f"another program or an older p2pstore; move the file aside to start afresh"
             )
 
-    def append(
-        self,
-        readings: Sequence[tuple[Reading, int]],
-        rejected: Sequence[Rejected],
-        last_sensor_index: int,
-    ) -> Deferred:
+    def prepare(self, readings: Iterable[Reading], sensor_index: int, first_index: int) -> list:
         """
-        Store readings (each with the sensor_index of its connection) and
-        rejected lines in one transaction.
+        The signed rows for readings of one sensor connection, numbered from
+        ``first_index`` on, for L{append}.
+
+        CPU work only, and done in the reactor thread: it numbers and signs
+        the readings that arrive while the database thread commits the
+        batch before them, so the two overlap. The numbers are a guess that
+        L{append} checks.
+        """
+        row = self._signed_row
+        return [
+            row(index, sensor_index, reading[0], reading[1], reading[2], reading[3])
+            for index, reading in enumerate(readings, first_index)
+        ]
+
+    def _signed_row(
+        self,
+        entry_index: int,
+        sensor_index: int,
+        sensor_type: str,
+        sensor_data: str,
+        timestamp: str,
+        reading_id: Optional[str],
+    ) -> tuple:
+        value, unit = parse_value_unit(sensor_data)
+        checksum = self.signer.checksum_of(
+            self.node_id, self.epoch, entry_index, sensor_index, sensor_type,
+            sensor_data, timestamp, reading_id,
+        )
+        return (
+            entry_index, sensor_index, sensor_type, sensor_data, timestamp,
+            value, unit, reading_id, checksum, self.epoch,
+        )
+
+    def append(self, rows: list, rejected: Sequence[Rejected], last_sensor_index: int) -> Deferred:
+        """
+        Store rows from L{prepare} and rejected lines in one transaction.
+
+        The rows are stored as prepared when they continue the log and
+        repeat no reading_id, stored or in the batch; otherwise (a resent
+        reading, a batch before them that failed) they are numbered and
+        signed again here.
 
         @return: a Deferred firing with L{Appended} once it has committed.
         """
-        return self._pool.runInteraction(
-            self._append, readings, rejected, last_sensor_index
-        )
+        return self._pool.runInteraction(self._append, rows, rejected, last_sensor_index)
 
-    def _append(self, txn, readings, rejected, last_sensor_index) -> Appended:
+    def _append(self, txn, rows, rejected, last_sensor_index) -> Appended:
         table = table_name(self.node_id)
         txn.execute("BEGIN IMMEDIATE")
-        known = self._stored_reading_ids(
-            txn, table, {r.reading_id for r, _ in readings if r.reading_id is not None}
-        )
-        (index,) = txn.execute(
+        (last,) = txn.execute(
             f"SELECT coalesce(max(entry_index), 0) FROM {table} WHERE epoch = ?",
             (self.epoch,),
         ).fetchone()
-        indexes: list[int] = []
-        records: list[Record] = []
-        checksum_of = self.signer.checksum_of
-        origin, epoch = self.node_id, self.epoch
-        for reading, sensor_index in readings:
-            stored = known.get(reading.reading_id)
-            if stored is not None:
-                indexes.append(stored)
-                continue
-            index += 1
-            fields = (
-                index,
-                sensor_index,
-                reading.sensor_type,
-                reading.sensor_data,
-                reading.timestamp,
-                reading.reading_id,
-            )
-            records.append(Record(origin, epoch, *fields, checksum_of(origin, epoch, *fields)))
-            indexes.append(index)
-            if reading.reading_id is not None:
-                known[reading.reading_id] = index
-        self._insert(txn, "main", table, [_row(record) for record in records])
+        reading_ids = [row[7] for row in rows if row[7] is not None]
+        known = self._stored_reading_ids(txn, table, reading_ids)
+        if known or len(set(reading_ids)) != len(reading_ids) or (rows and rows[0][0] != last + 1):
+            indexes, rows = self._renumber(rows, last, known)
+        else:
+            indexes = [row[0] for row in rows]
+        self._insert(txn, "main", table, rows)
         txn.executemany(
             "INSERT INTO rejected_lines (received_at, sensor_index, reason, raw) "
             "VALUES (?, ?, ?, ?)",
@@ -410,9 +434,31 @@ class Store:
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sensor_index', ?)",
             (str(last_sensor_index),),
         )
-        if records:
-            self._set_position(txn, "main", self.node_id, self.epoch, index)
-        return Appended(indexes=indexes, records=records)
+        if rows:
+            last = rows[-1][0]
+            self._set_position(txn, "main", self.node_id, self.epoch, last)
+        return Appended(origin=self.node_id, indexes=indexes, rows=rows, last_index=last)
+
+    def _renumber(self, rows: list, last: int, known: dict) -> tuple[list, list]:
+        """
+        Number rows on from ``last``, answering a reading_id already stored
+        (or earlier in the batch) with its index instead of storing it.
+        """
+        indexes, fresh = [], []
+        for row in rows:
+            reading_id = row[7]
+            stored = known.get(reading_id) if reading_id is not None else None
+            if stored is not None:
+                indexes.append(stored)
+                continue
+            last += 1
+            if row[0] != last:
+                row = self._signed_row(last, row[1], row[2], row[3], row[4], reading_id)
+            fresh.append(row)
+            indexes.append(last)
+            if reading_id is not None:
+                known[reading_id] = last
+        return indexes, fresh
 
     def _insert(self, txn, schema: str, table: str, rows: list) -> None:
         """
@@ -444,8 +490,8 @@ class Store:
         )
 
     @staticmethod
-    def _stored_reading_ids(txn, table: str, reading_ids: set) -> dict:
-        wanted = list(reading_ids)
+    def _stored_reading_ids(txn, table: str, reading_ids: list) -> dict:
+        wanted = list(set(reading_ids))
         found = {}
         for start in range(0, len(wanted), _LOOKUP_CHUNK):
             chunk = wanted[start : start + _LOOKUP_CHUNK]

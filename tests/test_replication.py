@@ -1177,13 +1177,19 @@ class SQLiteNodesTests(TestCase):
             return
         first = len(node.ingested) + 1
         node.ingested.extend(range(first, first + count))
-        readings = [
-            (Reading("Pressure", f"1.{i:03d} atm", f"2021-01-01 00:00:{i % 60:02d}", f"{node.node_id[:4]}-{i}"), i)
+        store = node.store.store
+        rows = [
+            row
             for i in range(first, first + count)
+            for row in store.prepare(
+                [Reading("Pressure", f"1.{i:03d} atm", f"2021-01-01 00:00:{i % 60:02d}", f"{node.node_id[:4]}-{i}")],
+                i,
+                i,
+            )
         ]
-        appended = await node.store.store.append(readings, [], first + count - 1)
-        self.assertEqual(len(appended.records), count)
-        node.replicator.committed(node.node_id, node.store.store.epoch, appended.records)
+        appended = await store.append(rows, [], first + count - 1)
+        self.assertEqual(appended.indexes, list(range(first, first + count)))
+        node.replicator.appended(store.epoch, appended.last_index, appended.records)
 
     async def settle(self, nodes, done: Callable[[], bool], steps: int = 400) -> None:
         """

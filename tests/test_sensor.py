@@ -36,18 +36,26 @@ class Append:
     One call of L{FakeStore.append}, waiting for the test to fire it.
     """
 
-    readings: list[tuple[Reading, int]]
+    rows: list[tuple]
     rejected: list[Rejected]
     last_sensor_index: int
     deferred: Deferred
+
+    @property
+    def readings(self) -> list[tuple[Reading, int]]:
+        """
+        The readings of the rows, each with its sensor_index.
+        """
+        return [(Reading(row[2], row[3], row[4], row[7]), row[1]) for row in self.rows]
 
 
 @define
 class FakeStore:
     """
-    An in-memory store with L{p2pstore.storage.Store.append}'s contract: each
-    append returns a Deferred that fires with L{Appended} once "committed",
-    which here is whenever the test calls L{commit}.
+    An in-memory store with L{p2pstore.storage.Store}'s contract for
+    C{prepare} and C{append}: each append returns a Deferred that fires with
+    L{Appended} once "committed", which here is whenever the test calls
+    L{commit}; the rows' numbers are checked then, as the real store does.
     """
 
     path: str = "memory"
@@ -55,10 +63,18 @@ class FakeStore:
     rows: list[Record] = field(factory=list)
     rejected: list[Rejected] = field(factory=list)
     by_reading_id: dict = field(factory=dict)
+    # Batches whose numbers did not continue the log when committed.
+    renumbered: int = 0
 
-    def append(self, readings, rejected, last_sensor_index) -> Deferred:
+    def prepare(self, readings, sensor_index: int, first_index: int) -> list:
+        return [
+            (index, sensor_index, r.sensor_type, r.sensor_data, r.timestamp, None, None, r.reading_id, "", EPOCH)
+            for index, r in enumerate(readings, first_index)
+        ]
+
+    def append(self, rows, rejected, last_sensor_index) -> Deferred:
         d = Deferred()
-        self.calls.append(Append(list(readings), list(rejected), last_sensor_index, d))
+        self.calls.append(Append(list(rows), list(rejected), last_sensor_index, d))
         return d
 
     @property
@@ -70,7 +86,9 @@ class FakeStore:
         Commit the oldest append still waiting.
         """
         call = self.waiting[0]
-        indexes, records = [], []
+        if call.rows and call.rows[0][0] != len(self.rows) + 1:
+            self.renumbered += 1
+        indexes, added = [], []
         for reading, sensor_index in call.readings:
             if reading.reading_id in self.by_reading_id:
                 indexes.append(self.by_reading_id[reading.reading_id])
@@ -86,12 +104,14 @@ class FakeStore:
                 reading_id=reading.reading_id,
             )
             self.rows.append(record)
-            records.append(record)
+            added.append(
+                (record.entry_index, sensor_index, *reading[:3], None, None, reading.reading_id, "", EPOCH)
+            )
             indexes.append(record.entry_index)
             if reading.reading_id is not None:
                 self.by_reading_id[reading.reading_id] = record.entry_index
         self.rejected.extend(call.rejected)
-        appended = Appended(indexes=indexes, records=records)
+        appended = Appended(origin=NODE_ID, indexes=indexes, rows=added, last_index=len(self.rows))
         call.deferred.callback(appended)
         return appended
 
@@ -320,6 +340,47 @@ class AnswerTests(OpenedTestCase):
         self.protocol.dataReceived(line + GOOD + b"\n" + line)
         self.commit_all()
         self.assertEqual(self.answers(self.transport), [b"OK 1", b"OK 2", b"OK 1"])
+
+
+class NumberingTests(OpenedTestCase):
+    """
+    Readings are numbered and signed as they arrive, while the batch before
+    them commits; when that batch ends at another index than expected, the
+    waiting readings are numbered again, so the store need not.
+    """
+
+    def test_resent_while_committing(self) -> None:
+        """
+        A resent reading answered with its stored index frees the number it
+        was given: the reading behind it takes that number.
+        """
+        self.protocol.dataReceived(b"Humidity,15% RH,2020-04-20 23:20:18,sim-7\n")
+        self.turn()
+        self.protocol.dataReceived(b"Humidity,15% RH,2020-04-20 23:20:18,sim-7\n")
+        self.store.commit()
+        self.turn()
+        self.protocol.dataReceived(b"Humidity,16% RH,2020-04-20 23:20:19,sim-8\n")
+        self.commit_all()
+        self.assertEqual(self.answers(self.transport), [b"OK 1", b"OK 1", b"OK 2"])
+        self.assertEqual([row[0] for call in self.store.calls for row in call.rows], [1, 2, 2])
+        self.assertEqual(self.store.renumbered, 0)
+
+    def test_readings_before_open(self) -> None:
+        """
+        Readings read before the store opened are numbered once it has,
+        from its last index on.
+        """
+        ingestor = Ingestor(self.store, self.clock)
+        protocol = SensorFactory(ingestor, MAX_LINE, self.now).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(GOOD + b"\n")
+        self.store.rows.extend([None] * 4)
+        ingestor.opened(Opened(epoch=EPOCH, count=4, last_index=4, last_sensor_index=0, rejected=0))
+        self.turn()
+        self.store.commit()
+        self.assertEqual(self.answers(transport), [b"OK 5"])
+        self.assertEqual(self.store.renumbered, 0)
 
 
 class FramingTests(SensorTestCase):
@@ -703,7 +764,10 @@ class BackpressureTests(SensorTestCase):
         """
         busy, busy_transport = self.connect()
         quiet, quiet_transport = self.connect()
-        busy.dataReceived(b"".join(GOOD + b"\n" for _ in range(9)))
+        # One line per read, so that each is a batch of its own: the lines
+        # of one read are committed together.
+        for _ in range(9):
+            busy.dataReceived(GOOD + b"\n")
         self.assertEqual(busy_transport.producerState, "producing")
         busy.dataReceived(GOOD + b"\n")
         self.assertEqual(busy_transport.producerState, "paused")
@@ -785,6 +849,9 @@ class FailureTests(OpenedTestCase):
         self.store.commit()
         self.assertEqual(self.answers(self.transport)[2:], [b"OK 1"])
         self.assertEqual(self.store.rows[0].sensor_type, "Humidity")
+        # The line behind the failed batch was numbered again, from the
+        # numbers that batch did not use.
+        self.assertEqual(self.store.renumbered, 0)
 
 
 class DrainTests(OpenedTestCase):

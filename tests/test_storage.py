@@ -31,6 +31,18 @@ def reading(n: int, sensor_type: str = "Temperature", data: str | None = None, r
     return Reading(sensor_type, data or f"{n}C", f"2020-04-20 23:20:{n % 60:02d}.000001", reading_id)
 
 
+def prepared(store: Store, readings: list[tuple[Reading, int]], first_index: int) -> list:
+    """
+    The rows of ``(reading, sensor_index)`` pairs as the ingestor has the
+    store prepare them, numbered from ``first_index`` on.
+    """
+    return [
+        row
+        for offset, (reading, sensor_index) in enumerate(readings)
+        for row in store.prepare([reading], sensor_index, first_index + offset)
+    ]
+
+
 class StoreTestCase(TestCase):
     """
     A store on a file in a fresh temporary directory.
@@ -51,6 +63,16 @@ class StoreTestCase(TestCase):
         store = self.make_store()
         opened = await store.open()
         return store, opened
+
+    def append(self, store: Store, readings, rejected=(), last_sensor_index: int = 1):
+        """
+        Store readings as the ingestor does: prepared from the index after
+        the last one in the file.
+        """
+        ((last,),) = self.query(
+            f"SELECT coalesce(max(entry_index), 0) FROM {TABLE} WHERE epoch = ?", (store.epoch,)
+        )
+        return store.append(prepared(store, readings, last + 1), list(rejected), last_sensor_index)
 
     def query(self, sql: str, params=()) -> list[tuple]:
         """
@@ -157,8 +179,8 @@ class AppendTests(StoreTestCase):
         answered = []
         for batch in batches:
             rejected = [] if batch else [Rejected("2020-04-20 23:20:18", 1, "empty line", b"")]
-            appended = await store.append([(r, 1) for r in batch], rejected, 1)
-            self.assertEqual(appended.indexes, [r.entry_index for r in appended.records])
+            appended = await self.append(store, [(r, 1) for r in batch], rejected, 1)
+            self.assertEqual(appended.indexes, [r.entry_index for r in appended.records()])
             answered += appended.indexes
         self.assertEqual(answered, list(range(1, 105)))
         self.assertEqual(
@@ -166,13 +188,31 @@ class AppendTests(StoreTestCase):
             [(n,) for n in range(1, 105)],
         )
 
+    async def test_numbers_checked(self) -> None:
+        """
+        Rows prepared with numbers that do not continue the log (the batch
+        before them failed, or was shorter than expected) are numbered and
+        signed again, so the log stays gapless and every checksum verifies.
+        """
+        store, opened = await self.open_store()
+        await self.append(store, [(reading(1), 1)])
+        for guess in [10, 1]:
+            appended = await store.append(prepared(store, [(reading(2), 1), (reading(3), 1)], guess), [], 1)
+            self.assertEqual(appended.indexes, [appended.last_index - 1, appended.last_index])
+        self.assertEqual(appended.last_index, 5)
+        records = [record for record in (await store.read_range(NODE_ID, opened.epoch, 0, 10))]
+        self.assertEqual([r.entry_index for r in records], [1, 2, 3, 4, 5])
+        for record in records:
+            self.signer.verify(record)
+
     async def test_fields_as_sent(self) -> None:
         """
         Each row holds the reading exactly as sent, with the sensor_index of
         its connection.
         """
         store, _ = await self.open_store()
-        await store.append(
+        await self.append(
+            store,
             [(Reading("Atm. Pressure", "1.798 atm", "2020-04-20T23:20:18+02:00", "sim-1"), 7)], [], 7
         )
         self.assertEqual(
@@ -195,7 +235,7 @@ class AppendTests(StoreTestCase):
             ("-3.5", -3.5, None),
             ("high", None, None),
         ]
-        await store.append([(reading(1, data=data), 1) for data, _, _ in cases], [], 1)
+        await self.append(store, [(reading(1, data=data), 1) for data, _, _ in cases], [], 1)
         self.assertEqual(
             self.query(f"SELECT sensor_data, value, unit FROM {TABLE} ORDER BY entry_index"),
             cases,
@@ -207,7 +247,7 @@ class AppendTests(StoreTestCase):
         key: it verifies with the key, and fails under another key.
         """
         store, opened = await self.open_store()
-        appended = await store.append([(reading(n, reading_id=f"r{n}"), 2) for n in range(5)], [], 2)
+        appended = await self.append(store, [(reading(n, reading_id=f"r{n}"), 2) for n in range(5)], [], 2)
         rows = self.query(
             f"SELECT entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, "
             f"data_checksum FROM {TABLE} ORDER BY entry_index"
@@ -226,7 +266,7 @@ class AppendTests(StoreTestCase):
             )
             for entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, checksum in rows
         ]
-        self.assertEqual(records, appended.records)
+        self.assertEqual(records, appended.records())
         other = Signer.from_key(b"another cluster's key, 32 bytes!")
         for record in records:
             self.assertEqual(len(record.data_checksum), 64)
@@ -243,7 +283,7 @@ class AppendTests(StoreTestCase):
             Rejected("2020-04-20 23:20:18.000001", 3, "not UTF-8", b"Temp\xff,39C"),
             Rejected("2020-04-20 23:20:19.000001", 4, "line too long", b"x" * 1024),
         ]
-        await store.append([(reading(1), 3)], rejected, 4)
+        await self.append(store, [(reading(1), 3)], rejected, 4)
         self.assertEqual(
             self.query("SELECT received_at, sensor_index, reason, raw FROM rejected_lines ORDER BY id"),
             [(r.received_at, r.sensor_index, r.reason, r.raw) for r in rejected],
@@ -256,7 +296,7 @@ class AppendTests(StoreTestCase):
         """
         store, _ = await self.open_store()
         for n in range(1, 4):
-            await store.append([(reading(n), 1)], [], 1)
+            await self.append(store, [(reading(n), 1)], [], 1)
             self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(n,)])
 
 
@@ -272,13 +312,13 @@ class ReadingIdTests(StoreTestCase):
         adds no row; the stored reading is left as it was.
         """
         store, _ = await self.open_store()
-        first = await store.append([(reading(1, reading_id="sim-1"), 1)], [], 1)
-        again = await store.append(
+        first = await self.append(store, [(reading(1, reading_id="sim-1"), 1)], [], 1)
+        again = await self.append(store, 
             [(reading(2), 2), (reading(9, data="99C", reading_id="sim-1"), 2), (reading(3), 2)], [], 2
         )
         self.assertEqual(first.indexes, [1])
         self.assertEqual(again.indexes, [2, 1, 3])
-        self.assertEqual([r.entry_index for r in again.records], [2, 3])
+        self.assertEqual([r.entry_index for r in again.records()], [2, 3])
         self.assertEqual(
             self.query(f"SELECT entry_index, sensor_data FROM {TABLE} WHERE reading_id = 'sim-1'"),
             [(1, "1C")],
@@ -291,7 +331,7 @@ class ReadingIdTests(StoreTestCase):
         lines are answered with its index.
         """
         store, _ = await self.open_store()
-        appended = await store.append(
+        appended = await self.append(store, 
             [(reading(1, reading_id="x"), 1), (reading(2), 1), (reading(1, reading_id="x"), 1)], [], 1
         )
         self.assertEqual(appended.indexes, [1, 2, 1])
@@ -304,10 +344,10 @@ class ReadingIdTests(StoreTestCase):
         """
         store, _ = await self.open_store()
         ids = [f"r{n}" for n in range(1200)]
-        first = await store.append([(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
-        again = await store.append([(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
+        first = await self.append(store, [(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
+        again = await self.append(store, [(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
         self.assertEqual(again.indexes, first.indexes)
-        self.assertEqual(again.records, [])
+        self.assertEqual(again.records(), [])
         self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(1200,)])
 
     async def test_ids_survive_reopen(self) -> None:
@@ -315,10 +355,10 @@ class ReadingIdTests(StoreTestCase):
         A reading resent after the node restarted is still recognised.
         """
         store, _ = await self.open_store()
-        await store.append([(reading(1, reading_id="sim-1"), 1)], [], 1)
+        await self.append(store, [(reading(1, reading_id="sim-1"), 1)], [], 1)
         store.close()
         store, _ = await self.open_store()
-        appended = await store.append([(reading(1, reading_id="sim-1"), 2)], [], 2)
+        appended = await self.append(store, [(reading(1, reading_id="sim-1"), 2)], [], 2)
         self.assertEqual(appended.indexes, [1])
         self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(1,)])
 
@@ -335,8 +375,8 @@ class ReopenTests(StoreTestCase):
         without a gap.
         """
         store, first = await self.open_store()
-        await store.append([(reading(n), 3) for n in range(1, 6)], [], 3)
-        await store.append(
+        await self.append(store, [(reading(n), 3) for n in range(1, 6)], [], 3)
+        await self.append(store, 
             [(reading(6), 9)], [Rejected("2020-04-20 23:20:18", 11, "empty line", b"")], 12
         )
         indexes = self.query("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
@@ -356,7 +396,7 @@ class ReopenTests(StoreTestCase):
         )
         self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name"), indexes)
         self.assertIn((f"{TABLE}_timestamp",), indexes)
-        appended = await store.append([(reading(7), 13)], [], 13)
+        appended = await self.append(store, [(reading(7), 13)], [], 13)
         self.assertEqual(appended.indexes, [7])
 
     async def test_sensor_index_from_rows(self) -> None:
@@ -365,7 +405,7 @@ class ReopenTests(StoreTestCase):
         already in the file are never handed out again.
         """
         store, _ = await self.open_store()
-        await store.append(
+        await self.append(store, 
             [(reading(1), 5)], [Rejected("2020-04-20 23:20:18", 8, "empty line", b"")], 0
         )
         store.close()
@@ -384,7 +424,7 @@ class ReadingsTests(StoreTestCase):
             (reading(n, sensor_type="Humidity" if n % 3 == 0 else "Temperature"), 1)
             for n in range(1, 31)
         ]
-        self.appended = await store.append(batch, [], 1)
+        self.appended = await self.append(store, batch, [], 1)
         return store
 
     async def test_newest_first(self) -> None:
@@ -393,7 +433,7 @@ class ReadingsTests(StoreTestCase):
         """
         store = await self.store_thirty()
         records = await store.readings(NODE_ID, None, 100)
-        self.assertEqual(records, self.appended.records[::-1])
+        self.assertEqual(records, self.appended.records()[::-1])
         for record in records:
             self.signer.verify(record)
 
@@ -473,7 +513,7 @@ class UncleanStopTests(StoreTestCase):
     async def reopen_after(self, synchronous: str, clean: bool) -> tuple[str, str]:
         store = Store(path=self.path, node_id=NODE_ID, signer=self.signer, synchronous=synchronous)
         first = await store.open()
-        await store.append([(reading(1), 1)], [], 1)
+        await self.append(store, [(reading(1), 1)], [], 1)
         if clean:
             await store.mark_stopped()
         store.close()
