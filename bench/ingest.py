@@ -6,9 +6,11 @@ acknowledges, and how fast it answers.
 Starts a real ``twistd -n --pidfile= p2pstore`` in a temporary data directory
 on free loopback ports, waits for ``GET /status`` to say ``Running``, then
 opens N sensor connections from this process (Twisted client protocols on
-real sockets). Each connection pipelines seed-format lines with a reading id
-(``Temperature,39C,2026-11-28 10:00:00.123456,<id>``), keeping a window of W
-lines unanswered: every answer that comes back lets one more line go out.
+real sockets). Each connection pipelines seed-format lines
+(``Temperature,39C,2026-11-28 10:00:00.123456``, each with its own timestamp),
+or with ``--reading-ids`` lines ending in a reading id as the simulator sends
+them, keeping a window of W lines unanswered: every answer that comes back
+lets one more line go out.
 
 After a warm-up it measures, over --duration seconds:
 
@@ -20,9 +22,9 @@ After a warm-up it measures, over --duration seconds:
   bottleneck.
 
 Then it stops sending, waits for every line to be answered, stops the node
-with SIGTERM and checks the SQLite file: every acknowledged reading_id is in
-``server_id_<node id>`` exactly once, at the entry_index it was answered
-with, entry_index runs 1..N without a gap, nothing unknown was stored, the
+with SIGTERM and checks the SQLite file: every acknowledged line (known by
+its timestamp, or its reading_id) is in ``server_id_<node id>`` exactly
+once, at the entry_index it was answered with, entry_index runs 1..N without a gap, nothing unknown was stored, the
 fields are as sent and a sample of HMACs verifies under the cluster key.
 Any failure prints FAILED and exits non-zero.
 
@@ -46,6 +48,7 @@ import sys
 import tempfile
 import time
 from array import array
+from datetime import datetime, timedelta
 from collections import deque
 from pathlib import Path
 
@@ -65,6 +68,12 @@ from common import (  # noqa: E402  (bench/ first on the path, then this)
 )
 
 SENSOR_LINE = b"Temperature,39C,2026-11-28 10:00:00.123456,"
+# Without --reading-ids each line is the seed's, and its timestamp tells the
+# check which line it was: line k of connection n is stamped START plus
+# k * SPREAD + n microseconds, so that, as with real sensors, every
+# connection's readings are near the same time.
+START = datetime(2026, 11, 28)
+SPREAD = 1000
 # How many stored rows get their HMAC checked afterwards.
 HMAC_SAMPLE = 2000
 
@@ -89,6 +98,7 @@ def build_driver(reactor):
             self.run = run
             self.number = number
             self.prefix = SENSOR_LINE + run.tag + b"-%d-" % number
+            self.line = self.id_line if run.args.reading_ids else self.seed_line
             self.sent = 0
             self.acked = 0
             # [send time, lines of that write still unanswered], oldest first.
@@ -116,11 +126,20 @@ def build_driver(reactor):
                 return
             run.budget -= n
             start = self.sent
-            prefix = self.prefix
-            data = b"".join([b"%s%d\n" % (prefix, i) for i in range(start, start + n)])
+            line = self.line
+            data = b"".join([line(i) for i in range(start, start + n)])
             self.sent = start + n
             self.writes.append([perf_counter(), n])
             self.transport.write(data)
+
+        def id_line(self, i: int) -> bytes:
+            return b"%s%d\n" % (self.prefix, i)
+
+        def seed_line(self, i: int) -> bytes:
+            seconds, micro = divmod(i * SPREAD + self.number, 1_000_000)
+            minutes, second = divmod(seconds, 60)
+            hour, minute = divmod(minutes, 60)
+            return b"Temperature,39C,2026-11-28 %02d:%02d:%02d.%06d\n" % (hour, minute, second, micro)
 
         def dataReceived(self, data: bytes) -> None:
             now = perf_counter()
@@ -133,9 +152,11 @@ def build_driver(reactor):
                 values = [int(line[3:]) if line[:3] == b"OK " else -1 for line in lines]
             except ValueError:
                 values = [-1] * n
+            ok = n
             if -1 in values:
                 for line, value in zip(lines, values):
                     if value == -1:
+                        ok -= 1
                         self.run.error(self, line)
             self.indexes.extend(values)
             self.acked += n
@@ -158,6 +179,7 @@ def build_driver(reactor):
                 if not write[1]:
                     writes.popleft()
             run.acked += n
+            run.ok += ok
             if run.sending:
                 self.send(n)
             elif self.acked == self.sent:
@@ -203,6 +225,8 @@ class Run:
         self.measuring = False
         self.sending = False
         self.acked = 0
+        # Answers that were OK: only those count as acknowledged readings/s.
+        self.ok = 0
         self.measured_acks = 0
         self.budget = args.max_readings
         self.errors: list[str] = []
@@ -293,13 +317,13 @@ class Run:
         cpu0, main0 = process_cpu(node.pid)
         drv0 = driver_cpu()
         mach0 = machine_cpu()
-        acked0 = self.acked
+        ok0 = self.ok
         t0 = time.perf_counter()
         self.measuring = True
         await self.sleep(args.duration)
         self.measuring = False
         t1 = time.perf_counter()
-        acked1 = self.acked
+        ok1 = self.ok
         cpu1, main1 = process_cpu(node.pid)
         drv1 = driver_cpu()
         mach1 = machine_cpu()
@@ -338,9 +362,10 @@ class Run:
         result = {
             "connections": args.connections,
             "window": args.window,
+            "reading_ids": args.reading_ids,
             "sync": args.sync,
             "duration_s": round(period, 3),
-            "readings_per_s": round((acked1 - acked0) / period, 1),
+            "readings_per_s": round((ok1 - ok0) / period, 1),
             "latency_p50_ms": round(percentile(latencies, 50) * 1000, 3),
             "latency_p99_ms": round(percentile(latencies, 99) * 1000, 3),
             "latency_max_ms": round(latencies[-1] * 1000, 3) if latencies else None,
@@ -417,6 +442,7 @@ class Run:
             # How often each line of each connection was stored.
             seen = {n: bytearray(s.sent) for n, s in sensors.items()}
             sensor_index_of: dict[int, int] = {}
+            by_id = self.args.reading_ids
             prefix = self.tag.decode() + "-"
             unknown = 0
             cursor = db.execute(
@@ -424,33 +450,34 @@ class Run:
                 f"timestamp FROM {table}"
             )
             for reading_id, entry_index, sensor_index, s_type, s_data, stamp in cursor:
+                line = reading_id if by_id else stamp
                 try:
-                    tag, number, seq = reading_id.rsplit("-", 2)
-                    number, seq = int(number), int(seq)
+                    number, seq = line_of(line, prefix) if by_id else line_at(stamp)
                     sensor = sensors[number]
-                    if tag + "-" != prefix or not 0 <= seq < sensor.sent:
+                    if not 0 <= seq < sensor.sent:
                         raise ValueError
-                except (AttributeError, ValueError, KeyError):
+                except (AttributeError, TypeError, ValueError, KeyError):
                     unknown += 1
                     if unknown <= 3:
-                        problem(f"a row nobody sent: reading_id {reading_id!r}")
+                        problem(f"a row nobody sent: reading_id {reading_id!r}, timestamp {stamp!r}")
                     continue
                 counts = seen[number]
                 if counts[seq] < 255:
                     counts[seq] += 1
                 if counts[seq] == 2:
-                    problem(f"reading_id {reading_id} stored more than once")
+                    problem(f"line {line} stored more than once")
                 if seq < sensor.acked and sensor.indexes[seq] != entry_index:
                     problem(
-                        f"reading_id {reading_id} was answered OK {sensor.indexes[seq]} "
+                        f"line {line} was answered OK {sensor.indexes[seq]} "
                         f"but stored at entry_index {entry_index}"
                     )
-                if (s_type, s_data, stamp) != ("Temperature", "39C", "2026-11-28 10:00:00.123456"):
-                    problem(f"reading_id {reading_id} stored as {s_type!r}, {s_data!r}, {stamp!r}")
+                sent = sensor.line(seq)[:-1].decode().split(",")
+                if [s_type, s_data, stamp] + ([reading_id] if by_id else []) != sent:
+                    problem(f"line {line} stored as {s_type!r}, {s_data!r}, {stamp!r}, {reading_id!r}")
                 if sensor_index_of.setdefault(number, sensor_index) != sensor_index:
                     problem(f"connection {number} stored under two sensor_index values")
             if unknown:
-                problem(f"{unknown} rows with reading_ids nobody sent")
+                problem(f"{unknown} rows nobody sent")
             if len(set(sensor_index_of.values())) != len(sensor_index_of):
                 problem("two connections stored under one sensor_index")
 
@@ -509,6 +536,24 @@ class Run:
         return checked
 
 
+def line_of(reading_id: str, prefix: str) -> tuple[int, int]:
+    """
+    The connection and line number a --reading-ids line's id names.
+    """
+    tag, number, seq = reading_id.rsplit("-", 2)
+    if tag + "-" != prefix:
+        raise ValueError(reading_id)
+    return int(number), int(seq)
+
+
+def line_at(timestamp: str) -> tuple[int, int]:
+    """
+    The connection and line number a seed line's timestamp names.
+    """
+    line, number = divmod((datetime.fromisoformat(timestamp) - START) // timedelta(microseconds=1), SPREAD)
+    return number, line
+
+
 # -- reporting --------------------------------------------------------------
 
 COLUMNS = [
@@ -556,6 +601,9 @@ def parse_args(argv=None):
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (20)")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="seconds of load before measuring (3)")
+    parser.add_argument("--reading-ids", action="store_true",
+                        help="end each line with a reading id, as the simulator does; the node "
+                             "then looks each one up to answer a resent reading with its index")
     parser.add_argument("--sync", choices=["full", "normal"], default="full",
                         help="the node's --sync (full)")
     parser.add_argument("--repeat", type=int, default=1,
@@ -586,6 +634,8 @@ def main(argv=None) -> int:
     # 1000 connections need 1000 descriptors here.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = args.connections + 100
+    if args.connections > SPREAD:
+        raise SystemExit(f"--connections: at most {SPREAD}")
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
@@ -596,7 +646,8 @@ def main(argv=None) -> int:
     )
     print(
         f"ingest: {args.connections} connections, window {args.window} "
-        f"({args.connections * args.window} lines in flight), --sync {args.sync}, "
+        f"({args.connections * args.window} lines in flight), "
+        f"{'lines with reading ids' if args.reading_ids else 'seed lines'}, --sync {args.sync}, "
         f"{args.warmup:g} s warm-up + {args.duration:g} s measured, {args.repeat} run(s)"
     )
     runs: list[dict] = []
