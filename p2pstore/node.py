@@ -5,6 +5,7 @@ service that starts and stops them in order.
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 from twisted.application.internet import StreamServerEndpointService
@@ -20,6 +21,17 @@ from .storage import Store, StoreError
 
 # How long a stopping node waits for sensors to close after their last answer.
 SENSOR_CLOSE_TIMEOUT = 5.0
+
+# How long a thread may hold the GIL while another waits for it (Python's
+# default is 5 ms). The database thread gives the GIL up for every SQLite
+# call and must take it back after; a waiting thread is woken each time the
+# holder releases it for a system call, finds it taken again, and starts its
+# 5 ms wait afresh, so while the reactor thread is busy with sensors (a
+# system call every few hundred microseconds) the database thread can wait
+# for as long as the reactor stays busy. At 20 us it asks for the GIL
+# before the reactor's next system call. bench/ingest.py, 100 connections,
+# window 24: 66,502 -> 86,080 readings/s, answer p99 59 -> 46 ms.
+GIL_SWITCH_INTERVAL = 20e-6
 
 INITIALIZING = "Initializing"
 SYNCING = "Syncing"
@@ -209,11 +221,14 @@ class NodeService(MultiService):
         node.dialers = list(dialers)
         self._notes = list(notes)
         self._opening: Optional[Deferred] = None
+        self._switch_interval = sys.getswitchinterval()
         for listener in (sensors, status, peers):
             if listener is not None:
                 listener.setServiceParent(self)
 
     def startService(self) -> None:
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         super().startService()
         for note in self._notes:
             self.log.info("{note}", note=note)
@@ -268,4 +283,5 @@ class NodeService(MultiService):
             yield self.node.store.mark_stopped()
         self.node.store.close()
         Service.stopService(self)
+        sys.setswitchinterval(self._switch_interval)
         self.log.info("stopped; every reading received was stored and answered")
