@@ -25,9 +25,10 @@ from .records import Reading, Record, Signer, is_node_id, parse_value_unit
 
 SCHEMA_VERSION = 1
 
-# Placeholders per "WHERE reading_id IN (...)" query: well under SQLite's
-# limit on host parameters.
-_LOOKUP_CHUNK = 500
+# Placeholders per "WHERE reading_id IN (...)" query, at most (fewer if
+# SQLite allows fewer host parameters): a batch of 5,000 readings is looked
+# up in one query.
+_LOOKUP_CHUNK = 8192
 
 _COLUMNS = (
     "entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
@@ -219,6 +220,9 @@ class Store:
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
     _peer_tables: set = attrs.field(factory=set, init=False)
     _rows_per_insert: int = attrs.field(default=_ROWS_PER_INSERT, init=False)
+    # The last_sensor_index committed to meta, not written again unchanged.
+    _saved_sensor_index: Optional[int] = attrs.field(default=None, init=False)
+    _lookup_chunk: int = attrs.field(default=_LOOKUP_CHUNK, init=False)
     _insert_sql: dict = attrs.field(factory=dict, init=False, repr=False)
 
     log = Logger()
@@ -268,6 +272,10 @@ class Store:
         while rows > 1 and rows * len(_COLUMNS.split(", ")) > limit:
             rows //= 2
         self._rows_per_insert = rows
+        chunk = _LOOKUP_CHUNK
+        while chunk > limit:
+            chunk //= 2
+        self._lookup_chunk = chunk
 
     def _open(self, txn) -> Opened:
         txn.execute("BEGIN IMMEDIATE")
@@ -409,7 +417,13 @@ class Store:
 
         @return: a Deferred firing with L{Appended} once it has committed.
         """
-        return self._pool.runInteraction(self._append, rows, rejected, last_sensor_index)
+        d = self._pool.runInteraction(self._append, rows, rejected, last_sensor_index)
+
+        def committed(appended: Appended) -> Appended:
+            self._saved_sensor_index = last_sensor_index
+            return appended
+
+        return d.addCallback(committed)
 
     def _append(self, txn, rows, rejected, last_sensor_index) -> Appended:
         table = table_name(self.node_id)
@@ -425,15 +439,19 @@ class Store:
         else:
             indexes = [row[0] for row in rows]
         self._insert(txn, "main", table, rows)
-        txn.executemany(
-            "INSERT INTO rejected_lines (received_at, sensor_index, reason, raw) "
-            "VALUES (?, ?, ?, ?)",
-            [(r.received_at, r.sensor_index, r.reason, r.raw) for r in rejected],
-        )
-        txn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sensor_index', ?)",
-            (str(last_sensor_index),),
-        )
+        # Each statement is one more wait for the GIL in this thread: those
+        # with nothing to do are left out.
+        if rejected:
+            txn.executemany(
+                "INSERT INTO rejected_lines (received_at, sensor_index, reason, raw) "
+                "VALUES (?, ?, ?, ?)",
+                [(r.received_at, r.sensor_index, r.reason, r.raw) for r in rejected],
+            )
+        if last_sensor_index != self._saved_sensor_index:
+            txn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sensor_index', ?)",
+                (str(last_sensor_index),),
+            )
         if rows:
             last = rows[-1][0]
             self._set_position(txn, "main", self.node_id, self.epoch, last)
@@ -489,17 +507,19 @@ class Store:
             (origin, epoch, last_index),
         )
 
-    @staticmethod
-    def _stored_reading_ids(txn, table: str, reading_ids: list) -> dict:
+    def _stored_reading_ids(self, txn, table: str, reading_ids: list) -> dict:
         wanted = list(set(reading_ids))
         found = {}
-        for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[start : start + _LOOKUP_CHUNK]
-            marks = ", ".join("?" * len(chunk))
+        for start in range(0, len(wanted), self._lookup_chunk):
+            chunk = wanted[start : start + self._lookup_chunk]
+            # Padded with its last id to a power of two, so that a few
+            # statement texts serve every batch and stay prepared.
+            size = 1 << (len(chunk) - 1).bit_length()
+            chunk += chunk[-1:] * (size - len(chunk))
             found.update(
                 txn.execute(
                     f"SELECT reading_id, entry_index FROM {table} "
-                    f"WHERE reading_id IN ({marks})",
+                    f"WHERE reading_id IN ({', '.join('?' * size)})",
                     chunk,
                 ).fetchall()
             )

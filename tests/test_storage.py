@@ -17,6 +17,7 @@ from p2pstore.storage import (
     Opened,
     Rejected,
     Store,
+    _LOOKUP_CHUNK,
     StoreError,
     readings_schema,
     table_name,
@@ -343,12 +344,12 @@ class ReadingIdTests(StoreTestCase):
         takes parameters.
         """
         store, _ = await self.open_store()
-        ids = [f"r{n}" for n in range(1200)]
+        ids = [f"r{n}" for n in range(_LOOKUP_CHUNK + 100)]
         first = await self.append(store, [(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
         again = await self.append(store, [(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
         self.assertEqual(again.indexes, first.indexes)
         self.assertEqual(again.records(), [])
-        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(1200,)])
+        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(len(ids),)])
 
     async def test_ids_survive_reopen(self) -> None:
         """
