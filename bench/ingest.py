@@ -100,6 +100,8 @@ def build_driver(reactor):
             self.prefix = SENSOR_LINE + run.tag + b"-%d-" % number
             self.line = self.id_line if run.args.reading_ids else self.seed_line
             self.sent = 0
+            # --rate: lines this connection was due to send so far.
+            self.paced = 0
             self.acked = 0
             # [send time, lines of that write still unanswered], oldest first.
             self.writes: deque = deque()
@@ -180,7 +182,7 @@ def build_driver(reactor):
                     writes.popleft()
             run.acked += n
             run.ok += ok
-            if run.sending:
+            if run.sending and not run.args.rate:
                 self.send(n)
             elif self.acked == self.sent:
                 run.connection_drained(self)
@@ -225,6 +227,8 @@ class Run:
         self.measuring = False
         self.sending = False
         self.acked = 0
+        # --rate: ticks at which a connection's window held lines back.
+        self.held_back = 0
         # Answers that were OK: only those count as acknowledged readings/s.
         self.ok = 0
         self.measured_acks = 0
@@ -308,8 +312,16 @@ class Run:
         await self.connect_all(node)
 
         self.sending = True
-        for sensor in self.sensors:
-            sensor.send(args.window)
+        pacer = None
+        if args.rate:
+            from twisted.internet.task import LoopingCall
+
+            pacer = LoopingCall(self.pace, time.perf_counter())
+            pacer.clock = self.reactor
+            pacer.start(args.tick)
+        else:
+            for sensor in self.sensors:
+                sensor.send(args.window)
         await self.sleep(args.warmup)
         self._check_alive(node)
 
@@ -331,6 +343,8 @@ class Run:
 
         # Stop sending; every line in flight must be answered.
         self.sending = False
+        if pacer is not None:
+            pacer.stop()
         from twisted.internet.defer import Deferred
 
         self.drain_waiter = Deferred()
@@ -363,6 +377,8 @@ class Run:
             "connections": args.connections,
             "window": args.window,
             "reading_ids": args.reading_ids,
+            "rate": args.rate,
+            "window_held_back": self.held_back,
             "sync": args.sync,
             "duration_s": round(period, 3),
             "readings_per_s": round((ok1 - ok0) / period, 1),
@@ -391,6 +407,27 @@ class Run:
         }
         result["check"] = self.check(node, result)
         return result
+
+    def pace(self, start: float) -> None:
+        """
+        --rate: send each connection its share of the lines due by now, as
+        far as its window allows (a line held back by the window is late,
+        and shows as a rate below the one asked for).
+        """
+        due = int((time.perf_counter() - start) * self.args.rate / len(self.sensors))
+        window = self.args.window
+        for sensor in self.sensors:
+            owed = due - sensor.paced
+            room = window - (sensor.sent - sensor.acked)
+            n = min(owed, room)
+            if n > 0:
+                sensor.send(n)
+                sensor.paced += n
+            if owed > room:
+                self.held_back += 1
+                # Not owed later: the node was behind, and catching up in a
+                # burst would hide it.
+                sensor.paced = max(sensor.paced, due - window)
 
     def _check_alive(self, node: Node) -> None:
         if not node.alive():
@@ -601,6 +638,12 @@ def parse_args(argv=None):
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds (20)")
     parser.add_argument("--warmup", type=float, default=3.0,
                         help="seconds of load before measuring (3)")
+    parser.add_argument("--rate", type=float, default=None, metavar="READINGS_PER_S",
+                        help="send at this total rate instead of as fast as answers allow "
+                             "(the window still caps each connection's unanswered lines): "
+                             "the answer latency at that load")
+    parser.add_argument("--tick", type=float, default=0.01, metavar="SECONDS",
+                        help="with --rate, each connection sends its lines due every SECONDS (0.01)")
     parser.add_argument("--reading-ids", action="store_true",
                         help="end each line with a reading id, as the simulator does; the node "
                              "then looks each one up to answer a resent reading with its index")
@@ -645,8 +688,9 @@ def main(argv=None) -> int:
         f"Twisted {info['twisted']}, SQLite {info['sqlite']}; {info['date']}"
     )
     print(
-        f"ingest: {args.connections} connections, window {args.window} "
-        f"({args.connections * args.window} lines in flight), "
+        f"ingest: {args.connections} connections, "
+        + (f"{args.rate:,.0f} readings/s paced, " if args.rate else "")
+        + f"window {args.window} ({args.connections * args.window} lines in flight at most), "
         f"{'lines with reading ids' if args.reading_ids else 'seed lines'}, --sync {args.sync}, "
         f"{args.warmup:g} s warm-up + {args.duration:g} s measured, {args.repeat} run(s)"
     )
@@ -702,6 +746,11 @@ def main(argv=None) -> int:
         else:
             verdict = "the node, waiting (neither it nor the driver is CPU-bound: disk or latency)"
         print(f"bottleneck: {verdict}")
+        if args.rate and median["window_held_back"]:
+            print(
+                f"the node fell behind --rate: the window held lines back "
+                f"{median['window_held_back']:.0f} times (connection ticks)"
+            )
     ok = error is None and bool(runs) and all(r["check"]["ok"] for r in runs)
     if args.json:
         Path(args.json).write_text(
@@ -711,8 +760,8 @@ def main(argv=None) -> int:
                     "machine": info,
                     "config": {
                         k: getattr(args, k)
-                        for k in ("connections", "window", "duration", "warmup", "sync",
-                                  "repeat", "max_readings", "quick")
+                        for k in ("connections", "window", "rate", "tick", "reading_ids",
+                                  "duration", "warmup", "sync", "repeat", "max_readings", "quick")
                     },
                     "median": median,
                     "runs": runs,
