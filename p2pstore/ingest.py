@@ -71,6 +71,9 @@ class Ingestor:
         self._queue: deque[Pending] = deque()
         # Readings in the queue.
         self._queued = 0
+        # The entry_index the log gives its next reading, as far as the
+        # commits so far tell.
+        self._log_next = 1
         # The entry_index the next reading submitted is numbered with.
         self._next_index = 1
         self._rejected: list[Rejected] = []
@@ -100,7 +103,9 @@ class Ingestor:
         self._last_sensor_index = opened.last_sensor_index
         for sensor in list(self._sensors):
             sensor.sensor_index = self._next_sensor_index()
-        self._number_queue(opened.last_index + 1)
+        # Readings queued meanwhile are numbered when their batch is taken.
+        self._log_next = opened.last_index + 1
+        self._next_index = self._log_next + self._queued
         for sensor in list(self._sensors):
             sensor.resume("opening")
         # Lines read before the pause took hold (a read already under way,
@@ -160,19 +165,6 @@ class Ingestor:
                 sensor.pause("store")
         self._schedule()
 
-    def _number_queue(self, next_index: int) -> None:
-        """
-        Number and sign the queued readings again from ``next_index`` on:
-        the batch before them took other numbers than expected (a resent
-        reading was answered with its stored index, or the commit failed).
-        """
-        self._next_index = next_index
-        for pending in self._queue:
-            pending.rows = self._store.prepare(
-                pending.readings, pending.sensor.sensor_index, self._next_index
-            )
-            self._next_index += len(pending.readings)
-
     def reject(self, rejected: Rejected) -> None:
         """
         Keep a refused line in the rejected_lines table.
@@ -218,19 +210,26 @@ class Ingestor:
             self._notify_drained()
             return
         self._busy = True
+        index = self._log_next
+        for pending in batch:
+            if pending.rows is None or pending.rows[0][0] != index:
+                # Read before the store opened, or numbered before the batch
+                # ahead of it ended at another index than expected (a resent
+                # reading answered with its stored index, a failed commit).
+                pending.rows = self._store.prepare(
+                    pending.readings, pending.sensor.sensor_index, index
+                )
+            index += len(pending.readings)
         rows = list(chain.from_iterable(pending.rows for pending in batch))
         d = self._store.append(rows, rejected, self._last_sensor_index)
         d.addCallbacks(
-            self._committed,
-            self._failed,
-            callbackArgs=(batch, rows),
-            errbackArgs=(batch, rows),
+            self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,)
         )
         d.addBoth(self._done)
 
-    def _committed(self, appended: Appended, batch: list[Pending], rows: list) -> None:
-        if rows and appended.last_index != rows[-1][0]:
-            self._number_queue(appended.last_index + 1)
+    def _committed(self, appended: Appended, batch: list[Pending]) -> None:
+        self._log_next = appended.last_index + 1
+        self._next_index = self._log_next + self._queued
         indexes = appended.indexes
         start = 0
         for pending in batch:
@@ -241,7 +240,7 @@ class Ingestor:
         if appended.rows and self.on_commit is not None:
             self.on_commit(appended)
 
-    def _failed(self, failure, batch: list[Pending], rows: list) -> None:
+    def _failed(self, failure, batch: list[Pending]) -> None:
         count = sum(len(pending.readings) for pending in batch)
         self.log.failure(
             "could not store {count} readings in {path}; their sensors were "
@@ -251,9 +250,8 @@ class Ingestor:
             count=count,
             path=str(self._store.path),
         )
-        if rows:
-            # Their numbers were not used: the readings after them take them.
-            self._number_queue(rows[0][0])
+        # Their numbers were not used: the readings after them take them.
+        self._next_index = self._log_next + self._queued
         for pending in batch:
             pending.answer = b"ERR retry: storage failure\n" * len(pending.readings)
         self._answer(batch)
