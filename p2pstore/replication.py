@@ -183,7 +183,11 @@ class Replicator:
             return None
         offset = start - tail[0].entry_index
         # Not tail[i] per record: indexing into the middle of a deque walks it.
-        return list(islice(tail, offset, offset + end - start + 1))
+        records = list(islice(tail, offset, offset + end - start + 1))
+        if records[0].entry_index != start or records[-1].entry_index != end:
+            # A gap in the tail (records that never reached it): from disk.
+            return None
+        return records
 
     # -- links ------------------------------------------------------------
 

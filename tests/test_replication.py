@@ -336,6 +336,25 @@ class SendingTests(ReplicatorTestCase):
         self.assertEqual(indexes(sent), list(range(8, 16)))
         self.assertEqual(self.store.read_calls, [(A, EPOCH_A, 7, 8)])
 
+    def test_tail_with_gap_not_used(self):
+        """
+        Records that never reached the in-memory tail (a commit whose
+        records could not be built) leave a gap in it: the records around
+        the gap are read from disk, not taken from the wrong place in the
+        tail.
+        """
+        self.open()
+        link = self.link()
+        self.have(link, {A: {EPOCH_A: 0}})
+        self.ingest(3)
+        self.ack(link, 3)
+        self.store.append_own(3)
+        self.ingest(3)
+        self.ack(link, 3)
+        sent = [index for message in link.of(Records) for index in indexes(message)]
+        self.assertEqual(sent[-6:], [4, 5, 6, 7, 8, 9])
+        self.assertEqual(self.store.read_calls, [(A, EPOCH_A, 3, 6)])
+
     def test_every_log_sent(self):
         """
         A peer that lacks logs gets all of them: this node's own and the
