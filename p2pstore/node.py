@@ -259,6 +259,13 @@ class NodeService(MultiService):
 
     @inlineCallbacks
     def stopService(self):
+        try:
+            yield self._stop()
+        finally:
+            sys.setswitchinterval(self._switch_interval)
+
+    @inlineCallbacks
+    def _stop(self):
         ingestor = self.node.ingestor
         for dialer in self.node.dialers:
             dialer.stop()
@@ -283,5 +290,4 @@ class NodeService(MultiService):
             yield self.node.store.mark_stopped()
         self.node.store.close()
         Service.stopService(self)
-        sys.setswitchinterval(self._switch_interval)
         self.log.info("stopped; every reading received was stored and answered")
