@@ -51,6 +51,7 @@ from array import array
 from datetime import datetime, timedelta
 from collections import deque
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402  (bench/ first on the path, then this)
@@ -59,6 +60,7 @@ from common import (  # noqa: E402  (bench/ first on the path, then this)
     Http,
     Node,
     driver_cpu,
+    make_secret,
     machine,
     machine_cpu,
     peak_rss_mb,
@@ -238,6 +240,7 @@ class Run:
         self.drain_waiter = None
         self.stopping = False
         self.http = Http(reactor)
+        self.peer_nodes: list = []
 
     # Called by the sensors.
 
@@ -291,22 +294,65 @@ class Run:
     async def execute(self) -> dict:
         args = self.args
         workdir = Path(tempfile.mkdtemp(prefix="p2pstore-bench-ingest-", dir=args.tmpdir))
-        node = Node(workdir, args.sync)
+        secret = make_secret(workdir / "cluster.key") if args.peers else None
+        node = Node(workdir / "node", args.sync, "node", secret)
+        self.peer_nodes = [
+            Node(workdir / f"peer{i}", args.sync, f"peer{i}", secret, peers=[node.peer_address])
+            for i in range(1, args.peers + 1)
+        ]
         try:
             return await self._execute(node)
         finally:
-            node.kill()
-            LIVE_NODES.discard(node)
+            for each in [node] + self.peer_nodes:
+                each.kill()
+                LIVE_NODES.discard(each)
             if args.keep:
                 print(f"  kept {workdir}")
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+    async def start_peers(self, node: Node) -> None:
+        """
+        --peers: nodes that dial the measured one and replicate its log live.
+        """
+        for peer in self.peer_nodes:
+            peer.start()
+            LIVE_NODES.add(peer)
+        for peer in self.peer_nodes:
+            await self.wait_running(peer, 60)
+        deadline = time.monotonic() + 60
+        while True:
+            status = await self.status(node)
+            linked = sum(1 for p in status["peers"] if p.get("authenticated"))
+            if linked == len(self.peer_nodes):
+                return
+            if time.monotonic() > deadline:
+                raise BenchFailure(f"only {linked} of {len(self.peer_nodes)} peers linked in 60 s")
+            await self.sleep(0.1)
+
+    async def peers_caught_up(self, node: Node, last_index: int) -> Optional[float]:
+        """
+        Seconds from now until every peer holds the node's log up to
+        ``last_index`` (None: not within 60 s).
+        """
+        start = time.monotonic()
+        while time.monotonic() - start < 60:
+            held = []
+            for peer in self.peer_nodes:
+                origins = (await self.status(peer)).get("origins", {})
+                held.append(origins.get(node.node_id, {}).get("last_index", 0))
+            if all(h >= last_index for h in held):
+                return time.monotonic() - start
+            await self.sleep(0.05)
+        return None
 
     async def _execute(self, node: Node) -> dict:
         args = self.args
         node.start()
         LIVE_NODES.add(node)
         await self.wait_running(node, 60)
+        if self.peer_nodes:
+            await self.start_peers(node)
         if args.pid_file:
             Path(args.pid_file).write_text(f"{node.pid}\n")
         await self.connect_all(node)
@@ -358,6 +404,11 @@ class Run:
         status = await self.status(node)
         rss = peak_rss_mb(node.pid)
         cpu_total, _ = process_cpu(node.pid)
+        caught_up = None
+        if self.peer_nodes:
+            caught_up = await self.peers_caught_up(
+                node, status["origins"][node.node_id]["last_index"]
+            )
 
         # Stop the node as a user would, then read what it stored.
         self.stopping = True
@@ -404,6 +455,10 @@ class Run:
             "sent_total": sum(s.sent for s in self.sensors),
             "status_accepted": status["sensors"]["accepted"],
             "status_rejected": status["sensors"]["rejected"],
+            "peers": len(self.peer_nodes),
+            # --peers: seconds after the last answer until every peer held
+            # the whole log (None: not within 60 s).
+            "peers_caught_up_s": None if caught_up is None else round(caught_up, 3),
         }
         result["check"] = self.check(node, result)
         return result
@@ -458,6 +513,8 @@ class Run:
             )
         if result["status_rejected"]:
             problem(f"/status counts {result['status_rejected']} rejected lines")
+        if result["peers"] and result["peers_caught_up_s"] is None:
+            problem("the peers did not hold the node's whole log 60 s after its last answer")
 
         node_id = node.node_id
         table = f"server_id_{node_id}"
@@ -547,7 +604,7 @@ class Run:
 
         if not rows:
             return 0
-        signer = Signer.from_key((node.data_dir / "cluster.key").read_bytes())
+        signer = Signer.from_key((node.secret_file or node.data_dir / "cluster.key").read_bytes())
         sample = sorted(random.sample(range(1, rows + 1), min(HMAC_SAMPLE, rows)))
         checked = 0
         for start in range(0, len(sample), 500):
@@ -644,6 +701,9 @@ def parse_args(argv=None):
                              "the answer latency at that load")
     parser.add_argument("--tick", type=float, default=0.01, metavar="SECONDS",
                         help="with --rate, each connection sends its lines due every SECONDS (0.01)")
+    parser.add_argument("--peers", type=int, default=0,
+                        help="also run this many nodes that dial the measured one and replicate "
+                             "its log while it ingests (0)")
     parser.add_argument("--reading-ids", action="store_true",
                         help="end each line with a reading id, as the simulator does; the node "
                              "then looks each one up to answer a resent reading with its index")
@@ -722,6 +782,15 @@ def main(argv=None) -> int:
     if runs:
         print()
         print_table(runs, median)
+        if args.peers:
+            print(
+                f"\n{args.peers} peer(s) replicating live; each held the whole log "
+                + ", ".join(
+                    "never (60 s)" if r["peers_caught_up_s"] is None else f"{r['peers_caught_up_s']:.2f} s"
+                    for r in runs
+                )
+                + " after the last answer"
+            )
         driver = median["driver_cpu_cores"]
         node_cores = median["node_cpu_cores"]
         busy = median["machine_busy"]
@@ -760,7 +829,7 @@ def main(argv=None) -> int:
                     "machine": info,
                     "config": {
                         k: getattr(args, k)
-                        for k in ("connections", "window", "rate", "tick", "reading_ids",
+                        for k in ("connections", "window", "rate", "tick", "reading_ids", "peers",
                                   "duration", "warmup", "sync", "repeat", "max_readings", "quick")
                     },
                     "median": median,
