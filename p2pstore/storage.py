@@ -180,7 +180,11 @@ class Appended:
         The records this commit added, built on demand: only replication
         needs them, and only when there are peers.
         """
-        return [_record(self.origin, row) for row in self.rows]
+        origin, built = self.origin, Record.built
+        return [
+            built(origin, epoch, index, sensor, kind, data, stamp, reading_id, checksum)
+            for index, sensor, kind, data, stamp, _, _, reading_id, checksum, epoch in self.rows
+        ]
 
 
 @frozen
