@@ -24,13 +24,17 @@ After a warm-up it measures, over --duration seconds:
 Then it stops sending, waits for every line to be answered, stops the node
 with SIGTERM and checks the SQLite file: every acknowledged line (known by
 its timestamp, or its reading_id) is in ``server_id_<node id>`` exactly
-once, at the entry_index it was answered with, entry_index runs 1..N without a gap, nothing unknown was stored, the
-fields are as sent and a sample of HMACs verifies under the cluster key.
-Any failure prints FAILED and exits non-zero.
+once, at the entry_index it was answered with, entry_index runs 1..N without
+a gap, nothing unknown was stored, the fields are as sent and a sample of
+HMACs verifies under the cluster key. Any failure prints FAILED and exits
+non-zero.
 
     python bench/ingest.py                      # 100 connections, 20 s
     python bench/ingest.py --repeat 3           # medians of 3 runs
     python bench/ingest.py --connections 1000 --json /tmp/ingest.json
+    python bench/ingest.py --window 24          # latency near 70,000 readings/s
+    python bench/ingest.py --rate 70000         # latency at a paced load
+    python bench/ingest.py --peers 1            # with a peer replicating live
     python bench/ingest.py --quick              # smoke run, well under a minute
 """
 
@@ -48,8 +52,8 @@ import sys
 import tempfile
 import time
 from array import array
-from datetime import datetime, timedelta
 from collections import deque
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -60,8 +64,8 @@ from common import (  # noqa: E402  (bench/ first on the path, then this)
     Http,
     Node,
     driver_cpu,
-    make_secret,
     machine,
+    make_secret,
     machine_cpu,
     peak_rss_mb,
     percentile,
