@@ -29,8 +29,9 @@ SENSOR_CLOSE_TIMEOUT = 5.0
 # 5 ms wait afresh, so while the reactor thread is busy with sensors (a
 # system call every few hundred microseconds) the database thread can wait
 # for as long as the reactor stays busy. At 20 us it asks for the GIL
-# before the reactor's next system call. bench/ingest.py, 100 connections,
-# window 24: 66,502 -> 86,080 readings/s, answer p99 59 -> 46 ms.
+# before the reactor's next system call. bench/gil.py (a SQLite writer
+# beside one busy thread): 375 -> 182,120 rows/s; bench/ingest.py, 100
+# connections, window 24: 66,502 -> 86,080 readings/s, p99 59 -> 46 ms.
 GIL_SWITCH_INTERVAL = 20e-6
 
 INITIALIZING = "Initializing"
