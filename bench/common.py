@@ -516,6 +516,22 @@ def print_profile(label: str, summary: dict) -> None:
         print(f"    {share:6.1%}  {name}")
 
 
+async def finish_profiles(reactor, profilers: list, seconds: float, phase: str) -> dict:
+    """
+    Wait (at most ``seconds`` + 30 s) for the py-spy processes started by
+    L{start_profiler}, given as ``(name, process, path)``; print and return
+    each one's summary by name.
+    """
+    deadline = time.monotonic() + seconds + 30
+    while any(p.poll() is None for _, p, _ in profilers) and time.monotonic() < deadline:
+        await sleep(reactor, 0.2)
+    summaries = {}
+    for name, _, path in profilers:
+        summaries[name] = summarize_profile(path, 15)
+        print_profile(f"{name} during {phase} ({path})", summaries[name])
+    return summaries
+
+
 # -- reactor helpers -------------------------------------------------------------
 
 

@@ -48,6 +48,7 @@ from common import (  # noqa: E402
     RssWatch,
     Timeline,
     fill_self_db,
+    finish_profiles,
     fmt,
     load_line,
     machine,
@@ -56,13 +57,11 @@ from common import (  # noqa: E402
     memory_mb,
     origin_count,
     outside_load,
-    print_profile,
     print_table,
     raise_fd_limit,
     read_epoch,
     sleep,
     start_profiler,
-    summarize_profile,
     table_digest,
 )
 
@@ -219,14 +218,9 @@ class Recover(Bench):
         print("  " + load_line(cpu, "recovery "), flush=True)
 
         if profilers:
-            deadline = time.monotonic() + args.profile_seconds + 30
-            while any(p.poll() is None for _, p, _ in profilers) and time.monotonic() < deadline:
-                await sleep(reactor, 0.2)
-            result["profiles"] = {}
-            for name, p, path in profilers:
-                summary = summarize_profile(path, 15)
-                result["profiles"][name] = summary
-                print_profile(f"{name} during recovery ({path})", summary)
+            result["profiles"] = await finish_profiles(
+                reactor, profilers, args.profile_seconds, "recovery"
+            )
 
         # Check what came back.
         after = table_digest(a.db_path(origin), origin, old_epoch)

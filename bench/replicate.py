@@ -63,6 +63,7 @@ from common import (  # noqa: E402
     Timeline,
     check_hmac_sample,
     fill_self_db,
+    finish_profiles,
     fmt,
     load_line,
     make_secret,
@@ -72,13 +73,11 @@ from common import (  # noqa: E402
     ms_summary,
     origin_count,
     outside_load,
-    print_profile,
     print_table,
     raise_fd_limit,
     read_epoch,
     sleep,
     start_profiler,
-    summarize_profile,
     table_digest,
 )
 
@@ -271,14 +270,9 @@ class Replicate(Bench):
         )
         print("  " + load_line(cpu, "catch-up "), flush=True)
         if profilers:
-            deadline = time.monotonic() + args.profile_seconds + 30
-            while any(p.poll() is None for _, p, _ in profilers) and time.monotonic() < deadline:
-                await sleep(reactor, 0.2)
-            result["profiles"] = {}
-            for name, p, path in profilers:
-                summary = summarize_profile(path, 15)
-                result["profiles"][name] = summary
-                print_profile(f"{name} during catch-up ({path})", summary)
+            result["profiles"] = await finish_profiles(
+                reactor, profilers, args.profile_seconds, "catch-up"
+            )
 
         # Stop the light load; B must then hold A's whole log, identical.
         await load.drain(60)
