@@ -198,6 +198,26 @@ def wait_identical(holder: NodeProcess, origin: NodeProcess, timeout: float = CO
 
 
 @inlineCallbacks
+def replicated_pair(test_case, a_count: int, b_count: int):
+    """
+    Two meshed nodes sharing a key, A fed ``a_count`` readings and B
+    ``b_count``, each holding the other's copy.
+
+    @return: a Deferred firing with ``(a, b, a's rows, b's rows)``.
+    """
+    key = cluster_key(test_case)
+    a, b = NodeProcess(test_case, secret_file=key), NodeProcess(test_case, secret_file=key)
+    mesh([a, b])
+    yield a.start()
+    yield b.start()
+    yield feed(test_case, a, sensor_lines(a_count, "a"))
+    yield feed(test_case, b, sensor_lines(b_count, "b"))
+    rows_a = yield wait_identical(b, a)
+    rows_b = yield wait_identical(a, b)
+    return a, b, rows_a, rows_b
+
+
+@inlineCallbacks
 def peer_entries(node: NodeProcess) -> dict:
     """
     The node's /status peers, by node id (None for dialled addresses not yet linked).
@@ -781,15 +801,7 @@ class RecoveryTests(TestCase):
         Running. No position gets two contents, and the peer's copy of the
         old epoch is unchanged.
         """
-        key = cluster_key(self)
-        a, b = NodeProcess(self, secret_file=key), NodeProcess(self, secret_file=key)
-        mesh([a, b])
-        yield a.start()
-        yield b.start()
-        yield feed(self, a, sensor_lines(400, "a"))
-        yield feed(self, b, sensor_lines(100, "b"))
-        old = yield wait_identical(b, a)
-        yield wait_identical(a, b)
+        a, b, old, _ = yield replicated_pair(self, 400, 100)
         (old_epoch,) = epochs(old)
 
         code = yield a.stop()
@@ -837,15 +849,7 @@ class RecoveryTests(TestCase):
         every other node's readings again, identical, once it is back; its
         own readings are untouched.
         """
-        key = cluster_key(self)
-        a, b = NodeProcess(self, secret_file=key), NodeProcess(self, secret_file=key)
-        mesh([a, b])
-        yield a.start()
-        yield b.start()
-        yield feed(self, a, sensor_lines(500, "a"))
-        yield feed(self, b, sensor_lines(100, "b"))
-        rows_a = yield wait_identical(b, a)
-        rows_b = yield wait_identical(a, b)
+        a, b, rows_a, rows_b = yield replicated_pair(self, 500, 100)
 
         code = yield b.stop()
         self.assertEqual(code, -signal.SIGTERM)
@@ -1015,15 +1019,7 @@ class HostileClientTests(TestCase):
         Running, sensors still acknowledged, its link to its peer still up
         and replicating.
         """
-        key = cluster_key(self)
-        a, b = NodeProcess(self, secret_file=key), NodeProcess(self, secret_file=key)
-        mesh([a, b])
-        yield a.start()
-        yield b.start()
-        yield feed(self, a, sensor_lines(20, "a"))
-        yield feed(self, b, sensor_lines(10, "b"))
-        yield wait_identical(b, a)
-        yield wait_identical(a, b)
+        a, b, _, _ = yield replicated_pair(self, 20, 10)
         before = yield wait_links_up(a, [b])
 
         rng = random.Random(99)
