@@ -437,8 +437,9 @@ class Store:
             (self.epoch,),
         ).fetchone()
         reading_ids = [row[7] for row in rows if row[7] is not None]
-        known = self._stored_reading_ids(txn, table, reading_ids)
-        if known or len(set(reading_ids)) != len(reading_ids) or (rows and rows[0][0] != last + 1):
+        distinct = set(reading_ids)
+        known = self._stored_reading_ids(txn, table, distinct)
+        if known or len(distinct) != len(reading_ids) or (rows and rows[0][0] != last + 1):
             indexes, rows = self._renumber(rows, last, known)
         else:
             indexes = [row[0] for row in rows]
@@ -511,8 +512,8 @@ class Store:
             (origin, epoch, last_index),
         )
 
-    def _stored_reading_ids(self, txn, table: str, reading_ids: list) -> dict:
-        wanted = list(set(reading_ids))
+    def _stored_reading_ids(self, txn, table: str, reading_ids: set) -> dict:
+        wanted = list(reading_ids)
         found = {}
         for start in range(0, len(wanted), self._lookup_chunk):
             chunk = wanted[start : start + self._lookup_chunk]
