@@ -5,6 +5,7 @@ service that starts and stops them in order.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Optional
 
@@ -230,6 +231,13 @@ class NodeService(MultiService):
     def startService(self) -> None:
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+        # The objects alive at start (modules, classes, Twisted's machinery)
+        # are put out of the cyclic garbage collector's reach while the node
+        # runs. Otherwise each full collection walks them all holding the
+        # GIL: at 70,000 readings/s, 11 pauses of 14-19 ms in 13 s, each
+        # delaying every reading in flight; frozen, 1.6 ms (median).
+        gc.collect()
+        gc.freeze()
         super().startService()
         for note in self._notes:
             self.log.info("{note}", note=note)
@@ -264,6 +272,7 @@ class NodeService(MultiService):
             yield self._stop()
         finally:
             sys.setswitchinterval(self._switch_interval)
+            gc.unfreeze()
 
     @inlineCallbacks
     def _stop(self):

@@ -5,6 +5,7 @@ node from them.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import socket
@@ -14,13 +15,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pstore
 from p2pstore.identity import KEY_FILE, NODE_ID_FILE, SELF_DB
-from p2pstore.node import NodeService
+from p2pstore.node import GIL_SWITCH_INTERVAL, RUNNING, NodeService
 from p2pstore.tap import Options, Peer, makeService, parse_settings
+
+from .nodes import free_port
 
 REPO = Path(p2pstore.__file__).resolve().parent.parent
 
@@ -575,3 +579,34 @@ class TwistdProcessTests(SynchronousTestCase):
         self.assertIn("--sensor-port", output)
         self.assertIn("99999", output)
         self.assertFalse((cwd / "p2pstore-data").exists())
+
+
+class ProcessSettingsTests(TapTestMixin, TestCase):
+    """
+    A running node tunes its process for latency (the GIL switch interval,
+    the startup objects out of the garbage collector's reach) and puts both
+    back when it stops.
+    """
+
+    @inlineCallbacks
+    def test_restored_on_stop(self):
+        from twisted.internet import reactor
+
+        interval = sys.getswitchinterval()
+        frozen = gc.get_freeze_count()
+        ports = [f"tcp:{free_port()}:interface=127.0.0.1" for _ in range(3)]
+        service = self.make(
+            "--data-dir", str(self.data_dir()),
+            "--sensor-port", ports[0], "--peer-port", ports[1], "--status-port", ports[2],
+            reactor=reactor,
+        )
+        service.startService()
+        try:
+            self.assertAlmostEqual(sys.getswitchinterval(), GIL_SWITCH_INTERVAL)
+            self.assertGreater(gc.get_freeze_count(), frozen)
+            yield service._opening
+            self.assertEqual(service.node.state, RUNNING)
+        finally:
+            yield service.stopService()
+        self.assertEqual(sys.getswitchinterval(), interval)
+        self.assertEqual(gc.get_freeze_count(), 0)
