@@ -48,14 +48,23 @@ def _plain_field(limit: int) -> str:
 # unchanged: printable ASCII, no space around a field, each within its
 # limit, a well-formed timestamp if any. One match replaces a split, four
 # strips and the searches.
-_PLAIN_LINE = re.compile(
+_PLAIN_FIELDS = (
     _plain_field(MAX_SENSOR_TYPE)
     + ","
     + _plain_field(MAX_SENSOR_DATA)
     + r"(?:,(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}(?::?\d{2})?)?)"
     + "(?:,"
     + _plain_field(MAX_READING_ID)
-    + r")?)?\Z"
+    + r")?)?"
+)
+_PLAIN_LINE = re.compile(_PLAIN_FIELDS + r"\Z")
+# Every line of a chunk at once, each with the "\r" of a "\r\n" if any.
+_PLAIN_LINES = re.compile(r"(?m)^" + _PLAIN_FIELDS + r"\r?$")
+# The longest plain line, "\r" included: a sensor protocol that accepts
+# lines this long can take a chunk of plain lines without measuring each.
+MAX_PLAIN_LINE = (
+    MAX_SENSOR_TYPE + MAX_SENSOR_DATA + len("2026-11-28T10:00:00.123456+01:00")
+    + MAX_READING_ID + len(",,,\r")
 )
 
 _FORMAT = b"p2pstore-record-v1\n"
@@ -184,6 +193,8 @@ class Record:
 
 
 _new = object.__new__
+# Reading(...) without the Python-level __new__ a NamedTuple has.
+_new_tuple = tuple.__new__
 _set = object.__setattr__
 
 
@@ -416,6 +427,37 @@ def parse_line(line: bytes, now: Callable[[], str]) -> Reading:
         except ValueError:
             raise BadLine("bad timestamp") from None
     return Reading(sensor_type, sensor_data, timestamp, reading_id)
+
+
+def parse_plain_lines(chunk: bytes, now: Callable[[], str]) -> Optional[list[Reading]]:
+    """
+    The readings of a chunk of whole lines, each ending in ``\n``, when
+    every line is plain (see _PLAIN_LINE): one pass of one regex over the
+    chunk, about half the cost of a L{parse_line} call per line.
+
+    @return: the readings, as L{parse_line} makes them, or C{None} when any
+        line is not plain or not UTF-8: then parse each line with
+        L{parse_line}, which says what is wrong with it.
+    """
+    try:
+        text = chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = _PLAIN_LINES.findall(text)
+    # No line holds two matches and no match spans two lines.
+    if len(lines) != text.count("\n"):
+        return None
+    try:
+        for _, _, timestamp, _ in lines:
+            if timestamp:
+                datetime.fromisoformat(timestamp)
+    except ValueError:
+        return None
+    # An absent field is "" in findall's tuples, and never "" when present.
+    return [
+        _new_tuple(Reading, (sensor_type, sensor_data, timestamp or now(), reading_id or None))
+        for sensor_type, sensor_data, timestamp, reading_id in lines
+    ]
 
 
 def _parse_fields(text: str, now: Callable[[], str]) -> Reading:

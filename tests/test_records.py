@@ -25,6 +25,7 @@ from p2pstore.records import (
     Signer,
     canonical_bytes,
     parse_line,
+    parse_plain_lines,
     parse_value_unit,
 )
 
@@ -373,6 +374,55 @@ class ParseLinePathsTests(SynchronousTestCase):
         if isinstance(slow, str) and "UTF-8" in slow:
             return
         self.assertEqual(_outcome(line, lambda b: parse_line(b, now)), slow)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.lists(_line_fields, min_size=1, max_size=5), st.sampled_from(["\n", "\r\n"])
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def test_chunk_same_as_each_line(self, lines):
+        """
+        parse_plain_lines takes a chunk only when every line is plain, and
+        then reads each as parse_line does.
+        """
+        chunk = "".join(",".join(fields) + end for fields, end in lines).encode(
+            "utf-8", "surrogatepass"
+        )
+        each = [
+            _outcome(line[:-1] if line.endswith(b"\r") else line, lambda b: parse_line(b, now))
+            for line in chunk.split(b"\n")[:-1]
+        ]
+        readings = parse_plain_lines(chunk, now)
+        if readings is None:
+            plain = all(isinstance(r, Reading) for r in each) and all(
+                _PLAIN_LINE.match(line.decode().rstrip("\r")) for line in chunk.split(b"\n")[:-1]
+            )
+            self.assertFalse(plain, "a chunk of plain lines was refused")
+        else:
+            self.assertEqual(readings, each)
+            self.assertTrue(all(type(r) is Reading for r in readings))
+
+    def test_chunk_of_plain_lines(self):
+        """
+        The seed's lines, and the simulator's with reading ids, are taken a
+        chunk at a time; a chunk with one line that is not is left to
+        parse_line.
+        """
+        seed = b"Temperature,39C,2026-11-28 10:00:00.123456\r\nPressure,1.798 atm\n"
+        self.assertEqual(
+            parse_plain_lines(seed + b"Humidity,15% RH,2026-11-28T10:00:00Z,r1\n", now),
+            [
+                Reading("Temperature", "39C", "2026-11-28 10:00:00.123456"),
+                Reading("Pressure", "1.798 atm", now()),
+                Reading("Humidity", "15% RH", "2026-11-28T10:00:00Z", "r1"),
+            ],
+        )
+        for bad in [b"\n", b"Temperature\n", b" x,1\n", b"x,1,2026-13-01 00:00:00\n", b"\xff,1\n"]:
+            self.assertIsNone(parse_plain_lines(seed + bad, now), bad)
 
     def test_quick_path_taken(self):
         """

@@ -580,6 +580,24 @@ class LongLineTests(OpenedTestCase):
         self.assertEqual(self.store.rejected[0].raw, b"y" * MAX_LINE)
 
 
+class ShortLimitTests(OpenedTestCase):
+    """
+    Below the longest line that can be plain, each line's length is checked
+    even in a chunk of plain lines.
+    """
+
+    max_line = 100
+
+    def test_plain_line_too_long(self) -> None:
+        long_plain = b"Temperature,39C,2026-11-28 10:00:00.123456," + b"r" * 64
+        self.assertEqual(len(long_plain), 107)
+        self.protocol.dataReceived(GOOD + b"\n" + long_plain + b"\n" + GOOD + b"\n")
+        self.commit_all()
+        self.assertEqual(
+            self.answers(self.transport), [b"OK 1", b"ERR line too long", b"OK 2"]
+        )
+
+
 class HalfCloseTests(OpenedTestCase):
     """
     A sensor that stops sending (e.g. C{printf ... | nc -N}) still gets every
