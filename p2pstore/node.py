@@ -111,7 +111,7 @@ class Node:
         return d.addCallback(opened)
 
     def _committed(self, appended) -> None:
-        self.replicator.appended(self.store.epoch, appended.last_index, appended.records)
+        self.replicator.appended(self.store.epoch, appended.last_index, appended.entries)
 
     def status_snapshot(self) -> dict:
         """

@@ -152,37 +152,6 @@ class Record:
     reading_id: Optional[str] = attrs.field(validator=validators.optional(_text))
     data_checksum: str = attrs.field(default="", validator=_text)
 
-    @classmethod
-    def built(
-        cls,
-        origin: str,
-        epoch: str,
-        entry_index: int,
-        sensor_index: int,
-        sensor_type: str,
-        sensor_data: str,
-        timestamp: str,
-        reading_id: Optional[str],
-        data_checksum: str,
-    ) -> "Record":
-        """
-        A record of fields this node has just checked and stored itself,
-        made without running the validators again: a node with peers makes
-        one for every reading it stores, and the validators cost more than
-        the rest of it.
-        """
-        record = _new(cls)
-        _set(record, "origin", origin)
-        _set(record, "epoch", epoch)
-        _set(record, "entry_index", entry_index)
-        _set(record, "sensor_index", sensor_index)
-        _set(record, "sensor_type", sensor_type)
-        _set(record, "sensor_data", sensor_data)
-        _set(record, "timestamp", timestamp)
-        _set(record, "reading_id", reading_id)
-        _set(record, "data_checksum", data_checksum)
-        return record
-
     @property
     def value(self) -> Optional[float]:
         return parse_value_unit(self.sensor_data)[0]
@@ -192,10 +161,8 @@ class Record:
         return parse_value_unit(self.sensor_data)[1]
 
 
-_new = object.__new__
 # Reading(...) without the Python-level __new__ a NamedTuple has.
 _new_tuple = tuple.__new__
-_set = object.__setattr__
 
 
 def _netstring(text: str) -> bytes:

@@ -21,11 +21,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from .records import BadRecord, Signer
-from .wire import Ack, BadMessage, Have, Links, Records
+from .wire import Ack, BadMessage, Entries, Have, Links, Records, entry_of
 
 Log = tuple  # (origin, epoch)
 
-# Recent records of each log, kept to send live without reading them back.
+# Recent records of each log, kept to send live without reading them back
+# (as RECORDS entries, p2pstore.wire.entry_of).
 TAIL = 4096
 # How long before records a peer rejected are sent again.
 RETRY_DELAY = 1.0
@@ -151,23 +152,25 @@ class Replicator:
         peer that lacks them.
         """
         if records:
-            self._added((origin, epoch), records[-1].entry_index, lambda: records)
+            self._added(
+                (origin, epoch), records[-1].entry_index, lambda: map(entry_of, records)
+            )
 
-    def appended(self, epoch: str, last_index: int, records: Callable[[], list]) -> None:
+    def appended(self, epoch: str, last_index: int, entries: Callable[[], list]) -> None:
         """
         This node's own log grew to ``last_index``: send the new records to
-        every peer. ``records()`` builds them, which is only worth doing
-        when a peer may want them.
+        every peer. ``entries()`` builds them as RECORDS entries, which is
+        only worth doing when a peer may want them.
         """
-        self._added((self.node_id, epoch), last_index, records)
+        self._added((self.node_id, epoch), last_index, entries)
 
-    def _added(self, log: Log, last_index: int, records: Callable[[], list]) -> None:
+    def _added(self, log: Log, last_index: int, entries: Callable[[], list]) -> None:
         self.positions[log] = last_index
         if self.peers:
             tail = self._tail.get(log)
             if tail is None:
                 tail = self._tail[log] = deque(maxlen=TAIL)
-            tail.extend(records())
+            tail.extend(entries())
         else:
             # No peer has ever linked: nothing to keep for. A tail with a
             # gap would hand out wrong records, so one that falls behind
@@ -178,16 +181,17 @@ class Replicator:
         self._announce()
 
     def _from_tail(self, log: Log, start: int, end: int) -> Optional[list]:
+        # Entries: their entry_index first.
         tail = self._tail.get(log)
-        if not tail or tail[0].entry_index > start or tail[-1].entry_index < end:
+        if not tail or tail[0][0] > start or tail[-1][0] < end:
             return None
-        offset = start - tail[0].entry_index
+        offset = start - tail[0][0]
         # Not tail[i] per record: indexing into the middle of a deque walks it.
-        records = list(islice(tail, offset, offset + end - start + 1))
-        if records[0].entry_index != start or records[-1].entry_index != end:
+        entries = list(islice(tail, offset, offset + end - start + 1))
+        if entries[0][0] != start or entries[-1][0] != end:
             # A gap in the tail (records that never reached it): from disk.
             return None
-        return records
+        return entries
 
     # -- links ------------------------------------------------------------
 
@@ -327,19 +331,19 @@ class Replicator:
                 return
             start = peer.next_to_send(log)
             end = min(start + self.batch_size - 1, self.positions[log])
-            records = self._from_tail(log, start, end)
-            if records is None:
+            entries = self._from_tail(log, start, end)
+            if entries is None:
                 peer.reading = True
-                d = self._store.read_range(log[0], log[1], start - 1, end - start + 1)
+                d = self._store.read_entries(log[0], log[1], start - 1, end - start + 1)
                 d.addCallback(self._read, peer, link, log, start)
                 d.addErrback(self._read_failed, peer, log)
                 return
-            self._send(peer, link, log, records)
+            self._send(peer, link, log, entries)
 
-    def _read(self, records: list, peer: PeerState, link, log: Log, start: int) -> None:
+    def _read(self, entries: list, peer: PeerState, link, log: Log, start: int) -> None:
         peer.reading = False
         self._maybe_idle()
-        if not records and not self.stopped:
+        if not entries and not self.stopped:
             # The position says these rows exist but the table has none (rows
             # deleted by hand?): try again later rather than spin on reads.
             self.log.warn(
@@ -351,13 +355,13 @@ class Replicator:
             self._retry_later(peer)
             return
         if (
-            records
+            entries
             and not self.stopped
             and peer.links
             and link is peer.links[0]
-            and records[0].entry_index == peer.next_to_send(log)
+            and entries[0][0] == peer.next_to_send(log)
         ):
-            self._send(peer, link, log, records)
+            self._send(peer, link, log, entries)
         self._pump(peer)
 
     def _read_failed(self, failure, peer: PeerState, log: Log) -> None:
@@ -370,11 +374,12 @@ class Replicator:
         )
         peer.retry = self._clock.callLater(RETRY_DELAY, self._pump, peer)
 
-    def _send(self, peer: PeerState, link, log: Log, records: list) -> None:
-        link.send(Records(log[0], log[1], records))
-        peer.sent[log] = records[-1].entry_index
-        peer.unacked.append((log, records[-1].entry_index))
-        peer.sent_count += len(records)
+    def _send(self, peer: PeerState, link, log: Log, entries: list) -> None:
+        link.send(Entries(log[0], log[1], entries))
+        last = entries[-1][0]
+        peer.sent[log] = last
+        peer.unacked.append((log, last))
+        peer.sent_count += len(entries)
 
     def _links(self) -> Links:
         return Links(frozenset(p.node_id for p in self.peers.values() if p.links))

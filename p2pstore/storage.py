@@ -34,6 +34,10 @@ _COLUMNS = (
     "entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
     "value, unit, reading_id, data_checksum, epoch"
 )
+# A record's fields in the order of a RECORDS entry (p2pstore.wire.entry_of).
+_ENTRY_COLUMNS = (
+    "entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, data_checksum"
+)
 
 # Rows per INSERT statement, at most (fewer if SQLite allows fewer host
 # parameters). executemany() steps SQLite once per row and gives up the GIL
@@ -175,15 +179,15 @@ class Appended:
     rows: list
     last_index: int
 
-    def records(self) -> list[Record]:
+    def entries(self) -> list[tuple]:
         """
-        The records this commit added, built on demand: only replication
-        needs them, and only when there are peers.
+        The records this commit added as RECORDS entries (see
+        L{p2pstore.wire.entry_of}), built on demand: only replication needs
+        them, and only when there are peers.
         """
-        origin, built = self.origin, Record.built
         return [
-            built(origin, epoch, index, sensor, kind, data, stamp, reading_id, checksum)
-            for index, sensor, kind, data, stamp, _, _, reading_id, checksum, epoch in self.rows
+            (index, sensor, kind, data, stamp, reading_id, checksum)
+            for index, sensor, kind, data, stamp, _, _, reading_id, checksum, _ in self.rows
         ]
 
 
@@ -596,19 +600,20 @@ class Store:
             results.append(Applied(added=added, conflicts=conflicts, last_index=position))
         return results
 
-    def read_range(self, origin: str, epoch: str, after: int, limit: int) -> Deferred:
+    def read_entries(self, origin: str, epoch: str, after: int, limit: int) -> Deferred:
         """
-        Up to ``limit`` records of a log from index ``after + 1`` on, in order.
+        Up to ``limit`` records of a log from index ``after + 1`` on, in
+        order, as RECORDS entries (see L{p2pstore.wire.entry_of}): to send
+        as stored, each peer checking what it receives.
 
-        @return: a Deferred firing with a list of L{Record}.
+        @return: a Deferred firing with a list of tuples.
         """
         schema = self._schema_of(origin)
-        d = self._pool.runQuery(
-            f"SELECT {_COLUMNS} FROM {schema}.{table_name(origin)} "
+        return self._pool.runQuery(
+            f"SELECT {_ENTRY_COLUMNS} FROM {schema}.{table_name(origin)} "
             f"WHERE epoch = ? AND entry_index > ? ORDER BY entry_index LIMIT ?",
             (epoch, after, limit),
         )
-        return d.addCallback(lambda rows: [_record(origin, row) for row in rows])
 
     def finish_recovery(self) -> Deferred:
         """

@@ -69,6 +69,35 @@ class Records:
 
 
 @frozen
+class Entries:
+    """
+    L{Records} to send, as the sender holds them: each entry the record's
+    fields in the order RECORDS carries them (L{entry_of}), the origin and
+    epoch once for all. Encoded without building a L{Record} per entry; the
+    receiver decodes L{Records} and checks every record.
+    """
+
+    origin: str
+    epoch: str
+    entries: list
+
+
+def entry_of(record: Record) -> tuple:
+    """
+    The fields of a record as a RECORDS entry carries them.
+    """
+    return (
+        record.entry_index,
+        record.sensor_index,
+        record.sensor_type,
+        record.sensor_data,
+        record.timestamp,
+        record.reading_id,
+        record.data_checksum,
+    )
+
+
+@frozen
 class Ack:
     """
     The receiver of a L{Records} batch now holds ``(origin, epoch)`` up to
@@ -115,25 +144,13 @@ def encode(message) -> bytes:
         return _dump(AUTH, {"proof": message.proof.hex()})
     if isinstance(message, Have):
         return _dump(HAVE, message.positions)
-    if isinstance(message, Records):
+    if isinstance(message, Entries):
         return _dump(
-            RECORDS,
-            {
-                "origin": message.origin,
-                "epoch": message.epoch,
-                "records": [
-                    [
-                        r.entry_index,
-                        r.sensor_index,
-                        r.sensor_type,
-                        r.sensor_data,
-                        r.timestamp,
-                        r.reading_id,
-                        r.data_checksum,
-                    ]
-                    for r in message.records
-                ],
-            },
+            RECORDS, {"origin": message.origin, "epoch": message.epoch, "records": message.entries}
+        )
+    if isinstance(message, Records):
+        return encode(
+            Entries(message.origin, message.epoch, [entry_of(r) for r in message.records])
         )
     if isinstance(message, Ack):
         return _dump(ACK, {"origin": message.origin, "epoch": message.epoch, "have": message.last_index})

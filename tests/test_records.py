@@ -740,24 +740,6 @@ class SignerTests(SynchronousTestCase):
                 self.assertNotIn(form, text)
 
 
-class RecordBuiltTests(SynchronousTestCase):
-    """
-    Record.built, for fields the node has just stored itself, makes the
-    same record as the checked constructor.
-    """
-
-    @given(records())
-    def test_same_record(self, r):
-        built = Record.built(*attrs.astuple(r))
-        self.assertEqual(attrs.asdict(built), attrs.asdict(r))
-        self.assertEqual(built, r)
-        self.assertEqual(hash(built), hash(r))
-
-    def test_frozen(self):
-        built = Record.built(*attrs.astuple(record()))
-        self.assertRaises(attrs.exceptions.FrozenInstanceError, setattr, built, "entry_index", 2)
-
-
 class RecordValidatorTests(SynchronousTestCase):
     """
     A record cannot be built with a bad position or field type.

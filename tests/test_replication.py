@@ -21,7 +21,7 @@ from p2pstore.peer import PeerFactory
 from p2pstore.records import Reading, Record, Signer
 from p2pstore.replication import HAVE_DELAY, RETRY_DELAY, Replicator
 from p2pstore.storage import Applied, Store
-from p2pstore.wire import Ack, BadMessage, Have, Links, Records
+from p2pstore.wire import Ack, BadMessage, Have, Links, Records, decode, encode, entry_of
 
 KEY = b"cluster key of the replication tests"
 SIGNER = Signer.from_key(KEY)
@@ -66,7 +66,7 @@ def indexes(message: Records) -> list[int]:
 
 class FakeStore:
     """
-    L{Store.apply}, L{Store.read_range} and L{Store.finish_recovery} over
+    L{Store.apply}, L{Store.read_entries} and L{Store.finish_recovery} over
     lists in memory, with the real store's semantics: a batch is stored only
     where it continues its log; records at positions already held are
     compared with the stored ones (a difference is a conflict, the stored
@@ -150,18 +150,21 @@ class FakeStore:
             results.append(Applied(added=added, conflicts=conflicts, last_index=len(held)))
         d.callback(results)
 
-    def read_range(self, origin: str, epoch: str, after: int, limit: int) -> Deferred:
+    def read_entries(self, origin: str, epoch: str, after: int, limit: int) -> Deferred:
         self.read_calls.append((origin, epoch, after, limit))
         d: Deferred = Deferred()
         if self.hold_reads:
             self._held_reads.append((origin, epoch, after, limit, d))
         else:
-            d.callback(self.log(origin, epoch)[after : after + limit])
+            d.callback(self._entries(origin, epoch, after, limit))
         return d
 
     def release_read(self) -> None:
         origin, epoch, after, limit, d = self._held_reads.pop(0)
-        d.callback(self.log(origin, epoch)[after : after + limit])
+        d.callback(self._entries(origin, epoch, after, limit))
+
+    def _entries(self, origin: str, epoch: str, after: int, limit: int) -> list:
+        return [entry_of(r) for r in self.log(origin, epoch)[after : after + limit]]
 
     def finish_recovery(self) -> Deferred:
         self.finished += 1
@@ -189,7 +192,8 @@ class FakeLink:
         self.messages: list = []
 
     def send(self, message) -> None:
-        self.messages.append(message)
+        # As the peer would read it.
+        self.messages.append(decode(encode(message)))
 
     def of(self, kind) -> list:
         return [m for m in self.messages if isinstance(m, kind)]
@@ -1167,8 +1171,8 @@ class TrackedStore:
     def apply(self, batches) -> Deferred:
         return self._track(self.store.apply(batches))
 
-    def read_range(self, *args) -> Deferred:
-        return self._track(self.store.read_range(*args))
+    def read_entries(self, *args) -> Deferred:
+        return self._track(self.store.read_entries(*args))
 
     def finish_recovery(self) -> Deferred:
         return self._track(self.store.finish_recovery())
@@ -1208,7 +1212,7 @@ class SQLiteNodesTests(TestCase):
         ]
         appended = await store.append(rows, [], first + count - 1)
         self.assertEqual(appended.indexes, list(range(first, first + count)))
-        node.replicator.appended(store.epoch, appended.last_index, appended.records)
+        node.replicator.appended(store.epoch, appended.last_index, appended.entries)
 
     async def settle(self, nodes, done: Callable[[], bool], steps: int = 400) -> None:
         """
@@ -1258,7 +1262,7 @@ class SQLiteNodesTests(TestCase):
         await self.settle((a, b), lambda: self.same_tables(b, a))
         rows = self.rows(b.store.store.peer_path, A)
         self.assertEqual(len(rows), 43)
-        for r in await b.store.store.read_range(A, a.store.store.epoch, 0, 100):
+        for r in await b.store.store.readings(A, None, 100):
             SIGNER.verify(r)
         self.assertEqual(b.peer(A)["received"], 43)
 

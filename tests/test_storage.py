@@ -22,6 +22,7 @@ from p2pstore.storage import (
     readings_schema,
     table_name,
 )
+from p2pstore.wire import entry_of
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 TABLE = f"server_id_{NODE_ID}"
@@ -30,6 +31,24 @@ KEY = b"cluster key for the storage tests"
 
 def reading(n: int, sensor_type: str = "Temperature", data: str | None = None, reading_id=None) -> Reading:
     return Reading(sensor_type, data or f"{n}C", f"2020-04-20 23:20:{n % 60:02d}.000001", reading_id)
+
+
+def record_of(epoch: str, entry: tuple) -> Record:
+    """
+    The record of one of this node's RECORDS entries.
+    """
+    entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, checksum = entry
+    return Record(
+        origin=NODE_ID,
+        epoch=epoch,
+        entry_index=entry_index,
+        sensor_index=sensor_index,
+        sensor_type=sensor_type,
+        sensor_data=sensor_data,
+        timestamp=timestamp,
+        reading_id=reading_id,
+        data_checksum=checksum,
+    )
 
 
 def prepared(store: Store, readings: list[tuple[Reading, int]], first_index: int) -> list:
@@ -181,7 +200,7 @@ class AppendTests(StoreTestCase):
         for batch in batches:
             rejected = [] if batch else [Rejected("2020-04-20 23:20:18", 1, "empty line", b"")]
             appended = await self.append(store, [(r, 1) for r in batch], rejected, 1)
-            self.assertEqual(appended.indexes, [r.entry_index for r in appended.records()])
+            self.assertEqual(appended.indexes, [entry[0] for entry in appended.entries()])
             answered += appended.indexes
         self.assertEqual(answered, list(range(1, 105)))
         self.assertEqual(
@@ -201,10 +220,10 @@ class AppendTests(StoreTestCase):
             appended = await store.append(prepared(store, [(reading(2), 1), (reading(3), 1)], guess), [], 1)
             self.assertEqual(appended.indexes, [appended.last_index - 1, appended.last_index])
         self.assertEqual(appended.last_index, 5)
-        records = [record for record in (await store.read_range(NODE_ID, opened.epoch, 0, 10))]
-        self.assertEqual([r.entry_index for r in records], [1, 2, 3, 4, 5])
-        for record in records:
-            self.signer.verify(record)
+        entries = await store.read_entries(NODE_ID, opened.epoch, 0, 10)
+        self.assertEqual([entry[0] for entry in entries], [1, 2, 3, 4, 5])
+        for entry in entries:
+            self.signer.verify(record_of(opened.epoch, entry))
 
     async def test_fields_as_sent(self) -> None:
         """
@@ -253,21 +272,8 @@ class AppendTests(StoreTestCase):
             f"SELECT entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, "
             f"data_checksum FROM {TABLE} ORDER BY entry_index"
         )
-        records = [
-            Record(
-                origin=NODE_ID,
-                epoch=opened.epoch,
-                entry_index=entry_index,
-                sensor_index=sensor_index,
-                sensor_type=sensor_type,
-                sensor_data=sensor_data,
-                timestamp=timestamp,
-                reading_id=reading_id,
-                data_checksum=checksum,
-            )
-            for entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, checksum in rows
-        ]
-        self.assertEqual(records, appended.records())
+        records = [record_of(opened.epoch, row) for row in rows]
+        self.assertEqual([entry_of(r) for r in records], appended.entries())
         other = Signer.from_key(b"another cluster's key, 32 bytes!")
         for record in records:
             self.assertEqual(len(record.data_checksum), 64)
@@ -319,7 +325,7 @@ class ReadingIdTests(StoreTestCase):
         )
         self.assertEqual(first.indexes, [1])
         self.assertEqual(again.indexes, [2, 1, 3])
-        self.assertEqual([r.entry_index for r in again.records()], [2, 3])
+        self.assertEqual([entry[0] for entry in again.entries()], [2, 3])
         self.assertEqual(
             self.query(f"SELECT entry_index, sensor_data FROM {TABLE} WHERE reading_id = 'sim-1'"),
             [(1, "1C")],
@@ -348,7 +354,7 @@ class ReadingIdTests(StoreTestCase):
         first = await self.append(store, [(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
         again = await self.append(store, [(reading(n, reading_id=i), 1) for n, i in enumerate(ids)], [], 1)
         self.assertEqual(again.indexes, first.indexes)
-        self.assertEqual(again.records(), [])
+        self.assertEqual(again.entries(), [])
         self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(len(ids),)])
 
     async def test_ids_survive_reopen(self) -> None:
@@ -434,7 +440,7 @@ class ReadingsTests(StoreTestCase):
         """
         store = await self.store_thirty()
         records = await store.readings(NODE_ID, None, 100)
-        self.assertEqual(records, self.appended.records()[::-1])
+        self.assertEqual([entry_of(r) for r in records], self.appended.entries()[::-1])
         for record in records:
             self.signer.verify(record)
 

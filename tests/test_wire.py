@@ -17,6 +17,7 @@ from p2pstore.wire import (
     Ack,
     Auth,
     BadMessage,
+    Entries,
     Have,
     Hello,
     Links,
@@ -25,6 +26,7 @@ from p2pstore.wire import (
     Records,
     decode,
     encode,
+    entry_of,
 )
 
 ORIGIN = "0123456789abcdef0123456789abcdef"
@@ -155,6 +157,16 @@ class RoundTripTests(SynchronousTestCase):
         encoded = encode(message)
         self.assertNotIn(b"\n", encoded)
         self.assertEqual(decode(encoded), message)
+
+    @given(records_messages())
+    def test_entries_are_records(self, message):
+        """
+        Records sent as the sender holds them, entries of fields, make the
+        same line as the records themselves.
+        """
+        entries = Entries(message.origin, message.epoch, [entry_of(r) for r in message.records])
+        self.assertEqual(encode(entries), encode(message))
+        self.assertEqual(decode(encode(entries)), message)
 
     def test_awkward_record_text(self):
         """
