@@ -22,7 +22,7 @@ from p2pstore.storage import (
     readings_schema,
     table_name,
 )
-from p2pstore.wire import entry_of
+from p2pstore.wire import Entries, decode, encode, entry_of
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 TABLE = f"server_id_{NODE_ID}"
@@ -33,22 +33,11 @@ def reading(n: int, sensor_type: str = "Temperature", data: str | None = None, r
     return Reading(sensor_type, data or f"{n}C", f"2020-04-20 23:20:{n % 60:02d}.000001", reading_id)
 
 
-def record_of(epoch: str, entry: tuple) -> Record:
+def as_received(epoch: str, entries: list) -> list[Record]:
     """
-    The record of one of this node's RECORDS entries.
+    This node's records from RECORDS entries, as a peer decodes them.
     """
-    entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, checksum = entry
-    return Record(
-        origin=NODE_ID,
-        epoch=epoch,
-        entry_index=entry_index,
-        sensor_index=sensor_index,
-        sensor_type=sensor_type,
-        sensor_data=sensor_data,
-        timestamp=timestamp,
-        reading_id=reading_id,
-        data_checksum=checksum,
-    )
+    return decode(encode(Entries(NODE_ID, epoch, entries))).records
 
 
 def prepared(store: Store, readings: list[tuple[Reading, int]], first_index: int) -> list:
@@ -222,8 +211,8 @@ class AppendTests(StoreTestCase):
         self.assertEqual(appended.last_index, 5)
         entries = await store.read_entries(NODE_ID, opened.epoch, 0, 10)
         self.assertEqual([entry[0] for entry in entries], [1, 2, 3, 4, 5])
-        for entry in entries:
-            self.signer.verify(record_of(opened.epoch, entry))
+        for record in as_received(opened.epoch, entries):
+            self.signer.verify(record)
 
     async def test_fields_as_sent(self) -> None:
         """
@@ -272,7 +261,7 @@ class AppendTests(StoreTestCase):
             f"SELECT entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, "
             f"data_checksum FROM {TABLE} ORDER BY entry_index"
         )
-        records = [record_of(opened.epoch, row) for row in rows]
+        records = as_received(opened.epoch, rows)
         self.assertEqual([entry_of(r) for r in records], appended.entries())
         other = Signer.from_key(b"another cluster's key, 32 bytes!")
         for record in records:
