@@ -26,9 +26,12 @@ MAX_READING_ID = 64
 
 NODE_ID = re.compile(r"\A[0-9a-f]{32}\Z")
 
-# `YYYY-MM-DD HH:MM:SS[.ffffff]`, a `T` separator and a UTC offset allowed.
+# `YYYY-MM-DD HH:MM:SS[.ffffff]`, a `T` separator and a UTC offset allowed;
+# ASCII digits only ("\d" would take any script's, which some datetime
+# implementations accept).
 _TIMESTAMP = re.compile(
-    r"\A\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2})?)?\Z"
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?\Z"
 )
 # A number at the start of sensor_data, then the unit: `1.798 atm`, `15% RH`.
 _VALUE_UNIT = re.compile(
@@ -52,7 +55,8 @@ _PLAIN_FIELDS = (
     _plain_field(MAX_SENSOR_TYPE)
     + ","
     + _plain_field(MAX_SENSOR_DATA)
-    + r"(?:,(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}(?::?\d{2})?)?)"
+    + r"(?:,([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    + r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)"
     + "(?:,"
     + _plain_field(MAX_READING_ID)
     + r")?)?"

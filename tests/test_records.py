@@ -14,7 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.records import (
     _PLAIN_LINE,
+    _TIMESTAMP,
     _parse_fields,
+    MAX_PLAIN_LINE,
     MAX_READING_ID,
     MAX_SENSOR_DATA,
     MAX_SENSOR_TYPE,
@@ -431,6 +433,19 @@ class ParseLinePathsTests(SynchronousTestCase):
         """
         self.assertIsNotNone(_PLAIN_LINE.match("Temperature,39C,2026-11-28 10:00:00.123456,r1"))
         self.assertIsNotNone(_PLAIN_LINE.match("Pressure,1.798 atm"))
+
+    def test_ascii_digits_only(self):
+        """
+        A timestamp in another script's digits is not plain, whatever the
+        datetime module makes of it: a plain line is then no longer than
+        MAX_PLAIN_LINE bytes, which the sensor protocol relies on.
+        """
+        for stamp in ["１９９９-01-01 00:00:00", "𝟐𝟎𝟐𝟔-11-28T10:00:00", "2026-11-28 10:00:0٠"]:
+            self.assertIsNone(_PLAIN_LINE.match(f"Temperature,39C,{stamp}"), stamp)
+            self.assertIsNone(_TIMESTAMP.match(stamp), stamp)
+        longest = "T" * 40 + "," + "d" * 80 + ",2026-11-28T10:00:00.123456+01:00," + "r" * 64
+        self.assertIsNotNone(_PLAIN_LINE.match(longest))
+        self.assertEqual(len((longest + "\r").encode()), MAX_PLAIN_LINE)
 
 
 class ParseValueUnitTests(SynchronousTestCase):
