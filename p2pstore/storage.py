@@ -38,6 +38,15 @@ _COLUMNS = (
 _ENTRY_COLUMNS = (
     "entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, data_checksum"
 )
+# What a Record requires of them, checked by SQLite as it reads: a row that
+# fails (changed by another program) is left out, which leaves a gap.
+_ENTRY_VALID = (
+    "typeof(entry_index) = 'integer' AND entry_index >= 1 "
+    "AND typeof(sensor_index) = 'integer' AND sensor_index >= 0 "
+    "AND typeof(sensor_type) = 'text' AND typeof(sensor_data) = 'text' "
+    "AND typeof(timestamp) = 'text' AND typeof(data_checksum) = 'text' "
+    "AND (reading_id IS NULL OR typeof(reading_id) = 'text')"
+)
 
 # Rows per INSERT statement, at most (fewer if SQLite allows fewer host
 # parameters). executemany() steps SQLite once per row and gives up the GIL
@@ -606,14 +615,37 @@ class Store:
         order, as RECORDS entries (see L{p2pstore.wire.entry_of}): to send
         as stored, each peer checking what it receives.
 
+        Rows are not built into records, but SQLite checks each has what a
+        record needs: a bad or missing one fails the read with a
+        L{StoreError} naming it, rather than reach a peer.
+
         @return: a Deferred firing with a list of tuples.
         """
+        return self._pool.runInteraction(self._read_entries, origin, epoch, after, limit)
+
+    def _read_entries(self, txn, origin: str, epoch: str, after: int, limit: int) -> list:
         schema = self._schema_of(origin)
-        return self._pool.runQuery(
-            f"SELECT {_ENTRY_COLUMNS} FROM {schema}.{table_name(origin)} "
-            f"WHERE epoch = ? AND entry_index > ? ORDER BY entry_index LIMIT ?",
+        table = table_name(origin)
+        txn.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM {schema}.{table} "
+            f"WHERE epoch = ? AND entry_index > ? AND {_ENTRY_VALID} "
+            f"ORDER BY entry_index LIMIT ?",
             (epoch, after, limit),
         )
+        entries = txn.fetchall()
+        # Consecutive from after + 1, or a row was missing or left out.
+        if entries and entries[-1][0] != after + len(entries):
+            missing = next(
+                index for index, entry in enumerate(entries, after + 1) if entry[0] != index
+            )
+            db = self.path if schema == "main" else self.peer_path
+            raise StoreError(
+                f"entry {missing} of log {origin}/{epoch} in {db} (table {table}) is missing "
+                f"or not a valid record: the file was changed by another program. It cannot "
+                f"be sent to peers; restore the file from a backup, or move it aside so this "
+                f"node fetches its records back from its peers"
+            )
+        return entries
 
     def finish_recovery(self) -> Deferred:
         """

@@ -214,6 +214,33 @@ class AppendTests(StoreTestCase):
         for record in as_received(opened.epoch, entries):
             self.signer.verify(record)
 
+    async def test_bad_rows_not_sent(self) -> None:
+        """
+        A row changed by another program so that it is no record (a
+        negative sensor_index, bytes for text), or a row deleted, fails
+        the read of entries for peers with an error naming it; the rows
+        after it are read as usual.
+        """
+        store, opened = await self.open_store()
+        await self.append(store, [(reading(n), 1) for n in range(1, 7)])
+        conn = sqlite3.connect(self.path)
+        with conn:
+            conn.execute(f"UPDATE {TABLE} SET sensor_index = -1 WHERE entry_index = 3")
+            conn.execute(f"UPDATE {TABLE} SET sensor_data = X'3539' WHERE entry_index = 4")
+            conn.execute(f"DELETE FROM {TABLE} WHERE entry_index = 5")
+        conn.close()
+        self.assertEqual(
+            [entry[0] for entry in await store.read_entries(NODE_ID, opened.epoch, 0, 2)], [1, 2]
+        )
+        for after, bad in [(0, 3), (3, 4), (4, 5)]:
+            with self.assertRaises(StoreError) as caught:
+                await store.read_entries(NODE_ID, opened.epoch, after, 10)
+            self.assertIn(f"entry {bad} of log {NODE_ID}/{opened.epoch}", str(caught.exception))
+            self.assertIn("changed by another program", str(caught.exception))
+        self.assertEqual(
+            [entry[0] for entry in await store.read_entries(NODE_ID, opened.epoch, 5, 10)], [6]
+        )
+
     async def test_fields_as_sent(self) -> None:
         """
         Each row holds the reading exactly as sent, with the sensor_index of
