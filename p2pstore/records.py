@@ -14,7 +14,7 @@ import hmac
 import math
 import re
 from datetime import datetime, timezone
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import attrs
 from attrs import frozen, validators
@@ -321,19 +321,43 @@ class Signer:
         """
         Return the record if its checksum is right, else raise L{BadRecord}.
         """
-        try:
-            expected = self.checksum(record).encode("ascii")
-        except UnicodeEncodeError:
-            # A lone surrogate in a field: no node could have signed that.
-            expected = None
-        # Compared as bytes, because compare_digest refuses non-ASCII str.
-        given = record.data_checksum.encode("utf-8", "surrogatepass")
-        if expected is None or not hmac.compare_digest(expected, given):
+        entry = (
+            record.entry_index,
+            record.sensor_index,
+            record.sensor_type,
+            record.sensor_data,
+            record.timestamp,
+            record.reading_id,
+            record.data_checksum,
+        )
+        if not self.valid_prefix(record.origin, record.epoch, [entry]):
             raise BadRecord(
                 f"checksum mismatch for {record.origin} "
                 f"{record.epoch}:{record.entry_index}"
             )
         return record
+
+    def valid_prefix(self, origin: str, epoch: str, entries: Sequence[tuple]) -> int:
+        """
+        How many of the first entries of a log (each a record's fields in
+        the order of a RECORDS entry, its checksum last) carry the right
+        checksum: all of them, or the position of the first that does not.
+        """
+        log = self._for_log(origin, epoch)
+        outer = self._outer
+        for position, (index, sensor, kind, data, stamp, reading_id, given) in enumerate(entries):
+            inner = log.copy()
+            try:
+                inner.update(_entry_bytes(index, sensor, kind, data, stamp, reading_id))
+            except UnicodeEncodeError:
+                # A lone surrogate in a field: no node could have signed that.
+                return position
+            mac = outer.copy()
+            mac.update(inner.digest())
+            # compare_digest refuses str that is not ASCII.
+            if not (given.isascii() and hmac.compare_digest(mac.hexdigest(), given)):
+                return position
+        return len(entries)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -20,13 +20,13 @@ from typing import Callable, Optional
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from .records import BadRecord, Signer
-from .wire import Ack, BadMessage, Entries, Have, Links, Records, entry_of
+from .records import Signer
+from .wire import Ack, BadMessage, Have, Links, Records
 
 Log = tuple  # (origin, epoch)
 
 # Recent records of each log, kept to send live without reading them back
-# (as RECORDS entries, p2pstore.wire.entry_of).
+# (as RECORDS entries, p2pstore.wire.Records).
 TAIL = 4096
 # How long before records a peer rejected are sent again.
 RETRY_DELAY = 1.0
@@ -146,15 +146,13 @@ class Replicator:
             for d in waiters:
                 d.callback(None)
 
-    def committed(self, origin: str, epoch: str, records: list) -> None:
+    def committed(self, origin: str, epoch: str, entries: list) -> None:
         """
         Records were added to a log by replication: send them on to every
         peer that lacks them.
         """
-        if records:
-            self._added(
-                (origin, epoch), records[-1].entry_index, lambda: map(entry_of, records)
-            )
+        if entries:
+            self._added((origin, epoch), entries[-1][0], lambda: entries)
 
     def appended(self, epoch: str, last_index: int, entries: Callable[[], list]) -> None:
         """
@@ -375,7 +373,7 @@ class Replicator:
         peer.retry = self._clock.callLater(RETRY_DELAY, self._pump, peer)
 
     def _send(self, peer: PeerState, link, log: Log, entries: list) -> None:
-        link.send(Entries(log[0], log[1], entries))
+        link.send(Records(log[0], log[1], entries))
         last = entries[-1][0]
         peer.sent[log] = last
         peer.unacked.append((log, last))
@@ -417,21 +415,22 @@ class Replicator:
     # -- applying ---------------------------------------------------------
 
     def _verified(self, peer: PeerState, message: Records) -> list:
-        good = []
-        for record in message.records:
-            try:
-                self._signer.verify(record)
-            except BadRecord as e:
-                peer.rejected += 1
-                self.log.warn(
-                    "rejected a record from peer {peer}: {error} (corrupted in "
-                    "transit or forged); it will be asked for again",
-                    peer=peer.node_id,
-                    error=str(e),
-                )
-                break
-            good.append(record)
-        return good
+        """
+        The entries up to the first whose checksum is wrong.
+        """
+        entries = message.entries
+        valid = self._signer.valid_prefix(message.origin, message.epoch, entries)
+        if valid < len(entries):
+            peer.rejected += 1
+            self.log.warn(
+                "rejected a record from peer {peer}: checksum mismatch for {origin} "
+                "{epoch}:{index} (corrupted in transit or forged); it will be asked for again",
+                peer=peer.node_id,
+                origin=message.origin,
+                epoch=message.epoch,
+                index=entries[valid][0],
+            )
+        return entries[:valid]
 
     def _apply(self) -> None:
         if self.stopped or self._applying or not self._inbox:
@@ -453,7 +452,7 @@ class Replicator:
             if good:
                 # The sender holds what it sent (logs have no gaps): do not
                 # send it back, nor count it as lacking.
-                self._peer_holds(peer, (message.origin, message.epoch), good[-1].entry_index)
+                self._peer_holds(peer, (message.origin, message.epoch), good[-1][0])
             peer.received += len(result.added)
             if result.conflicts:
                 peer.conflicts += result.conflicts

@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from .records import Reading, Record, Signer, is_node_id, parse_value_unit
+from .wire import ENTRY_FIELDS
 
 SCHEMA_VERSION = 1
 
@@ -34,10 +35,8 @@ _COLUMNS = (
     "entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
     "value, unit, reading_id, data_checksum, epoch"
 )
-# A record's fields in the order of a RECORDS entry (p2pstore.wire.entry_of).
-_ENTRY_COLUMNS = (
-    "entry_index, sensor_index, sensor_type, sensor_data, timestamp, reading_id, data_checksum"
-)
+# A record's fields in the order of a RECORDS entry.
+_ENTRY_COLUMNS = ", ".join(ENTRY_FIELDS)
 # What a Record requires of them, checked by SQLite as it reads: a row that
 # fails (changed by another program) is left out, which leaves a gap.
 _ENTRY_VALID = (
@@ -191,7 +190,7 @@ class Appended:
     def entries(self) -> list[tuple]:
         """
         The records this commit added as RECORDS entries (see
-        L{p2pstore.wire.entry_of}), built on demand: only replication needs
+        L{p2pstore.wire.Records}), built on demand: only replication needs
         them, and only when there are peers.
         """
         return [
@@ -205,13 +204,14 @@ class Applied:
     """
     The outcome of applying one batch of replicated records to a log.
 
-    @ivar added: the records stored, continuing the log.
+    @ivar added: the records stored, continuing the log, as RECORDS entries
+        (see L{p2pstore.wire.Records}).
     @ivar conflicts: records for positions already held whose content
         differs from the stored one (the stored one is kept).
     @ivar last_index: how far the log is held now.
     """
 
-    added: list[Record]
+    added: list[tuple]
     conflicts: int
     last_index: int
 
@@ -549,8 +549,8 @@ class Store:
     def apply(self, batches: Sequence[tuple[str, str, list]]) -> Deferred:
         """
         Store replicated records, already checked against their HMACs, in one
-        transaction: each batch ``(origin, epoch, records)`` holds consecutive
-        records of one log.
+        transaction: each batch ``(origin, epoch, entries)`` holds consecutive
+        records of one log as RECORDS entries (see L{p2pstore.wire.Records}).
 
         Only records that continue a log are stored; records at positions
         already held are compared with the stored ones; the node's own
@@ -563,7 +563,7 @@ class Store:
     def _apply(self, txn, batches) -> list:
         txn.execute("BEGIN IMMEDIATE")
         results = []
-        for origin, epoch, records in batches:
+        for origin, epoch, entries in batches:
             schema = self._schema_of(origin)
             table = table_name(origin)
             row = txn.execute(
@@ -571,7 +571,7 @@ class Store:
                 (origin, epoch),
             ).fetchone()
             position = row[0] if row else 0
-            if not records:
+            if not entries:
                 # Nothing passed its check: answer the position, and make no
                 # table for an origin that may be a corrupted name.
                 results.append(Applied(added=[], conflicts=0, last_index=position))
@@ -581,30 +581,30 @@ class Store:
                 for statement in readings_schema(origin, "peer"):
                     txn.execute(statement)
                 self._peer_tables.add(origin)
-            held = [r for r in records if r.entry_index <= position]
+            # Consecutive: the first ones may be held already, the rest not.
+            split = min(max(position - entries[0][0] + 1, 0), len(entries))
+            held, beyond = entries[:split], entries[split:]
             conflicts = 0
             if held:
                 stored = dict(
                     txn.execute(
                         f"SELECT entry_index, data_checksum FROM {schema}.{table} "
                         f"WHERE epoch = ? AND entry_index BETWEEN ? AND ?",
-                        (epoch, held[0].entry_index, held[-1].entry_index),
+                        (epoch, held[0][0], held[-1][0]),
                     ).fetchall()
                 )
-                conflicts = sum(1 for r in held if stored.get(r.entry_index) != r.data_checksum)
+                conflicts = sum(1 for entry in held if stored.get(entry[0]) != entry[6])
             added = []
-            if not (origin == self.node_id and epoch == self.epoch):
-                added = [r for r in records if r.entry_index > position]
-                if added and added[0].entry_index != position + 1:
-                    # A gap: the missing records will be sent again first.
-                    added = []
-            elif any(r.entry_index > position for r in records):
+            if origin == self.node_id and epoch == self.epoch:
                 # Positions of this node's own current epoch are assigned by
                 # this node alone: a peer offering more is a conflict.
-                conflicts += sum(1 for r in records if r.entry_index > position)
+                conflicts += len(beyond)
+            elif beyond and beyond[0][0] == position + 1:
+                # (Else a gap: the missing records will be sent again first.)
+                added = beyond
             if added:
-                self._insert(txn, schema, table, [_row(record) for record in added])
-                position = added[-1].entry_index
+                self._insert(txn, schema, table, [_row(epoch, entry) for entry in added])
+                position = added[-1][0]
                 self._set_position(txn, schema, origin, epoch, position)
             results.append(Applied(added=added, conflicts=conflicts, last_index=position))
         return results
@@ -612,7 +612,7 @@ class Store:
     def read_entries(self, origin: str, epoch: str, after: int, limit: int) -> Deferred:
         """
         Up to ``limit`` records of a log from index ``after + 1`` on, in
-        order, as RECORDS entries (see L{p2pstore.wire.entry_of}): to send
+        order, as RECORDS entries (see L{p2pstore.wire.Records}): to send
         as stored, each peer checking what it receives.
 
         Rows are not built into records, but SQLite checks each has what a
@@ -690,20 +690,11 @@ class Store:
             self._pool = None
 
 
-def _row(record: Record) -> tuple:
-    value, unit = parse_value_unit(record.sensor_data)
-    return (
-        record.entry_index,
-        record.sensor_index,
-        record.sensor_type,
-        record.sensor_data,
-        record.timestamp,
-        value,
-        unit,
-        record.reading_id,
-        record.data_checksum,
-        record.epoch,
-    )
+def _row(epoch: str, entry: tuple) -> tuple:
+    # A RECORDS entry as a row of _COLUMNS.
+    index, sensor, kind, data, stamp, reading_id, checksum = entry
+    value, unit = parse_value_unit(data)
+    return (index, sensor, kind, data, stamp, value, unit, reading_id, checksum, epoch)
 
 
 def _record(origin: str, row: Iterable) -> Record:

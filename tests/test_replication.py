@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Optional
 
-import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.test.iosim import FakeTransport, connect
@@ -38,11 +37,11 @@ EPOCH_C = "1c" * 16
 EPOCHS = {A: EPOCH_A, B: EPOCH_B, C: EPOCH_C}
 
 
-def record(origin: str, epoch: str, index: int, data: Optional[str] = None, signer: Signer = SIGNER) -> Record:
+def record(origin: str, epoch: str, index: int, data: Optional[str] = None, signer: Signer = SIGNER) -> tuple:
     """
-    Reading number ``index`` of a log, signed.
+    Reading number ``index`` of a log, signed, as a RECORDS entry.
     """
-    return signer.sign(
+    return entry_of(signer.sign(
         Record(
             origin=origin,
             epoch=epoch,
@@ -53,15 +52,15 @@ def record(origin: str, epoch: str, index: int, data: Optional[str] = None, sign
             timestamp=f"2020-04-20 23:{index // 60 % 60:02d}:{index % 60:02d}.000001",
             reading_id=f"r-{origin[:4]}-{epoch[:4]}-{index}",
         )
-    )
+    ))
 
 
-def records(origin: str, epoch: str, first: int, last: int) -> list[Record]:
+def records(origin: str, epoch: str, first: int, last: int) -> list[tuple]:
     return [record(origin, epoch, i) for i in range(first, last + 1)]
 
 
 def indexes(message: Records) -> list[int]:
-    return [r.entry_index for r in message.records]
+    return [entry[0] for entry in message.entries]
 
 
 class FakeStore:
@@ -80,7 +79,7 @@ class FakeStore:
     def __init__(self, node_id: str, epoch: str):
         self.node_id = node_id
         self.epoch = epoch
-        self.logs: dict[tuple, list[Record]] = {}
+        self.logs: dict[tuple, list[tuple]] = {}
         self.apply_calls: list = []
         self.read_calls: list = []
         self.finished = 0
@@ -93,18 +92,18 @@ class FakeStore:
     def positions(self) -> dict:
         return {log: len(held) for log, held in self.logs.items()}
 
-    def log(self, origin: str, epoch: str) -> list[Record]:
+    def log(self, origin: str, epoch: str) -> list[tuple]:
         return self.logs.get((origin, epoch), [])
 
-    def preload(self, records: list[Record]) -> None:
+    def preload(self, origin: str, epoch: str, first: int, last: int) -> None:
         """
         Records already stored when the node starts.
         """
-        held = self.logs.setdefault((records[0].origin, records[0].epoch), [])
-        assert records[0].entry_index == len(held) + 1
-        held.extend(records)
+        held = self.logs.setdefault((origin, epoch), [])
+        assert first == len(held) + 1
+        held.extend(records(origin, epoch, first, last))
 
-    def append_own(self, count: int) -> list[Record]:
+    def append_own(self, count: int) -> list[tuple]:
         """
         Ingest ``count`` readings into the node's own current epoch, as
         L{Store.append} does; the records it added.
@@ -134,18 +133,14 @@ class FakeStore:
         for origin, epoch, batch in batches:
             held = self.logs.setdefault((origin, epoch), [])
             position = len(held)
-            conflicts = sum(
-                1
-                for r in batch
-                if r.entry_index <= position and held[r.entry_index - 1].data_checksum != r.data_checksum
-            )
+            conflicts = sum(1 for e in batch if e[0] <= position and held[e[0] - 1][6] != e[6])
             added: list = []
             if (origin, epoch) != (self.node_id, self.epoch):
-                added = [r for r in batch if r.entry_index > position]
-                if added and added[0].entry_index != position + 1:
+                added = [e for e in batch if e[0] > position]
+                if added and added[0][0] != position + 1:
                     added = []
             else:
-                conflicts += sum(1 for r in batch if r.entry_index > position)
+                conflicts += sum(1 for e in batch if e[0] > position)
             held.extend(added)
             results.append(Applied(added=added, conflicts=conflicts, last_index=len(held)))
         d.callback(results)
@@ -164,7 +159,7 @@ class FakeStore:
         d.callback(self._entries(origin, epoch, after, limit))
 
     def _entries(self, origin: str, epoch: str, after: int, limit: int) -> list:
-        return [entry_of(r) for r in self.log(origin, epoch)[after : after + limit]]
+        return self.log(origin, epoch)[after : after + limit]
 
     def finish_recovery(self) -> Deferred:
         self.finished += 1
@@ -230,7 +225,7 @@ class ReplicatorTestCase(SynchronousTestCase):
         self.replicator.link_up(link)
         return link
 
-    def ingest(self, count: int) -> list[Record]:
+    def ingest(self, count: int) -> list[tuple]:
         added = self.store.append_own(count)
         self.replicator.committed(A, EPOCH_A, added)
         return added
@@ -258,9 +253,9 @@ class LinkUpTests(ReplicatorTestCase):
         log: its own and every other origin's, each epoch apart; then LINKS,
         the nodes it is linked to.
         """
-        self.store.preload(records(A, OLD_EPOCH_A, 1, 4))
-        self.store.preload(records(A, EPOCH_A, 1, 3))
-        self.store.preload(records(C, EPOCH_C, 1, 5))
+        self.store.preload(A, OLD_EPOCH_A, 1, 4)
+        self.store.preload(A, EPOCH_A, 1, 3)
+        self.store.preload(C, EPOCH_C, 1, 5)
         self.open()
         link = self.link()
         self.assertEqual(
@@ -273,8 +268,8 @@ class LinkUpTests(ReplicatorTestCase):
         LINKS never stops a node sending its own records, nor a peer's own
         older epochs back to it (recovery).
         """
-        self.store.preload(records(A, EPOCH_A, 1, 3))
-        self.store.preload(records(C, EPOCH_C, 1, 2))
+        self.store.preload(A, EPOCH_A, 1, 3)
+        self.store.preload(C, EPOCH_C, 1, 2)
         self.open()
         link = self.link(C)
         self.replicator.received(link, Links(frozenset({A, C})))
@@ -299,7 +294,7 @@ class LinkUpTests(ReplicatorTestCase):
         Until the peer says what it holds, the node sends it no record: not
         what it held already, nor what it takes in meanwhile.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 25))
+        self.store.preload(A, EPOCH_A, 1, 25)
         self.open()
         link = self.link()
         self.ingest(3)
@@ -332,7 +327,7 @@ class SendingTests(ReplicatorTestCase):
         A peer that holds a log up to 7 gets records from 8 on, not from 1:
         a restart or a dropped link never re-sends everything.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 15))
+        self.store.preload(A, EPOCH_A, 1, 15)
         self.open()
         link = self.link()
         self.have(link, {A: {EPOCH_A: 7}})
@@ -365,22 +360,20 @@ class SendingTests(ReplicatorTestCase):
         third parties' it holds (transitive replication), each exactly as
         the origin stored it.
         """
-        own = records(A, EPOCH_A, 1, 3)
-        third = records(C, EPOCH_C, 1, 4)
-        self.store.preload(own)
-        self.store.preload(third)
+        self.store.preload(A, EPOCH_A, 1, 3)
+        self.store.preload(C, EPOCH_C, 1, 4)
         self.open()
         link = self.link()
         self.have(link, {B: {EPOCH_B: 9}})
-        sent = {(m.origin, m.epoch): m.records for m in link.of(Records)}
-        self.assertEqual(sent, {(A, EPOCH_A): own, (C, EPOCH_C): third})
+        sent = {(m.origin, m.epoch): m.entries for m in link.of(Records)}
+        self.assertEqual(sent, {(A, EPOCH_A): records(A, EPOCH_A, 1, 3), (C, EPOCH_C): records(C, EPOCH_C, 1, 4)})
 
     def test_held_logs_not_sent(self):
         """
         A peer that holds everything this node holds gets nothing.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 5))
-        self.store.preload(records(C, EPOCH_C, 1, 4))
+        self.store.preload(A, EPOCH_A, 1, 5)
+        self.store.preload(C, EPOCH_C, 1, 4)
         self.open()
         link = self.link()
         self.have(link, {A: {EPOCH_A: 5}, C: {EPOCH_C: 6}})
@@ -392,7 +385,7 @@ class SendingTests(ReplicatorTestCase):
         batches unacknowledged; each ACK lets one more batch go, until the
         peer holds every record exactly once.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 55))
+        self.store.preload(A, EPOCH_A, 1, 55)
         self.open()
         link = self.link()
         self.have(link, {})
@@ -405,7 +398,7 @@ class SendingTests(ReplicatorTestCase):
                 break
             message = first.pop(0)
             received.extend(indexes(message))
-            acked = message.records[-1].entry_index
+            acked = message.entries[-1][0]
             self.ack(link, acked)
             sent = link.take(Records)
             self.assertLessEqual(len(sent), 1)
@@ -420,7 +413,7 @@ class SendingTests(ReplicatorTestCase):
         A reading committed while a peer is caught up is pushed to it at
         once (no timer, no database read).
         """
-        self.store.preload(records(A, EPOCH_A, 1, 3))
+        self.store.preload(A, EPOCH_A, 1, 3)
         self.open()
         link = self.link()
         self.have(link, {A: {EPOCH_A: 3}})
@@ -434,7 +427,7 @@ class SendingTests(ReplicatorTestCase):
         A peer that lags behind the records kept in memory is served from
         the store, from its own position, the new records included.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 3))
+        self.store.preload(A, EPOCH_A, 1, 3)
         self.open()
         self.ingest(2)
         link = self.link()
@@ -450,7 +443,7 @@ class SendingTests(ReplicatorTestCase):
         RETRY_DELAY, not at once: a link that corrupts everything does not
         spin.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 20))
+        self.store.preload(A, EPOCH_A, 1, 20)
         self.open()
         link = self.link()
         self.have(link, {})
@@ -468,7 +461,7 @@ class SendingTests(ReplicatorTestCase):
         When the store cannot read a log to send, the node tries again after
         RETRY_DELAY instead of giving up on that peer.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 5))
+        self.store.preload(A, EPOCH_A, 1, 5)
         self.open()
         self.store.hold_reads = True
         link = self.link()
@@ -493,8 +486,8 @@ class ReceivingTests(ReplicatorTestCase):
         self.peer = self.link()
         self.peer.take()
 
-    def send(self, batch: list[Record], link: Optional[FakeLink] = None) -> None:
-        self.replicator.received(link or self.peer, Records(batch[0].origin, batch[0].epoch, batch))
+    def send(self, origin: str, epoch: str, batch: list[tuple], link: Optional[FakeLink] = None) -> None:
+        self.replicator.received(link or self.peer, Records(origin, epoch, batch))
 
     def test_stored_and_acknowledged(self):
         """
@@ -502,7 +495,7 @@ class ReceivingTests(ReplicatorTestCase):
         held now.
         """
         batch = records(B, EPOCH_B, 1, 5)
-        self.send(batch)
+        self.send(B, EPOCH_B, batch)
         self.assertEqual(self.store.log(B, EPOCH_B), batch)
         self.assertEqual(self.peer.of(Ack), [Ack(B, EPOCH_B, 5)])
         self.assertEqual(self.peer_status()["received"], 5)
@@ -513,10 +506,10 @@ class ReceivingTests(ReplicatorTestCase):
         anything after it in the batch; it is counted as rejected, and the
         ACK reports the position unchanged so the sender sends it again.
         """
-        self.send(records(B, EPOCH_B, 1, 2))
+        self.send(B, EPOCH_B, records(B, EPOCH_B, 1, 2))
         tampered = records(B, EPOCH_B, 3, 6)
-        tampered[1] = attrs.evolve(tampered[1], sensor_data="99.9C")
-        self.send(tampered)
+        tampered[1] = tampered[1][:3] + ("99.9C",) + tampered[1][4:]
+        self.send(B, EPOCH_B, tampered)
         stored = [r for _, _, batch in self.store.apply_calls[-1] for r in batch]
         self.assertEqual(stored, tampered[:1])
         self.assertEqual(self.store.log(B, EPOCH_B), records(B, EPOCH_B, 1, 3))
@@ -528,9 +521,9 @@ class ReceivingTests(ReplicatorTestCase):
         A batch whose first record is signed with another key stores
         nothing; the ACK reports the unchanged position.
         """
-        self.send(records(B, EPOCH_B, 1, 2))
+        self.send(B, EPOCH_B, records(B, EPOCH_B, 1, 2))
         forged = [record(B, EPOCH_B, 3, signer=FORGER), record(B, EPOCH_B, 4)]
-        self.send(forged)
+        self.send(B, EPOCH_B, forged)
         self.assertEqual([r for _, _, batch in self.store.apply_calls[-1] for r in batch], [])
         self.assertEqual(self.store.log(B, EPOCH_B), records(B, EPOCH_B, 1, 2))
         self.assertEqual(self.peer.of(Ack)[-1], Ack(B, EPOCH_B, 2))
@@ -543,10 +536,10 @@ class ReceivingTests(ReplicatorTestCase):
         position is a conflict: counted, and the stored one kept.
         """
         original = records(B, EPOCH_B, 1, 3)
-        self.send(original)
+        self.send(B, EPOCH_B, original)
         other = [original[0], record(B, EPOCH_B, 2, data="-5.0C"), original[2]]
-        SIGNER.verify(other[1])
-        self.send(other)
+        self.assertEqual(SIGNER.valid_prefix(B, EPOCH_B, other), 3)
+        self.send(B, EPOCH_B, other)
         self.assertEqual(self.store.log(B, EPOCH_B), original)
         self.assertEqual(self.peer_status()["conflicts"], 1)
         self.assertEqual(self.peer.of(Ack)[-1], Ack(B, EPOCH_B, 3))
@@ -558,7 +551,7 @@ class ReceivingTests(ReplicatorTestCase):
         nothing is written.
         """
         own = self.ingest(2)
-        self.send(records(A, EPOCH_A, 1, 4))
+        self.send(A, EPOCH_A, records(A, EPOCH_A, 1, 4))
         self.assertEqual(self.store.log(A, EPOCH_A), own)
         self.assertEqual(self.peer_status()["conflicts"], 2)
         self.assertEqual(self.peer.of(Ack)[-1], Ack(A, EPOCH_A, 2))
@@ -568,8 +561,8 @@ class ReceivingTests(ReplicatorTestCase):
         A batch that does not continue the log (it starts past the position)
         is not stored: the ACK sends the sender back to the position.
         """
-        self.send(records(B, EPOCH_B, 1, 2))
-        self.send(records(B, EPOCH_B, 5, 6))
+        self.send(B, EPOCH_B, records(B, EPOCH_B, 1, 2))
+        self.send(B, EPOCH_B, records(B, EPOCH_B, 5, 6))
         self.assertEqual(len(self.store.log(B, EPOCH_B)), 2)
         self.assertEqual(self.peer.of(Ack)[-1], Ack(B, EPOCH_B, 2))
 
@@ -581,8 +574,8 @@ class ReceivingTests(ReplicatorTestCase):
         """
         self.store.hold_applies = True
         for n in range(self.window):
-            self.send(records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
-        self.assertRaises(BadMessage, self.send, records(B, EPOCH_B, 100, 101))
+            self.send(B, EPOCH_B, records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
+        self.assertRaises(BadMessage, self.send, B, EPOCH_B, records(B, EPOCH_B, 100, 101))
 
     def test_acknowledged_batches_free_the_window(self):
         """
@@ -591,11 +584,11 @@ class ReceivingTests(ReplicatorTestCase):
         """
         self.store.hold_applies = True
         for n in range(self.window):
-            self.send(records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
+            self.send(B, EPOCH_B, records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
         while self.store._held_applies:
             self.store.release_apply()
         for n in range(self.window, 2 * self.window):
-            self.send(records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
+            self.send(B, EPOCH_B, records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
         while self.store._held_applies:
             self.store.release_apply()
         self.assertEqual(len(self.store.log(B, EPOCH_B)), 10 * 2 * self.window)
@@ -607,8 +600,8 @@ class ReceivingTests(ReplicatorTestCase):
         other = self.link(C)
         self.store.hold_applies = True
         for n in range(self.window):
-            self.send(records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
-            self.send(records(C, EPOCH_C, 1 + 10 * n, 10 + 10 * n), link=other)
+            self.send(B, EPOCH_B, records(B, EPOCH_B, 1 + 10 * n, 10 + 10 * n))
+            self.send(C, EPOCH_C, records(C, EPOCH_C, 1 + 10 * n, 10 + 10 * n), link=other)
         while self.store._held_applies:
             self.store.release_apply()
         self.assertEqual(len(self.store.log(B, EPOCH_B)), 10 * self.window)
@@ -621,11 +614,11 @@ class ReceivingTests(ReplicatorTestCase):
         than waiting for ever with its window full.
         """
         self.store.fail_applies = True
-        self.send(records(B, EPOCH_B, 1, 3))
+        self.send(B, EPOCH_B, records(B, EPOCH_B, 1, 3))
         self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         self.assertEqual(self.peer.of(Ack), [Ack(B, EPOCH_B, 0)])
         self.store.fail_applies = False
-        self.send(records(B, EPOCH_B, 1, 3))
+        self.send(B, EPOCH_B, records(B, EPOCH_B, 1, 3))
         self.assertEqual(len(self.store.log(B, EPOCH_B)), 3)
 
     def test_received_records_forwarded(self):
@@ -636,7 +629,7 @@ class ReceivingTests(ReplicatorTestCase):
         onward = self.link(C)
         self.have(onward, {B: {EPOCH_B: 0}})
         batch = records(B, EPOCH_B, 1, 4)
-        self.send(batch)
+        self.send(B, EPOCH_B, batch)
         self.assertEqual(onward.of(Records), [Records(B, EPOCH_B, batch)])
         self.assertEqual(self.store.read_calls, [])
 
@@ -651,7 +644,7 @@ class ReceivingTests(ReplicatorTestCase):
         self.have(onward, {B: {EPOCH_B: 0}})
         self.replicator.received(onward, Links(frozenset({A, B})))
         batch = records(B, EPOCH_B, 1, 4)
-        self.send(batch)
+        self.send(B, EPOCH_B, batch)
         self.assertEqual(onward.of(Records), [])
         self.replicator.received(onward, Links(frozenset({A})))
         self.assertEqual(onward.of(Records), [Records(B, EPOCH_B, batch)])
@@ -667,7 +660,7 @@ class LinkDownTests(ReplicatorTestCase):
         the peer's other link from the last position the peer acknowledged:
         nothing it may lack is skipped.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 40))
+        self.store.preload(A, EPOCH_A, 1, 40)
         self.open()
         first = self.link()
         second = self.link(address="192.0.2.7:41001")
@@ -686,7 +679,7 @@ class LinkDownTests(ReplicatorTestCase):
         With its last link gone a peer is sent nothing; on its next link the
         node waits for the peer's HAVE again and resumes from there.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 15))
+        self.store.preload(A, EPOCH_A, 1, 15)
         self.open()
         first = self.link()
         self.have(first, {})
@@ -704,7 +697,7 @@ class LinkDownTests(ReplicatorTestCase):
         Sends are counted against the link that carries them: a late ACK on
         another link does not open the window.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 50))
+        self.store.preload(A, EPOCH_A, 1, 50)
         self.open()
         first = self.link()
         second = self.link()
@@ -796,8 +789,8 @@ class StatusTests(ReplicatorTestCase):
         conflicting ones, and per origin how many records it is known to
         lack.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 10))
-        self.store.preload(records(C, EPOCH_C, 1, 5))
+        self.store.preload(A, EPOCH_A, 1, 10)
+        self.store.preload(C, EPOCH_C, 1, 5)
         self.open()
         self.clock.advance(100)
         link = self.link(address="192.0.2.9:5000")
@@ -852,9 +845,9 @@ class StatusTests(ReplicatorTestCase):
         Lag adds up, per origin, the records of every epoch the peer is known
         to lack.
         """
-        self.store.preload(records(A, OLD_EPOCH_A, 1, 6))
-        self.store.preload(records(A, EPOCH_A, 1, 4))
-        self.store.preload(records(C, EPOCH_C, 1, 5))
+        self.store.preload(A, OLD_EPOCH_A, 1, 6)
+        self.store.preload(A, EPOCH_A, 1, 4)
+        self.store.preload(C, EPOCH_C, 1, 5)
         self.open()
         self.store.hold_reads = True
         link = self.link()
@@ -913,7 +906,7 @@ class StopTests(ReplicatorTestCase):
         """
         stop() waits for a read under way, and nothing is sent after it.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 5))
+        self.store.preload(A, EPOCH_A, 1, 5)
         self.open()
         link = self.link()
         self.store.hold_reads = True
@@ -929,7 +922,7 @@ class StopTests(ReplicatorTestCase):
         stop() with nothing under way fires at once and cancels the pending
         announcement and retries.
         """
-        self.store.preload(records(A, EPOCH_A, 1, 20))
+        self.store.preload(A, EPOCH_A, 1, 20)
         self.open()
         link = self.link()
         self.have(link, {})
@@ -1029,7 +1022,7 @@ class InMemoryTestCase(SynchronousTestCase):
         node.replicator.opened(node.store.positions(), False)
         return node
 
-    def ingest(self, node: MemoryNode, count: int) -> list[Record]:
+    def ingest(self, node: MemoryNode, count: int) -> list[tuple]:
         added = node.store.append_own(count)
         node.replicator.committed(node.node_id, EPOCHS[node.node_id], added)
         return added
@@ -1040,12 +1033,8 @@ class InMemoryTestCase(SynchronousTestCase):
         the cluster key and identical to the origin's, checksum included.
         """
         held = node.store.log(origin.node_id, EPOCHS[origin.node_id])
-        for r in held:
-            SIGNER.verify(r)
-        self.assertEqual(
-            [(r.entry_index, r.data_checksum) for r in held],
-            [(r.entry_index, r.data_checksum) for r in origin.store.log(origin.node_id, EPOCHS[origin.node_id])],
-        )
+        self.assertEqual(SIGNER.valid_prefix(origin.node_id, EPOCHS[origin.node_id], held), len(held))
+        self.assertEqual(held, origin.store.log(origin.node_id, EPOCHS[origin.node_id]))
 
 
 class InMemoryTests(InMemoryTestCase):

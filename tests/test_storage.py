@@ -22,7 +22,7 @@ from p2pstore.storage import (
     readings_schema,
     table_name,
 )
-from p2pstore.wire import Entries, decode, encode, entry_of
+from p2pstore.wire import Records, decode, encode, entry_of
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 TABLE = f"server_id_{NODE_ID}"
@@ -37,7 +37,8 @@ def as_received(epoch: str, entries: list) -> list[Record]:
     """
     This node's records from RECORDS entries, as a peer decodes them.
     """
-    return decode(encode(Entries(NODE_ID, epoch, entries))).records
+    received = decode(encode(Records(NODE_ID, epoch, entries)))
+    return [Record(received.origin, received.epoch, *entry) for entry in received.entries]
 
 
 def prepared(store: Store, readings: list[tuple[Reading, int]], first_index: int) -> list:

@@ -17,7 +17,8 @@ from p2pstore.wire import (
     Ack,
     Auth,
     BadMessage,
-    Entries,
+    ENTRY_FIELDS,
+    MAX_INTEGER,
     Have,
     Hello,
     Links,
@@ -36,32 +37,22 @@ PROOF = bytes(range(32, 64))
 CHECKSUM = "ab" * 32
 
 
-def record(**fields) -> Record:
-    values = dict(
-        origin=ORIGIN,
-        epoch=EPOCH,
-        entry_index=1,
-        sensor_index=0,
-        sensor_type="Temperature",
-        sensor_data="39C",
-        timestamp="2020-04-20 23:20:18.231325",
-        reading_id=None,
-        data_checksum=CHECKSUM,
-    )
-    values.update(fields)
-    return Record(**values)
-
-
 def line(verb: str, payload) -> bytes:
     return verb.encode("ascii") + b" " + json.dumps(payload).encode("utf-8")
 
 
 def row(entry_index=1, **fields) -> list:
     values = [entry_index, 0, "Temperature", "39C", "2020-04-20 23:20:18.231325", None, CHECKSUM]
-    names = ["entry_index", "sensor_index", "sensor_type", "sensor_data", "timestamp", "reading_id", "data_checksum"]
     for name, value in fields.items():
-        values[names.index(name)] = value
+        values[ENTRY_FIELDS.index(name)] = value
     return values
+
+
+def entry(entry_index=1, **fields) -> tuple:
+    """
+    A RECORDS entry, as decode makes it.
+    """
+    return tuple(row(entry_index, **fields))
 
 
 def records_line(rows, origin=ORIGIN, epoch=EPOCH) -> bytes:
@@ -78,23 +69,21 @@ any_text = st.text()
 def records_messages(draw) -> Records:
     origin = draw(node_ids)
     epoch = draw(node_ids)
-    first = draw(st.integers(min_value=1, max_value=2**53))
     count = draw(st.integers(min_value=1, max_value=5))
-    rows = [
-        Record(
-            origin=origin,
-            epoch=epoch,
-            entry_index=first + offset,
-            sensor_index=draw(st.integers(min_value=0, max_value=2**63)),
-            sensor_type=draw(any_text),
-            sensor_data=draw(any_text),
-            timestamp=draw(any_text),
-            reading_id=draw(st.none() | any_text),
-            data_checksum=draw(any_text),
+    first = draw(st.integers(min_value=1, max_value=MAX_INTEGER - count + 1))
+    entries = [
+        (
+            first + offset,
+            draw(st.integers(min_value=0, max_value=MAX_INTEGER)),
+            draw(any_text),
+            draw(any_text),
+            draw(any_text),
+            draw(st.none() | any_text),
+            draw(any_text),
         )
         for offset in range(count)
     ]
-    return Records(origin, epoch, rows)
+    return Records(origin, epoch, entries)
 
 
 messages = st.one_of(
@@ -131,7 +120,7 @@ class RoundTripTests(SynchronousTestCase):
             Auth(PROOF),
             Have({ORIGIN: {EPOCH: 7, ORIGIN: 0}}),
             Have({}),
-            Records(ORIGIN, EPOCH, [record(entry_index=3), record(entry_index=4, reading_id="r-4")]),
+            Records(ORIGIN, EPOCH, [entry(3), entry(4, reading_id="r-4")]),
             Ack(ORIGIN, EPOCH, 12),
             Links(frozenset({ORIGIN, EPOCH})),
             Links(frozenset()),
@@ -159,14 +148,21 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(decode(encoded), message)
 
     @given(records_messages())
-    def test_entries_are_records(self, message):
+    def test_entries_of_records(self, message):
         """
-        Records sent as the sender holds them, entries of fields, make the
-        same line as the records themselves.
+        A stored record's fields as L{entry_of} lists them come back as the
+        same entry, and build the same record.
         """
-        entries = Entries(message.origin, message.epoch, [entry_of(r) for r in message.records])
-        self.assertEqual(encode(entries), encode(message))
-        self.assertEqual(decode(encode(entries)), message)
+        records = [
+            Record(message.origin, message.epoch, *fields) for fields in message.entries
+        ]
+        sent = Records(message.origin, message.epoch, [entry_of(r) for r in records])
+        received = decode(encode(sent))
+        self.assertEqual(received, message)
+        self.assertEqual(
+            [Record(received.origin, received.epoch, *fields) for fields in received.entries],
+            records,
+        )
 
     def test_awkward_record_text(self):
         """
@@ -177,7 +173,7 @@ class RoundTripTests(SynchronousTestCase):
             ORIGIN,
             EPOCH,
             [
-                record(
+                entry(
                     sensor_type='a,"b"\n\r\\c',
                     sensor_data="\u2028\u00e9\U0001f600 \x00\x7f\x85",
                     timestamp="",
@@ -365,7 +361,7 @@ class RefusalTests(SynchronousTestCase):
         from 0; bools and floats are refused even when they equal an integer,
         because they would sign differently.
         """
-        self.assertEqual(decode(records_line([row(sensor_index=0)])).records, [record()])
+        self.assertEqual(decode(records_line([row(sensor_index=0)])).entries, [entry()])
         self.assertRefused(
             records_line([row(entry_index=0)]),
             *[records_line([row(entry_index=n)]) for n in self.bad_indexes()],
@@ -376,7 +372,7 @@ class RefusalTests(SynchronousTestCase):
         """
         The text fields must be strings; reading_id may also be null.
         """
-        self.assertEqual(decode(records_line([row(reading_id="r")])).records, [record(reading_id="r")])
+        self.assertEqual(decode(records_line([row(reading_id="r")])).entries, [entry(reading_id="r")])
         bad = []
         for name in ["sensor_type", "sensor_data", "timestamp", "data_checksum"]:
             bad += [row(**{name: value}) for value in [None, 1, 1.5, True, [], {}]]
@@ -388,13 +384,25 @@ class RefusalTests(SynchronousTestCase):
         The records of one batch have consecutive entry indexes, ascending.
         """
         self.assertEqual(
-            [r.entry_index for r in decode(records_line([row(5), row(6), row(7)])).records], [5, 6, 7]
+            [e[0] for e in decode(records_line([row(5), row(6), row(7)])).entries], [5, 6, 7]
         )
         self.assertRefused(
             records_line([row(1), row(3)]),
             records_line([row(2), row(1)]),
             records_line([row(1), row(1)]),
             records_line([row(1), row(2), row(2)]),
+        )
+
+    def test_records_indexes_too_large(self):
+        """
+        An index beyond SQLite's integers is refused: it could not be stored.
+        """
+        last = decode(records_line([row(MAX_INTEGER, sensor_index=MAX_INTEGER)]))
+        self.assertEqual(last.entries, [entry(MAX_INTEGER, sensor_index=MAX_INTEGER)])
+        self.assertRefused(
+            records_line([row(MAX_INTEGER + 1)]),
+            records_line([row(MAX_INTEGER), row(MAX_INTEGER + 1)]),
+            records_line([row(sensor_index=MAX_INTEGER + 1)]),
         )
 
     def test_records_one_bad_row(self):
@@ -444,9 +452,54 @@ class NeverRaisesOtherwiseTests(SynchronousTestCase):
         """
         self.assertDecodesOrRefuses(line(verb, payload))
 
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(min_value=-1, max_value=MAX_INTEGER + 1) | json_values,
+                st.integers(min_value=-1, max_value=MAX_INTEGER + 1) | json_values,
+                any_text | json_values,
+                any_text | json_values,
+                any_text | json_values,
+                st.none() | any_text | json_values,
+                any_text | json_values,
+            ).map(list),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    def test_records_as_record_checks(self, rows):
+        """
+        RECORDS rows whose fields are each either what a record holds or
+        any JSON value are accepted exactly when every row makes a valid
+        L{Record}, the indexes run on by one, and SQLite can store them.
+        """
+        def valid(row) -> bool:
+            try:
+                Record(ORIGIN, EPOCH, *row)
+            except (TypeError, ValueError):
+                return False
+            return row[0] <= MAX_INTEGER and row[1] <= MAX_INTEGER
+
+        acceptable = all(valid(r) for r in rows) and [r[0] for r in rows] == list(
+            range(rows[0][0], rows[0][0] + len(rows))
+        )
+        try:
+            message = decode(records_line(rows))
+        except BadMessage:
+            self.assertFalse(acceptable)
+        else:
+            self.assertTrue(acceptable)
+            self.assertEqual(message.entries, [tuple(r) for r in rows])
+
     @given(st.lists(st.lists(json_values, min_size=7, max_size=7), min_size=1, max_size=3))
     def test_arbitrary_records(self, rows):
         """
-        RECORDS with seven-field rows of arbitrary JSON values.
+        RECORDS with seven-field rows of arbitrary JSON values. Whatever is
+        accepted makes valid records: decode checks what L{Record} does.
         """
-        self.assertDecodesOrRefuses(records_line(rows))
+        try:
+            message = decode(records_line(rows))
+        except BadMessage:
+            return
+        for fields in message.entries:
+            Record(message.origin, message.epoch, *fields)
