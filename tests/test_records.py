@@ -30,6 +30,7 @@ from p2pstore.records import (
     parse_plain_lines,
     parse_value_unit,
 )
+from p2pstore.wire import entry_of
 
 NOW = "2024-01-02 03:04:05.000006"
 TS = "2020-04-20 23:20:18.231325"
@@ -634,13 +635,14 @@ def _tampered_text(data, text: str, label: str) -> str:
     return bytes(raw).decode("utf-8", "surrogateescape")
 
 
-def tamper(data, r: Record) -> Record:
+def tamper(data, r: Record, fields: tuple = ("origin", "epoch")) -> Record:
     """
-    ``r`` with one byte of one field (or of its checksum) changed.
+    ``r`` with one byte of one field (or of its checksum) changed; origin
+    and epoch only where C{fields} has them.
     """
     field = data.draw(
         st.sampled_from(
-            ["origin", "epoch", "entry_index", "sensor_index", *_STRING_FIELDS, "data_checksum"]
+            [*fields, "entry_index", "sensor_index", *_STRING_FIELDS, "data_checksum"]
         ),
         label="field",
     )
@@ -741,6 +743,22 @@ class SignerTests(SynchronousTestCase):
         assume(key != other)
         signed = Signer.from_key(other).sign(r)
         self.assertRaises(BadRecord, Signer.from_key(key).verify, signed)
+
+    @given(st.lists(records(), min_size=1, max_size=5), st.data())
+    def test_valid_prefix(self, rs, data):
+        """
+        valid_prefix counts the entries of a batch up to the first whose
+        checksum is wrong, as verify judges each record.
+        """
+        signer = Signer.from_key(KEY)
+        signed = [signer.sign(attrs.evolve(r, origin=rs[0].origin, epoch=rs[0].epoch)) for r in rs]
+        bad = data.draw(st.integers(0, len(signed)), label="first bad")
+        if bad < len(signed):
+            # Not the origin or epoch: a batch names them once for all.
+            signed[bad] = tamper(data, signed[bad], fields=())
+        entries = [entry_of(r) for r in signed]
+        self.assertEqual(signer.valid_prefix(rs[0].origin, rs[0].epoch, entries), bad)
+        self.assertEqual(signer.valid_prefix(rs[0].origin, rs[0].epoch, []), 0)
 
     def test_key_not_in_repr(self):
         """

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -509,7 +510,10 @@ class ReceivingTests(ReplicatorTestCase):
         self.send(B, EPOCH_B, records(B, EPOCH_B, 1, 2))
         tampered = records(B, EPOCH_B, 3, 6)
         tampered[1] = tampered[1][:3] + ("99.9C",) + tampered[1][4:]
-        self.send(B, EPOCH_B, tampered)
+        with capturedLogs() as events:
+            self.send(B, EPOCH_B, tampered)
+        [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        self.assertIn(f"from peer {B}: checksum mismatch for {B} {EPOCH_B}:4 ", warning)
         stored = [r for _, _, batch in self.store.apply_calls[-1] for r in batch]
         self.assertEqual(stored, tampered[:1])
         self.assertEqual(self.store.log(B, EPOCH_B), records(B, EPOCH_B, 1, 3))
