@@ -600,7 +600,7 @@ class Store:
                 # this node alone: a peer offering more is a conflict.
                 conflicts += len(beyond)
             elif beyond and beyond[0][0] == position + 1:
-                # (Else a gap: the missing records will be sent again first.)
+                # Not after a gap, whose missing records are sent again first.
                 added = beyond
             if added:
                 self._insert(txn, schema, table, [_row(epoch, entry) for entry in added])
