@@ -197,8 +197,9 @@ _NoneType = type(None)
 
 def _entries(rows) -> list[tuple]:
     """
-    The entries of a RECORDS payload, checked as L{Record} would check them,
-    a column at a time: this runs for every record a node receives.
+    The entries of a RECORDS payload, checked as L{Record} would check them
+    (and the indexes within SQLite's integers), a column at a time: this
+    runs for every record a node receives.
     """
     if not isinstance(rows, list) or not rows:
         raise BadMessage("RECORDS has no records")

@@ -387,6 +387,94 @@ class ReadingIdTests(StoreTestCase):
         self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(1,)])
 
 
+class ApplyTests(StoreTestCase):
+    """
+    Replicated records, as RECORDS entries, are stored where they continue
+    their log; records at positions already held are compared with the
+    stored ones; the node's own current epoch is never written.
+    """
+
+    OTHER = "fedcba9876543210fedcba9876543210"
+    EPOCH = "00112233445566778899aabbccddeeff"
+
+    def entries(self, origin: str, epoch: str, first: int, last: int, data: str = "39C") -> list:
+        return [
+            entry_of(
+                self.signer.sign(
+                    Record(origin, epoch, n, 7, "Temperature", data, f"2020-04-20 23:20:{n % 60:02d}", None)
+                )
+            )
+            for n in range(first, last + 1)
+        ]
+
+    def peer_rows(self) -> list[tuple]:
+        conn = sqlite3.connect(f"file:{self.path.with_name('peer_sensor_data.db')}?mode=ro", uri=True)
+        try:
+            return conn.execute(
+                f"SELECT entry_index, sensor_data, value, unit, data_checksum, epoch "
+                f"FROM {table_name(self.OTHER)} ORDER BY entry_index"
+            ).fetchall()
+        finally:
+            conn.close()
+
+    async def apply(self, store: Store, *batches) -> list[tuple]:
+        results = await store.apply(list(batches))
+        return [(len(r.added) and (r.added[0][0], r.added[-1][0]), r.conflicts, r.last_index) for r in results]
+
+    async def test_positions(self) -> None:
+        """
+        Each relation of a batch to the stored position: continuing it,
+        overlapping it, all held (with and without a conflict), after a gap.
+        """
+        store, _ = await self.open_store()
+        log = (self.OTHER, self.EPOCH)
+        self.assertEqual(await self.apply(store, (*log, self.entries(*log, 1, 5))), [((1, 5), 0, 5)])
+        self.assertEqual(await self.apply(store, (*log, self.entries(*log, 3, 8))), [((6, 8), 0, 8)])
+        self.assertEqual(await self.apply(store, (*log, self.entries(*log, 2, 4))), [(0, 0, 8)])
+        changed = self.entries(*log, 7, 7, data="-5C") + self.entries(*log, 8, 9)
+        self.assertEqual(await self.apply(store, (*log, changed)), [((9, 9), 1, 9)])
+        self.assertEqual(await self.apply(store, (*log, self.entries(*log, 12, 13))), [(0, 0, 9)])
+        self.assertEqual(await self.apply(store, (*log, self.entries(*log, 10, 10))), [((10, 10), 0, 10)])
+        self.assertEqual(
+            self.peer_rows(),
+            [(e[0], e[3], 39.0, "C", e[6], self.EPOCH) for e in self.entries(*log, 1, 10)],
+        )
+
+    async def test_several_logs(self) -> None:
+        """
+        One transaction stores batches of several logs, each with its own
+        outcome; the node's own earlier epoch goes to its own table.
+        """
+        store, _ = await self.open_store()
+        old = (NODE_ID, self.EPOCH)
+        other = (self.OTHER, self.EPOCH)
+        results = await self.apply(
+            store, (*other, self.entries(*other, 1, 3)), (*old, self.entries(*old, 1, 2)), (*other, self.entries(*other, 5, 6))
+        )
+        self.assertEqual(results, [((1, 3), 0, 3), ((1, 2), 0, 2), (0, 0, 3)])
+        self.assertEqual([r[0] for r in self.peer_rows()], [1, 2, 3])
+        self.assertEqual(
+            self.query(f"SELECT entry_index, data_checksum FROM {TABLE} WHERE epoch = ?", (self.EPOCH,)),
+            [(e[0], e[6]) for e in self.entries(*old, 1, 2)],
+        )
+
+    async def test_own_current_epoch(self) -> None:
+        """
+        Positions of this node's current epoch beyond what it holds are
+        conflicts, as are held ones that differ; nothing is written.
+        """
+        store, opened = await self.open_store()
+        await self.append(store, [(reading(n), 1) for n in range(1, 4)])
+        own = (NODE_ID, opened.epoch)
+        stored = await store.read_entries(NODE_ID, opened.epoch, 0, 10)
+        offered = [stored[1], stored[2][:6] + ("0" * 64,)] + self.entries(*own, 4, 6)
+        self.assertEqual(await self.apply(store, (*own, offered)), [(0, 4, 3)])
+        self.assertEqual(
+            self.query(f"SELECT entry_index, data_checksum FROM {TABLE} ORDER BY entry_index"),
+            [(e[0], e[6]) for e in stored],
+        )
+
+
 class ReopenTests(StoreTestCase):
     """
     Closing and reopening the file (a node restart) keeps everything.

@@ -352,7 +352,8 @@ class RefusalTests(SynchronousTestCase):
         A record that is not a list of exactly seven fields is refused.
         """
         self.assertRefused(
-            *[records_line([bad]) for bad in [row()[:6], row() + [None], [], {}, "1", 1, None]]
+            *[records_line([bad]) for bad in [row()[:6], row() + ["x"], row() + [None], [], {}, "1", 1, None]],
+            records_line([row(1), row(2) + ["x"]]),
         )
 
     def test_records_indexes(self):
