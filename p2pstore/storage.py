@@ -14,6 +14,7 @@ import uuid
 from itertools import chain
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
+from urllib.parse import quote
 
 import attrs
 from attrs import define, frozen
@@ -235,6 +236,10 @@ class Store:
     recover_if_empty: bool = False
     epoch: Optional[str] = None
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
+    # A read-only connection in a thread of its own, for what peers are
+    # sent: those reads neither wait for the sensors' commits nor hold them
+    # up (SQLite's WAL lets one writer and readers work at once).
+    _reader: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
     _peer_tables: set = attrs.field(factory=set, init=False)
     _rows_per_insert: int = attrs.field(default=_ROWS_PER_INSERT, init=False)
     # The last_sensor_index committed to meta, not written again unchanged.
@@ -254,29 +259,40 @@ class Store:
 
         @return: a Deferred firing with L{Opened}.
         """
-        kwargs = {}
-        if self.reactor is not None:
-            kwargs["cp_reactor"] = self.reactor
-        self._pool = adbapi.ConnectionPool(
-            "sqlite3",
+        self._pool = self._connect(
             str(self.path),
-            check_same_thread=False,
-            # Transactions are begun explicitly, so autocommit otherwise.
-            isolation_level=None,
-            cp_min=1,
-            cp_max=1,
+            self._configure,
             # Room for the INSERTs of every size for every origin's table.
             cached_statements=512,
-            cp_openfun=self._configure,
-            **kwargs,
         )
         d = self._pool.runInteraction(self._open)
 
         def opened(result: Opened) -> Opened:
             self.epoch = result.epoch
+            # Once both files exist with their schema.
+            self._reader = self._connect(_read_only(self.path), self._configure_reader, uri=True)
             return result
 
         return d.addCallback(opened)
+
+    def _connect(self, database: str, configure, **kwargs) -> adbapi.ConnectionPool:
+        if self.reactor is not None:
+            kwargs["cp_reactor"] = self.reactor
+        return adbapi.ConnectionPool(
+            "sqlite3",
+            database,
+            check_same_thread=False,
+            # Transactions are begun explicitly, so autocommit otherwise.
+            isolation_level=None,
+            cp_min=1,
+            cp_max=1,
+            cp_openfun=configure,
+            **kwargs,
+        )
+
+    def _configure_reader(self, conn) -> None:
+        conn.execute("ATTACH DATABASE ? AS peer", (_read_only(self.peer_path),))
+        conn.execute("PRAGMA busy_timeout = 10000")
 
     def _configure(self, conn) -> None:
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.peer_path),))
@@ -621,7 +637,7 @@ class Store:
 
         @return: a Deferred firing with a list of tuples.
         """
-        return self._pool.runInteraction(self._read_entries, origin, epoch, after, limit)
+        return self._reader.runInteraction(self._read_entries, origin, epoch, after, limit)
 
     def _read_entries(self, txn, origin: str, epoch: str, after: int, limit: int) -> list:
         schema = self._schema_of(origin)
@@ -683,11 +699,17 @@ class Store:
 
     def close(self) -> None:
         """
-        Close the pool, waiting for any transaction in progress.
+        Close the connections, waiting for any transaction in progress.
         """
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+        for pool in (self._reader, self._pool):
+            if pool is not None:
+                pool.close()
+        self._pool = self._reader = None
+
+
+def _read_only(path: Path) -> str:
+    # An SQLite URI filename: the path's "?" and "#" must not end it.
+    return f"file:{quote(str(path.absolute()))}?mode=ro"
 
 
 def _row(epoch: str, entry: tuple) -> tuple:

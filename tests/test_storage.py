@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pstore.records import BadRecord, Reading, Record, Signer, is_node_id
@@ -473,6 +474,30 @@ class ApplyTests(StoreTestCase):
             self.query(f"SELECT entry_index, data_checksum FROM {TABLE} ORDER BY entry_index"),
             [(e[0], e[6]) for e in stored],
         )
+
+
+class ReadWhileWritingTests(StoreTestCase):
+    """
+    Reads for peers have a connection of their own.
+    """
+
+    async def test_read_while_commit_waits(self) -> None:
+        """
+        While a commit waits for the disk (here, for another program's
+        write lock), records are still read for peers, and the commit goes
+        through afterwards.
+        """
+        store, opened = await self.open_store()
+        await self.append(store, [(reading(n), 1) for n in range(1, 4)])
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN IMMEDIATE")
+        appending = store.append(prepared(store, [(reading(4), 1)], 4), [], 1)
+        entries = await store.read_entries(NODE_ID, opened.epoch, 0, 10).addTimeout(5, reactor)
+        self.assertEqual([entry[0] for entry in entries], [1, 2, 3])
+        self.assertNoResult(appending)
+        other.execute("ROLLBACK")
+        self.assertEqual((await appending).last_index, 4)
 
 
 class ReopenTests(StoreTestCase):
