@@ -28,6 +28,10 @@ Log = tuple  # (origin, epoch)
 # Recent records of each log, kept to send live without reading them back
 # (as RECORDS entries, p2pstore.wire.Records).
 TAIL = 4096
+# Batches read from disk at once, at most, for a peer that lacks them: while
+# sensors keep the database thread busy, each read waits for a commit, so
+# one batch per read could not keep up with a fast log.
+READ_BATCHES = 4
 # How long before records a peer rejected are sent again.
 RETRY_DELAY = 1.0
 # HAVE announcements are coalesced over this long.
@@ -331,6 +335,8 @@ class Replicator:
             end = min(start + self.batch_size - 1, self.positions[log])
             entries = self._from_tail(log, start, end)
             if entries is None:
+                batches = min(self.window - peer.inflight, READ_BATCHES)
+                end = min(start + batches * self.batch_size - 1, self.positions[log])
                 peer.reading = True
                 d = self._store.read_entries(log[0], log[1], start - 1, end - start + 1)
                 d.addCallback(self._read, peer, link, log, start)
@@ -359,7 +365,9 @@ class Replicator:
             and link is peer.links[0]
             and entries[0][0] == peer.next_to_send(log)
         ):
-            self._send(peer, link, log, entries)
+            # Acknowledgements meanwhile only made room in the window.
+            for at in range(0, len(entries), self.batch_size):
+                self._send(peer, link, log, entries[at : at + self.batch_size])
         self._pump(peer)
 
     def _read_failed(self, failure, peer: PeerState, log: Log) -> None:

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pstore.peer import PeerFactory
 from p2pstore.records import Reading, Record, Signer
-from p2pstore.replication import HAVE_DELAY, RETRY_DELAY, Replicator
+from p2pstore.replication import HAVE_DELAY, READ_BATCHES, RETRY_DELAY, Replicator
 from p2pstore.storage import Applied, Store
 from p2pstore.wire import Ack, BadMessage, Have, Links, Records, decode, encode, entry_of
 
@@ -408,6 +408,27 @@ class SendingTests(ReplicatorTestCase):
         self.assertEqual(received, list(range(1, 56)))
         self.assertEqual(acked, 55)
         self.assertEqual(self.peer_status()["lag"], {})
+
+    def test_reads_several_batches(self):
+        """
+        Records not in memory are read from disk several batches at once,
+        as many as the window has room for up to READ_BATCHES, and sent
+        in batches of batch_size: each read can wait for a commit while
+        sensors keep the database busy.
+        """
+        self.store.preload(A, EPOCH_A, 1, 100)
+        self.open()
+        self.replicator.window = READ_BATCHES + 2
+        link = self.link()
+        self.have(link, {})
+        batches = READ_BATCHES * self.batch_size
+        self.assertEqual(self.store.read_calls[0], (A, EPOCH_A, 0, batches))
+        self.assertEqual(
+            [indexes(m) for m in link.take(Records)][:READ_BATCHES],
+            [list(range(n + 1, n + 11)) for n in range(0, batches, self.batch_size)],
+        )
+        # The window has room for two more batches, not READ_BATCHES.
+        self.assertEqual(self.store.read_calls[1], (A, EPOCH_A, batches, 2 * self.batch_size))
 
     def test_live_push_from_tail(self):
         """
