@@ -165,6 +165,22 @@ class Record:
         return parse_value_unit(self.sensor_data)[1]
 
 
+def entry_of(record: Record) -> tuple:
+    """
+    The fields of a record as a RECORDS entry carries them (see
+    L{p2pstore.wire.Records}).
+    """
+    return (
+        record.entry_index,
+        record.sensor_index,
+        record.sensor_type,
+        record.sensor_data,
+        record.timestamp,
+        record.reading_id,
+        record.data_checksum,
+    )
+
+
 # Reading(...) without the Python-level __new__ a NamedTuple has.
 _new_tuple = tuple.__new__
 
@@ -321,16 +337,7 @@ class Signer:
         """
         Return the record if its checksum is right, else raise L{BadRecord}.
         """
-        entry = (
-            record.entry_index,
-            record.sensor_index,
-            record.sensor_type,
-            record.sensor_data,
-            record.timestamp,
-            record.reading_id,
-            record.data_checksum,
-        )
-        if not self.valid_prefix(record.origin, record.epoch, [entry]):
+        if not self.valid_prefix(record.origin, record.epoch, [entry_of(record)]):
             raise BadRecord(
                 f"checksum mismatch for {record.origin} "
                 f"{record.epoch}:{record.entry_index}"

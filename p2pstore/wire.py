@@ -13,7 +13,7 @@ from typing import Any
 
 from attrs import frozen
 
-from .records import Record, is_node_id
+from .records import is_node_id
 
 PROTOCOL_VERSION = 1
 # SQLite's largest integer.
@@ -88,21 +88,6 @@ class Records:
     origin: str
     epoch: str
     entries: list
-
-
-def entry_of(record: Record) -> tuple:
-    """
-    The fields of a record as a RECORDS entry carries them.
-    """
-    return (
-        record.entry_index,
-        record.sensor_index,
-        record.sensor_type,
-        record.sensor_data,
-        record.timestamp,
-        record.reading_id,
-        record.data_checksum,
-    )
 
 
 @frozen

@@ -26,11 +26,11 @@ from p2pstore.records import (
     Record,
     Signer,
     canonical_bytes,
+    entry_of,
     parse_line,
     parse_plain_lines,
     parse_value_unit,
 )
-from p2pstore.wire import entry_of
 
 NOW = "2024-01-02 03:04:05.000006"
 TS = "2020-04-20 23:20:18.231325"

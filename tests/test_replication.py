@@ -18,10 +18,10 @@ from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pstore.peer import PeerFactory
-from p2pstore.records import Reading, Record, Signer
+from p2pstore.records import Reading, Record, Signer, entry_of
 from p2pstore.replication import HAVE_DELAY, READ_BATCHES, RETRY_DELAY, Replicator
 from p2pstore.storage import Applied, Store
-from p2pstore.wire import Ack, BadMessage, Have, Links, Records, decode, encode, entry_of
+from p2pstore.wire import Ack, BadMessage, Have, Links, Records, decode, encode
 
 KEY = b"cluster key of the replication tests"
 SIGNER = Signer.from_key(KEY)

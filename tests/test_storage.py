@@ -12,7 +12,7 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pstore.records import BadRecord, Reading, Record, Signer, is_node_id
+from p2pstore.records import BadRecord, Reading, Record, Signer, entry_of, is_node_id
 from p2pstore.storage import (
     SCHEMA_VERSION,
     Opened,
@@ -23,7 +23,7 @@ from p2pstore.storage import (
     readings_schema,
     table_name,
 )
-from p2pstore.wire import Records, decode, encode, entry_of
+from p2pstore.wire import Records, decode, encode
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 TABLE = f"server_id_{NODE_ID}"

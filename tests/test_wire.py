@@ -10,7 +10,7 @@ import json
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.records import Record
+from p2pstore.records import Record, entry_of
 from p2pstore.wire import (
     NONCE_BYTES,
     PROTOCOL_VERSION,
@@ -27,7 +27,6 @@ from p2pstore.wire import (
     Records,
     decode,
     encode,
-    entry_of,
 )
 
 ORIGIN = "0123456789abcdef0123456789abcdef"
