@@ -12,6 +12,7 @@ import functools
 import hashlib
 import hmac
 import math
+import operator
 import re
 from datetime import datetime, timezone
 from typing import Callable, NamedTuple, Optional, Sequence
@@ -165,20 +166,20 @@ class Record:
         return parse_value_unit(self.sensor_data)[1]
 
 
-def entry_of(record: Record) -> tuple:
-    """
-    The fields of a record as a RECORDS entry carries them (see
-    L{p2pstore.wire.Records}).
-    """
-    return (
-        record.entry_index,
-        record.sensor_index,
-        record.sensor_type,
-        record.sensor_data,
-        record.timestamp,
-        record.reading_id,
-        record.data_checksum,
-    )
+# The fields of a RECORDS entry (see p2pstore.wire.Records), in order: a
+# record's own, without the origin and epoch its log names once for all.
+ENTRY_FIELDS = (
+    "entry_index",
+    "sensor_index",
+    "sensor_type",
+    "sensor_data",
+    "timestamp",
+    "reading_id",
+    "data_checksum",
+)
+
+# The fields of a record as a RECORDS entry carries them, a tuple.
+entry_of: Callable[[Record], tuple] = operator.attrgetter(*ENTRY_FIELDS)
 
 
 # Reading(...) without the Python-level __new__ a NamedTuple has.
@@ -236,14 +237,8 @@ def canonical_bytes(record: Record) -> bytes:
     with a digit, so no content of any field can make two records encode
     alike.
     """
-    return _log_prefix(record.origin, record.epoch) + _entry_bytes(
-        record.entry_index,
-        record.sensor_index,
-        record.sensor_type,
-        record.sensor_data,
-        record.timestamp,
-        record.reading_id,
-    )
+    # The entry's fields but its checksum.
+    return _log_prefix(record.origin, record.epoch) + _entry_bytes(*entry_of(record)[:-1])
 
 
 # Logs whose prefix MAC is kept; a node sees a handful.
@@ -316,16 +311,7 @@ class Signer:
         """
         The hex HMAC-SHA256 of the record's canonical bytes.
         """
-        return self.checksum_of(
-            record.origin,
-            record.epoch,
-            record.entry_index,
-            record.sensor_index,
-            record.sensor_type,
-            record.sensor_data,
-            record.timestamp,
-            record.reading_id,
-        )
+        return self.checksum_of(record.origin, record.epoch, *entry_of(record)[:-1])
 
     def sign(self, record: Record) -> Record:
         """

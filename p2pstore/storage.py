@@ -22,8 +22,7 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .records import Reading, Record, Signer, is_node_id, parse_value_unit
-from .wire import ENTRY_FIELDS
+from .records import ENTRY_FIELDS, Reading, Record, Signer, is_node_id, parse_value_unit
 
 SCHEMA_VERSION = 1
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from attrs import frozen
 
-from .records import is_node_id
+from .records import ENTRY_FIELDS, is_node_id
 
 PROTOCOL_VERSION = 1
 # SQLite's largest integer.
@@ -57,18 +57,6 @@ class Have:
     """
 
     positions: dict
-
-
-# The fields of a RECORDS entry, in order.
-ENTRY_FIELDS = (
-    "entry_index",
-    "sensor_index",
-    "sensor_type",
-    "sensor_data",
-    "timestamp",
-    "reading_id",
-    "data_checksum",
-)
 
 
 @frozen
