@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -81,21 +82,48 @@ class IncompleteAnswers(Exception):
 
 def free_port() -> int:
     """
-    A TCP port on 127.0.0.1 that was free a moment ago.
+    A TCP port on 127.0.0.1 that was free a moment ago, for a node to listen on.
     """
     return _free_ports(1)[0]
 
 
-def _free_ports(n: int) -> list[int]:
-    # Held open together, so the n ports differ.
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+# Listening ports are picked below the kernel's ephemeral range, the range
+# outgoing connections take their local ports from.  A port picked from that
+# range (by binding port 0) can be taken by any connection a test or a node
+# opens before the node binds it: a peer's dial, a sensor, an HTTP status call.
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 10000
+_handed_out: set[int] = set()
+
+
+def _listening_range() -> range:
     try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+        ephemeral_low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        # Not Linux: the IANA dynamic range starts at 49152.
+        ephemeral_low = 49152
+    return range(LOWEST_PORT, max(ephemeral_low, LOWEST_PORT + 1000))
+
+
+def _free_ports(n: int) -> list[int]:
+    """
+    ``n`` different ports on 127.0.0.1, none handed out before by this process
+    (so a node restarted on its old port gets it back), each bindable now.
+    """
+    candidates = [p for p in _listening_range() if p not in _handed_out]
+    random.shuffle(candidates)  # trial -j workers pick from the same range
+    ports = []
+    for port in candidates:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == n:
+            _handed_out.update(ports)
+            return ports
+    raise RuntimeError(f"fewer than {n} free TCP ports on 127.0.0.1 below the ephemeral range")
 
 
 def endpoint(port: int) -> str:
