@@ -21,7 +21,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from .records import Signer
-from .wire import Ack, BadMessage, Have, Links, Records
+from .wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records
 
 Log = tuple  # (origin, epoch)
 
@@ -89,11 +89,14 @@ class Replicator:
         store,
         signer: Signer,
         clock,
-        batch_size: int = 1000,
+        batch_size: int = MAX_RECORDS,
         # Sixteen batches in flight keep a catch-up from waiting on round
         # trips (bench/replicate.py: about 54,000 -> 65,000 records/s).
         window: int = 16,
     ):
+        if not 1 <= batch_size <= MAX_RECORDS:
+            # A peer refuses a longer RECORDS line and drops the link.
+            raise ValueError(f"batch_size must be from 1 to {MAX_RECORDS}, not {batch_size}")
         self.node_id = node_id
         self._store = store
         self._signer = signer

@@ -19,6 +19,9 @@ PROTOCOL_VERSION = 1
 # SQLite's largest integer.
 MAX_INTEGER = 2**63 - 1
 NONCE_BYTES = 32
+# Records in one RECORDS message, at most: what bounds the work and memory
+# one line can cost the receiver (its HMAC checks, one transaction).
+MAX_RECORDS = 1000
 
 HELLO = b"HELLO"
 AUTH = b"AUTH"
@@ -176,6 +179,8 @@ def _entries(rows) -> list[tuple]:
     """
     if not isinstance(rows, list) or not rows:
         raise BadMessage("RECORDS has no records")
+    if len(rows) > MAX_RECORDS:
+        raise BadMessage(f"RECORDS has {len(rows)} records, more than {MAX_RECORDS}")
     if set(map(type, rows)) != {list} or set(map(len, rows)) != {7}:
         raise BadMessage("a record is not a list of 7 fields")
     columns = list(zip(*rows))

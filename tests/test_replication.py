@@ -21,7 +21,7 @@ from p2pstore.peer import PeerFactory
 from p2pstore.records import Reading, Record, Signer, entry_of
 from p2pstore.replication import HAVE_DELAY, READ_BATCHES, RETRY_DELAY, Replicator
 from p2pstore.storage import Applied, Store
-from p2pstore.wire import Ack, BadMessage, Have, Links, Records, decode, encode
+from p2pstore.wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records, decode, encode
 
 KEY = b"cluster key of the replication tests"
 SIGNER = Signer.from_key(KEY)
@@ -322,6 +322,19 @@ class SendingTests(ReplicatorTestCase):
     """
     What a node sends a peer once it knows what the peer holds.
     """
+
+    def test_batch_size_at_most_max_records(self):
+        """
+        Batches longer than a peer takes (MAX_RECORDS) are refused when the
+        replicator is made, rather than every link dropping at its first
+        catch-up.
+        """
+        for size in (0, MAX_RECORDS + 1):
+            with self.subTest(batch_size=size):
+                error = self.assertRaises(
+                    ValueError, Replicator, A, self.store, SIGNER, Clock(), batch_size=size
+                )
+                self.assertIn(f"from 1 to {MAX_RECORDS}, not {size}", str(error))
 
     def test_resume_from_peer_position(self):
         """

@@ -19,6 +19,7 @@ from p2pstore.wire import (
     BadMessage,
     ENTRY_FIELDS,
     MAX_INTEGER,
+    MAX_RECORDS,
     Have,
     Hello,
     Links,
@@ -345,6 +346,17 @@ class RefusalTests(SynchronousTestCase):
             records_line(row()),
             line("RECORDS", {"origin": ORIGIN, "epoch": EPOCH}),
         )
+
+    def test_records_at_most_max(self):
+        """
+        A RECORDS line of MAX_RECORDS records is taken, one more is refused
+        with the count in the reason.
+        """
+        full = [row(i) for i in range(1, MAX_RECORDS + 1)]
+        self.assertEqual(len(decode(records_line(full)).entries), MAX_RECORDS)
+        with self.assertRaises(BadMessage) as caught:
+            decode(records_line(full + [row(MAX_RECORDS + 1)]))
+        self.assertIn(f"{MAX_RECORDS + 1} records, more than {MAX_RECORDS}", str(caught.exception))
 
     def test_records_arity(self):
         """
