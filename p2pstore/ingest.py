@@ -19,6 +19,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .records import Reading
+
+# Refused lines kept from failed commits for the next one, at most; beyond
+# that the oldest are dropped (and counted in the log), so a broken disk
+# cannot make them grow without end.
+MAX_UNSAVED_REJECTED = 10000
 from .storage import Appended, Opened, Rejected, Store
 
 
@@ -60,6 +65,7 @@ class Ingestor:
         high_water: int = 20000,
         low_water: int = 5000,
         on_commit=None,
+        max_unsaved_rejected: int = MAX_UNSAVED_REJECTED,
     ):
         self._store = store
         # Called with the Appended of each commit that added readings.
@@ -77,6 +83,12 @@ class Ingestor:
         # The entry_index the next reading submitted is numbered with.
         self._next_index = 1
         self._rejected: list[Rejected] = []
+        # Refused lines whose commit failed: they go with the next commit
+        # that something new starts, never alone (a broken disk would make
+        # that a loop of failing transactions), and drain() does not wait
+        # for them.
+        self._unsaved: deque[Rejected] = deque(maxlen=max_unsaved_rejected)
+        self._dropped_rejected = 0
         self._sensors: set = set()
         self._opened = False
         self._busy = False
@@ -173,11 +185,25 @@ class Ingestor:
         self.rejected += 1
         self._schedule()
 
+    @property
+    def unsaved_rejected(self) -> int:
+        """
+        Refused lines not yet in rejected_lines because their commit failed.
+        """
+        return len(self._unsaved)
+
     def drain(self) -> Deferred:
         """
         @return: a Deferred that fires once everything queued so far is
-            committed and answered.
+            committed and answered. Refused lines of failed commits are
+            tried once more, but not waited for beyond that try.
         """
+        if self._unsaved:
+            # Their last chance before a stop: one more commit, now or
+            # after the one under way.
+            self._rejected[:0] = self._unsaved
+            self._unsaved.clear()
+            self._schedule()
         if self._idle():
             return succeed(None)
         d = Deferred()
@@ -209,6 +235,9 @@ class Ingestor:
         if not batch and not rejected:
             self._notify_drained()
             return
+        if self._unsaved:
+            rejected[:0] = self._unsaved
+            self._unsaved.clear()
         self._busy = True
         index = self._log_next
         for pending in batch:
@@ -223,7 +252,7 @@ class Ingestor:
         rows = list(chain.from_iterable(pending.rows for pending in batch))
         d = self._store.append(rows, rejected, self._last_sensor_index)
         d.addCallbacks(
-            self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch,)
+            self._committed, self._failed, callbackArgs=(batch,), errbackArgs=(batch, rejected)
         )
         d.addBoth(self._done)
 
@@ -240,21 +269,41 @@ class Ingestor:
         if appended.rows and self.on_commit is not None:
             self.on_commit(appended)
 
-    def _failed(self, failure, batch: list[Pending]) -> None:
+    def _failed(self, failure, batch: list[Pending], rejected: list[Rejected]) -> None:
         count = sum(len(pending.readings) for pending in batch)
         self.log.failure(
-            "could not store {count} readings in {path}; their sensors were "
-            "answered 'ERR retry' and may resend them. Check the disk (space, "
-            "permissions) and the log above.",
+            "could not store {count} readings and {rejected} refused lines in "
+            "{path}; the sensors were answered 'ERR retry' and may resend the "
+            "readings, the refused lines go with the next commit. Check the "
+            "disk (space, permissions) and the log above.",
             failure,
             count=count,
+            rejected=len(rejected),
             path=str(self._store.path),
         )
+        self._keep_unsaved(rejected)
         # Their numbers were not used: the readings after them take them.
         self._next_index = self._log_next + self._queued
         for pending in batch:
             pending.answer = b"ERR retry: storage failure\n" * len(pending.readings)
         self._answer(batch)
+
+    def _keep_unsaved(self, rejected: list[Rejected]) -> None:
+        most = self._unsaved.maxlen
+        room = most - len(self._unsaved)
+        dropped = max(len(rejected) - room, 0)
+        # The deque drops the oldest.
+        self._unsaved.extend(rejected)
+        if dropped:
+            self._dropped_rejected += dropped
+            self.log.warn(
+                "{dropped} refused lines were dropped without being stored in "
+                "rejected_lines ({total} since start): commits keep failing and "
+                "at most {most} are held for the next one. Check the disk.",
+                dropped=dropped,
+                total=self._dropped_rejected,
+                most=most,
+            )
 
     @staticmethod
     def _answer(batch: list[Pending]) -> None:

@@ -292,6 +292,12 @@ class NodeService(MultiService):
         if self._opening is not None:
             yield self._opening
         yield ingestor.drain()
+        if ingestor.unsaved_rejected:
+            self.log.warn(
+                "{count} refused lines could not be stored in rejected_lines: the "
+                "commits failed (see the errors above). Check the disk.",
+                count=ingestor.unsaved_rejected,
+            )
         yield DeferredList(
             [sensor.close(self.reactor, SENSOR_CLOSE_TIMEOUT) for sensor in ingestor.sensors()]
         )

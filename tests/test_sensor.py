@@ -10,6 +10,7 @@ from attrs import define, field
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.ingest import Ingestor
@@ -870,6 +871,80 @@ class FailureTests(OpenedTestCase):
         # The line behind the failed batch was numbered again, from the
         # numbers that batch did not use.
         self.assertEqual(self.store.renumbered, 0)
+
+
+class UnsavedRejectedTests(OpenedTestCase):
+    """
+    Refused lines whose commit failed are kept for the next commit, within
+    a bound, without a loop of failing transactions.
+    """
+
+    ingestor_options = {"max_unsaved_rejected": 3}
+
+    def fail_commit(self) -> None:
+        self.turn()
+        self.store.fail(OSError(5, "Input/output error"))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_kept_for_next_commit(self) -> None:
+        """
+        A refused line of a failed commit is stored with the next commit
+        that new lines start, not before.
+        """
+        self.protocol.dataReceived(b"bad\n" + GOOD + b"\n")
+        self.fail_commit()
+        self.turn()
+        # Nothing new arrived: no commit retries it by itself.
+        self.assertEqual(self.store.waiting, [])
+        self.assertEqual(self.ingestor.unsaved_rejected, 1)
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.commit_all()
+        self.assertEqual([r.raw for r in self.store.rejected], [b"bad"])
+        self.assertEqual(self.ingestor.unsaved_rejected, 0)
+        self.assertEqual(len(self.store.rows), 1)
+
+    def test_bounded(self) -> None:
+        """
+        While commits keep failing, only the newest refused lines are kept,
+        and the log says how many were dropped.
+        """
+        for n in range(2):
+            self.protocol.dataReceived(b"".join(b"bad%d-%d\n" % (n, i) for i in range(2)))
+            with capturedLogs() as events:
+                self.fail_commit()
+        self.assertEqual(self.ingestor.unsaved_rejected, 3)
+        [warning] = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertIn("1 refused lines were dropped", formatEvent(warning))
+        self.protocol.dataReceived(b"bad-last\n")
+        self.commit_all()
+        self.assertEqual(
+            [r.raw for r in self.store.rejected], [b"bad0-1", b"bad1-0", b"bad1-1", b"bad-last"]
+        )
+
+    def test_drain_tries_once_more(self) -> None:
+        """
+        drain() tries the unsaved refused lines once more; if that commit
+        fails too, it still fires, and they are counted.
+        """
+        self.protocol.dataReceived(b"bad\n")
+        self.fail_commit()
+        drained = self.ingestor.drain()
+        self.assertNoResult(drained)
+        self.fail_commit()
+        self.successResultOf(drained)
+        self.assertEqual(self.ingestor.unsaved_rejected, 1)
+        self.assertEqual(self.store.waiting, [])
+
+    def test_drain_stores_them(self) -> None:
+        """
+        When the disk is back, drain() stores them before firing.
+        """
+        self.protocol.dataReceived(b"bad\n")
+        self.fail_commit()
+        drained = self.ingestor.drain()
+        self.commit_all()
+        self.successResultOf(drained)
+        self.assertEqual([r.raw for r in self.store.rejected], [b"bad"])
 
 
 class DrainTests(OpenedTestCase):
