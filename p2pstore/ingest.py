@@ -19,12 +19,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .records import Reading
+from .storage import Appended, Opened, Rejected, Store
 
 # Refused lines kept from failed commits for the next one, at most; beyond
 # that the oldest are dropped (and counted in the log), so a broken disk
 # cannot make them grow without end.
 MAX_UNSAVED_REJECTED = 10000
-from .storage import Appended, Opened, Rejected, Store
 
 
 class Pending:
