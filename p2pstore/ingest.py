@@ -98,6 +98,8 @@ class Ingestor:
         self._last_sensor_index = 0
         self.accepted = 0
         self.rejected = 0
+        # Readings answered 'ERR retry' because their commit failed.
+        self.not_stored = 0
 
     @property
     def connected(self) -> int:
@@ -282,6 +284,7 @@ class Ingestor:
             path=str(self._store.path),
         )
         self._keep_unsaved(rejected)
+        self.not_stored += count
         # Their numbers were not used: the readings after them take them.
         self._next_index = self._log_next + self._queued
         for pending in batch:

@@ -306,4 +306,11 @@ class NodeService(MultiService):
             yield self.node.store.mark_stopped()
         self.node.store.close()
         Service.stopService(self)
-        self.log.info("stopped; every reading received was stored and answered")
+        if ingestor.not_stored:
+            self.log.warn(
+                "stopped; every reading received was answered, but {count} of them "
+                "were answered 'ERR retry' and not stored because their commit failed",
+                count=ingestor.not_stored,
+            )
+        else:
+            self.log.info("stopped; every reading received was stored and answered")

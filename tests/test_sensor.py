@@ -871,6 +871,7 @@ class FailureTests(OpenedTestCase):
         # The line behind the failed batch was numbered again, from the
         # numbers that batch did not use.
         self.assertEqual(self.store.renumbered, 0)
+        self.assertEqual(self.ingestor.not_stored, 2)
 
 
 class UnsavedRejectedTests(OpenedTestCase):

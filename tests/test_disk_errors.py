@@ -1,0 +1,122 @@
+"""
+A running node (in this process, on the real reactor, with real SQLite
+files and real sensor sockets) whose database stops taking writes for a
+while, as a full disk would make it.
+
+SQLite's ``max_page_count`` makes the writer's connection fail with
+``database or disk is full`` exactly as a full disk does; raising it again
+is the disk getting space back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.trial.unittest import TestCase
+
+from p2pstore.identity import SELF_DB
+from p2pstore.node import RUNNING
+from p2pstore.tap import Options, makeService
+
+from .nodes import endpoint, free_port, send_lines
+
+READING = b"Temperature,39C,2026-11-28 10:00:00.%06d"
+
+
+class FullDiskTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.data_dir = Path(self.mktemp()).resolve()
+        self.sensor_port = free_port()
+        options = Options()
+        options.parseOptions(
+            [
+                "--data-dir", str(self.data_dir),
+                "--sensor-port", endpoint(self.sensor_port),
+                "--peer-port", endpoint(free_port()),
+                "--status-port", endpoint(free_port()),
+            ]
+        )
+        self.service = makeService(options, reactor=reactor)
+        self.service.startService()
+        self.addCleanup(self.stop)
+        yield self.service._opening
+        self.assertEqual(self.service.node.state, RUNNING)
+
+    def stop(self):
+        if self.service.running:
+            return self.service.stopService()
+
+    def disk_full(self, full: bool):
+        """
+        Make the node's writer fail as on a full disk, or take writes again.
+        """
+
+        def limit(txn):
+            (pages,) = txn.execute("PRAGMA page_count").fetchone()
+            txn.execute(f"PRAGMA max_page_count = {pages if full else 2**30}")
+
+        return self.service.node.store._pool.runInteraction(limit)
+
+    def stored(self, sql: str) -> list:
+        with sqlite3.connect(self.data_dir / SELF_DB) as db:
+            return db.execute(sql).fetchall()
+
+    @inlineCallbacks
+    def test_refused_lines_kept_and_stop_says_what_was_not_stored(self):
+        """
+        While the disk is full, readings are answered ``ERR retry`` and the
+        error log says to check the disk; a refused line sent then is stored
+        in rejected_lines once the disk takes writes again, and the stop
+        says how many readings were not stored.
+        """
+        yield self.disk_full(True)
+        lines = [READING % i for i in range(50)] + [b"bad line while full"]
+        answers = yield send_lines(self.sensor_port, lines)
+        self.assertEqual(answers, [b"ERR retry: storage failure"] * 50 + [b"ERR missing value"])
+        [error] = self.flushLoggedErrors(sqlite3.OperationalError)
+        self.assertIn("full", str(error.value))
+
+        yield self.disk_full(False)
+        answers = yield send_lines(self.sensor_port, [READING % 50])
+        self.assertEqual(answers, [b"OK 1"])
+        self.assertEqual(
+            self.stored("SELECT reason, raw FROM rejected_lines"),
+            [("missing value", b"bad line while full")],
+        )
+
+        with capturedLogs() as events:
+            yield self.service.stopService()
+        [last] = [e for e in events if "stopped;" in e.get("log_format", "")]
+        self.assertEqual(last["log_level"], LogLevel.warn)
+        self.assertIn("50 of them were answered 'ERR retry' and not stored", formatEvent(last))
+
+    @inlineCallbacks
+    def test_stop_while_still_full(self):
+        """
+        A node stopped while its disk is still full stops (it does not wait
+        for writes that cannot happen) and says how many refused lines it
+        could not store.
+        """
+        yield self.disk_full(True)
+        # More than a page of them, so they cannot fit in the free space of
+        # pages the file has already.
+        bad = [b"bad %d " % i + b"x" * 1000 for i in range(6)]
+        answers = yield send_lines(self.sensor_port, bad)
+        self.assertEqual(answers, [b"ERR missing value"] * 6)
+        self.flushLoggedErrors(sqlite3.OperationalError)
+
+        with capturedLogs() as events:
+            yield self.service.stopService()
+        self.flushLoggedErrors(sqlite3.OperationalError)
+        texts = [formatEvent(e) for e in events]
+        self.assertTrue(
+            any("6 refused lines could not be stored in rejected_lines" in t for t in texts), texts
+        )
+        self.assertEqual(self.stored("SELECT count(*) FROM rejected_lines"), [(0,)])
