@@ -87,22 +87,28 @@ def free_port() -> int:
     return _free_ports(1)[0]
 
 
-# Listening ports are picked below the kernel's ephemeral range, the range
+# Listening ports are picked outside the kernel's ephemeral range, the range
 # outgoing connections take their local ports from.  A port picked from that
 # range (by binding port 0) can be taken by any connection a test or a node
 # opens before the node binds it: a peer's dial, a sensor, an HTTP status call.
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PORT = 10000
+# Fewer ports than this outside the ephemeral range (a host that made it
+# 1024-65535) and tests pick from all of them, ephemeral or not.
+MIN_LISTENING_PORTS = 1000
 _handed_out: set[int] = set()
 
 
-def _listening_range() -> range:
+def _listening_ports() -> list[int]:
     try:
-        ephemeral_low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        # Not Linux: the IANA dynamic range starts at 49152.
-        ephemeral_low = 49152
-    return range(LOWEST_PORT, max(ephemeral_low, LOWEST_PORT + 1000))
+        low, high = map(int, EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        # Not Linux: IANA's dynamic range, which macOS and Windows use.
+        low, high = 49152, 65535
+    ports = [*range(LOWEST_PORT, low), *range(high + 1, 65536)]
+    if len(ports) < MIN_LISTENING_PORTS:
+        ports = list(range(LOWEST_PORT, 65536))
+    return ports
 
 
 def _free_ports(n: int) -> list[int]:
@@ -110,7 +116,7 @@ def _free_ports(n: int) -> list[int]:
     ``n`` different ports on 127.0.0.1, none handed out before by this process
     (so a node restarted on its old port gets it back), each bindable now.
     """
-    candidates = [p for p in _listening_range() if p not in _handed_out]
+    candidates = [p for p in _listening_ports() if p not in _handed_out]
     random.shuffle(candidates)  # trial -j workers pick from the same range
     ports = []
     for port in candidates:
@@ -123,7 +129,7 @@ def _free_ports(n: int) -> list[int]:
         if len(ports) == n:
             _handed_out.update(ports)
             return ports
-    raise RuntimeError(f"fewer than {n} free TCP ports on 127.0.0.1 below the ephemeral range")
+    raise RuntimeError(f"fewer than {n} free TCP ports on 127.0.0.1 outside the ephemeral range")
 
 
 def endpoint(port: int) -> str:

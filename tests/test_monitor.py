@@ -28,6 +28,8 @@ from web_monitor.poller import (
     DOWN, ERROR, INITIALIZING, INVALID, RUNNING, SYNCING, TIMEOUT, classify,
 )
 
+from .nodes import free_port
+
 REPO = Path(__file__).resolve().parent.parent
 VIEWS = REPO / "web_monitor" / "views.py"
 
@@ -766,9 +768,7 @@ class CommandTests(SynchronousTestCase):
         only affecting its own line, and serves the page on --port.
         """
         node = FakeNode(self)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = subprocess.Popen(
             [sys.executable, str(VIEWS), "--servers", f"{node.address},bad host!",
