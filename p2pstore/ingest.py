@@ -21,10 +21,14 @@ from twisted.python.failure import Failure
 from .records import Reading
 from .storage import Appended, Opened, Rejected, Store
 
-# Refused lines kept from failed commits for the next one, at most; beyond
-# that the oldest are dropped (and counted in the log), so a broken disk
-# cannot make them grow without end.
+# Refused lines held after their commit failed, at most (in lines and in
+# bytes of the lines); beyond that the oldest are dropped and the log says
+# so, so a broken disk cannot make them grow without end.
 MAX_UNSAVED_REJECTED = 10000
+MAX_UNSAVED_BYTES = 4 * 1024 * 1024
+# Seconds between tries to store held refused lines: each try is its own
+# transaction, after a commit of readings succeeded.
+UNSAVED_RETRY_INTERVAL = 10.0
 
 
 class Pending:
@@ -66,6 +70,7 @@ class Ingestor:
         low_water: int = 5000,
         on_commit=None,
         max_unsaved_rejected: int = MAX_UNSAVED_REJECTED,
+        max_unsaved_bytes: int = MAX_UNSAVED_BYTES,
     ):
         self._store = store
         # Called with the Appended of each commit that added readings.
@@ -83,12 +88,19 @@ class Ingestor:
         # The entry_index the next reading submitted is numbered with.
         self._next_index = 1
         self._rejected: list[Rejected] = []
-        # Refused lines whose commit failed: they go with the next commit
-        # that something new starts, never alone (a broken disk would make
-        # that a loop of failing transactions), and drain() does not wait
-        # for them.
-        self._unsaved: deque[Rejected] = deque(maxlen=max_unsaved_rejected)
-        self._dropped_rejected = 0
+        # Refused lines whose commit failed. They are tried again in a
+        # transaction of their own, never with readings (their bytes must
+        # not keep readings from a disk with a little room again), only
+        # after a commit succeeded (a broken disk would otherwise mean a loop
+        # of failing transactions) and at most every UNSAVED_RETRY_INTERVAL,
+        # and once more by drain().
+        self._unsaved: deque[Rejected] = deque()
+        self._unsaved_bytes = 0
+        self._max_unsaved = max_unsaved_rejected
+        self._max_unsaved_bytes = max_unsaved_bytes
+        self._unsaved_tried = None
+        self._retry_unsaved = False
+        self.dropped_rejected = 0
         self._sensors: set = set()
         self._opened = False
         self._busy = False
@@ -98,7 +110,8 @@ class Ingestor:
         self._last_sensor_index = 0
         self.accepted = 0
         self.rejected = 0
-        # Readings answered 'ERR retry' because their commit failed.
+        # Answers 'ERR retry' given because a commit failed (a reading sent
+        # again and failing again counts again).
         self.not_stored = 0
 
     @property
@@ -197,15 +210,14 @@ class Ingestor:
     def drain(self) -> Deferred:
         """
         @return: a Deferred that fires once everything queued so far is
-            committed and answered. Refused lines of failed commits are
-            tried once more, but not waited for beyond that try.
+            committed and answered. Refused lines held from failed commits
+            get one more try of their own first (or after the commit under
+            way), and are not waited for beyond it.
         """
         if self._unsaved:
-            # Their last chance before a stop: one more commit, now or
-            # after the one under way.
-            self._rejected[:0] = self._unsaved
-            self._unsaved.clear()
-            self._schedule()
+            self._retry_unsaved = True
+            if not self._busy:
+                self._commit()
         if self._idle():
             return succeed(None)
         d = Deferred()
@@ -213,7 +225,7 @@ class Ingestor:
         return d
 
     def _idle(self) -> bool:
-        return not (self._busy or self._queue or self._rejected)
+        return not (self._busy or self._queue or self._rejected or self._retry_unsaved)
 
     def _schedule(self) -> None:
         # Wait for the end of this reactor turn, so every line that arrived
@@ -224,6 +236,9 @@ class Ingestor:
     def _commit(self) -> None:
         self._scheduled = None
         if self._busy or not self._opened:
+            return
+        if self._retry_unsaved:
+            self._commit_unsaved()
             return
         batch: list[Pending] = []
         count = 0
@@ -237,9 +252,6 @@ class Ingestor:
         if not batch and not rejected:
             self._notify_drained()
             return
-        if self._unsaved:
-            rejected[:0] = self._unsaved
-            self._unsaved.clear()
         self._busy = True
         index = self._log_next
         for pending in batch:
@@ -259,6 +271,12 @@ class Ingestor:
         d.addBoth(self._done)
 
     def _committed(self, appended: Appended, batch: list[Pending]) -> None:
+        if self._unsaved and (
+            self._unsaved_tried is None
+            or self._clock.seconds() - self._unsaved_tried >= UNSAVED_RETRY_INTERVAL
+        ):
+            # The disk takes writes again: the held lines next.
+            self._retry_unsaved = True
         self._log_next = appended.last_index + 1
         self._next_index = self._log_next + self._queued
         indexes = appended.indexes
@@ -273,11 +291,16 @@ class Ingestor:
 
     def _failed(self, failure, batch: list[Pending], rejected: list[Rejected]) -> None:
         count = sum(len(pending.readings) for pending in batch)
+        what, then = [], []
+        if count:
+            what.append("{count} readings")
+            then.append("the readings were answered 'ERR retry' (sensors may resend them)")
+        if rejected:
+            what.append("{rejected} refused lines")
+            then.append("the refused lines are held and tried again once the disk takes writes")
         self.log.failure(
-            "could not store {count} readings and {rejected} refused lines in "
-            "{path}; the sensors were answered 'ERR retry' and may resend the "
-            "readings, the refused lines go with the next commit. Check the "
-            "disk (space, permissions) and the log above.",
+            "could not store " + " and ".join(what) + " in {path}: " + "; ".join(then)
+            + ". Check the disk (space, permissions) and the log above.",
             failure,
             count=count,
             rejected=len(rejected),
@@ -291,21 +314,56 @@ class Ingestor:
             pending.answer = b"ERR retry: storage failure\n" * len(pending.readings)
         self._answer(batch)
 
+    def _commit_unsaved(self) -> None:
+        """
+        Try the held refused lines, alone.
+        """
+        self._retry_unsaved = False
+        self._unsaved_tried = self._clock.seconds()
+        held = list(self._unsaved)
+        self._unsaved.clear()
+        self._unsaved_bytes = 0
+        self._busy = True
+        d = self._store.append([], held, self._last_sensor_index)
+
+        def failed(failure) -> None:
+            self.log.failure(
+                "could not store {count} refused lines held from failed commits in "
+                "{path}; they are tried again after a later commit succeeds. Check "
+                "the disk (space, permissions).",
+                failure,
+                count=len(held),
+                path=str(self._store.path),
+            )
+            # Older than any held meanwhile: they go first.
+            newer = list(self._unsaved)
+            self._unsaved.clear()
+            self._unsaved_bytes = 0
+            self._keep_unsaved(held + newer)
+
+        d.addCallbacks(lambda _: None, failed)
+        d.addBoth(self._done)
+
     def _keep_unsaved(self, rejected: list[Rejected]) -> None:
-        most = self._unsaved.maxlen
-        room = most - len(self._unsaved)
-        dropped = max(len(rejected) - room, 0)
-        # The deque drops the oldest.
         self._unsaved.extend(rejected)
+        self._unsaved_bytes += sum(len(r.raw) for r in rejected)
+        dropped = 0
+        while self._unsaved and (
+            len(self._unsaved) > self._max_unsaved
+            or self._unsaved_bytes > self._max_unsaved_bytes
+        ):
+            self._unsaved_bytes -= len(self._unsaved.popleft().raw)
+            dropped += 1
         if dropped:
-            self._dropped_rejected += dropped
+            self.dropped_rejected += dropped
             self.log.warn(
-                "{dropped} refused lines were dropped without being stored in "
-                "rejected_lines ({total} since start): commits keep failing and "
-                "at most {most} are held for the next one. Check the disk.",
+                "{dropped} refused lines are lost, not stored in rejected_lines "
+                "({total} since start): commits keep failing and at most {most} "
+                "lines ({bytes} bytes) are held to be tried again. Check the disk.",
                 dropped=dropped,
-                total=self._dropped_rejected,
-                most=most,
+                total=self.dropped_rejected,
+                most=self._max_unsaved,
+                bytes=self._max_unsaved_bytes,
             )
 
     @staticmethod
@@ -324,7 +382,7 @@ class Ingestor:
             self.log.info("the disk caught up: resuming sensor connections")
             for sensor in self._sensors:
                 sensor.resume("store")
-        if self._queue or self._rejected:
+        if self._queue or self._rejected or self._retry_unsaved:
             self._commit()
         else:
             self._notify_drained()

@@ -294,9 +294,11 @@ class NodeService(MultiService):
         yield ingestor.drain()
         if ingestor.unsaved_rejected:
             self.log.warn(
-                "{count} refused lines could not be stored in rejected_lines: the "
-                "commits failed (see the errors above). Check the disk.",
+                "{count} refused lines are lost, not stored in rejected_lines "
+                "({dropped} more were dropped earlier): their commits failed, see the "
+                "errors above. Check the disk (space, permissions) before restarting.",
                 count=ingestor.unsaved_rejected,
+                dropped=ingestor.dropped_rejected,
             )
         yield DeferredList(
             [sensor.close(self.reactor, SENSOR_CLOSE_TIMEOUT) for sensor in ingestor.sensors()]
@@ -308,8 +310,10 @@ class NodeService(MultiService):
         Service.stopService(self)
         if ingestor.not_stored:
             self.log.warn(
-                "stopped; every reading received was answered, but {count} of them "
-                "were answered 'ERR retry' and not stored because their commit failed",
+                "stopped; every reading received was answered, but {count} answers were "
+                "'ERR retry' after failed commits: those readings were not stored here "
+                "(sensors that keep unanswered readings, as sensor_simulator.py does, "
+                "send them again). Check the disk (space, permissions) before restarting.",
                 count=ingestor.not_stored,
             )
         else:

@@ -22,7 +22,7 @@ from p2pstore.identity import SELF_DB
 from p2pstore.node import RUNNING
 from p2pstore.tap import Options, makeService
 
-from .nodes import endpoint, free_port, send_lines
+from .nodes import endpoint, free_port, send_lines, wait_for
 
 READING = b"Temperature,39C,2026-11-28 10:00:00.%06d"
 
@@ -44,8 +44,9 @@ class FullDiskTests(TestCase):
             ]
         )
         self.service = makeService(options, reactor=reactor)
-        self.service.startService()
+        # Before starting: a listener that fails to start is stopped too.
         self.addCleanup(self.stop)
+        self.service.startService()
         yield self.service._opening
         self.assertEqual(self.service.node.state, RUNNING)
 
@@ -53,14 +54,15 @@ class FullDiskTests(TestCase):
         if self.service.running:
             return self.service.stopService()
 
-    def disk_full(self, full: bool):
+    def disk_full(self, full: bool, room: int = 0):
         """
-        Make the node's writer fail as on a full disk, or take writes again.
+        Make the node's writer fail as on a full disk (with ``room`` pages
+        still free), or take writes again.
         """
 
         def limit(txn):
             (pages,) = txn.execute("PRAGMA page_count").fetchone()
-            txn.execute(f"PRAGMA max_page_count = {pages if full else 2**30}")
+            txn.execute(f"PRAGMA max_page_count = {pages + room if full else 2**30}")
 
         return self.service.node.store._pool.runInteraction(limit)
 
@@ -80,22 +82,51 @@ class FullDiskTests(TestCase):
         lines = [READING % i for i in range(50)] + [b"bad line while full"]
         answers = yield send_lines(self.sensor_port, lines)
         self.assertEqual(answers, [b"ERR retry: storage failure"] * 50 + [b"ERR missing value"])
-        [error] = self.flushLoggedErrors(sqlite3.OperationalError)
-        self.assertIn("full", str(error.value))
+        errors = self.flushLoggedErrors(sqlite3.OperationalError)
+        self.assertTrue(errors)
+        self.assertIn("full", str(errors[0].value))
 
         yield self.disk_full(False)
         answers = yield send_lines(self.sensor_port, [READING % 50])
         self.assertEqual(answers, [b"OK 1"])
-        self.assertEqual(
-            self.stored("SELECT reason, raw FROM rejected_lines"),
-            [("missing value", b"bad line while full")],
-        )
+        # In a transaction of their own, after that reading's.
+        rejected = "SELECT reason, raw FROM rejected_lines"
+        yield wait_for(lambda: self.stored(rejected), 10, "the refused line to be stored")
+        self.assertEqual(self.stored(rejected), [("missing value", b"bad line while full")])
 
         with capturedLogs() as events:
             yield self.service.stopService()
         [last] = [e for e in events if "stopped;" in e.get("log_format", "")]
         self.assertEqual(last["log_level"], LogLevel.warn)
-        self.assertIn("50 of them were answered 'ERR retry' and not stored", formatEvent(last))
+        self.assertIn("50 answers were 'ERR retry' after failed commits", formatEvent(last))
+
+    @inlineCallbacks
+    def test_held_lines_do_not_block_readings(self):
+        """
+        When the disk has room again for readings but not for the refused
+        lines held from a failed commit, readings are stored all the same.
+        """
+        yield self.disk_full(True)
+        bad = [b"bad %d " % i + b"x" * 1000 for i in range(70)]
+        yield send_lines(self.sensor_port, bad)
+        ingestor = self.service.node.ingestor
+        yield wait_for(lambda: ingestor.unsaved_rejected == 70, 10, "their commit to fail")
+        self.flushLoggedErrors(sqlite3.OperationalError)
+
+        # Room for a few pages: some readings, not 70 KB of refused lines.
+        yield self.disk_full(True, room=4)
+        answers = yield send_lines(self.sensor_port, [READING % i for i in range(3)])
+        self.assertEqual(answers, [b"OK 1", b"OK 2", b"OK 3"])
+        yield wait_for(lambda: self.flushLoggedErrors(sqlite3.OperationalError), 10,
+                       "the held lines' own commit to fail")
+        self.assertEqual(ingestor.unsaved_rejected, 70)
+        answers = yield send_lines(self.sensor_port, [READING % 3])
+        self.assertEqual(answers, [b"OK 4"])
+
+        # Room at last: the stop's last try stores them.
+        yield self.disk_full(False)
+        yield self.service.stopService()
+        self.assertEqual(self.stored("SELECT count(*) FROM rejected_lines"), [(70,)])
 
     @inlineCallbacks
     def test_stop_while_still_full(self):
@@ -105,18 +136,22 @@ class FullDiskTests(TestCase):
         could not store.
         """
         yield self.disk_full(True)
-        # More than a page of them, so they cannot fit in the free space of
-        # pages the file has already.
-        bad = [b"bad %d " % i + b"x" * 1000 for i in range(6)]
+        # More than SQLite's largest page (64 KiB) of them, so they cannot
+        # fit in the free space of pages the file has already.
+        bad = [b"bad %d " % i + b"x" * 1000 for i in range(70)]
         answers = yield send_lines(self.sensor_port, bad)
-        self.assertEqual(answers, [b"ERR missing value"] * 6)
-        self.flushLoggedErrors(sqlite3.OperationalError)
+        self.assertEqual(answers, [b"ERR missing value"] * 70)
+        # Refused lines are answered at once, and stored after.
+        ingestor = self.service.node.ingestor
+        yield wait_for(lambda: ingestor.unsaved_rejected == 70, 10, "their commit to fail")
+        self.assertTrue(self.flushLoggedErrors(sqlite3.OperationalError))
 
         with capturedLogs() as events:
             yield self.service.stopService()
-        self.flushLoggedErrors(sqlite3.OperationalError)
+        # The stop tried them once more, in vain.
+        self.assertEqual(len(self.flushLoggedErrors(sqlite3.OperationalError)), 1)
         texts = [formatEvent(e) for e in events]
         self.assertTrue(
-            any("6 refused lines could not be stored in rejected_lines" in t for t in texts), texts
+            any("70 refused lines are lost, not stored in rejected_lines" in t for t in texts), texts
         )
         self.assertEqual(self.stored("SELECT count(*) FROM rejected_lines"), [(0,)])

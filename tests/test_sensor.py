@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.ingest import Ingestor
+from p2pstore.ingest import UNSAVED_RETRY_INTERVAL, Ingestor
 from p2pstore.records import Reading, Record, format_utc
 from p2pstore.sensor import SensorFactory, SensorProtocol
 from p2pstore.storage import Appended, Opened, Rejected
@@ -876,64 +876,110 @@ class FailureTests(OpenedTestCase):
 
 class UnsavedRejectedTests(OpenedTestCase):
     """
-    Refused lines whose commit failed are kept for the next commit, within
-    a bound, without a loop of failing transactions.
+    Refused lines whose commit failed are held and stored later in a
+    transaction of their own, within a bound, without a loop of failing
+    transactions and without holding up readings.
     """
 
-    ingestor_options = {"max_unsaved_rejected": 3}
+    ingestor_options = {"max_unsaved_rejected": 3, "max_unsaved_bytes": 100}
 
     def fail_commit(self) -> None:
         self.turn()
         self.store.fail(OSError(5, "Input/output error"))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
 
-    def test_kept_for_next_commit(self) -> None:
+    def test_stored_after_next_good_commit(self) -> None:
         """
-        A refused line of a failed commit is stored with the next commit
-        that new lines start, not before.
+        A refused line of a failed commit is stored once a commit of new
+        readings succeeds, in a transaction of its own after it; with
+        nothing new arriving, nothing is retried.
         """
         self.protocol.dataReceived(b"bad\n" + GOOD + b"\n")
         self.fail_commit()
         self.turn()
-        # Nothing new arrived: no commit retries it by itself.
         self.assertEqual(self.store.waiting, [])
         self.assertEqual(self.ingestor.unsaved_rejected, 1)
         self.protocol.dataReceived(GOOD + b"\n")
-        self.commit_all()
+        self.turn()
+        [readings] = self.store.waiting
+        self.assertEqual((len(readings.rows), readings.rejected), (1, []))
+        self.store.commit()
+        [held] = self.store.waiting
+        self.assertEqual((held.rows, [r.raw for r in held.rejected]), ([], [b"bad"]))
+        self.store.commit()
         self.assertEqual([r.raw for r in self.store.rejected], [b"bad"])
         self.assertEqual(self.ingestor.unsaved_rejected, 0)
-        self.assertEqual(len(self.store.rows), 1)
 
-    def test_bounded(self) -> None:
+    def test_held_lines_do_not_block_readings(self) -> None:
         """
-        While commits keep failing, only the newest refused lines are kept,
-        and the log says how many were dropped.
+        When the held lines still cannot be stored, readings are stored all
+        the same, and the held lines are tried again only after
+        UNSAVED_RETRY_INTERVAL.
+        """
+        self.protocol.dataReceived(b"bad\n")
+        self.fail_commit()
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.store.commit()
+        self.fail_commit()  # the held line's own transaction
+        self.assertEqual(self.ingestor.unsaved_rejected, 1)
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.store.commit()
+        self.turn()
+        self.assertEqual(self.store.waiting, [])
+        self.assertEqual(len(self.store.rows), 2)
+        self.clock.advance(UNSAVED_RETRY_INTERVAL)
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.commit_all()
+        self.assertEqual([r.raw for r in self.store.rejected], [b"bad"])
+        self.assertEqual(self.answers(self.transport)[-3:], [b"OK 1", b"OK 2", b"OK 3"])
+
+    def test_bounded_in_lines(self) -> None:
+        """
+        While commits keep failing, only the newest refused lines are held,
+        and the log says how many were lost.
         """
         for n in range(2):
             self.protocol.dataReceived(b"".join(b"bad%d-%d\n" % (n, i) for i in range(2)))
             with capturedLogs() as events:
                 self.fail_commit()
         self.assertEqual(self.ingestor.unsaved_rejected, 3)
+        self.assertEqual(self.ingestor.dropped_rejected, 1)
         [warning] = [e for e in events if e.get("log_level") == LogLevel.warn]
-        self.assertIn("1 refused lines were dropped", formatEvent(warning))
-        self.protocol.dataReceived(b"bad-last\n")
+        self.assertIn("1 refused lines are lost", formatEvent(warning))
+        self.assertIn("Check the disk", formatEvent(warning))
+        self.protocol.dataReceived(GOOD + b"\n")
         self.commit_all()
-        self.assertEqual(
-            [r.raw for r in self.store.rejected], [b"bad0-1", b"bad1-0", b"bad1-1", b"bad-last"]
-        )
+        self.assertEqual([r.raw for r in self.store.rejected], [b"bad0-1", b"bad1-0", b"bad1-1"])
+
+    def test_bounded_in_bytes(self) -> None:
+        """
+        Long refused lines are bounded by their bytes too.
+        """
+        self.protocol.dataReceived(b"x" * 60 + b"\n" + b"y" * 60 + b"\n")
+        self.fail_commit()
+        self.assertEqual(self.ingestor.unsaved_rejected, 1)
+        self.assertEqual(self.ingestor.dropped_rejected, 1)
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.commit_all()
+        self.assertEqual([r.raw for r in self.store.rejected], [b"y" * 60])
 
     def test_drain_tries_once_more(self) -> None:
         """
-        drain() tries the unsaved refused lines once more; if that commit
-        fails too, it still fires, and they are counted.
+        drain() tries the held lines once more; if that commit fails too,
+        it still fires, and they are counted.
         """
         self.protocol.dataReceived(b"bad\n")
         self.fail_commit()
         drained = self.ingestor.drain()
         self.assertNoResult(drained)
+        [held] = self.store.waiting
+        self.assertEqual([r.raw for r in held.rejected], [b"bad"])
         self.fail_commit()
         self.successResultOf(drained)
         self.assertEqual(self.ingestor.unsaved_rejected, 1)
+        self.turn()
         self.assertEqual(self.store.waiting, [])
 
     def test_drain_stores_them(self) -> None:
