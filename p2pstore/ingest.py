@@ -216,8 +216,7 @@ class Ingestor:
         """
         if self._unsaved:
             self._retry_unsaved = True
-            if not self._busy:
-                self._commit()
+            self._schedule()
         if self._idle():
             return succeed(None)
         d = Deferred()
@@ -273,7 +272,9 @@ class Ingestor:
     def _committed(self, appended: Appended, batch: list[Pending]) -> None:
         if self._unsaved and (
             self._unsaved_tried is None
-            or self._clock.seconds() - self._unsaved_tried >= UNSAVED_RETRY_INTERVAL
+            # Not within the interval after the last try (a clock set back
+            # counts as past it).
+            or not 0 <= self._clock.seconds() - self._unsaved_tried < UNSAVED_RETRY_INTERVAL
         ):
             # The disk takes writes again: the held lines next.
             self._retry_unsaved = True
@@ -297,7 +298,10 @@ class Ingestor:
             then.append("the readings were answered 'ERR retry' (sensors may resend them)")
         if rejected:
             what.append("{rejected} refused lines")
-            then.append("the refused lines are held and tried again once the disk takes writes")
+            then.append(
+                "the refused lines are held in memory and tried again after a later commit "
+                "succeeds and at stop (a crash loses them)"
+            )
         self.log.failure(
             "could not store " + " and ".join(what) + " in {path}: " + "; ".join(then)
             + ". Check the disk (space, permissions) and the log above.",
@@ -316,11 +320,14 @@ class Ingestor:
 
     def _commit_unsaved(self) -> None:
         """
-        Try the held refused lines, alone.
+        Try the held refused lines, without readings, with any refused
+        since (after them, so rejected_lines keeps the order they came in).
         """
         self._retry_unsaved = False
         self._unsaved_tried = self._clock.seconds()
         held = list(self._unsaved)
+        held.extend(self._rejected)
+        self._rejected = []
         self._unsaved.clear()
         self._unsaved_bytes = 0
         self._busy = True
@@ -329,17 +336,16 @@ class Ingestor:
         def failed(failure) -> None:
             self.log.failure(
                 "could not store {count} refused lines held from failed commits in "
-                "{path}; they are tried again after a later commit succeeds. Check "
-                "the disk (space, permissions).",
+                "{path}; they stay in memory and are tried again after a later commit "
+                "succeeds (at most every {interval:g} s) and at stop. Check the disk "
+                "(space, permissions).",
                 failure,
                 count=len(held),
+                interval=UNSAVED_RETRY_INTERVAL,
                 path=str(self._store.path),
             )
-            # Older than any held meanwhile: they go first.
-            newer = list(self._unsaved)
-            self._unsaved.clear()
-            self._unsaved_bytes = 0
-            self._keep_unsaved(held + newer)
+            # Nothing was held meanwhile: one transaction runs at a time.
+            self._keep_unsaved(held)
 
         d.addCallbacks(lambda _: None, failed)
         d.addBoth(self._done)

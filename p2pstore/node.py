@@ -292,13 +292,13 @@ class NodeService(MultiService):
         if self._opening is not None:
             yield self._opening
         yield ingestor.drain()
-        if ingestor.unsaved_rejected:
+        lost = ingestor.unsaved_rejected + ingestor.dropped_rejected
+        if lost:
             self.log.warn(
-                "{count} refused lines are lost, not stored in rejected_lines "
-                "({dropped} more were dropped earlier): their commits failed, see the "
-                "errors above. Check the disk (space, permissions) before restarting.",
-                count=ingestor.unsaved_rejected,
-                dropped=ingestor.dropped_rejected,
+                "{lost} refused lines are lost, not stored in rejected_lines: their "
+                "commits failed, see the errors above. Check the disk (space, "
+                "permissions) before restarting.",
+                lost=lost,
             )
         yield DeferredList(
             [sensor.close(self.reactor, SENSOR_CLOSE_TIMEOUT) for sensor in ingestor.sensors()]

@@ -18,6 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
+from p2pstore import ingest
 from p2pstore.identity import SELF_DB
 from p2pstore.node import RUNNING
 from p2pstore.tap import Options, makeService
@@ -106,6 +107,8 @@ class FullDiskTests(TestCase):
         When the disk has room again for readings but not for the refused
         lines held from a failed commit, readings are stored all the same.
         """
+        # One try of the held lines in this test, however slow the machine.
+        self.patch(ingest, "UNSAVED_RETRY_INTERVAL", 3600.0)
         yield self.disk_full(True)
         bad = [b"bad %d " % i + b"x" * 1000 for i in range(70)]
         yield send_lines(self.sensor_port, bad)

@@ -973,6 +973,7 @@ class UnsavedRejectedTests(OpenedTestCase):
         self.protocol.dataReceived(b"bad\n")
         self.fail_commit()
         drained = self.ingestor.drain()
+        self.turn()
         self.assertNoResult(drained)
         [held] = self.store.waiting
         self.assertEqual([r.raw for r in held.rejected], [b"bad"])
@@ -981,6 +982,55 @@ class UnsavedRejectedTests(OpenedTestCase):
         self.assertEqual(self.ingestor.unsaved_rejected, 1)
         self.turn()
         self.assertEqual(self.store.waiting, [])
+
+    def test_order_kept(self) -> None:
+        """
+        Held lines are stored before lines refused after them.
+        """
+        self.protocol.dataReceived(b"bad1\n")
+        self.fail_commit()
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.protocol.dataReceived(b"bad2\n")
+        self.commit_all()
+        self.assertEqual([r.raw for r in self.store.rejected], [b"bad1", b"bad2"])
+
+    def test_drain_during_commit(self) -> None:
+        """
+        drain() called while a commit is under way tries the held lines
+        once that commit is done (though they were tried a moment ago), and
+        fires after that try.
+        """
+        self.protocol.dataReceived(b"bad\n")
+        self.fail_commit()
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.store.commit()
+        self.fail_commit()  # their own try, after that commit
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        [readings] = self.store.waiting
+        drained = self.ingestor.drain()
+        self.store.commit()
+        self.assertNoResult(drained)
+        [held] = self.store.waiting
+        self.assertEqual([r.raw for r in held.rejected], [b"bad"])
+        self.fail_commit()
+        self.successResultOf(drained)
+
+    def test_drain_with_commit_scheduled(self) -> None:
+        """
+        drain() called with a commit of readings scheduled for the end of
+        the reactor turn stores both, and fires only then.
+        """
+        self.protocol.dataReceived(b"bad\n")
+        self.fail_commit()
+        self.protocol.dataReceived(GOOD + b"\n")
+        drained = self.ingestor.drain()
+        self.commit_all()
+        self.successResultOf(drained)
+        self.assertEqual([r.raw for r in self.store.rejected], [b"bad"])
+        self.assertEqual(len(self.store.rows), 1)
 
     def test_drain_stores_them(self) -> None:
         """
