@@ -96,6 +96,8 @@ LOWEST_PORT = 10000
 # Fewer ports than this outside the ephemeral range (a host that made it
 # 1024-65535) and tests pick from all of them, ephemeral or not.
 MIN_LISTENING_PORTS = 1000
+# Shares the ports are split into for trial's parallel workers (-j up to this).
+TRIAL_WORKERS = 8
 _handed_out: set[int] = set()
 
 
@@ -108,6 +110,11 @@ def _listening_ports() -> list[int]:
     ports = [*range(LOWEST_PORT, low), *range(high + 1, 65536)]
     if len(ports) < MIN_LISTENING_PORTS:
         ports = list(range(LOWEST_PORT, 65536))
+    # `trial -j N` runs worker k in _trial_temp/k: each takes its own share,
+    # so no worker can take a port another picked and has not bound yet.
+    cwd = Path.cwd()
+    if cwd.parent.name == "_trial_temp" and cwd.name.isdigit():
+        ports = ports[int(cwd.name) % TRIAL_WORKERS :: TRIAL_WORKERS]
     return ports
 
 
