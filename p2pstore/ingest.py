@@ -347,7 +347,13 @@ class Ingestor:
             # Nothing was held meanwhile: one transaction runs at a time.
             self._keep_unsaved(held)
 
-        d.addCallbacks(lambda _: None, failed)
+        def stored(_) -> None:
+            self.log.info(
+                "stored {count} refused lines held from failed commits in rejected_lines",
+                count=len(held),
+            )
+
+        d.addCallbacks(stored, failed)
         d.addBoth(self._done)
 
     def _keep_unsaved(self, rejected: list[Rejected]) -> None:

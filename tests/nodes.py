@@ -124,7 +124,8 @@ def _free_ports(n: int) -> list[int]:
     (so a node restarted on its old port gets it back), each bindable now.
     """
     candidates = [p for p in _listening_ports() if p not in _handed_out]
-    random.shuffle(candidates)  # trial -j workers pick from the same range
+    # Another test run on the machine picks from the same ports.
+    random.shuffle(candidates)
     ports = []
     for port in candidates:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
