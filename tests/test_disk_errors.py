@@ -11,6 +11,7 @@ is the disk getting space back.
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -68,7 +69,7 @@ class FullDiskTests(TestCase):
         return self.service.node.store._pool.runInteraction(limit)
 
     def stored(self, sql: str) -> list:
-        with sqlite3.connect(self.data_dir / SELF_DB) as db:
+        with closing(sqlite3.connect(self.data_dir / SELF_DB)) as db:
             return db.execute(sql).fetchall()
 
     @inlineCallbacks
@@ -81,11 +82,16 @@ class FullDiskTests(TestCase):
         """
         yield self.disk_full(True)
         lines = [READING % i for i in range(50)] + [b"bad line while full"]
-        answers = yield send_lines(self.sensor_port, lines)
+        with capturedLogs() as events:
+            answers = yield send_lines(self.sensor_port, lines)
         self.assertEqual(answers, [b"ERR retry: storage failure"] * 50 + [b"ERR missing value"])
         errors = self.flushLoggedErrors(sqlite3.OperationalError)
         self.assertTrue(errors)
         self.assertIn("full", str(errors[0].value))
+        texts = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.critical]
+        self.assertTrue(texts)
+        self.assertIn("answered 'ERR retry'", texts[0])
+        self.assertIn("Check the disk", texts[0])
 
         yield self.disk_full(False)
         answers = yield send_lines(self.sensor_port, [READING % 50])
