@@ -396,7 +396,7 @@ class Store:
     def _check_columns(self, txn, schema: str, table: str) -> None:
         columns = {row[1] for row in txn.execute(f"PRAGMA {schema}.table_info({table})").fetchall()}
         if columns and not _REQUIRED_COLUMNS <= columns:
-            db = self.path if schema == "main" else self.peer_path
+            db = self._path_of(schema)
             raise StoreError(
                 f"table {table} in {db} lacks the columns "
                 f"{', '.join(sorted(_REQUIRED_COLUMNS - columns))}: it was written by "
@@ -561,6 +561,9 @@ class Store:
     def _schema_of(self, origin: str) -> str:
         return "main" if origin == self.node_id else "peer"
 
+    def _path_of(self, schema: str) -> Path:
+        return self.path if schema == "main" else self.peer_path
+
     def apply(self, batches: Sequence[tuple[str, str, list]]) -> Deferred:
         """
         Store replicated records, already checked against their HMACs, in one
@@ -653,7 +656,7 @@ class Store:
             missing = next(
                 index for index, entry in enumerate(entries, after + 1) if entry[0] != index
             )
-            db = self.path if schema == "main" else self.peer_path
+            db = self._path_of(schema)
             raise StoreError(
                 f"entry {missing} of log {origin}/{epoch} in {db} (table {table}) is missing "
                 f"or not a valid record: the file was changed by another program. It cannot "
