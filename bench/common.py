@@ -22,7 +22,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -39,6 +38,9 @@ from typing import Callable, Iterable, Optional
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+# Listening ports outside the kernel's ephemeral range, as the tests pick them.
+from p2pstore.testing import free_ports  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SELF_DB = "self_sensor_data.db"
@@ -238,24 +240,6 @@ def twistd_command() -> list[str]:
     if beside.exists():
         return [str(beside)]
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def free_ports(n: int) -> list[int]:
-    # Held open together, so the n ports differ.
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def make_secret(path: Path) -> Path:

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 from pathlib import Path
@@ -35,6 +33,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.web.client import Agent, readBody
+
+from p2pstore.testing import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 SIMULATOR = REPO / "sensor_simulator.py"
@@ -78,66 +78,6 @@ class IncompleteAnswers(Exception):
     def __init__(self, answers: list[bytes], expected: int, why: str):
         super().__init__(f"got {len(answers)} of {expected} answers: {why}")
         self.answers = answers
-
-
-def free_port() -> int:
-    """
-    A TCP port on 127.0.0.1 that was free a moment ago, for a node to listen on.
-    """
-    return _free_ports(1)[0]
-
-
-# Listening ports are picked outside the kernel's ephemeral range, the range
-# outgoing connections take their local ports from.  A port picked from that
-# range (by binding port 0) can be taken by any connection a test or a node
-# opens before the node binds it: a peer's dial, a sensor, an HTTP status call.
-EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-LOWEST_PORT = 10000
-# Fewer ports than this outside the ephemeral range (a host that made it
-# 1024-65535) and tests pick from all of them, ephemeral or not.
-MIN_LISTENING_PORTS = 1000
-# Shares the ports are split into for trial's parallel workers (-j up to this).
-TRIAL_WORKERS = 8
-_handed_out: set[int] = set()
-
-
-def _listening_ports() -> list[int]:
-    try:
-        low, high = map(int, EPHEMERAL_RANGE_FILE.read_text().split())
-    except (OSError, ValueError):
-        # Not Linux: IANA's dynamic range, which macOS and Windows use.
-        low, high = 49152, 65535
-    ports = [*range(LOWEST_PORT, low), *range(high + 1, 65536)]
-    if len(ports) < MIN_LISTENING_PORTS:
-        ports = list(range(LOWEST_PORT, 65536))
-    # `trial -j N` runs worker k in _trial_temp/k: each takes its own share,
-    # so no worker can take a port another picked and has not bound yet.
-    cwd = Path.cwd()
-    if cwd.parent.name == "_trial_temp" and cwd.name.isdigit():
-        ports = ports[int(cwd.name) % TRIAL_WORKERS :: TRIAL_WORKERS]
-    return ports
-
-
-def _free_ports(n: int) -> list[int]:
-    """
-    ``n`` different ports on 127.0.0.1, none handed out before by this process
-    (so a node restarted on its old port gets it back), each bindable now.
-    """
-    candidates = [p for p in _listening_ports() if p not in _handed_out]
-    # Another test run on the machine picks from the same ports.
-    random.shuffle(candidates)
-    ports = []
-    for port in candidates:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == n:
-            _handed_out.update(ports)
-            return ports
-    raise RuntimeError(f"fewer than {n} free TCP ports on 127.0.0.1 outside the ephemeral range")
 
 
 def endpoint(port: int) -> str:
@@ -341,7 +281,7 @@ class NodeProcess:
         self._home.mkdir(parents=True)
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else self._home / "data"
         self.log_path = self._home / "node.log"
-        self.sensor_port, self.peer_port, self.status_port = _free_ports(3)
+        self.sensor_port, self.peer_port, self.status_port = free_ports(3)
         self._args = [
             sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={self.log_path}",
             "p2pstore",

@@ -23,8 +23,9 @@ from p2pstore import ingest
 from p2pstore.identity import SELF_DB
 from p2pstore.node import RUNNING
 from p2pstore.tap import Options, makeService
+from p2pstore.testing import free_port
 
-from .nodes import endpoint, free_port, send_lines, wait_for
+from .nodes import endpoint, send_lines, wait_for
 
 READING = b"Temperature,39C,2026-11-28 10:00:00.%06d"
 

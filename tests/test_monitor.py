@@ -21,14 +21,13 @@ from typing import Optional
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pstore.testing import free_port
 from web_monitor import create_app
 from web_monitor.addresses import DEFAULT_STATUS_PORT, parse_server, parse_servers
 from web_monitor.cli import USAGE
 from web_monitor.poller import (
     DOWN, ERROR, INITIALIZING, INVALID, RUNNING, SYNCING, TIMEOUT, classify,
 )
-
-from .nodes import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 VIEWS = REPO / "web_monitor" / "views.py"

@@ -23,8 +23,7 @@ import p2pstore
 from p2pstore.identity import KEY_FILE, NODE_ID_FILE, SELF_DB
 from p2pstore.node import GIL_SWITCH_INTERVAL, RUNNING, NodeService
 from p2pstore.tap import Options, Peer, makeService, parse_settings
-
-from .nodes import free_port
+from p2pstore.testing import free_port
 
 REPO = Path(p2pstore.__file__).resolve().parent.parent
 
