@@ -67,6 +67,37 @@ class BenchFailure(Exception):
 # -- the machine -------------------------------------------------------------
 
 
+# The calibration: rounds of lines a round, best round kept.
+CALIBRATION_ROUNDS = 5
+CALIBRATION_LINES = 20_000
+
+
+def calibrate() -> float:
+    """
+    How fast this machine runs the node's Python right now: the microseconds
+    one thread takes to parse and sign one seed line, as a node's reactor does
+    (L{p2pstore.records.parse_plain_lines}, L{p2pstore.records.Signer}), the
+    best of CALIBRATION_ROUNDS rounds. A shared VM's speed changes by a third
+    within minutes; figures measured at different speeds are compared
+    through it.
+    """
+    from p2pstore.records import Signer, parse_plain_lines
+
+    signer = Signer.from_key(b"\0" * 32)
+    origin, epoch = "0" * 32, "1" * 32
+    chunk = b"".join(b"Temperature,39C,2026-11-28 10:00:00.%06d\n" % i for i in range(100))
+    best = float("inf")
+    for _ in range(CALIBRATION_ROUNDS):
+        start = time.perf_counter()
+        index = 0
+        for _ in range(CALIBRATION_LINES // 100):
+            for reading in parse_plain_lines(chunk, str):
+                index += 1
+                signer.checksum_of(origin, epoch, index, 1, *reading)
+        best = min(best, time.perf_counter() - start)
+    return best / CALIBRATION_LINES * 1e6
+
+
 def machine() -> dict:
     import twisted
 
@@ -92,6 +123,7 @@ def machine() -> dict:
         "platform": platform.platform(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "loadavg": os.getloadavg(),
+        "calibration_us_per_line": round(calibrate(), 3),
     }
 
 
@@ -99,8 +131,13 @@ def machine_line(info: dict) -> str:
     return (
         f"machine: {info['cores']} cores, {info['cpu_model']}; Python {info['python']}, "
         f"Twisted {info['twisted']}, SQLite {info['sqlite']}; {info['date']}; "
-        f"load average {info['loadavg'][0]:.2f} {info['loadavg'][1]:.2f} {info['loadavg'][2]:.2f}"
+        f"load average {info['loadavg'][0]:.2f} {info['loadavg'][1]:.2f} {info['loadavg'][2]:.2f}; "
+        f"{calibration_text(info['calibration_us_per_line'])}"
     )
+
+
+def calibration_text(us_per_line: float) -> str:
+    return f"calibration {us_per_line:.2f} us a line parsed and signed by one thread"
 
 
 def _stat_ticks(path: str) -> int:

@@ -62,6 +62,8 @@ from common import (  # noqa: E402  (bench/ first on the path, then this)
     LIVE_NODES,
     BenchFailure,
     Http,
+    calibrate,
+    calibration_text,
     Node,
     driver_cpu,
     machine,
@@ -352,6 +354,8 @@ class Run:
 
     async def _execute(self, node: Node) -> dict:
         args = self.args
+        # The machine's speed before and after the run, nothing else running.
+        calibration_before = calibrate()
         node.start()
         LIVE_NODES.add(node)
         await self.wait_running(node, 60)
@@ -420,6 +424,7 @@ class Run:
             sensor.transport.loseConnection()
         # SIGTERM, then the exit code and the log must say it stopped cleanly.
         await node.stop(self.reactor, 60)
+        calibration_after = calibrate()
 
         period = t1 - t0
         latencies = sorted(self.latencies)
@@ -463,6 +468,9 @@ class Run:
             # --peers: seconds after the last answer until every peer held
             # the whole log (None: not within 60 s).
             "peers_caught_up_s": None if caught_up is None else round(caught_up, 3),
+            "calibration_us_per_line": round((calibration_before + calibration_after) / 2, 3),
+            "calibration_before_us": round(calibration_before, 3),
+            "calibration_after_us": round(calibration_after, 3),
         }
         result["check"] = self.check(node, result)
         return result
@@ -666,6 +674,7 @@ COLUMNS = [
     ("driver_cpu_cores", "driver cores", "{:.2f}"),
     ("machine_busy", "machine busy", "{:.0%}"),
     ("other_cpu_cores", "other cores", "{:.2f}"),
+    ("calibration_us_per_line", "calib us", "{:.2f}"),
 ]
 
 
@@ -749,7 +758,8 @@ def main(argv=None) -> int:
     info = machine()
     print(
         f"machine: {info['cores']} cores, {info['cpu_model']}; Python {info['python']}, "
-        f"Twisted {info['twisted']}, SQLite {info['sqlite']}; {info['date']}"
+        f"Twisted {info['twisted']}, SQLite {info['sqlite']}; {info['date']}; "
+        f"{calibration_text(info['calibration_us_per_line'])}"
     )
     print(
         f"ingest: {args.connections} connections, "
@@ -771,7 +781,8 @@ def main(argv=None) -> int:
             check = result["check"]
             print(
                 f"  run {number}: {result['readings_per_s']:,.0f} readings/s, p99 "
-                f"{result['latency_p99_ms']:.1f} ms; check "
+                f"{result['latency_p99_ms']:.1f} ms, calibration "
+                f"{result['calibration_before_us']:.2f}/{result['calibration_after_us']:.2f} us; check "
                 f"{'ok' if check['ok'] else 'FAILED'} ({check['rows']:,} rows, "
                 f"{check['acknowledged']:,} acknowledged, {check['hmacs_checked']} HMACs)",
                 flush=True,
