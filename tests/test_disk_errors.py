@@ -30,6 +30,24 @@ from .nodes import endpoint, send_lines, wait_for
 READING = b"Temperature,39C,2026-11-28 10:00:00.%06d"
 
 
+class KeepRunning:
+    """
+    The reactor, except that C{stop()}, which a node whose store cannot open
+    calls, is only recorded: stopping trial's own reactor would end the
+    whole test run instead of failing this test.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self.stopped = False
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
 class FullDiskTests(TestCase):
     timeout = 60
 
@@ -47,10 +65,12 @@ class FullDiskTests(TestCase):
             ]
         )
         self.service = makeService(options, reactor=reactor)
+        self.service.reactor = keeper = KeepRunning(reactor)
         # Before starting: a listener that fails to start is stopped too.
         self.addCleanup(self.stop)
         self.service.startService()
         yield self.service._opening
+        self.assertFalse(keeper.stopped, "the node's store could not open: see the log")
         self.assertEqual(self.service.node.state, RUNNING)
 
     def stop(self):
