@@ -80,6 +80,24 @@ class IncompleteAnswers(Exception):
         self.answers = answers
 
 
+class KeepRunning:
+    """
+    The reactor, except that C{stop()}, which a node whose store cannot open
+    calls, is only recorded: stopping trial's own reactor would end the
+    whole test run instead of failing this test.
+    """
+
+    def __init__(self, reactor):
+        self._reactor = reactor
+        self.stopped = False
+
+    def __getattr__(self, name):
+        return getattr(self._reactor, name)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
 def endpoint(port: int) -> str:
     """
     The server endpoint description a node is given for ``port``.
@@ -362,7 +380,7 @@ class NodeProcess:
                 seen[:] = [f"state {status.get('state')!r}, node.id not written yet"]
                 return None
             if status.get("node_id") != self.node_id:
-                # Another process took the port between free_port() and the bind.
+                # Another process took the port between free_ports() and the bind.
                 raise AssertionError(
                     f"127.0.0.1:{self.status_port} answers for node {status.get('node_id')}, "
                     f"not for this one ({self.node_id})"

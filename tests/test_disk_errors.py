@@ -25,27 +25,9 @@ from p2pstore.node import RUNNING
 from p2pstore.tap import Options, makeService
 from p2pstore.testing import free_port
 
-from .nodes import endpoint, send_lines, wait_for
+from .nodes import KeepRunning, endpoint, send_lines, wait_for
 
 READING = b"Temperature,39C,2026-11-28 10:00:00.%06d"
-
-
-class KeepRunning:
-    """
-    The reactor, except that C{stop()}, which a node whose store cannot open
-    calls, is only recorded: stopping trial's own reactor would end the
-    whole test run instead of failing this test.
-    """
-
-    def __init__(self, reactor):
-        self._reactor = reactor
-        self.stopped = False
-
-    def __getattr__(self, name):
-        return getattr(self._reactor, name)
-
-    def stop(self) -> None:
-        self.stopped = True
 
 
 class FullDiskTests(TestCase):

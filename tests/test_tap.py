@@ -25,6 +25,8 @@ from p2pstore.node import GIL_SWITCH_INTERVAL, RUNNING, NodeService
 from p2pstore.tap import Options, Peer, makeService, parse_settings
 from p2pstore.testing import free_port
 
+from .nodes import KeepRunning
+
 REPO = Path(p2pstore.__file__).resolve().parent.parent
 
 
@@ -599,11 +601,13 @@ class ProcessSettingsTests(TapTestMixin, TestCase):
             "--sensor-port", ports[0], "--peer-port", ports[1], "--status-port", ports[2],
             reactor=reactor,
         )
+        service.reactor = keeper = KeepRunning(reactor)
         service.startService()
         try:
             self.assertAlmostEqual(sys.getswitchinterval(), GIL_SWITCH_INTERVAL)
             self.assertGreater(gc.get_freeze_count(), frozen)
             yield service._opening
+            self.assertFalse(keeper.stopped, "the node's store could not open: see the log")
             self.assertEqual(service.node.state, RUNNING)
         finally:
             yield service.stopService()
