@@ -10,13 +10,15 @@ These helpers pick ports outside that range instead.
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 import subprocess
 from pathlib import Path
 from typing import Optional
 
-# Linux's ephemeral range; the BSDs and macOS answer sysctl instead.
+# Linux's ephemeral range; FreeBSD and macOS answer sysctl instead (other
+# systems get IANA's range).
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 EPHEMERAL_RANGE_SYSCTLS = ("net.inet.ip.portrange.first", "net.inet.ip.portrange.last")
 # IANA's dynamic range, which Windows uses.
@@ -34,9 +36,10 @@ TRIAL_WORKERS = 8
 _handed_out: set[int] = set()
 
 
+@functools.cache
 def ephemeral_range() -> tuple[int, int]:
     """
-    The kernel's ephemeral port range, first and last port.
+    The kernel's ephemeral port range, first and last port (read once).
     """
     try:
         low, high = map(int, EPHEMERAL_RANGE_FILE.read_text().split())
