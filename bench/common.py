@@ -101,19 +101,29 @@ def calibrate() -> dict[str, float]:
     at different speeds are compared through this.
 
     @return: microseconds a line by CPU number (as a string, for JSON), or
-        under C{"any"} when the CPUs are too many to go through.
+        a single figure under C{"any"}, unpinned, when the CPUs are too many
+        to go through or this system cannot pin a thread.
     """
+    def best() -> float:
+        return round(min(_calibration_round() for _ in range(CALIBRATION_ROUNDS)), 3)
+
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if not cpus or len(cpus) > CALIBRATION_MAX_CPUS:
-        return {"any": round(min(_calibration_round() for _ in range(CALIBRATION_ROUNDS)), 3)}
+        return {"any": best()}
     speeds = {}
     try:
         for cpu in cpus:
             os.sched_setaffinity(0, {cpu})
-            speeds[str(cpu)] = round(min(_calibration_round() for _ in range(CALIBRATION_ROUNDS)), 3)
+            speeds[str(cpu)] = best()
+    except OSError:
+        # A CPU gone offline, a cpuset changed, pinning not allowed here.
+        speeds = None
     finally:
-        os.sched_setaffinity(0, cpus)
-    return speeds
+        try:
+            os.sched_setaffinity(0, cpus)
+        except OSError:
+            pass
+    return speeds if speeds is not None else {"any": best()}
 
 
 def calibration_text(speeds: dict[str, float]) -> str:
@@ -159,7 +169,6 @@ def machine_line(info: dict) -> str:
         f"load average {info['loadavg'][0]:.2f} {info['loadavg'][1]:.2f} {info['loadavg'][2]:.2f}; "
         f"{calibration_text(info['calibration_us_per_line'])}"
     )
-
 
 
 def _stat_ticks(path: str) -> int:

@@ -62,11 +62,11 @@ from common import (  # noqa: E402  (bench/ first on the path, then this)
     LIVE_NODES,
     BenchFailure,
     Http,
-    calibrate,
-    calibration_text,
     Node,
+    calibrate,
     driver_cpu,
     machine,
+    machine_line,
     make_secret,
     machine_cpu,
     peak_rss_mb,
@@ -354,7 +354,8 @@ class Run:
 
     async def _execute(self, node: Node) -> dict:
         args = self.args
-        # The machine's speed before and after the run, nothing else running.
+        # The machine's speed before the node starts and after it stopped
+        # (--peers' nodes, idle by then, are stopped only afterwards).
         calibration_before = calibrate()
         node.start()
         LIVE_NODES.add(node)
@@ -468,7 +469,7 @@ class Run:
             # --peers: seconds after the last answer until every peer held
             # the whole log (None: not within 60 s).
             "peers_caught_up_s": None if caught_up is None else round(caught_up, 3),
-            # Each CPU's mean of before and after; the fastest and slowest.
+            # The fastest and slowest CPU over the run.
             **calibration_span(calibration_before, calibration_after),
             "calibration_before_us": calibration_before,
             "calibration_after_us": calibration_after,
@@ -681,7 +682,12 @@ COLUMNS = [
 
 
 def calibration_span(before: dict, after: dict) -> dict:
-    means = [(before[cpu] + after[cpu]) / 2 for cpu in before]
+    # Each CPU's mean of before and after; a CPU (or "any") in only one of
+    # them counts as it is.
+    means = [
+        (before[cpu] + after[cpu]) / 2 if cpu in before and cpu in after else before.get(cpu, after.get(cpu))
+        for cpu in {**before, **after}
+    ]
     return {
         "calibration_fastest_us": round(min(means), 3),
         "calibration_slowest_us": round(max(means), 3),
@@ -766,11 +772,7 @@ def main(argv=None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
 
     info = machine()
-    print(
-        f"machine: {info['cores']} cores, {info['cpu_model']}; Python {info['python']}, "
-        f"Twisted {info['twisted']}, SQLite {info['sqlite']}; {info['date']}; "
-        f"{calibration_text(info['calibration_us_per_line'])}"
-    )
+    print(machine_line(info))
     print(
         f"ingest: {args.connections} connections, "
         + (f"{args.rate:,.0f} readings/s paced, " if args.rate else "")
