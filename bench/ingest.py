@@ -685,7 +685,8 @@ def calibration_span(before: dict, after: dict) -> dict:
     # Each CPU's mean of before and after; a CPU (or "any") in only one of
     # them counts as it is.
     means = [
-        (before[cpu] + after[cpu]) / 2 if cpu in before and cpu in after else before.get(cpu, after.get(cpu))
+        (before[cpu] + after[cpu]) / 2 if cpu in before and cpu in after
+        else before.get(cpu, after.get(cpu))
         for cpu in {**before, **after}
     ]
     return {
