@@ -6,6 +6,7 @@ service that starts and stops them in order.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from typing import Optional
 
@@ -182,14 +183,44 @@ class Listener(StreamServerEndpointService):
         self.option = option
         self.description = description
 
+    log = Logger()
+
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except CannotListenError as e:
-            raise SystemExit(
+            message = (
                 f"p2pstore: {self.option} {self.description}: cannot listen "
                 f"({e.socketError}); choose a free port with {self.option}"
-            ) from None
+            )
+            if _daemonized():
+                # twistd without -n tells the command that started it only
+                # of an Exception (SystemExit would leave that command
+                # waiting for ever), and only its first 100 bytes: the
+                # short reason there, the whole line in twistd.log.
+                self.log.critical("{message}", message=message)
+                reason = getattr(e.socketError, "strerror", None) or e.socketError
+                raise CannotStart(f"{self.option} {self.description}: {reason}") from None
+            raise SystemExit(message) from None
+
+
+class CannotStart(Exception):
+    """
+    The node cannot start as configured; the message says why.
+    """
+
+
+def _daemonized() -> bool:
+    """
+    Whether twistd has made this process a daemon (it was started without
+    -n): its standard descriptors then all point at /dev/null.
+    """
+    try:
+        null = os.stat(os.devnull)
+        descriptors = [os.fstat(fd) for fd in (0, 1, 2)]
+    except OSError:
+        return False
+    return all((d.st_dev, d.st_ino) == (null.st_dev, null.st_ino) for d in descriptors)
 
 
 class NodeService(MultiService):

@@ -23,7 +23,7 @@ import p2pstore
 from p2pstore.identity import KEY_FILE, NODE_ID_FILE, SELF_DB
 from p2pstore.node import GIL_SWITCH_INTERVAL, RUNNING, NodeService
 from p2pstore.tap import Options, Peer, makeService, parse_settings
-from p2pstore.testing import free_port
+from p2pstore.testing import free_port, free_ports
 
 from .nodes import KeepRunning
 
@@ -580,6 +580,61 @@ class TwistdProcessTests(SynchronousTestCase):
         self.assertIn("--sensor-port", output)
         self.assertIn("99999", output)
         self.assertFalse((cwd / "p2pstore-data").exists())
+
+    def run_with_busy_port(self, *twistd_options: str) -> tuple[Path, subprocess.CompletedProcess, int]:
+        busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        cwd = Path(self.mktemp())
+        cwd.mkdir()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        others = [f"tcp:{p}:interface=127.0.0.1" for p in free_ports(2)]
+        result = subprocess.run(
+            twistd_command() + list(twistd_options) + [
+                "p2pstore",
+                "--sensor-port", f"tcp:{port}:interface=127.0.0.1",
+                "--peer-port", others[0],
+                "--status-port", others[1],
+            ],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=60,
+        )
+        return cwd, result, port
+
+    def test_port_in_use_foreground(self):
+        """
+        ``twistd -n p2pstore`` with its sensor port taken exits non-zero with
+        one line naming the option and what to do, no traceback.
+        """
+        cwd, result, port = self.run_with_busy_port("-n", "--pidfile=")
+        output = result.stdout.decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 1, output)
+        self.assertNotIn("Traceback", output)
+        [line] = [line for line in output.splitlines() if "cannot listen" in line]
+        self.assertIn(f"--sensor-port tcp:{port}", line)
+        self.assertIn("choose a free port with --sensor-port", line)
+
+    def test_port_in_use_daemon(self):
+        """
+        ``twistd p2pstore`` (a daemon) with its sensor port taken does not
+        leave the command waiting: it exits 1 saying why, twistd.log has the
+        whole line, and no pid file is left behind.
+        """
+        cwd, result, port = self.run_with_busy_port()
+        output = result.stdout.decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn(f"--sensor-port tcp:{port}", output)
+        self.assertIn("Address already in use", output)
+        log = (cwd / "twistd.log").read_text()
+        self.assertIn("choose a free port with --sensor-port", log)
+        self.assertFalse((cwd / "twistd.pid").exists())
 
 
 class ProcessSettingsTests(TapTestMixin, TestCase):
