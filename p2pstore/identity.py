@@ -8,10 +8,13 @@ L{ConfigError} whose message names the option and what to do.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import sqlite3
 import uuid
 from pathlib import Path
+from typing import IO
 
 from .records import NODE_ID, is_node_id
 
@@ -19,6 +22,7 @@ SELF_DB = "self_sensor_data.db"
 PEER_DB = "peer_sensor_data.db"
 NODE_ID_FILE = "node.id"
 KEY_FILE = "cluster.key"
+LOCK_FILE = "p2pstore.lock"
 KEY_BYTES = 32
 
 
@@ -41,6 +45,50 @@ def prepare_data_dir(path: Path) -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"--data-dir: {path} is not writable by this user")
     return path
+
+
+def lock_data_dir(path: Path) -> IO:
+    """
+    Take the data directory for this process. A second node on it would
+    share this one's node id, files and sensor numbers, and each would
+    report the other's readings wrongly.
+
+    @return: the open lock file, holding this process's pid; the lock lasts
+        while it is open here or in a process forked since (twistd's
+        daemon), and ends with the last of them.
+    @raise ConfigError: another process holds the directory.
+    """
+    lock_path = path / LOCK_FILE
+    try:
+        lock = open(lock_path, "a+")
+    except OSError as e:
+        raise ConfigError(f"--data-dir: cannot open {lock_path}: {e.strerror}") from None
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            raise ConfigError(f"--data-dir: cannot lock {lock_path}: {e.strerror}") from None
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        raise ConfigError(
+            f"--data-dir: {path} is in use by another p2pstore node{by}: stop it first, "
+            f"or give this node a data directory of its own"
+        ) from None
+    record_lock_holder(lock)
+    return lock
+
+
+def record_lock_holder(lock: IO) -> None:
+    """
+    Write this process's pid into the lock file, for the message a second
+    node gets (twistd's daemon is not the process that took the lock).
+    """
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
 
 
 def _write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -17,6 +17,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 
 from . import __version__
+from .identity import record_lock_holder
 from .ingest import Ingestor
 from .replication import Replicator
 from .storage import Store, StoreError
@@ -242,8 +243,11 @@ class NodeService(MultiService):
         peers: Optional[Listener] = None,
         dialers=(),
         write_id=None,
+        lock=None,
     ):
         super().__init__()
+        # The data directory's lock (see lock_data_dir), released at stop.
+        self._lock = lock
         # Writes a new node.id once the store is open (see write_node_id).
         self._write_id = write_id
         self.node = node
@@ -260,6 +264,9 @@ class NodeService(MultiService):
                 listener.setServiceParent(self)
 
     def startService(self) -> None:
+        if self._lock is not None:
+            # This process (twistd's daemon) holds it now.
+            record_lock_holder(self._lock)
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         # The objects alive at start (modules, classes, Twisted's machinery)
@@ -304,6 +311,9 @@ class NodeService(MultiService):
         finally:
             sys.setswitchinterval(self._switch_interval)
             gc.unfreeze()
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
 
     @inlineCallbacks
     def _stop(self):

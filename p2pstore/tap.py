@@ -24,6 +24,7 @@ from .identity import (
     SELF_DB,
     ConfigError,
     load_key,
+    lock_data_dir,
     prepare_data_dir,
     resolve_node_id,
     write_node_id,
@@ -195,13 +196,17 @@ def makeService(config: Options, reactor=None) -> NodeService:
     """
     if reactor is None:
         from twisted.internet import reactor
+    lock = None
     try:
         settings = parse_settings(config, reactor)
         data_dir = prepare_data_dir(settings.data_dir)
+        lock = lock_data_dir(data_dir)
         key_path = settings.secret_file or data_dir / KEY_FILE
         key, key_made = load_key(key_path, create=settings.secret_file is None)
         node_id, id_made = resolve_node_id(data_dir)
     except ConfigError as e:
+        if lock is not None:
+            lock.close()
         raise SystemExit(f"p2pstore: {e}") from None
 
     signer = Signer.from_key(key)
@@ -261,4 +266,5 @@ def makeService(config: Options, reactor=None) -> NodeService:
         peers=peers,
         dialers=dialers,
         write_id=(lambda: write_node_id(data_dir, node_id)) if id_made else None,
+        lock=lock,
     )

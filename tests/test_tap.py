@@ -43,6 +43,15 @@ class TapTestMixin:
     def make(self, *args: str, reactor=None) -> NodeService:
         return makeService(options(*args), reactor=reactor or MemoryReactorClock())
 
+    @staticmethod
+    def gone(service: NodeService) -> NodeService:
+        """
+        The process of a node made but never started exits: its data
+        directory's lock goes with it.
+        """
+        service._lock.close()
+        return service
+
     def assertStops(self, option: str, *args: str) -> str:
         """
         makeService with these arguments stops the start with one line
@@ -223,6 +232,7 @@ class GoodOptionsTests(TapTestMixin, SynchronousTestCase):
         data_dir = self.data_dir()
         first = self.make("--data-dir", str(data_dir))
         first._opened(None)
+        self.gone(first)
         key = (data_dir / KEY_FILE).read_bytes()
         second = self.make("--data-dir", str(data_dir))
         self.assertEqual(first.node.node_id, second.node.node_id)
@@ -235,7 +245,7 @@ class GoodOptionsTests(TapTestMixin, SynchronousTestCase):
         lost its database and waits to recover it.
         """
         data_dir = self.data_dir()
-        first = self.make("--data-dir", str(data_dir), "--peers", "127.0.0.1")
+        first = self.gone(self.make("--data-dir", str(data_dir), "--peers", "127.0.0.1"))
         second = self.make("--data-dir", str(data_dir), "--peers", "127.0.0.1")
         self.assertNotEqual(first.node.node_id, second.node.node_id)
         self.assertFalse(second.node.store.recover_if_empty)
@@ -247,9 +257,35 @@ class GoodOptionsTests(TapTestMixin, SynchronousTestCase):
         for, and the node is not left Syncing.
         """
         data_dir = self.data_dir()
-        self.make("--data-dir", str(data_dir))._opened(None)
-        self.assertTrue(self.make("--data-dir", str(data_dir), "--peers", "127.0.0.1").node.store.recover_if_empty)
+        first = self.make("--data-dir", str(data_dir))
+        first._opened(None)
+        self.gone(first)
+        second = self.gone(self.make("--data-dir", str(data_dir), "--peers", "127.0.0.1"))
+        self.assertTrue(second.node.store.recover_if_empty)
         self.assertFalse(self.make("--data-dir", str(data_dir)).node.store.recover_if_empty)
+
+    def test_second_node_on_data_dir_refused(self):
+        """
+        While a node holds its data directory, another start on it stops
+        with one line naming the directory and the holder's pid; once the
+        first is gone the directory can be used again.
+        """
+        data_dir = self.data_dir()
+        first = self.make("--data-dir", str(data_dir))
+        line = self.assertStops("--data-dir", "--data-dir", str(data_dir))
+        self.assertIn(f"{data_dir} is in use by another p2pstore node (pid {os.getpid()})", line)
+        self.assertIn("data directory of its own", line)
+        self.gone(first)
+        self.make("--data-dir", str(data_dir))
+
+    def test_refused_start_leaves_lock_free(self):
+        """
+        A start refused for a bad option after the directory was locked
+        does not keep it locked.
+        """
+        data_dir = self.data_dir()
+        self.assertStops("--secret-file", "--data-dir", str(data_dir), "--secret-file", str(data_dir / "missing"))
+        self.make("--data-dir", str(data_dir))
 
     def test_limits_accepted(self):
         """
