@@ -337,7 +337,11 @@ class ClassificationTests(MonitorCase):
             (result.state, result.message),
             (ERROR, "HTTP 500 Internal Server Error: could not read the database"),
         )
-        self.assertEqual(self.console[1], f"    [ERROR] Server '{node.address}' thrown an unhandled error")
+        self.assertEqual(
+            self.console[1],
+            f"    [ERROR] Server '{node.address}' thrown an unhandled error: "
+            "HTTP 500 Internal Server Error: could not read the database",
+        )
 
     def test_not_json(self):
         """
@@ -444,7 +448,8 @@ class ConsoleTests(MonitorCase):
             f"    [INFO] Server '{running.address}' is Running",
             f"    [ERROR] Server '{down}' is down",
             "    [ERROR] Server 'bad host!' is invalid",
-            f"    [ERROR] Server '{broken.address}' thrown an unhandled error",
+            f"    [ERROR] Server '{broken.address}' thrown an unhandled error: "
+            "HTTP 500 Internal Server Error",
             f"    [ERROR] Server '{slow.address}' timed out",
             "[INFO] Data updated.",
         ])

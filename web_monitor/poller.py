@@ -113,7 +113,10 @@ def console_line(result: ServerResult) -> str:
         INVALID: "is invalid",
         DOWN: "is down",
         WAITING: "is not checked yet",
-    }.get(result.state, "thrown an unhandled error")
+    }.get(result.state)
+    if what is None:
+        # The seed's words, and then what went wrong.
+        what = "thrown an unhandled error" + (f": {result.message}" if result.message else "")
     return f"    [ERROR] Server '{name}' {what}"
 
 
