@@ -178,13 +178,12 @@ class Listener(StreamServerEndpointService):
     """
 
     _raiseSynchronously = True
+    log = Logger()
 
     def __init__(self, option: str, description: str, endpoint, factory):
         super().__init__(endpoint, factory)
         self.option = option
         self.description = description
-
-    log = Logger()
 
     def privilegedStartService(self) -> None:
         try:

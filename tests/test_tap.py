@@ -597,19 +597,7 @@ class TwistdProcessTests(SynchronousTestCase):
         ``twistd -n p2pstore --sensor-port 99999`` exits non-zero printing
         one line naming the option, no traceback, and creates nothing.
         """
-        cwd = Path(self.mktemp())
-        cwd.mkdir()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        result = subprocess.run(
-            twistd_command() + ["-n", "p2pstore", "--sensor-port", "99999"],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=120,
-        )
+        cwd, result = self.twistd("-n", "p2pstore", "--sensor-port", "99999")
         output = result.stdout.decode("utf-8", "replace")
         self.assertNotEqual(result.returncode, 0, output)
         self.assertNotIn("Traceback", output)
@@ -618,30 +606,39 @@ class TwistdProcessTests(SynchronousTestCase):
         self.assertIn("99999", output)
         self.assertFalse((cwd / "p2pstore-data").exists())
 
+    def twistd(self, *args: str) -> tuple[Path, subprocess.CompletedProcess]:
+        """
+        Run twistd with these arguments in a new directory, output and
+        errors together, no input.
+        """
+        cwd = Path(self.mktemp())
+        cwd.mkdir()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        result = subprocess.run(
+            twistd_command() + list(args),
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+        return cwd, result
+
     def run_with_busy_port(self, *twistd_options: str) -> tuple[Path, subprocess.CompletedProcess, int]:
         busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        cwd = Path(self.mktemp())
-        cwd.mkdir()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         others = [f"tcp:{p}:interface=127.0.0.1" for p in free_ports(2)]
-        result = subprocess.run(
-            twistd_command() + list(twistd_options) + [
-                "p2pstore",
-                "--sensor-port", f"tcp:{port}:interface=127.0.0.1",
-                "--peer-port", others[0],
-                "--status-port", others[1],
-            ],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            timeout=60,
+        cwd, result = self.twistd(
+            *twistd_options,
+            "p2pstore",
+            "--sensor-port", f"tcp:{port}:interface=127.0.0.1",
+            "--peer-port", others[0],
+            "--status-port", others[1],
         )
         return cwd, result, port
 
