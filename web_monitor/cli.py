@@ -88,9 +88,13 @@ def main(argv: list) -> int:
     """
     options = parse_args(argv)
     servers = parse_servers(options.servers or "")
-    if options.help or not servers:
+    if options.help:
+        # Asked for: the usage without the complaint that opens it.
+        print(USAGE.split("\n", 1)[1])
+        return 0
+    if not servers:
         print(USAGE)
-        return 0 if options.help else 1
+        return 1
     app = create_app(
         {
             "SERVERS": servers,
