@@ -14,7 +14,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from .node import Node, NotReady, UnknownOrigin
-from .records import is_node_id
+from .records import MAX_SENSOR_TYPE, is_node_id
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10000
@@ -78,6 +78,12 @@ class ReadingsResource(Resource):
         if origin is not None and not is_node_id(origin):
             return _json(
                 request, 400, {"error": "origin must be a node id (32 lowercase hex characters)"}
+            )
+        if sensor_type is not None and not 1 <= len(sensor_type) <= MAX_SENSOR_TYPE:
+            # No stored reading has such a type: say so rather than answer
+            # an empty list that looks like "none yet".
+            return _json(
+                request, 400, {"error": f"type must be 1 to {MAX_SENSOR_TYPE} characters"}
             )
         try:
             d = self.node.readings(origin, sensor_type, limit)

@@ -338,6 +338,17 @@ class ReadingsTests(StatusTestCase):
         error = await self.get("/readings?limit=1&limit=2", 400)
         self.assertIn("limit", error["error"])
 
+    async def test_bad_type(self) -> None:
+        """
+        An empty type, or one longer than any sensor type can be, is a 400
+        with a JSON error.
+        """
+        for sensor_type in ["", "x" * 41]:
+            error = await self.get_readings(400, type=sensor_type)
+            self.assertIn("type must be 1 to 40 characters", error["error"], sensor_type)
+        readings = (await self.get_readings(type="x" * 40))["readings"]
+        self.assertEqual(readings, [])
+
     async def test_bad_origin(self) -> None:
         """
         An origin that is not a node id is a 400 with a JSON error.
