@@ -14,14 +14,15 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 from . import create_app
 from .addresses import parse_servers
 
-USAGE = """\
-You must specify the servers to monitor.
+# What --help prints; without --servers the command says first what is missing.
+HELP = """\
 Usage: python web_monitor/views.py --servers <IP1[:PORT],IP2[:PORT],...,IPn[:PORT]>
 Available options:
 --servers   the nodes to monitor, comma-separated (each node's status port, 8000 when omitted)
 --host      the address to serve the page on (127.0.0.1)
 --port      the port to serve the page on (5000)
 --interval  seconds between two refreshes (5)"""
+USAGE = "You must specify the servers to monitor.\n" + HELP
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -89,8 +90,7 @@ def main(argv: list) -> int:
     options = parse_args(argv)
     servers = parse_servers(options.servers or "")
     if options.help:
-        # Asked for: the usage without the complaint that opens it.
-        print(USAGE.split("\n", 1)[1])
+        print(HELP)
         return 0
     if not servers:
         print(USAGE)
