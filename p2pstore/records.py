@@ -1,9 +1,10 @@
 """
-Sensor readings and stored records: parsing sensor lines, the canonical
-byte encoding of a record, and its HMAC.
+A stored record: its fields and the rule for a valid one, its canonical
+bytes, and its HMAC under the cluster key.
 
-Pure functions and values, no Twisted: the sensor protocol, the store and
-replication all use this one codec.
+Pure functions and values, no Twisted: the store, the peer messages and
+replication all use this one codec. The grammar of sensor lines is
+L{p2pstore.lines}.
 """
 
 from __future__ import annotations
@@ -14,72 +15,19 @@ import hmac
 import math
 import operator
 import re
-from datetime import datetime, timezone
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import attrs
-from attrs import frozen, validators
-
-# The seed's column widths.
-MAX_SENSOR_TYPE = 40
-MAX_SENSOR_DATA = 80
-MAX_READING_ID = 64
+from attrs import frozen
 
 NODE_ID = re.compile(r"\A[0-9a-f]{32}\Z")
 
-# `YYYY-MM-DD HH:MM:SS[.ffffff]`, a `T` separator and a UTC offset allowed;
-# ASCII digits only ("\d" would take any script's, which some datetime
-# implementations accept).
-_TIMESTAMP = re.compile(
-    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
-    r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?\Z"
-)
 # A number at the start of sensor_data, then the unit: `1.798 atm`, `15% RH`.
 _VALUE_UNIT = re.compile(
     r"\A([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*(.*)\Z", re.S
 )
-# Control characters (C0, DEL and C1) have no place in a reading and would
-# garble the sqlite3 tool's output.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _plain_field(limit: int) -> str:
-    # 1..limit printable ASCII characters, no comma, no space at either end.
-    return rf"([!-+\--~](?:[ -+\--~]{{0,{limit - 2}}}[!-+\--~])?)"
-
-
-# The common line, which the field by field checks of parse_line would pass
-# unchanged: printable ASCII, no space around a field, each within its
-# limit, a well-formed timestamp if any. One match replaces a split, four
-# strips and the searches.
-_PLAIN_FIELDS = (
-    _plain_field(MAX_SENSOR_TYPE)
-    + ","
-    + _plain_field(MAX_SENSOR_DATA)
-    + r"(?:,([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
-    + r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?)"
-    + "(?:,"
-    + _plain_field(MAX_READING_ID)
-    + r")?)?"
-)
-_PLAIN_LINE = re.compile(_PLAIN_FIELDS + r"\Z")
-# Every line of a chunk at once, each with the "\r" of a "\r\n" if any.
-_PLAIN_LINES = re.compile(r"(?m)^" + _PLAIN_FIELDS + r"\r?$")
-# The longest plain line, "\r" included: a sensor protocol that accepts
-# lines this long can take a chunk of plain lines without measuring each.
-MAX_PLAIN_LINE = (
-    MAX_SENSOR_TYPE + MAX_SENSOR_DATA + len("2026-11-28T10:00:00.123456+01:00")
-    + MAX_READING_ID + len(",,,\r")
-)
 
 _FORMAT = b"p2pstore-record-v1\n"
-
-
-class BadLine(ValueError):
-    """
-    A sensor line that cannot be stored; ``str(error)`` is the reason sent
-    back to the sensor.
-    """
 
 
 class BadRecord(ValueError):
@@ -108,33 +56,77 @@ def is_node_id(text: str) -> bool:
     return False
 
 
+@frozen
+class Field:
+    """
+    One field of a record and what a valid record holds in it: an C{int}
+    of at least ``minimum`` (never a bool, nor a float equal to an int,
+    which would sign differently), or a C{str}, or C{None} when
+    ``optional``.
+
+    The one statement of the rule: L{Record} checks it as it is built,
+    L{p2pstore.wire} a column at a time as a batch arrives, and
+    L{p2pstore.schema} has SQLite check it as rows are read.
+    """
+
+    name: str
+    kind: type
+    minimum: int = 0
+    optional: bool = False
+
+    @property
+    def wanted(self) -> str:
+        """
+        What the field must be, for error messages.
+        """
+        if self.kind is int:
+            return "a positive integer" if self.minimum == 1 else "a non-negative integer"
+        return "a string or null" if self.optional else "a string"
+
+
+# The fields of a record as a RECORDS entry carries them (see
+# p2pstore.wire.Records), in order: a record's own, without the origin and
+# epoch its log names once for all.
+ENTRY = (
+    Field("entry_index", int, minimum=1),
+    Field("sensor_index", int, minimum=0),
+    Field("sensor_type", str),
+    Field("sensor_data", str),
+    Field("timestamp", str),
+    Field("reading_id", str, optional=True),
+    Field("data_checksum", str),
+)
+ENTRY_FIELDS = tuple(field.name for field in ENTRY)
+# The positions of those fields in an entry tuple (and in a stored row,
+# which begins with an entry: see p2pstore.schema.ROW_COLUMNS).
+(
+    ENTRY_INDEX,
+    SENSOR_INDEX,
+    SENSOR_TYPE,
+    SENSOR_DATA,
+    TIMESTAMP,
+    READING_ID,
+    CHECKSUM,
+) = range(len(ENTRY))
+
+
 def _node_id(instance, attribute, value):
     if not is_node_id(value):
         raise ValueError(f"{attribute.name} must be 32 lowercase hex characters")
 
 
-def _index(minimum: int):
-    # An int, not a bool or a float: str(True) or str(1.0) would sign
-    # differently from the equal int 1.
+def _valid(field: Field):
+    # An attrs validator for one field of ENTRY.
     def check(instance, attribute, value):
-        if type(value) is not int or value < minimum:
-            raise ValueError(f"{attribute.name} must be an integer >= {minimum}")
+        if value is None and field.optional:
+            return
+        if field.kind is int:
+            if type(value) is not int or value < field.minimum:
+                raise ValueError(f"{field.name} must be an integer >= {field.minimum}")
+        elif type(value) is not field.kind:
+            raise TypeError(f"{field.name} must be {field.wanted}, not {type(value).__name__}")
 
     return check
-
-
-_text = validators.instance_of(str)
-
-
-class Reading(NamedTuple):
-    """
-    One reading as a sensor sent it, before the node stores it.
-    """
-
-    sensor_type: str
-    sensor_data: str
-    timestamp: str
-    reading_id: Optional[str] = None
 
 
 @frozen
@@ -149,13 +141,13 @@ class Record:
 
     origin: str = attrs.field(validator=_node_id)
     epoch: str = attrs.field(validator=_node_id)
-    entry_index: int = attrs.field(validator=_index(1))
-    sensor_index: int = attrs.field(validator=_index(0))
-    sensor_type: str = attrs.field(validator=_text)
-    sensor_data: str = attrs.field(validator=_text)
-    timestamp: str = attrs.field(validator=_text)
-    reading_id: Optional[str] = attrs.field(validator=validators.optional(_text))
-    data_checksum: str = attrs.field(default="", validator=_text)
+    entry_index: int = attrs.field(validator=_valid(ENTRY[ENTRY_INDEX]))
+    sensor_index: int = attrs.field(validator=_valid(ENTRY[SENSOR_INDEX]))
+    sensor_type: str = attrs.field(validator=_valid(ENTRY[SENSOR_TYPE]))
+    sensor_data: str = attrs.field(validator=_valid(ENTRY[SENSOR_DATA]))
+    timestamp: str = attrs.field(validator=_valid(ENTRY[TIMESTAMP]))
+    reading_id: Optional[str] = attrs.field(validator=_valid(ENTRY[READING_ID]))
+    data_checksum: str = attrs.field(default="", validator=_valid(ENTRY[CHECKSUM]))
 
     @property
     def value(self) -> Optional[float]:
@@ -166,24 +158,8 @@ class Record:
         return parse_value_unit(self.sensor_data)[1]
 
 
-# The fields of a RECORDS entry (see p2pstore.wire.Records), in order: a
-# record's own, without the origin and epoch its log names once for all.
-ENTRY_FIELDS = (
-    "entry_index",
-    "sensor_index",
-    "sensor_type",
-    "sensor_data",
-    "timestamp",
-    "reading_id",
-    "data_checksum",
-)
-
 # The fields of a record as a RECORDS entry carries them, a tuple.
 entry_of: Callable[[Record], tuple] = operator.attrgetter(*ENTRY_FIELDS)
-
-
-# Reading(...) without the Python-level __new__ a NamedTuple has.
-_new_tuple = tuple.__new__
 
 
 def _netstring(text: str) -> bytes:
@@ -368,117 +344,3 @@ def parse_value_unit(sensor_data: str) -> tuple[Optional[float], Optional[str]]:
         # `1e999C` overflows; NULL rather than an infinity JSON cannot carry.
         return None, None
     return value, (unit or None)
-
-
-def _check_field(text: str, name: str, limit: int, control: bool = True) -> str:
-    if not text:
-        raise BadLine(f"empty {name}")
-    if len(text) > limit:
-        raise BadLine(f"{name} longer than {limit} characters")
-    if control and _CONTROL.search(text):
-        raise BadLine(f"control character in {name}")
-    return text
-
-
-def _check_timestamp(text: str) -> str:
-    if not _TIMESTAMP.match(text):
-        raise BadLine("bad timestamp")
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        raise BadLine("bad timestamp") from None
-    return text
-
-
-def parse_line(line: bytes, now: Callable[[], str]) -> Reading:
-    """
-    Parse one sensor line (without its line ending):
-    ``<sensor_type>,<value>[,<timestamp>[,<reading_id>]]``.
-
-    @param now: called for the node's UTC time when the line has no
-        timestamp.
-    @raise BadLine: the line cannot be stored; its message says why.
-    """
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadLine("not UTF-8") from None
-    plain = _PLAIN_LINE.match(text)
-    if plain is None:
-        return _parse_fields(text, now)
-    sensor_type, sensor_data, timestamp, reading_id = plain.groups()
-    if timestamp is None:
-        timestamp = now()
-    else:
-        try:
-            datetime.fromisoformat(timestamp)
-        except ValueError:
-            raise BadLine("bad timestamp") from None
-    return Reading(sensor_type, sensor_data, timestamp, reading_id)
-
-
-def parse_plain_lines(chunk: bytes, now: Callable[[], str]) -> Optional[list[Reading]]:
-    """
-    The readings of a chunk of whole lines, each ending in ``\n``, when
-    every line is plain (see _PLAIN_LINE): one pass of one regex over the
-    chunk, about half the cost of a L{parse_line} call per line.
-
-    @return: the readings, as L{parse_line} makes them, or C{None} when any
-        line is not plain or not UTF-8: then parse each line with
-        L{parse_line}, which says what is wrong with it.
-    """
-    try:
-        text = chunk.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    lines = _PLAIN_LINES.findall(text)
-    # No line holds two matches and no match spans two lines.
-    if len(lines) != text.count("\n"):
-        return None
-    try:
-        for _, _, timestamp, _ in lines:
-            if timestamp:
-                datetime.fromisoformat(timestamp)
-    except ValueError:
-        return None
-    # An absent field is "" in findall's tuples, and never "" when present.
-    return [
-        _new_tuple(Reading, (sensor_type, sensor_data, timestamp or now(), reading_id or None))
-        for sensor_type, sensor_data, timestamp, reading_id in lines
-    ]
-
-
-def _parse_fields(text: str, now: Callable[[], str]) -> Reading:
-    """
-    parse_line for any line: split, strip and check each field, saying what
-    is wrong.
-    """
-    if not text.strip():
-        raise BadLine("empty line")
-    fields = [field.strip() for field in text.split(",")]
-    if len(fields) > 4:
-        raise BadLine("too many fields")
-    if len(fields) < 2:
-        raise BadLine("missing value")
-    # One search of the whole line; the fields are searched only to say
-    # which one holds a control character.
-    control = _CONTROL.search(text) is not None
-    sensor_type = _check_field(fields[0], "sensor type", MAX_SENSOR_TYPE, control)
-    sensor_data = _check_field(fields[1], "value", MAX_SENSOR_DATA, control)
-    if len(fields) > 2:
-        timestamp = _check_timestamp(fields[2])
-    else:
-        timestamp = now()
-    reading_id = None
-    if len(fields) > 3:
-        reading_id = _check_field(fields[3], "reading id", MAX_READING_ID, control)
-    return Reading(sensor_type, sensor_data, timestamp, reading_id)
-
-
-def format_utc(seconds: float) -> str:
-    """
-    The node's own timestamp format, as the seed's sensors send it, in UTC.
-    """
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S.%f"
-    )

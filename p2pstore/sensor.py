@@ -1,7 +1,7 @@
 """
 The sensor protocol: one reading per line in, one answer per line out.
 
-It only frames lines, parses them with L{p2pstore.records} and hands them to
+It only frames lines, parses them with L{p2pstore.lines} and hands them to
 the L{Ingestor}; answers (``OK <entry_index>`` or ``ERR <reason>``) go back
 in the order of the lines, however many are in flight.
 """
@@ -17,8 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from .ingest import Ingestor, Pending
-from .records import MAX_PLAIN_LINE, BadLine, parse_line, parse_plain_lines
-from .storage import Rejected
+from .lines import MAX_PLAIN_LINE, BadLine, Rejected, parse_line, parse_plain_lines
 
 
 @implementer(IPushProducer, IHalfCloseableProtocol)

@@ -14,7 +14,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from .node import Node, NotReady, UnknownOrigin
-from .records import MAX_SENSOR_TYPE, is_node_id
+from .lines import MAX_SENSOR_TYPE
+from .records import is_node_id
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10000

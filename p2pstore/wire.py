@@ -13,7 +13,7 @@ from typing import Any
 
 from attrs import frozen
 
-from .records import ENTRY_FIELDS, is_node_id
+from .records import ENTRY, ENTRY_INDEX, is_node_id
 
 PROTOCOL_VERSION = 1
 # SQLite's largest integer.
@@ -66,7 +66,7 @@ class Have:
 class Records:
     """
     Consecutive records of one log, as their origin stored them: each an
-    entry, a tuple of the record's fields in the order of L{ENTRY_FIELDS},
+    entry, a tuple of the record's fields in the order of L{p2pstore.records.ENTRY},
     the origin and epoch once for all.
 
     Entries, not L{Record} objects, because replication only passes records
@@ -173,36 +173,33 @@ _NoneType = type(None)
 
 def _entries(rows) -> list[tuple]:
     """
-    The entries of a RECORDS payload, checked as L{Record} would check them
-    (and the indexes within SQLite's integers), a column at a time: this
-    runs for every record a node receives.
+    The entries of a RECORDS payload, each field checked by the rule of
+    L{p2pstore.records.ENTRY} (and the indexes within SQLite's integers and
+    consecutive), a column at a time: this runs for every record a node
+    receives.
     """
     if not isinstance(rows, list) or not rows:
         raise BadMessage("RECORDS has no records")
     if len(rows) > MAX_RECORDS:
         raise BadMessage(f"RECORDS has {len(rows)} records, more than {MAX_RECORDS}")
-    if set(map(type, rows)) != {list} or set(map(len, rows)) != {7}:
-        raise BadMessage("a record is not a list of 7 fields")
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {len(ENTRY)}:
+        raise BadMessage(f"a record is not a list of {len(ENTRY)} fields")
     columns = list(zip(*rows))
-    entry_indexes, sensor_indexes, *texts, reading_ids, checksums = columns
-    # type() is int: not a bool, and not a float equal to an int, which
-    # would sign differently.
-    if set(map(type, entry_indexes)) != {int} or entry_indexes[0] < 1:
-        raise BadMessage("entry_index is not a positive integer")
+    for field, column in zip(ENTRY, columns):
+        types = set(map(type, column))
+        if field.kind is int:
+            # type() is int: not a bool, and not a float equal to an int,
+            # which would sign differently.
+            if types != {int} or min(column) < field.minimum:
+                raise BadMessage(f"{field.name} is not {field.wanted}")
+            if max(column) > MAX_INTEGER:
+                raise BadMessage("an index is larger than SQLite can store")
+        elif not (types <= {str, _NoneType} if field.optional else types == {str}):
+            raise BadMessage(f"{field.name} is not {field.wanted}")
+    entry_indexes = columns[ENTRY_INDEX]
     first = entry_indexes[0]
     if entry_indexes != tuple(range(first, first + len(rows))):
         raise BadMessage("RECORDS indexes are not consecutive")
-    if set(map(type, sensor_indexes)) != {int} or min(sensor_indexes) < 0:
-        raise BadMessage("sensor_index is not a non-negative integer")
-    if entry_indexes[-1] > MAX_INTEGER or max(sensor_indexes) > MAX_INTEGER:
-        raise BadMessage("an index is larger than SQLite can store")
-    for name, column in zip(ENTRY_FIELDS[2:5], texts):
-        if set(map(type, column)) != {str}:
-            raise BadMessage(f"{name} is not a string")
-    if not set(map(type, reading_ids)) <= {str, _NoneType}:
-        raise BadMessage("reading_id is not a string or null")
-    if set(map(type, checksums)) != {str}:
-        raise BadMessage("data_checksum is not a string")
     return list(zip(*columns))
 
 

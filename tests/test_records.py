@@ -12,7 +12,7 @@ import attrs
 from hypothesis import assume, given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.records import (
+from p2pstore.lines import (
     _PLAIN_LINE,
     _TIMESTAMP,
     _parse_fields,
@@ -21,16 +21,11 @@ from p2pstore.records import (
     MAX_SENSOR_DATA,
     MAX_SENSOR_TYPE,
     BadLine,
-    BadRecord,
     Reading,
-    Record,
-    Signer,
-    canonical_bytes,
-    entry_of,
     parse_line,
     parse_plain_lines,
-    parse_value_unit,
 )
+from p2pstore.records import BadRecord, Record, Signer, canonical_bytes, entry_of, parse_value_unit
 
 NOW = "2024-01-02 03:04:05.000006"
 TS = "2020-04-20 23:20:18.231325"

@@ -23,7 +23,8 @@ from p2pstore import __version__
 from p2pstore.identity import SELF_DB
 from p2pstore.ingest import Ingestor
 from p2pstore.node import Node
-from p2pstore.records import Record, Signer, format_utc
+from p2pstore.lines import format_utc
+from p2pstore.records import Record, Signer
 from p2pstore.sensor import SensorFactory
 from p2pstore.status import MAX_LIMIT, status_site
 from p2pstore.storage import Store

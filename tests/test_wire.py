@@ -10,14 +10,13 @@ import json
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.records import Record, entry_of
+from p2pstore.records import ENTRY_FIELDS, Record, entry_of
 from p2pstore.wire import (
     NONCE_BYTES,
     PROTOCOL_VERSION,
     Ack,
     Auth,
     BadMessage,
-    ENTRY_FIELDS,
     MAX_INTEGER,
     MAX_RECORDS,
     Have,
