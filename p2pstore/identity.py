@@ -3,7 +3,7 @@ A node's identity on disk: its data directory, its node id and the
 cluster key.
 
 Run once at start-up, before the reactor runs; every failure is a
-L{ConfigError} whose message names the option and what to do.
+L{ConfigError} that names the setting and says what to do.
 """
 
 from __future__ import annotations
@@ -16,20 +16,14 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from .records import NODE_ID, is_node_id
+from .records import is_node_id
+from .settings import ConfigError
+from .schema import SELF_DB, TABLES_SQL, origin_of, table_name
 
-SELF_DB = "self_sensor_data.db"
-PEER_DB = "peer_sensor_data.db"
 NODE_ID_FILE = "node.id"
 KEY_FILE = "cluster.key"
 LOCK_FILE = "p2pstore.lock"
 KEY_BYTES = 32
-
-
-class ConfigError(Exception):
-    """
-    The node cannot start with these settings; the message says why.
-    """
 
 
 def prepare_data_dir(path: Path) -> Path:
@@ -37,13 +31,13 @@ def prepare_data_dir(path: Path) -> Path:
     Create the data directory if it is missing and check it can be written.
     """
     if path.exists() and not path.is_dir():
-        raise ConfigError(f"--data-dir: {path} is a file, not a directory")
+        raise ConfigError("data-dir", f"{path} is a file, not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError(f"--data-dir: cannot create {path}: {e.strerror}") from None
+        raise ConfigError("data-dir", f"cannot create {path}: {e.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"--data-dir: {path} is not writable by this user")
+        raise ConfigError("data-dir", f"{path} is not writable by this user")
     return path
 
 
@@ -62,7 +56,7 @@ def lock_data_dir(path: Path) -> IO:
     try:
         lock = open(lock_path, "a+")
     except OSError as e:
-        raise ConfigError(f"--data-dir: cannot open {lock_path}: {e.strerror}") from None
+        raise ConfigError("data-dir", f"cannot open {lock_path}: {e.strerror}") from None
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -70,10 +64,11 @@ def lock_data_dir(path: Path) -> IO:
         holder = lock.read().strip()
         lock.close()
         if e.errno not in (errno.EAGAIN, errno.EACCES):
-            raise ConfigError(f"--data-dir: cannot lock {lock_path}: {e.strerror}") from None
+            raise ConfigError("data-dir", f"cannot lock {lock_path}: {e.strerror}") from None
         by = f" (pid {holder})" if holder.isdigit() else ""
         raise ConfigError(
-            f"--data-dir: {path} is in use by another p2pstore node{by}: stop it first, "
+            "data-dir",
+            f"{path} is in use by another p2pstore node{by}: stop it first, "
             f"or give this node a data directory of its own"
         ) from None
     record_lock_holder(lock)
@@ -126,7 +121,8 @@ def load_key(path: Path, create: bool = True) -> tuple[bytes, bool]:
     if not path.exists():
         if not create:
             raise ConfigError(
-                f"--secret-file: {path} does not exist: copy the cluster key "
+                "secret-file",
+                f"{path} does not exist: copy the cluster key "
                 f"file of an existing node there (or leave --secret-file out to "
                 f"make a new key in the data directory)"
             )
@@ -135,38 +131,38 @@ def load_key(path: Path, create: bool = True) -> tuple[bytes, bool]:
         except FileExistsError:
             pass
         except OSError as e:
-            raise ConfigError(f"--secret-file: cannot create {path}: {e.strerror}") from None
+            raise ConfigError("secret-file", f"cannot create {path}: {e.strerror}") from None
         else:
             return path.read_bytes(), True
     try:
         key = path.read_bytes()
     except OSError as e:
-        raise ConfigError(f"--secret-file: cannot read {path}: {e.strerror}") from None
+        raise ConfigError("secret-file", f"cannot read {path}: {e.strerror}") from None
     if len(key) < KEY_BYTES:
         # Never say anything about the content beyond its length. A shorter
         # key could be guessed offline from a handshake proof.
         raise ConfigError(
-            f"--secret-file: {path} holds {len(key)} bytes; a cluster key needs "
+            "secret-file",
+            f"{path} holds {len(key)} bytes; a cluster key needs "
             f"at least {KEY_BYTES} (copy the key file of an existing node)"
         )
     return key, False
 
 
-def _tables_in(db: Path) -> list[str]:
+def _origins_in(db: Path) -> list[str]:
+    # The node ids of the readings tables in db.
     if not db.exists():
         return []
     try:
         # as_uri() quotes the path: a `#` or `?` in it would cut the URI.
         conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
         try:
-            rows = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
-            ).fetchall()
+            rows = conn.execute(TABLES_SQL.format(db="main")).fetchall()
         finally:
             conn.close()
     except sqlite3.Error as e:
-        raise ConfigError(f"--data-dir: cannot read {db}: {e}") from None
-    return [name for (name,) in rows if NODE_ID.match(name[len("server_id_") :])]
+        raise ConfigError("data-dir", f"cannot read {db}: {e}") from None
+    return [origin for (name,) in rows if (origin := origin_of(name)) is not None]
 
 
 def resolve_node_id(data_dir: Path) -> tuple[str, bool]:
@@ -181,31 +177,34 @@ def resolve_node_id(data_dir: Path) -> tuple[str, bool]:
     """
     id_file = data_dir / NODE_ID_FILE
     db = data_dir / SELF_DB
-    in_db = _tables_in(db)
+    in_db = _origins_in(db)
     if len(in_db) > 1:
         raise ConfigError(
-            f"--data-dir: {db} holds readings of several nodes "
-            f"({', '.join(in_db)}); keep one node's tables per data directory"
+            "data-dir",
+            f"{db} holds readings of several nodes "
+            f"({', '.join(map(table_name, in_db))}); keep one node's tables per data directory"
         )
     if id_file.exists():
         try:
             node_id = id_file.read_bytes().decode("ascii", "replace").strip()
         except OSError as e:
-            raise ConfigError(f"--data-dir: cannot read {id_file}: {e.strerror}") from None
+            raise ConfigError("data-dir", f"cannot read {id_file}: {e.strerror}") from None
         if not is_node_id(node_id):
             raise ConfigError(
-                f"--data-dir: {id_file} does not hold a node id (32 lowercase hex "
+                "data-dir",
+                f"{id_file} does not hold a node id (32 lowercase hex "
                 f"characters); restore it or remove it to adopt the database's id"
             )
-        if in_db and in_db[0] != f"server_id_{node_id}":
+        if in_db and in_db[0] != node_id:
             raise ConfigError(
-                f"--data-dir: {id_file} says node {node_id} but {db} holds "
-                f"{in_db[0]}; they belong to different nodes, so the node will "
+                "data-dir",
+                f"{id_file} says node {node_id} but {db} holds "
+                f"{table_name(in_db[0])}; they belong to different nodes, so the node will "
                 f"not start: put back the matching file"
             )
         return node_id, False
     if in_db:
-        node_id = in_db[0][len("server_id_") :]
+        node_id = in_db[0]
     else:
         node_id = uuid.uuid4().hex
     return node_id, True

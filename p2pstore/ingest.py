@@ -18,8 +18,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .records import Reading
-from .storage import Appended, Opened, Rejected, Store
+from .lines import Reading, Rejected
+from .storage import Appended, Opened, Store
 
 # Refused lines held after their commit failed, at most (in lines and in
 # bytes of the lines); beyond that the oldest are dropped and the log says

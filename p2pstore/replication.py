@@ -20,7 +20,7 @@ from typing import Callable, Optional
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from .records import Signer
+from .records import CHECKSUM, ENTRY_INDEX, Signer
 from .wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records
 
 Log = tuple  # (origin, epoch)
@@ -36,6 +36,35 @@ READ_BATCHES = 4
 RETRY_DELAY = 1.0
 # HAVE announcements are coalesced over this long.
 HAVE_DELAY = 0.05
+
+
+def plan_apply(own: Log, log: Log, position: int, entries: list, stored: dict) -> tuple[list, int]:
+    """
+    The policy for a checked batch of consecutive records of ``log``, which
+    this node holds up to ``position``: store only what continues the log,
+    compare what repeats a held position with the stored checksum, and never
+    take positions of this node's own current log ``own``, which this node
+    alone assigns.
+
+    @param stored: the stored checksum of each held position the batch
+        repeats, by entry_index.
+    @return: the entries to store, and how many records conflict with what
+        is stored (the stored ones are kept).
+    """
+    if not entries:
+        return [], 0
+    held = min(max(position - entries[0][ENTRY_INDEX] + 1, 0), len(entries))
+    conflicts = sum(
+        1 for entry in entries[:held] if stored.get(entry[ENTRY_INDEX]) != entry[CHECKSUM]
+    )
+    beyond = entries[held:]
+    if log == own:
+        # A peer offering more of this node's current log is a conflict.
+        return [], conflicts + len(beyond)
+    if beyond and beyond[0][ENTRY_INDEX] == position + 1:
+        return beyond, conflicts
+    # After a gap, whose missing records are sent again first.
+    return [], conflicts
 
 
 class PeerState:
@@ -453,7 +482,9 @@ class Replicator:
             batch.append((link, peer, message, self._verified(peer, message)))
         self._applying = True
         self._storing = batch
-        d = self._store.apply([(m.origin, m.epoch, good) for _, _, m, good in batch])
+        d = self._store.apply(
+            [(m.origin, m.epoch, good) for _, _, m, good in batch], plan_apply
+        )
         d.addCallbacks(self._applied, self._apply_failed, callbackArgs=(batch,), errbackArgs=(batch,))
         d.addErrback(lambda f: self.log.failure("could not act on stored records", f))
         d.addBoth(self._apply_done)

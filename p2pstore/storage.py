@@ -1,5 +1,5 @@
 """
-The SQLite store: the adbapi pool, the schema, and every query.
+The SQLite store: the adbapi pool and every query.
 
 One connection in one thread (SQLite allows one writer; more connections
 would only wait on its lock), in WAL mode so the sqlite3 tool can read the
@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from itertools import chain
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 from urllib.parse import quote
 
 import attrs
@@ -22,30 +22,28 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .records import ENTRY_FIELDS, Reading, Record, Signer, is_node_id, parse_value_unit
-
-SCHEMA_VERSION = 1
+from .lines import Reading, Rejected
+from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, Signer, is_node_id, parse_value_unit
+from .rows import OwnRows
+from .schema import (
+    ENTRY_SQL,
+    EPOCH,
+    ENTRY_VALID_SQL,
+    PEER_DB,
+    ROW_COLUMNS,
+    ROW_SQL,
+    TABLES_SQL,
+    Schema,
+    SchemaError,
+    backup,
+    origin_of,
+    table_name,
+)
 
 # Placeholders per "WHERE reading_id IN (...)" query, at most (fewer if
 # SQLite allows fewer host parameters): a batch of 5,000 readings is looked
 # up in one query.
 _LOOKUP_CHUNK = 8192
-
-_COLUMNS = (
-    "entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
-    "value, unit, reading_id, data_checksum, epoch"
-)
-# A record's fields in the order of a RECORDS entry.
-_ENTRY_COLUMNS = ", ".join(ENTRY_FIELDS)
-# What a Record requires of them, checked by SQLite as it reads: a row that
-# fails (changed by another program) is left out, which leaves a gap.
-_ENTRY_VALID = (
-    "typeof(entry_index) = 'integer' AND entry_index >= 1 "
-    "AND typeof(sensor_index) = 'integer' AND sensor_index >= 0 "
-    "AND typeof(sensor_type) = 'text' AND typeof(sensor_data) = 'text' "
-    "AND typeof(timestamp) = 'text' AND typeof(data_checksum) = 'text' "
-    "AND (reading_id IS NULL OR typeof(reading_id) = 'text')"
-)
 
 # Rows per INSERT statement, at most (fewer if SQLite allows fewer host
 # parameters). executemany() steps SQLite once per row and gives up the GIL
@@ -54,99 +52,15 @@ _ENTRY_VALID = (
 # statement of many rows steps once, and SQLite does the work of all of
 # them without the GIL.
 _ROWS_PER_INSERT = 512
-_ROW_MARKS = "(" + ", ".join("?" * len(_COLUMNS.split(", "))) + ")"
+# A row begins with its entry.
+_ENTRY_END = CHECKSUM + 1
+_ROW_MARKS = "(" + ", ".join("?" * len(ROW_COLUMNS)) + ")"
 
 
-class StoreError(Exception):
+class StoreError(SchemaError):
     """
     The database cannot be used as it is; the message says what to do.
     """
-
-
-def table_name(node_id: str) -> str:
-    """
-    The readings table of one origin: ``server_id_<node id>``, as the seed
-    named it.
-    """
-    if not is_node_id(node_id):
-        raise ValueError(f"not a node id: {node_id!r}")
-    return f"server_id_{node_id}"
-
-
-def readings_schema(node_id: str, schema: str = "main") -> list[str]:
-    """
-    The statements that create one origin's readings table and its indexes
-    in ``schema`` (``main`` for self_sensor_data.db, ``peer`` for
-    peer_sensor_data.db).
-    """
-    table = table_name(node_id)
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {schema}.{table} (
-            entry_index INTEGER NOT NULL,
-            sensor_index INTEGER NOT NULL,
-            sensor_type TEXT NOT NULL,
-            sensor_data TEXT NOT NULL,
-            timestamp TEXT NOT NULL,
-            value REAL,
-            unit TEXT,
-            reading_id TEXT,
-            data_checksum TEXT NOT NULL,
-            epoch TEXT NOT NULL,
-            PRIMARY KEY (epoch, entry_index)
-        )""",
-        f"CREATE INDEX IF NOT EXISTS {schema}.{table}_timestamp ON {table} (timestamp)",
-    ] + (
-        # Only a node's own readings are looked up by reading_id (to answer
-        # a resent one). Not unique: while a node recovers its old epochs, a
-        # sensor may resend a reading whose first copy has not come back yet.
-        [
-            f"CREATE INDEX IF NOT EXISTS {schema}.{table}_reading_id "
-            f"ON {table} (reading_id) WHERE reading_id IS NOT NULL"
-        ]
-        if schema == "main"
-        else []
-    )
-
-
-def _positions_schema(schema: str) -> str:
-    # How far this database holds each log, moved in the same transaction
-    # as the rows.
-    return f"""CREATE TABLE IF NOT EXISTS {schema}.log_positions (
-        origin TEXT NOT NULL,
-        epoch TEXT NOT NULL,
-        last_index INTEGER NOT NULL,
-        PRIMARY KEY (origin, epoch)
-    )"""
-
-
-_REQUIRED_COLUMNS = {
-    "entry_index", "sensor_index", "sensor_type", "sensor_data", "timestamp",
-    "value", "unit", "reading_id", "data_checksum", "epoch",
-}
-
-
-_SELF_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS rejected_lines (
-        id INTEGER PRIMARY KEY,
-        received_at TEXT NOT NULL,
-        sensor_index INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        raw BLOB NOT NULL
-    )""",
-]
-
-
-@frozen
-class Rejected:
-    """
-    A sensor line the node refused, kept for diagnosis.
-    """
-
-    received_at: str
-    sensor_index: int
-    reason: str
-    raw: bytes
 
 
 @frozen
@@ -178,7 +92,7 @@ class Appended:
     @ivar origin: the node whose log was appended to (this node).
     @ivar indexes: the entry_index answered for each reading, in order;
         a reading whose reading_id was already stored gets the stored index.
-    @ivar rows: the rows this commit added, in the order of L{_COLUMNS}.
+    @ivar rows: the rows this commit added (p2pstore.schema.ROW_COLUMNS).
     @ivar last_index: how far the log runs after this commit.
     """
 
@@ -193,10 +107,7 @@ class Appended:
         L{p2pstore.wire.Records}), built on demand: only replication needs
         them, and only when there are peers.
         """
-        return [
-            (index, sensor, kind, data, stamp, reading_id, checksum)
-            for index, sensor, kind, data, stamp, _, _, reading_id, checksum, _ in self.rows
-        ]
+        return [row[:_ENTRY_END] for row in self.rows]
 
 
 @frozen
@@ -221,7 +132,9 @@ class Store:
     """
     Every log this node holds: its own in ``self_sensor_data.db``, the other
     origins' in ``peer_sensor_data.db`` (attached to the same connection as
-    schema ``peer``).
+    database ``peer``). SQL only: the rows it is given are numbered and
+    signed by L{p2pstore.rows}, and what to keep of a replicated batch is
+    decided by the policy replication passes to L{apply}.
     """
 
     path: Path
@@ -234,11 +147,13 @@ class Store:
     # empty own database means a lost one, to be fetched back.
     recover_if_empty: bool = False
     epoch: Optional[str] = None
+    schema: Schema = attrs.Factory(Schema)
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
     # A read-only connection in a thread of its own, for what peers are
     # sent: those reads neither wait for the sensors' commits nor hold them
     # up (SQLite's WAL lets one writer and readers work at once).
     _reader: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
+    _own: OwnRows = attrs.field(default=None, init=False)
     _peer_tables: set = attrs.field(factory=set, init=False)
     _rows_per_insert: int = attrs.field(default=_ROWS_PER_INSERT, init=False)
     # The last_sensor_index committed to meta, not written again unchanged.
@@ -250,11 +165,13 @@ class Store:
 
     def __attrs_post_init__(self) -> None:
         if self.peer_path is None:
-            self.peer_path = self.path.with_name("peer_sensor_data.db")
+            self.peer_path = self.path.with_name(PEER_DB)
+        self._own = OwnRows(self.node_id, self.signer, self.epoch)
 
     def open(self) -> Deferred:
         """
-        Open the databases, creating or checking their schema.
+        Open the databases, upgrading an older schema and creating what is
+        missing.
 
         @return: a Deferred firing with L{Opened}.
         """
@@ -264,10 +181,11 @@ class Store:
             # Room for the INSERTs of every size for every origin's table.
             cached_statements=512,
         )
-        d = self._pool.runInteraction(self._open)
+        d = self._pool.runInteraction(self._upgrade)
+        d.addCallback(lambda _: self._pool.runInteraction(self._open))
 
         def opened(result: Opened) -> Opened:
-            self.epoch = result.epoch
+            self.epoch = self._own.epoch = result.epoch
             # Once both files exist with their schema.
             self._reader = self._connect(_read_only(self.path), self._configure_reader, uri=True)
             return result
@@ -295,13 +213,13 @@ class Store:
 
     def _configure(self, conn) -> None:
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.peer_path),))
-        for schema in ("main", "peer"):
-            conn.execute(f"PRAGMA {schema}.journal_mode = WAL")
-            conn.execute(f"PRAGMA {schema}.synchronous = {self.synchronous}")
+        for db in ("main", "peer"):
+            conn.execute(f"PRAGMA {db}.journal_mode = WAL")
+            conn.execute(f"PRAGMA {db}.synchronous = {self.synchronous}")
         conn.execute("PRAGMA busy_timeout = 10000")
         limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         rows = _ROWS_PER_INSERT
-        while rows > 1 and rows * len(_COLUMNS.split(", ")) > limit:
+        while rows > 1 and rows * len(ROW_COLUMNS) > limit:
             rows //= 2
         self._rows_per_insert = rows
         chunk = _LOOKUP_CHUNK
@@ -309,23 +227,61 @@ class Store:
             chunk //= 2
         self._lookup_chunk = chunk
 
+    def _version(self, txn) -> Optional[int]:
+        # The schema version of the database: None for a new one (no meta);
+        # a meta without one is from before versions were written: 1.
+        if not txn.execute(
+            "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchall():
+            return None
+        row = txn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 1
+
+    def _upgrade(self, txn) -> None:
+        """
+        Bring a database of an older schema version up to this one: back
+        both files up, then apply each upgrader in its own transaction.
+        """
+        version = self._version(txn)
+        if version is None or version >= self.schema.version:
+            return
+        for path in (self.path, self.peer_path):
+            if path.exists():
+                saved = backup(path, version)
+                self.log.info(
+                    "upgrading {path} from schema version {version}: a copy is in {saved}",
+                    path=str(path), version=version, saved=str(saved),
+                )
+        for target, statements in self.schema.upgrades(version):
+            txn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    txn.execute(statement)
+                txn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(target),),
+                )
+            except BaseException:
+                txn.execute("ROLLBACK")
+                raise
+            txn.execute("COMMIT")
+            self.log.info("upgraded {path} to schema version {version}", path=str(self.path), version=target)
+
     def _open(self, txn) -> Opened:
         txn.execute("BEGIN IMMEDIATE")
-        for statement in _SELF_SCHEMA:
-            txn.execute(statement)
-        meta = dict(txn.execute("SELECT key, value FROM meta").fetchall())
-        version = int(meta.get("schema_version", SCHEMA_VERSION))
-        if version > SCHEMA_VERSION:
+        version = self._version(txn)
+        if version is not None and version > self.schema.version:
             raise StoreError(
                 f"{self.path} has schema version {version}, newer than this "
-                f"p2pstore understands ({SCHEMA_VERSION}): upgrade p2pstore"
+                f"p2pstore understands ({self.schema.version}): upgrade p2pstore"
             )
+        for statement in self.schema.create():
+            txn.execute(statement)
+        meta = dict(txn.execute("SELECT key, value FROM meta").fetchall())
         table = table_name(self.node_id)
         self._check_columns(txn, "main", table)
-        for statement in readings_schema(self.node_id):
+        for statement in self.schema.readings_table(self.node_id, "main", own=True):
             txn.execute(statement)
-        for schema in ("main", "peer"):
-            txn.execute(_positions_schema(schema))
         epoch = meta.get("epoch")
         recovering = meta.get("recovering") == "1"
         if epoch is None:
@@ -346,7 +302,7 @@ class Store:
         txn.executemany(
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [
-                ("schema_version", str(SCHEMA_VERSION)),
+                ("schema_version", str(self.schema.version)),
                 ("epoch", epoch),
                 ("recovering", "1" if recovering else "0"),
                 ("running", "1"),
@@ -359,10 +315,7 @@ class Store:
         ).fetchone()
         # The rows are the truth for the node's own current epoch (and a
         # database from before log_positions existed has only them).
-        txn.execute(
-            "INSERT OR REPLACE INTO main.log_positions (origin, epoch, last_index) VALUES (?, ?, ?)",
-            (self.node_id, epoch, last_index),
-        )
+        self._set_position(txn, "main", self.node_id, epoch, last_index)
         total = txn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         rejected, rejected_sensor = txn.execute(
             "SELECT count(*), coalesce(max(sensor_index), 0) FROM rejected_lines"
@@ -371,17 +324,16 @@ class Store:
             int(meta.get("last_sensor_index", 0)), last_sensor, rejected_sensor
         )
         positions = {}
-        for schema in ("main", "peer"):
+        for db in ("main", "peer"):
             for origin, log_epoch, n in txn.execute(
-                f"SELECT origin, epoch, last_index FROM {schema}.log_positions"
+                f"SELECT origin, epoch, last_index FROM {db}.log_positions"
             ).fetchall():
                 if is_node_id(origin) and is_node_id(log_epoch):
                     positions[(origin, log_epoch)] = n
         self._peer_tables = {
-            name[len("server_id_") :]
-            for (name,) in txn.execute(
-                "SELECT name FROM peer.sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
-            ).fetchall()
+            origin
+            for (name,) in txn.execute(TABLES_SQL.format(db="peer")).fetchall()
+            if (origin := origin_of(name)) is not None
         }
         return Opened(
             epoch=epoch,
@@ -393,59 +345,30 @@ class Store:
             recovering=recovering,
         )
 
-    def _check_columns(self, txn, schema: str, table: str) -> None:
-        columns = {row[1] for row in txn.execute(f"PRAGMA {schema}.table_info({table})").fetchall()}
-        if columns and not _REQUIRED_COLUMNS <= columns:
-            db = self._path_of(schema)
+    def _check_columns(self, txn, db: str, table: str) -> None:
+        columns = {row[1] for row in txn.execute(f"PRAGMA {db}.table_info({table})").fetchall()}
+        if columns and not set(ROW_COLUMNS) <= columns:
             raise StoreError(
-                f"table {table} in {db} lacks the columns "
-                f"{', '.join(sorted(_REQUIRED_COLUMNS - columns))}: it was written by "
+                f"table {table} in {self._path_of(db)} lacks the columns "
+                f"{', '.join(sorted(set(ROW_COLUMNS) - columns))}: it was written by "
                 f"another program or an older p2pstore; move the file aside to start afresh"
             )
 
     def prepare(self, readings: Iterable[Reading], sensor_index: int, first_index: int) -> list:
         """
         The signed rows for readings of one sensor connection, numbered from
-        ``first_index`` on, for L{append}.
-
-        CPU work only, and done in the reactor thread: it numbers and signs
-        the readings that arrive while the database thread commits the
-        batch before them, so the two overlap. The numbers are a guess that
-        L{append} checks.
+        ``first_index`` on, for L{append} (see L{OwnRows.prepare}).
         """
-        row = self._signed_row
-        return [
-            row(index, sensor_index, reading[0], reading[1], reading[2], reading[3])
-            for index, reading in enumerate(readings, first_index)
-        ]
-
-    def _signed_row(
-        self,
-        entry_index: int,
-        sensor_index: int,
-        sensor_type: str,
-        sensor_data: str,
-        timestamp: str,
-        reading_id: Optional[str],
-    ) -> tuple:
-        value, unit = parse_value_unit(sensor_data)
-        checksum = self.signer.checksum_of(
-            self.node_id, self.epoch, entry_index, sensor_index, sensor_type,
-            sensor_data, timestamp, reading_id,
-        )
-        return (
-            entry_index, sensor_index, sensor_type, sensor_data, timestamp,
-            value, unit, reading_id, checksum, self.epoch,
-        )
+        return self._own.prepare(readings, sensor_index, first_index)
 
     def append(self, rows: list, rejected: Sequence[Rejected], last_sensor_index: int) -> Deferred:
         """
-        Store rows from L{prepare} and rejected lines in one transaction.
+        Store rows of this node's log and rejected lines in one transaction.
 
         The rows are stored as prepared when they continue the log and
         repeat no reading_id, stored or in the batch; otherwise (a resent
         reading, a batch before them that failed) they are numbered and
-        signed again here.
+        signed again here (L{OwnRows.renumber}).
 
         @return: a Deferred firing with L{Appended} once it has committed.
         """
@@ -464,13 +387,13 @@ class Store:
             f"SELECT coalesce(max(entry_index), 0) FROM {table} WHERE epoch = ?",
             (self.epoch,),
         ).fetchone()
-        reading_ids = [row[7] for row in rows if row[7] is not None]
+        reading_ids = self._own.reading_ids(rows)
         distinct = set(reading_ids)
         known = self._stored_reading_ids(txn, table, distinct)
-        if known or len(distinct) != len(reading_ids) or (rows and rows[0][0] != last + 1):
-            indexes, rows = self._renumber(rows, last, known)
+        if known or len(distinct) != len(reading_ids) or not self._own.continues(rows, last):
+            indexes, rows = self._own.renumber(rows, last, known)
         else:
-            indexes = [row[0] for row in rows]
+            indexes = [row[ENTRY_INDEX] for row in rows]
         self._insert(txn, "main", table, rows)
         # Each statement is one more wait for the GIL in this thread: those
         # with nothing to do are left out.
@@ -486,32 +409,11 @@ class Store:
                 (str(last_sensor_index),),
             )
         if rows:
-            last = rows[-1][0]
+            last = rows[-1][ENTRY_INDEX]
             self._set_position(txn, "main", self.node_id, self.epoch, last)
         return Appended(origin=self.node_id, indexes=indexes, rows=rows, last_index=last)
 
-    def _renumber(self, rows: list, last: int, known: dict) -> tuple[list, list]:
-        """
-        Number rows on from ``last``, answering a reading_id already stored
-        (or earlier in the batch) with its index instead of storing it.
-        """
-        indexes, fresh = [], []
-        for row in rows:
-            reading_id = row[7]
-            stored = known.get(reading_id) if reading_id is not None else None
-            if stored is not None:
-                indexes.append(stored)
-                continue
-            last += 1
-            if row[0] != last:
-                row = self._signed_row(last, row[1], row[2], row[3], row[4], reading_id)
-            fresh.append(row)
-            indexes.append(last)
-            if reading_id is not None:
-                known[reading_id] = last
-        return indexes, fresh
-
-    def _insert(self, txn, schema: str, table: str, rows: list) -> None:
+    def _insert(self, txn, db: str, table: str, rows: list) -> None:
         """
         Insert rows in as few statements as the parameter limit allows: a
         batch of n rows takes one statement per power of two in n up to the
@@ -523,19 +425,19 @@ class Store:
         while start < count:
             while size > count - start:
                 size //= 2
-            sql = self._insert_sql.get((schema, table, size))
+            sql = self._insert_sql.get((db, table, size))
             if sql is None:
-                sql = self._insert_sql[schema, table, size] = (
-                    f"INSERT INTO {schema}.{table} ({_COLUMNS}) VALUES "
+                sql = self._insert_sql[db, table, size] = (
+                    f"INSERT INTO {db}.{table} ({ROW_SQL}) VALUES "
                     + ", ".join([_ROW_MARKS] * size)
                 )
             txn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
             start += size
 
     @staticmethod
-    def _set_position(txn, schema: str, origin: str, epoch: str, last_index: int) -> None:
+    def _set_position(txn, db: str, origin: str, epoch: str, last_index: int) -> None:
         txn.execute(
-            f"INSERT OR REPLACE INTO {schema}.log_positions (origin, epoch, last_index) "
+            f"INSERT OR REPLACE INTO {db}.log_positions (origin, epoch, last_index) "
             f"VALUES (?, ?, ?)",
             (origin, epoch, last_index),
         )
@@ -558,34 +460,36 @@ class Store:
             )
         return found
 
-    def _schema_of(self, origin: str) -> str:
+    def _db_of(self, origin: str) -> str:
         return "main" if origin == self.node_id else "peer"
 
-    def _path_of(self, schema: str) -> Path:
-        return self.path if schema == "main" else self.peer_path
+    def _path_of(self, db: str) -> Path:
+        return self.path if db == "main" else self.peer_path
 
-    def apply(self, batches: Sequence[tuple[str, str, list]]) -> Deferred:
+    def apply(self, batches: Sequence[tuple[str, str, list]], policy: Callable) -> Deferred:
         """
         Store replicated records, already checked against their HMACs, in one
         transaction: each batch ``(origin, epoch, entries)`` holds consecutive
         records of one log as RECORDS entries (see L{p2pstore.wire.Records}).
 
-        Only records that continue a log are stored; records at positions
-        already held are compared with the stored ones; the node's own
-        current epoch is never written here.
-
+        @param policy: decides what of a batch to store, given this node's
+            own current log, the batch's log and how far it is held, and the
+            stored checksums of the positions the batch repeats:
+            C{policy(own, log, position, entries, stored)} returns the
+            entries to store and the number of conflicts (see
+            L{p2pstore.replication.plan_apply}).
         @return: a Deferred firing with a list of L{Applied}, one per batch.
         """
-        return self._pool.runInteraction(self._apply, batches)
+        return self._pool.runInteraction(self._apply, batches, policy)
 
-    def _apply(self, txn, batches) -> list:
+    def _apply(self, txn, batches, policy) -> list:
         txn.execute("BEGIN IMMEDIATE")
         results = []
         for origin, epoch, entries in batches:
-            schema = self._schema_of(origin)
+            db = self._db_of(origin)
             table = table_name(origin)
             row = txn.execute(
-                f"SELECT last_index FROM {schema}.log_positions WHERE origin = ? AND epoch = ?",
+                f"SELECT last_index FROM {db}.log_positions WHERE origin = ? AND epoch = ?",
                 (origin, epoch),
             ).fetchone()
             position = row[0] if row else 0
@@ -594,36 +498,29 @@ class Store:
                 # table for an origin that may be a corrupted name.
                 results.append(Applied(added=[], conflicts=0, last_index=position))
                 continue
-            if schema == "peer" and origin not in self._peer_tables:
+            if db == "peer" and origin not in self._peer_tables:
                 self._check_columns(txn, "peer", table)
-                for statement in readings_schema(origin, "peer"):
+                for statement in self.schema.readings_table(origin, "peer", own=False):
                     txn.execute(statement)
                 self._peer_tables.add(origin)
-            # Consecutive: the first ones may be held already, the rest not.
-            split = min(max(position - entries[0][0] + 1, 0), len(entries))
-            held, beyond = entries[:split], entries[split:]
-            conflicts = 0
-            if held:
+            # The checksums stored at the positions the batch repeats.
+            first = entries[0][ENTRY_INDEX]
+            stored = {}
+            if first <= position:
                 stored = dict(
                     txn.execute(
-                        f"SELECT entry_index, data_checksum FROM {schema}.{table} "
+                        f"SELECT entry_index, data_checksum FROM {db}.{table} "
                         f"WHERE epoch = ? AND entry_index BETWEEN ? AND ?",
-                        (epoch, held[0][0], held[-1][0]),
+                        (epoch, first, min(position, entries[-1][ENTRY_INDEX])),
                     ).fetchall()
                 )
-                conflicts = sum(1 for entry in held if stored.get(entry[0]) != entry[6])
-            added = []
-            if origin == self.node_id and epoch == self.epoch:
-                # Positions of this node's own current epoch are assigned by
-                # this node alone: a peer offering more is a conflict.
-                conflicts += len(beyond)
-            elif beyond and beyond[0][0] == position + 1:
-                # Not after a gap, whose missing records are sent again first.
-                added = beyond
+            added, conflicts = policy(
+                (self.node_id, self.epoch), (origin, epoch), position, entries, stored
+            )
             if added:
-                self._insert(txn, schema, table, [_row(epoch, entry) for entry in added])
-                position = added[-1][0]
-                self._set_position(txn, schema, origin, epoch, position)
+                self._insert(txn, db, table, [_row(epoch, entry) for entry in added])
+                position = added[-1][ENTRY_INDEX]
+                self._set_position(txn, db, origin, epoch, position)
             results.append(Applied(added=added, conflicts=conflicts, last_index=position))
         return results
 
@@ -642,26 +539,27 @@ class Store:
         return self._reader.runInteraction(self._read_entries, origin, epoch, after, limit)
 
     def _read_entries(self, txn, origin: str, epoch: str, after: int, limit: int) -> list:
-        schema = self._schema_of(origin)
+        db = self._db_of(origin)
         table = table_name(origin)
         txn.execute(
-            f"SELECT {_ENTRY_COLUMNS} FROM {schema}.{table} "
-            f"WHERE epoch = ? AND entry_index > ? AND {_ENTRY_VALID} "
+            f"SELECT {ENTRY_SQL} FROM {db}.{table} "
+            f"WHERE epoch = ? AND entry_index > ? AND {ENTRY_VALID_SQL} "
             f"ORDER BY entry_index LIMIT ?",
             (epoch, after, limit),
         )
         entries = txn.fetchall()
         # Consecutive from after + 1, or a row was missing or left out.
-        if entries and entries[-1][0] != after + len(entries):
+        if entries and entries[-1][ENTRY_INDEX] != after + len(entries):
             missing = next(
-                index for index, entry in enumerate(entries, after + 1) if entry[0] != index
+                index
+                for index, entry in enumerate(entries, after + 1)
+                if entry[ENTRY_INDEX] != index
             )
-            db = self._path_of(schema)
             raise StoreError(
-                f"entry {missing} of log {origin}/{epoch} in {db} (table {table}) is missing "
-                f"or not a valid record: the file was changed by another program. It cannot "
-                f"be sent to peers; restore the file from a backup, or move it aside so this "
-                f"node fetches its records back from its peers"
+                f"entry {missing} of log {origin}/{epoch} in {self._path_of(db)} (table {table}) "
+                f"is missing or not a valid record: the file was changed by another program. "
+                f"It cannot be sent to peers; restore the file from a backup, or move it aside "
+                f"so this node fetches its records back from its peers"
             )
         return entries
 
@@ -681,7 +579,7 @@ class Store:
 
         @return: a Deferred firing with a list of L{Record}.
         """
-        sql = f"SELECT {_COLUMNS} FROM {self._schema_of(origin)}.{table_name(origin)}"
+        sql = f"SELECT {ROW_SQL} FROM {self._db_of(origin)}.{table_name(origin)}"
         params: list = []
         if sensor_type is not None:
             sql += " WHERE sensor_type = ?"
@@ -715,33 +613,12 @@ def _read_only(path: Path) -> str:
 
 
 def _row(epoch: str, entry: tuple) -> tuple:
-    # A RECORDS entry as a row of _COLUMNS.
-    index, sensor, kind, data, stamp, reading_id, checksum = entry
-    value, unit = parse_value_unit(data)
-    return (index, sensor, kind, data, stamp, value, unit, reading_id, checksum, epoch)
+    # A RECORDS entry as a row (p2pstore.schema.ROW_COLUMNS).
+    value, unit = parse_value_unit(entry[SENSOR_DATA])
+    return (*entry, value, unit, epoch)
 
 
-def _record(origin: str, row: Iterable) -> Record:
-    (
-        entry_index,
-        sensor_index,
-        sensor_type,
-        sensor_data,
-        timestamp,
-        _value,
-        _unit,
-        reading_id,
-        data_checksum,
-        epoch,
-    ) = row
-    return Record(
-        origin=origin,
-        epoch=epoch,
-        entry_index=entry_index,
-        sensor_index=sensor_index,
-        sensor_type=sensor_type,
-        sensor_data=sensor_data,
-        timestamp=timestamp,
-        reading_id=reading_id,
-        data_checksum=data_checksum,
-    )
+def _record(origin: str, row: tuple) -> Record:
+    # A row (p2pstore.schema.ROW_COLUMNS) as a Record; its value and unit
+    # are the record's properties.
+    return Record(origin, row[EPOCH], *row[:_ENTRY_END])

@@ -15,7 +15,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pstore.identity import (
     KEY_BYTES,
     NODE_ID_FILE,
-    SELF_DB,
     ConfigError,
     load_key,
     prepare_data_dir,
@@ -23,6 +22,7 @@ from p2pstore.identity import (
     write_node_id,
 )
 from p2pstore.records import is_node_id
+from p2pstore.schema import SELF_DB
 
 OTHER_ID = "0123456789abcdef0123456789abcdef"
 

@@ -18,7 +18,8 @@ from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pstore.peer import PeerFactory
-from p2pstore.records import Reading, Record, Signer, entry_of
+from p2pstore.lines import Reading
+from p2pstore.records import CHECKSUM, ENTRY_INDEX, Record, Signer, entry_of
 from p2pstore.replication import HAVE_DELAY, READ_BATCHES, RETRY_DELAY, Replicator
 from p2pstore.storage import Applied, Store
 from p2pstore.wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records, decode, encode
@@ -114,19 +115,19 @@ class FakeStore:
         held.extend(added)
         return added
 
-    def apply(self, batches) -> Deferred:
+    def apply(self, batches, policy) -> Deferred:
         self.apply_calls.append([(o, e, list(rs)) for o, e, rs in batches])
         d: Deferred = Deferred()
         if self.hold_applies:
-            self._held_applies.append((batches, d))
+            self._held_applies.append((batches, policy, d))
         else:
-            self._finish_apply(batches, d)
+            self._finish_apply(batches, policy, d)
         return d
 
     def release_apply(self) -> None:
         self._finish_apply(*self._held_applies.pop(0))
 
-    def _finish_apply(self, batches, d: Deferred) -> None:
+    def _finish_apply(self, batches, policy, d: Deferred) -> None:
         if self.fail_applies:
             d.errback(sqlite3.OperationalError("disk I/O error"))
             return
@@ -134,14 +135,10 @@ class FakeStore:
         for origin, epoch, batch in batches:
             held = self.logs.setdefault((origin, epoch), [])
             position = len(held)
-            conflicts = sum(1 for e in batch if e[0] <= position and held[e[0] - 1][6] != e[6])
-            added: list = []
-            if (origin, epoch) != (self.node_id, self.epoch):
-                added = [e for e in batch if e[0] > position]
-                if added and added[0][0] != position + 1:
-                    added = []
-            else:
-                conflicts += sum(1 for e in batch if e[0] > position)
+            stored = {e[ENTRY_INDEX]: e[CHECKSUM] for e in held}
+            added, conflicts = policy(
+                (self.node_id, self.epoch), (origin, epoch), position, batch, stored
+            )
             held.extend(added)
             results.append(Applied(added=added, conflicts=conflicts, last_index=len(held)))
         d.callback(results)
@@ -1195,8 +1192,8 @@ class TrackedStore:
         self.pending.append(d)
         return d
 
-    def apply(self, batches) -> Deferred:
-        return self._track(self.store.apply(batches))
+    def apply(self, batches, policy) -> Deferred:
+        return self._track(self.store.apply(batches, policy))
 
     def read_entries(self, *args) -> Deferred:
         return self._track(self.store.read_entries(*args))

@@ -14,9 +14,10 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.ingest import UNSAVED_RETRY_INTERVAL, Ingestor
-from p2pstore.records import Reading, Record, format_utc
+from p2pstore.lines import Reading, Rejected, format_utc
+from p2pstore.records import Record
 from p2pstore.sensor import SensorFactory, SensorProtocol
-from p2pstore.storage import Appended, Opened, Rejected
+from p2pstore.storage import Appended, Opened
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 EPOCH = "fedcba9876543210fedcba9876543210"

@@ -12,17 +12,11 @@ from pathlib import Path
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pstore.records import BadRecord, Reading, Record, Signer, entry_of, is_node_id
-from p2pstore.storage import (
-    SCHEMA_VERSION,
-    Opened,
-    Rejected,
-    Store,
-    _LOOKUP_CHUNK,
-    StoreError,
-    readings_schema,
-    table_name,
-)
+from p2pstore.lines import Reading, Rejected
+from p2pstore.records import BadRecord, Record, Signer, entry_of, is_node_id
+from p2pstore.replication import plan_apply
+from p2pstore.schema import VERSION as SCHEMA_VERSION, Schema, table_name
+from p2pstore.storage import Opened, Store, _LOOKUP_CHUNK, StoreError
 from p2pstore.wire import Records, decode, encode
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
@@ -419,7 +413,7 @@ class ApplyTests(StoreTestCase):
             conn.close()
 
     async def apply(self, store: Store, *batches) -> list[tuple]:
-        results = await store.apply(list(batches))
+        results = await store.apply(list(batches), plan_apply)
         return [(len(r.added) and (r.added[0][0], r.added[-1][0]), r.conflicts, r.last_index) for r in results]
 
     async def test_positions(self) -> None:
@@ -616,7 +610,7 @@ class TableNameTests(SynchronousTestCase):
         """
         for text in self.bad:
             self.assertRaises(ValueError, table_name, text)
-            self.assertRaises(ValueError, readings_schema, text)
+            self.assertRaises(ValueError, Schema().readings_table, text, "main", True)
 
 
 class BadNodeIdTests(StoreTestCase):

@@ -1,0 +1,18 @@
+-- One origin's readings table, server_id_<node id>, in {db} ("main" for a
+-- node's own, "peer" for the copies of another node's), as of schema
+-- version 1. {table} is made only from a checked node id.
+CREATE TABLE IF NOT EXISTS {db}.{table} (
+    entry_index INTEGER NOT NULL,
+    sensor_index INTEGER NOT NULL,
+    sensor_type TEXT NOT NULL,
+    sensor_data TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    value REAL,
+    unit TEXT,
+    reading_id TEXT,
+    data_checksum TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    PRIMARY KEY (epoch, entry_index)
+);
+
+CREATE INDEX IF NOT EXISTS {db}.{table}_timestamp ON {table} (timestamp);

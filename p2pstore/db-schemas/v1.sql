@@ -1,0 +1,33 @@
+-- The tables of a node's two databases besides the readings tables, as of
+-- schema version 1. self_sensor_data.db is schema "main", and
+-- peer_sensor_data.db is attached to the same connection as "peer".
+-- IF NOT EXISTS: a database written before log_positions existed is
+-- version 1 too, and gets the table when it opens.
+
+-- schema_version, epoch, running, recovering, last_sensor_index.
+CREATE TABLE IF NOT EXISTS main.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- Lines the node refused, kept for diagnosis.
+CREATE TABLE IF NOT EXISTS main.rejected_lines (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    sensor_index INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+
+-- How far each database holds each log, moved in the same transaction as
+-- the rows.
+CREATE TABLE IF NOT EXISTS main.log_positions (
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    last_index INTEGER NOT NULL,
+    PRIMARY KEY (origin, epoch)
+);
+
+CREATE TABLE IF NOT EXISTS peer.log_positions (
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    last_index INTEGER NOT NULL,
+    PRIMARY KEY (origin, epoch)
+);

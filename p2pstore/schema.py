@@ -1,0 +1,165 @@
+"""
+The layout of a node's databases: their file names, the readings tables'
+names and columns, and the versioned schema, kept as SQL files in
+``p2pstore/db-schemas/``, with the loop that upgrades an older database.
+
+The only module that names tables and columns; the store runs the SQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Optional
+
+from attrs import frozen
+
+from .records import ENTRY, ENTRY_FIELDS, is_node_id
+
+# The schema version this p2pstore writes (meta's schema_version).
+VERSION = 1
+
+SELF_DB = "self_sensor_data.db"
+PEER_DB = "peer_sensor_data.db"
+
+# The proof of concept's table names, which users query.
+TABLE_PREFIX = "server_id_"
+
+# The columns of a stored row, in the order the store passes rows: a RECORDS
+# entry (p2pstore.records.ENTRY, so an entry's named positions hold in a
+# row too), then what the row adds.
+ROW_COLUMNS = ENTRY_FIELDS + ("value", "unit", "epoch")
+VALUE, UNIT, EPOCH = range(len(ENTRY_FIELDS), len(ROW_COLUMNS))
+ROW_SQL = ", ".join(ROW_COLUMNS)
+ENTRY_SQL = ", ".join(ENTRY_FIELDS)
+
+
+def _valid_sql(field) -> str:
+    if field.kind is int:
+        return f"typeof({field.name}) = 'integer' AND {field.name} >= {field.minimum}"
+    check = f"typeof({field.name}) = 'text'"
+    return f"({field.name} IS NULL OR {check})" if field.optional else check
+
+
+# What a record requires of a row (p2pstore.records.ENTRY), checked by
+# SQLite as it reads: a row that fails (changed by another program) is left
+# out, which leaves a gap.
+ENTRY_VALID_SQL = " AND ".join(_valid_sql(field) for field in ENTRY)
+
+
+class SchemaError(Exception):
+    """
+    A database this p2pstore cannot use as it is; the message says what to do.
+    """
+
+
+def table_name(node_id: str) -> str:
+    """
+    The readings table of one origin: ``server_id_<node id>``.
+    """
+    if not is_node_id(node_id):
+        raise ValueError(f"not a node id: {node_id!r}")
+    return TABLE_PREFIX + node_id
+
+
+def origin_of(table: str) -> Optional[str]:
+    """
+    The node id a readings table is named for, or None for another table.
+    """
+    if table.startswith(TABLE_PREFIX) and is_node_id(table[len(TABLE_PREFIX) :]):
+        return table[len(TABLE_PREFIX) :]
+    return None
+
+
+# Every readings table of one database (schema "main" or "peer"), for
+# origin_of to pick out.
+TABLES_SQL = "SELECT name FROM {db}.sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
+
+
+def statements(script: str) -> list[str]:
+    """
+    The statements of an SQL script, one by one, so that they can run inside
+    a transaction of the caller's (``executescript`` commits first).
+    """
+    found, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        if not pending.strip() and line.lstrip().startswith("--"):
+            pending = ""
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            found.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(f"an SQL statement is not complete: {pending.strip()[:60]!r}")
+    return found
+
+
+@frozen
+class Schema:
+    """
+    The schema at one version, read from its SQL files: ``v<N>.sql`` (the
+    tables besides the readings tables), ``readings-v<N>.sql`` and
+    ``own-readings-v<N>.sql`` (one origin's table, for ``{db}`` and
+    ``{table}``), and ``upgrade-to-v<N>.sql`` (from version N - 1).
+
+    @ivar directory: where the files are; the package's own unless a test
+        gives another.
+    """
+
+    version: int = VERSION
+    directory: object = resources.files(__package__) / "db-schemas"
+
+    def _read(self, name: str) -> str:
+        try:
+            return (self.directory / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SchemaError(
+                f"p2pstore's schema file {name} is missing from {self.directory}: reinstall p2pstore"
+            ) from None
+
+    def create(self) -> list[str]:
+        """
+        The statements that create the tables of a new database, or those a
+        database of this version lacks.
+        """
+        return statements(self._read(f"v{self.version}.sql"))
+
+    def readings_table(self, origin: str, db: str, own: bool) -> list[str]:
+        """
+        The statements that create one origin's readings table in ``db``
+        (``main`` or ``peer``), with the indexes an ``own`` table has.
+        """
+        names = {"db": db, "table": table_name(origin)}
+        script = self._read(f"readings-v{self.version}.sql")
+        if own:
+            script += self._read(f"own-readings-v{self.version}.sql")
+        return [statement.format(**names) for statement in statements(script)]
+
+    def upgrades(self, version: int) -> Iterable[tuple[int, list[str]]]:
+        """
+        The upgraders that bring a database from ``version`` to this one, in
+        order: each the version it reaches and its statements.
+        """
+        for target in range(version + 1, self.version + 1):
+            yield target, statements(self._read(f"upgrade-to-v{target}.sql"))
+
+
+def backup(path: Path, version: int) -> Path:
+    """
+    Copy a database before it is upgraded, beside it, as
+    ``<name>.v<version>.backup``, through SQLite's backup API (consistent
+    even with a WAL).
+    """
+    target = path.with_name(f"{path.name}.v{version}.backup")
+    source = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+    try:
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    return target
