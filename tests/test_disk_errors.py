@@ -20,9 +20,9 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
 from p2pstore import ingest
-from p2pstore.identity import SELF_DB
+from p2pstore.schema import SELF_DB
 from p2pstore.node import RUNNING
-from p2pstore.tap import Options, makeService
+from p2pstore.tap import Options, makeNode
 from p2pstore.testing import free_port
 
 from .nodes import KeepRunning, endpoint, send_lines, wait_for
@@ -46,7 +46,7 @@ class FullDiskTests(TestCase):
                 "--status-port", endpoint(free_port()),
             ]
         )
-        self.service = makeService(options, reactor=reactor)
+        self.service = makeNode(options, reactor=reactor)
         self.service.reactor = keeper = KeepRunning(reactor)
         # Before starting: a listener that fails to start is stopped too.
         self.addCleanup(self.stop)

@@ -21,9 +21,12 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 import p2pstore
-from p2pstore.identity import KEY_FILE, NODE_ID_FILE, SELF_DB
-from p2pstore.node import GIL_SWITCH_INTERVAL, RUNNING, NodeService
-from p2pstore.tap import Options, Peer, makeService, parse_settings
+from p2pstore.identity import KEY_FILE, NODE_ID_FILE
+from p2pstore.node import RUNNING
+from p2pstore.schema import SELF_DB
+from p2pstore.service import GIL_SWITCH_INTERVAL, NodeService
+from p2pstore.settings import Peer
+from p2pstore.tap import Options, makeNode, makeService, parse_settings
 from p2pstore.testing import free_port, free_ports
 
 from .nodes import KeepRunning
@@ -42,7 +45,7 @@ class TapTestMixin:
         return Path(self.mktemp())
 
     def make(self, *args: str, reactor=None) -> NodeService:
-        return makeService(options(*args), reactor=reactor or MemoryReactorClock())
+        return makeNode(options(*args), reactor=reactor or MemoryReactorClock())
 
     @staticmethod
     def gone(service: NodeService) -> NodeService:
@@ -690,13 +693,16 @@ class ProcessSettingsTests(TapTestMixin, TestCase):
         interval = sys.getswitchinterval()
         frozen = gc.get_freeze_count()
         ports = [f"tcp:{free_port()}:interface=127.0.0.1" for _ in range(3)]
-        service = self.make(
-            "--data-dir", str(self.data_dir()),
-            "--sensor-port", ports[0], "--peer-port", ports[1], "--status-port", ports[2],
+        top = makeService(
+            options(
+                "--data-dir", str(self.data_dir()),
+                "--sensor-port", ports[0], "--peer-port", ports[1], "--status-port", ports[2],
+            ),
             reactor=reactor,
         )
+        service = top.getServiceNamed("node")
         service.reactor = keeper = KeepRunning(reactor)
-        service.startService()
+        top.startService()
         try:
             self.assertAlmostEqual(sys.getswitchinterval(), GIL_SWITCH_INTERVAL)
             self.assertGreater(gc.get_freeze_count(), frozen)
@@ -704,6 +710,6 @@ class ProcessSettingsTests(TapTestMixin, TestCase):
             self.assertFalse(keeper.stopped, "the node's store could not open: see the log")
             self.assertEqual(service.node.state, RUNNING)
         finally:
-            yield service.stopService()
+            yield top.stopService()
         self.assertEqual(sys.getswitchinterval(), interval)
         self.assertEqual(gc.get_freeze_count(), 0)

@@ -1,0 +1,181 @@
+"""
+A node's settings: checked from a plain mapping of setting names to values
+(``{"sensor-port": "12345", ...}``), which the command line gives today and
+a config file can give too. Every error names the setting it is about.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Mapping, Optional
+
+from attrs import frozen
+from twisted.internet.endpoints import serverFromString
+
+DEFAULT_PEER_PORT = 12346
+SYNC_MODES = ("full", "normal")
+# A line of the longest fields the protocol allows is about 220 bytes.
+MIN_LINE, MAX_LINE = 256, 1024 * 1024
+
+# Every setting and its default, as the command line spells it.
+DEFAULTS = {
+    "data-dir": "./p2pstore-data",
+    "sensor-port": "12345",
+    "peer-port": str(DEFAULT_PEER_PORT),
+    "status-port": "8000",
+    "peers": "",
+    "secret-file": None,
+    "max-line": "1024",
+    "sync": "full",
+}
+
+_HOSTNAME = re.compile(
+    r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
+)
+# A plain number in ASCII digits: str.isdigit() also takes `²` and `١`,
+# which int() refuses or reads unexpectedly, and int() refuses 4300+ digits.
+_NUMBER = re.compile(r"\A[0-9]{1,10}\Z")
+# The port of a tcp, tcp6 or ssl description, given first or as port=.
+_ENDPOINT_PORT = re.compile(r"\A(?:tcp6?|ssl):(?:[^:]*:)*?(?:port=)?(\d+)(?::|\Z)")
+
+
+class ConfigError(Exception):
+    """
+    The node cannot start with these settings.
+
+    @ivar setting: the name of the setting that is wrong (``data-dir``).
+    @ivar problem: what is wrong with it, and what to do.
+
+    ``str()`` names the setting as the command line spells it
+    (``--data-dir: ...``).
+    """
+
+    def __init__(self, setting: str, problem: str):
+        super().__init__(setting, problem)
+        self.setting = setting
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"--{self.setting}: {self.problem}"
+
+
+@frozen
+class Peer:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@frozen
+class Settings:
+    """
+    The node's settings, checked.
+    """
+
+    data_dir: Path
+    sensor_port: str
+    peer_port: str
+    status_port: str
+    peers: tuple[Peer, ...]
+    secret_file: Optional[Path]
+    max_line: int
+    sync: str
+
+
+def _port_number(setting: str, text: str, what: str = "") -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ConfigError(setting, f"{what}port {port} is out of range (1-65535)")
+    return port
+
+
+def parse_endpoint(setting: str, text: str, reactor) -> str:
+    """
+    A port number or a server endpoint description, as a description.
+    """
+    text = str(text).strip()
+    if _NUMBER.match(text):
+        return f"tcp:{_port_number(setting, text)}"
+    try:
+        serverFromString(reactor, text)
+    except Exception as e:
+        raise ConfigError(
+            setting,
+            f"{text!r} is neither a port number nor an endpoint "
+            f"description like tcp:12345:interface=127.0.0.1 ({e})",
+        ) from None
+    match = _ENDPOINT_PORT.match(text)
+    if match:
+        _port_number(setting, match.group(1))
+    return text
+
+
+def parse_peer(text: str) -> Peer:
+    """
+    ``host``, ``host:port``, ``[v6 address]`` or ``[v6 address]:port``.
+    """
+    port = str(DEFAULT_PEER_PORT)
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError("peers", f"{text!r} is not host[:port]")
+        if rest:
+            port = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError("peers", f"{host!r} in {text!r} is not an IPv6 address") from None
+    else:
+        host, colon, rest = text.partition(":")
+        if colon:
+            port = rest
+        if not _HOSTNAME.match(host):
+            raise ConfigError("peers", f"{text!r} is not host[:port] (bad host {host!r})")
+        if host.rpartition(".")[2].isdigit():
+            # No top-level domain is all digits: this is meant as an IPv4 address.
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                raise ConfigError("peers", f"{host!r} in {text!r} is not an IPv4 address") from None
+    if not _NUMBER.match(port):
+        raise ConfigError("peers", f"{text!r} has a bad port {port!r}")
+    return Peer(host, _port_number("peers", port, f"{text!r}: "))
+
+
+def check_settings(given: Mapping[str, object], reactor) -> Settings:
+    """
+    Check every setting; those not given take their defaults.
+
+    @raise ConfigError: one of them is wrong, or not a setting at all.
+    """
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(unknown[0], f"is not a setting (the settings: {', '.join(DEFAULTS)})")
+    values = {**DEFAULTS, **given}
+    max_line = str(values["max-line"]).strip()
+    if not _NUMBER.match(max_line) or not MIN_LINE <= int(max_line) <= MAX_LINE:
+        raise ConfigError(
+            "max-line",
+            f"{values['max-line']!r} is not a number of bytes between {MIN_LINE} and {MAX_LINE}",
+        )
+    sync = str(values["sync"]).strip().lower()
+    if sync not in SYNC_MODES:
+        raise ConfigError("sync", f"{values['sync']!r} is not one of {', '.join(SYNC_MODES)}")
+    peers = tuple(parse_peer(p.strip()) for p in str(values["peers"]).split(",") if p.strip())
+    secret_file = values["secret-file"]
+    return Settings(
+        data_dir=Path(values["data-dir"]),
+        sensor_port=parse_endpoint("sensor-port", values["sensor-port"], reactor),
+        peer_port=parse_endpoint("peer-port", values["peer-port"], reactor),
+        status_port=parse_endpoint("status-port", values["status-port"], reactor),
+        peers=peers,
+        secret_file=Path(secret_file) if secret_file else None,
+        max_line=int(max_line),
+        sync=sync,
+    )
