@@ -41,9 +41,6 @@ SIMULATOR = REPO / "sensor_simulator.py"
 SELF_DB = "self_sensor_data.db"
 PEER_DB = "peer_sensor_data.db"
 
-# `python -m twisted.scripts.twistd` does nothing (that module has no __main__ block),
-# and a `twistd` script next to sys.executable is not guaranteed: call its entry point.
-_TWISTD = "from twisted.scripts.twistd import run; run()"
 READY_STATES = ("Running", "Syncing")
 LOG_TAIL_LINES = 40
 
@@ -103,6 +100,16 @@ def endpoint(port: int) -> str:
     The server endpoint description a node is given for ``port``.
     """
     return f"tcp:{port}:interface=127.0.0.1"
+
+
+def twistd_command() -> list[str]:
+    """
+    The twistd of the Python running the tests, as the start of a command
+    line: ``python -m twisted.scripts.twistd`` does nothing (that module has
+    no __main__ block), and a ``twistd`` script next to sys.executable is not
+    guaranteed, so this calls its entry point.
+    """
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
@@ -301,7 +308,7 @@ class NodeProcess:
         self.log_path = self._home / "node.log"
         self.sensor_port, self.peer_port, self.status_port = free_ports(3)
         self._args = [
-            sys.executable, "-c", _TWISTD, "-n", "--pidfile=", f"--logfile={self.log_path}",
+            *twistd_command(), "-n", "--pidfile=", f"--logfile={self.log_path}",
             "p2pstore",
             "--data-dir", str(self.data_dir),
             "--sensor-port", endpoint(self.sensor_port),

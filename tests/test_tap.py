@@ -29,7 +29,7 @@ from p2pstore.settings import Peer
 from p2pstore.tap import Options, makeNode, makeService, parse_settings
 from p2pstore.testing import free_port, free_ports
 
-from .nodes import KeepRunning
+from .nodes import KeepRunning, twistd_command
 
 REPO = Path(p2pstore.__file__).resolve().parent.parent
 
@@ -578,16 +578,6 @@ class PortInUseTests(TapTestMixin, SynchronousTestCase):
         error = self.assertRaises(SystemExit, service.status.privilegedStartService)
         self.assertNotIn("\n", error.code)
         self.assertTrue(error.code.startswith("p2pstore: --status-port"), error.code)
-
-
-def twistd_command() -> list[str]:
-    """
-    The twistd of the Python running the tests.
-    """
-    beside = Path(sys.executable).with_name("twistd")
-    if beside.exists():
-        return [str(beside)]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
 class TwistdProcessTests(SynchronousTestCase):
