@@ -47,17 +47,17 @@ class Node:
         store: Store,
         ingestor: Ingestor,
         clock,
-        replicator: Optional[Replicator] = None,
+        replicator: Replicator,
     ):
         self.node_id = node_id
         self.store = store
         self.ingestor = ingestor
         self.clock = clock
-        self.replicator = replicator or Replicator(node_id, store, store.signer, clock)
+        self.replicator = replicator
         self.opened = False
         self.started_at = clock.seconds()
         self.dialers: list = []
-        ingestor.on_commit = self._committed
+        ingestor.observers.append(self._committed)
 
     @property
     def state(self) -> str:

@@ -20,17 +20,92 @@ from .lines import Reading
 from .records import ENTRY_INDEX, READING_ID, SENSOR_DATA, SENSOR_INDEX, SENSOR_TYPE, TIMESTAMP, Signer, parse_value_unit
 
 
+def reading_ids(rows: Sequence[tuple]) -> list[str]:
+    """
+    The reading ids the rows carry, in order.
+    """
+    return [row[READING_ID] for row in rows if row[READING_ID] is not None]
+
+
+def continues(rows: Sequence[tuple], last: int) -> bool:
+    """
+    Do the rows, as numbered, continue a log that ends at ``last``?
+    """
+    return not rows or rows[0][ENTRY_INDEX] == last + 1
+
+
 @define
 class OwnRows:
     """
     Numbers and signs this node's readings in its current epoch.
 
-    @ivar epoch: set once the store is open and knows it.
+    The numbers handed out run ahead of the log: L{number} gives each
+    reading the index it will have if every reading before it is stored;
+    L{committed} and L{failed} say where the log really ends, and L{batch}
+    numbers again what was numbered on a guess that turned out wrong.
+
+    @ivar epoch: set by L{opened}, once the store knows it.
     """
 
     node_id: str
     signer: Signer = field(repr=False)
     epoch: Optional[str] = None
+    # The entry_index the log gives its next reading, as the commits so far
+    # tell.
+    _log_next: int = field(default=1, init=False)
+    # The entry_index the next reading numbered gets.
+    _next: int = field(default=1, init=False)
+
+    def opened(self, epoch: str, last_index: int, waiting: int) -> None:
+        """
+        The store is open: the log of ``epoch`` ends at ``last_index``, and
+        ``waiting`` readings that arrived meanwhile are not numbered yet.
+        """
+        self.epoch = epoch
+        self._log_next = last_index + 1
+        self._next = self._log_next + waiting
+
+    def number(self, readings: Sequence[Reading], sensor_index: int) -> list:
+        """
+        The signed rows of readings just arrived, numbered after every
+        reading numbered before them.
+        """
+        rows = self.prepare(readings, sensor_index, self._next)
+        self._next += len(readings)
+        return rows
+
+    def batch(self, parts: Iterable[tuple[Sequence[Reading], int, Optional[list]]]) -> list:
+        """
+        The rows of a batch about to commit, numbered on from where the log
+        ends: each part is ``(readings, sensor_index, rows)``, its rows as
+        L{number} made them, numbered again when that was on another guess
+        of where the log would end (or C{None}, read before the store
+        opened).
+        """
+        index = self._log_next
+        rows: list = []
+        for readings, sensor_index, numbered in parts:
+            if numbered is None or numbered[0][ENTRY_INDEX] != index:
+                numbered = self.prepare(readings, sensor_index, index)
+            rows.extend(numbered)
+            index += len(readings)
+        return rows
+
+    def committed(self, last_index: int, waiting: int) -> None:
+        """
+        A commit ended the log at ``last_index``; ``waiting`` readings are
+        numbered after it.
+        """
+        self._log_next = last_index + 1
+        self._next = self._log_next + waiting
+
+    def failed(self, waiting: int) -> None:
+        """
+        A commit failed: its numbers were not used, and the ``waiting``
+        readings after it take them.
+        """
+        self._next = self._log_next + waiting
+
 
     def row(
         self,
@@ -64,20 +139,6 @@ class OwnRows:
             row(index, sensor_index, reading[0], reading[1], reading[2], reading[3])
             for index, reading in enumerate(readings, first_index)
         ]
-
-    @staticmethod
-    def reading_ids(rows: Sequence[tuple]) -> list[str]:
-        """
-        The reading ids the rows carry, in order.
-        """
-        return [row[READING_ID] for row in rows if row[READING_ID] is not None]
-
-    @staticmethod
-    def continues(rows: Sequence[tuple], last: int) -> bool:
-        """
-        Do the rows, as prepared, continue a log that ends at ``last``?
-        """
-        return not rows or rows[0][ENTRY_INDEX] == last + 1
 
     def renumber(self, rows: Sequence[tuple], last: int, known: dict) -> tuple[list, list]:
         """

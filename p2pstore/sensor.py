@@ -17,10 +17,26 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from .ingest import Ingestor, Pending
-from .lines import MAX_PLAIN_LINE, BadLine, Rejected, parse_line, parse_plain_lines
+from .interfaces import ISensor
+from .lines import (
+    MAX_PLAIN_LINE,
+    BadLine,
+    Rejected,
+    error_answer,
+    ok_answers,
+    parse_line,
+    parse_plain_lines,
+)
 
 
-@implementer(IPushProducer, IHalfCloseableProtocol)
+def _answer(pending: Pending) -> bytes:
+    # The answer lines of an answered Pending.
+    if pending.error is not None:
+        return error_answer(pending.error, len(pending.readings) or 1)
+    return ok_answers(pending.indexes)
+
+
+@implementer(IPushProducer, IHalfCloseableProtocol, ISensor)
 class SensorProtocol(Protocol):
     """
     One sensor connection.
@@ -105,7 +121,7 @@ class SensorProtocol(Protocol):
             self._reject(self._skipping or self._buffer, "unterminated line")
             self._buffer, self._skipping = b"", None
         self._finished = True
-        self.flush_answers()
+        self.answers_ready()
 
     def writeConnectionLost(self) -> None:
         pass
@@ -167,7 +183,7 @@ class SensorProtocol(Protocol):
         return []
 
     def _reject(self, raw: bytes, reason: str) -> None:
-        self._answers.append(Pending(self, answer=b"ERR %s\n" % (reason.encode("ascii"),)))
+        self._answers.append(Pending(self, error=reason))
         self._ingestor.reject(
             Rejected(
                 received_at=self._now(),
@@ -176,16 +192,16 @@ class SensorProtocol(Protocol):
                 raw=raw[: self._max_line],
             )
         )
-        self.flush_answers()
+        self.answers_ready()
 
-    def flush_answers(self) -> None:
+    def answers_ready(self) -> None:
         """
         Send every answer that is ready and has no unanswered line before it.
         """
         answers = self._answers
         ready = []
-        while answers and answers[0].answer is not None:
-            ready.append(answers.popleft().answer)
+        while answers and answers[0].answered:
+            ready.append(_answer(answers.popleft()))
         if ready and self._connected:
             self.transport.write(b"".join(ready))
         if self._finished and not answers:

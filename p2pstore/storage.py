@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from itertools import chain
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 from urllib.parse import quote
 
 import attrs
@@ -22,9 +22,9 @@ from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from .lines import Reading, Rejected
-from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, Signer, is_node_id, parse_value_unit
-from .rows import OwnRows
+from .lines import Rejected
+from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, is_node_id, parse_value_unit
+from .rows import continues, reading_ids
 from .schema import (
     ENTRY_SQL,
     EPOCH,
@@ -139,7 +139,6 @@ class Store:
 
     path: Path
     node_id: str
-    signer: Signer = attrs.field(repr=False)
     synchronous: str = "FULL"
     reactor: object = None
     peer_path: Optional[Path] = None
@@ -153,7 +152,6 @@ class Store:
     # sent: those reads neither wait for the sensors' commits nor hold them
     # up (SQLite's WAL lets one writer and readers work at once).
     _reader: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
-    _own: OwnRows = attrs.field(default=None, init=False)
     _peer_tables: set = attrs.field(factory=set, init=False)
     _rows_per_insert: int = attrs.field(default=_ROWS_PER_INSERT, init=False)
     # The last_sensor_index committed to meta, not written again unchanged.
@@ -166,7 +164,6 @@ class Store:
     def __attrs_post_init__(self) -> None:
         if self.peer_path is None:
             self.peer_path = self.path.with_name(PEER_DB)
-        self._own = OwnRows(self.node_id, self.signer, self.epoch)
 
     def open(self) -> Deferred:
         """
@@ -185,7 +182,7 @@ class Store:
         d.addCallback(lambda _: self._pool.runInteraction(self._open))
 
         def opened(result: Opened) -> Opened:
-            self.epoch = self._own.epoch = result.epoch
+            self.epoch = result.epoch
             # Once both files exist with their schema.
             self._reader = self._connect(_read_only(self.path), self._configure_reader, uri=True)
             return result
@@ -354,25 +351,25 @@ class Store:
                 f"another program or an older p2pstore; move the file aside to start afresh"
             )
 
-    def prepare(self, readings: Iterable[Reading], sensor_index: int, first_index: int) -> list:
-        """
-        The signed rows for readings of one sensor connection, numbered from
-        ``first_index`` on, for L{append} (see L{OwnRows.prepare}).
-        """
-        return self._own.prepare(readings, sensor_index, first_index)
-
-    def append(self, rows: list, rejected: Sequence[Rejected], last_sensor_index: int) -> Deferred:
+    def append(
+        self,
+        rows: list,
+        rejected: Sequence[Rejected],
+        last_sensor_index: int,
+        renumber: Callable[[list, int, dict], tuple[list, list]],
+    ) -> Deferred:
         """
         Store rows of this node's log and rejected lines in one transaction.
 
-        The rows are stored as prepared when they continue the log and
+        The rows are stored as numbered when they continue the log and
         repeat no reading_id, stored or in the batch; otherwise (a resent
-        reading, a batch before them that failed) they are numbered and
-        signed again here (L{OwnRows.renumber}).
+        reading, a batch before them that failed) they are numbered again,
+        inside the transaction, by ``renumber(rows, last_index,
+        stored_ids)`` (L{p2pstore.rows.OwnRows.renumber}).
 
         @return: a Deferred firing with L{Appended} once it has committed.
         """
-        d = self._pool.runInteraction(self._append, rows, rejected, last_sensor_index)
+        d = self._pool.runInteraction(self._append, rows, rejected, last_sensor_index, renumber)
 
         def committed(appended: Appended) -> Appended:
             self._saved_sensor_index = last_sensor_index
@@ -380,18 +377,18 @@ class Store:
 
         return d.addCallback(committed)
 
-    def _append(self, txn, rows, rejected, last_sensor_index) -> Appended:
+    def _append(self, txn, rows, rejected, last_sensor_index, renumber) -> Appended:
         table = table_name(self.node_id)
         txn.execute("BEGIN IMMEDIATE")
         (last,) = txn.execute(
             f"SELECT coalesce(max(entry_index), 0) FROM {table} WHERE epoch = ?",
             (self.epoch,),
         ).fetchone()
-        reading_ids = self._own.reading_ids(rows)
-        distinct = set(reading_ids)
+        ids = reading_ids(rows)
+        distinct = set(ids)
         known = self._stored_reading_ids(txn, table, distinct)
-        if known or len(distinct) != len(reading_ids) or not self._own.continues(rows, last):
-            indexes, rows = self._own.renumber(rows, last, known)
+        if known or len(distinct) != len(ids) or not continues(rows, last):
+            indexes, rows = renumber(rows, last, known)
         else:
             indexes = [row[ENTRY_INDEX] for row in rows]
         self._insert(txn, "main", table, rows)

@@ -19,6 +19,7 @@ from .node import Node
 from .peer import PeerFactory
 from .records import Signer
 from .replication import Replicator
+from .rows import OwnRows
 from .schema import PEER_DB, SELF_DB
 from .sensor import SensorFactory
 from .service import Listener, NodeService, ProcessTuning
@@ -92,13 +93,12 @@ def makeNode(config: Options, reactor=None) -> NodeService:
     store = Store(
         path=data_dir / SELF_DB,
         node_id=node_id,
-        signer=signer,
         synchronous=settings.sync.upper(),
         reactor=reactor,
         peer_path=data_dir / PEER_DB,
         recover_if_empty=not id_made and bool(settings.peers),
     )
-    ingestor = Ingestor(store, reactor)
+    ingestor = Ingestor(store, OwnRows(node_id, signer), reactor)
     replicator = Replicator(node_id, store, signer, reactor)
     node = Node(node_id, store, ingestor, reactor, replicator)
 

@@ -15,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.ingest import Ingestor
 from p2pstore.lines import Reading, Rejected, format_utc
-from p2pstore.records import Record
+from p2pstore.records import READING_ID, SENSOR_DATA, SENSOR_INDEX, SENSOR_TYPE, TIMESTAMP, Record, Signer
+from p2pstore.rows import OwnRows
 from p2pstore.sensor import SensorFactory, SensorProtocol
 from p2pstore.storage import Appended, Opened
 
@@ -26,6 +27,7 @@ START = 1587424818.231325
 MAX_LINE = 64
 
 GOOD = b"Temperature,39C,2020-04-20 23:20:18.231325"
+SIGNER = Signer.from_key(b"cluster key for the sensor tests")
 
 
 def opened(last_sensor_index: int = 0) -> Opened:
@@ -48,14 +50,20 @@ class Append:
         """
         The readings of the rows, each with its sensor_index.
         """
-        return [(Reading(row[2], row[3], row[4], row[7]), row[1]) for row in self.rows]
+        return [
+            (
+                Reading(row[SENSOR_TYPE], row[SENSOR_DATA], row[TIMESTAMP], row[READING_ID]),
+                row[SENSOR_INDEX],
+            )
+            for row in self.rows
+        ]
 
 
 @define
 class FakeStore:
     """
     An in-memory store with L{p2pstore.storage.Store}'s contract for
-    C{prepare} and C{append}: each append returns a Deferred that fires with
+    C{append}: each append returns a Deferred that fires with
     L{Appended} once "committed", which here is whenever the test calls
     L{commit}; the rows' numbers are checked then, as the real store does.
     """
@@ -68,13 +76,7 @@ class FakeStore:
     # Batches whose numbers did not continue the log when committed.
     renumbered: int = 0
 
-    def prepare(self, readings, sensor_index: int, first_index: int) -> list:
-        return [
-            (index, sensor_index, r.sensor_type, r.sensor_data, r.timestamp, None, None, r.reading_id, "", EPOCH)
-            for index, r in enumerate(readings, first_index)
-        ]
-
-    def append(self, rows, rejected, last_sensor_index) -> Deferred:
+    def append(self, rows, rejected, last_sensor_index, renumber) -> Deferred:
         d = Deferred()
         self.calls.append(Append(list(rows), list(rejected), last_sensor_index, d))
         return d
@@ -107,7 +109,7 @@ class FakeStore:
             )
             self.rows.append(record)
             added.append(
-                (record.entry_index, sensor_index, *reading[:3], None, None, reading.reading_id, "", EPOCH)
+                (record.entry_index, sensor_index, *reading[:3], reading.reading_id, "", None, None, EPOCH)
             )
             indexes.append(record.entry_index)
             if reading.reading_id is not None:
@@ -136,7 +138,9 @@ class SensorTestCase(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(START)
         self.store = FakeStore()
-        self.ingestor = Ingestor(self.store, self.clock, **self.ingestor_options)
+        self.ingestor = Ingestor(
+            self.store, OwnRows(NODE_ID, SIGNER), self.clock, **self.ingestor_options
+        )
         self.factory = SensorFactory(self.ingestor, self.max_line, self.now)
 
     def now(self) -> str:

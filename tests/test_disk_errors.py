@@ -19,7 +19,6 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
-from p2pstore import ingest
 from p2pstore.schema import SELF_DB
 from p2pstore.node import RUNNING
 from p2pstore.tap import Options, makeNode
@@ -117,7 +116,7 @@ class FullDiskTests(TestCase):
         lines held from a failed commit, readings are stored all the same.
         """
         # One try of the held lines in this test, however slow the machine.
-        self.patch(ingest, "UNSAVED_RETRY_INTERVAL", 3600.0)
+        self.patch(self.service.node.ingestor.refused, "retry_interval", 3600.0)
         yield self.disk_full(True)
         bad = [b"bad %d " % i + b"x" * 1000 for i in range(70)]
         yield send_lines(self.sensor_port, bad)

@@ -11,11 +11,13 @@ from __future__ import annotations
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from p2pstore.ingest import UNSAVED_RETRY_INTERVAL, Ingestor
+from p2pstore.ingest import Ingestor
+from p2pstore.refused import RETRY_INTERVAL as UNSAVED_RETRY_INTERVAL
+from p2pstore.rows import OwnRows
 from p2pstore.sensor import SensorFactory
 from p2pstore.storage import Opened
 
-from .fakes import EPOCH, GOOD, MAX_LINE, OpenedTestCase, SensorTestCase
+from .fakes import EPOCH, GOOD, MAX_LINE, NODE_ID, SIGNER, OpenedTestCase, SensorTestCase
 
 
 class NumberingTests(OpenedTestCase):
@@ -46,7 +48,7 @@ class NumberingTests(OpenedTestCase):
         Readings read before the store opened are numbered once it has,
         from its last index on.
         """
-        ingestor = Ingestor(self.store, self.clock)
+        ingestor = Ingestor(self.store, OwnRows(NODE_ID, SIGNER), self.clock)
         protocol = SensorFactory(ingestor, MAX_LINE, self.now).buildProtocol(None)
         transport = StringTransport()
         protocol.makeConnection(transport)

@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from p2pstore.lines import Reading
 from p2pstore.replication import HAVE_DELAY
+from p2pstore.rows import OwnRows
 from p2pstore.storage import Store
 
 from .replication_fakes import A, B, C, SIGNER, Cluster, MemoryNode
@@ -53,7 +54,7 @@ class SQLiteNodesTests(TestCase):
     async def node(self, node_id: str, readings: int) -> MemoryNode:
         directory = Path(self.mktemp())
         directory.mkdir()
-        store = Store(path=directory / "self_sensor_data.db", node_id=node_id, signer=SIGNER)
+        store = Store(path=directory / "self_sensor_data.db", node_id=node_id)
         self.addCleanup(store.close)
         opened = await store.open()
         node = MemoryNode(node_id, self.clock, TrackedStore(store), batch_size=7, window=2)
@@ -70,13 +71,15 @@ class SQLiteNodesTests(TestCase):
         rows = [
             row
             for i in range(first, first + count)
-            for row in store.prepare(
+            for row in OwnRows(node.node_id, SIGNER, store.epoch).prepare(
                 [Reading("Pressure", f"1.{i:03d} atm", f"2021-01-01 00:00:{i % 60:02d}", f"{node.node_id[:4]}-{i}")],
                 i,
                 i,
             )
         ]
-        appended = await store.append(rows, [], first + count - 1)
+        appended = await store.append(
+            rows, [], first + count - 1, OwnRows(node.node_id, SIGNER, store.epoch).renumber
+        )
         self.assertEqual(appended.indexes, list(range(first, first + count)))
         node.replicator.appended(store.epoch, appended.last_index, appended.entries)
 

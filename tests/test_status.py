@@ -20,11 +20,13 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from p2pstore import __version__
-from p2pstore.identity import SELF_DB
 from p2pstore.ingest import Ingestor
 from p2pstore.node import Node
 from p2pstore.lines import format_utc
 from p2pstore.records import Record, Signer
+from p2pstore.replication import Replicator
+from p2pstore.rows import OwnRows
+from p2pstore.schema import SELF_DB
 from p2pstore.sensor import SensorFactory
 from p2pstore.status import MAX_LIMIT, status_site
 from p2pstore.storage import Store
@@ -34,6 +36,15 @@ OTHER_ID = "fedcba9876543210fedcba9876543210"
 KEY = b"cluster key for the status tests"
 RECORD_FIELDS = {field.name for field in attrs.fields(Record)}
 
+
+
+def make_node(store: Store) -> Node:
+    """
+    A node over ``store``, wired as the tap wires one.
+    """
+    signer = Signer.from_key(KEY)
+    ingestor = Ingestor(store, OwnRows(NODE_ID, signer), reactor)
+    return Node(NODE_ID, store, ingestor, reactor, Replicator(NODE_ID, store, signer, reactor))
 
 class _TrackedWrapper(ProtocolWrapper):
     def connectionLost(self, reason) -> None:
@@ -81,11 +92,11 @@ class StatusTestCase(TestCase):
         directory = Path(self.mktemp())
         directory.mkdir()
         self.store = Store(
-            path=directory / SELF_DB, node_id=NODE_ID, signer=Signer.from_key(KEY), reactor=reactor
+            path=directory / SELF_DB, node_id=NODE_ID, reactor=reactor
         )
         self.addCleanup(self.store.close)
-        self.ingestor = Ingestor(self.store, reactor)
-        self.node = Node(NODE_ID, self.store, self.ingestor, reactor)
+        self.node = make_node(self.store)
+        self.ingestor = self.node.ingestor
         await self.serve(self.node)
 
     async def serve(self, node: Node) -> None:
@@ -184,9 +195,9 @@ class StatusTests(StatusTestCase):
         await self.send(b"Temperature,39C", b"Temperature,40C")
         self.store.close()
 
-        store = Store(path=self.store.path, node_id=NODE_ID, signer=Signer.from_key(KEY))
+        store = Store(path=self.store.path, node_id=NODE_ID)
         self.addCleanup(store.close)
-        node = Node(NODE_ID, store, Ingestor(store, reactor), reactor)
+        node = make_node(store)
         await node.start()
         await self.serve(node)
         status = await self.get("/status")

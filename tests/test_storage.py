@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from p2pstore.lines import Reading, Rejected
 from p2pstore.records import BadRecord, Record, Signer, entry_of, is_node_id
 from p2pstore.replication import plan_apply
+from p2pstore.rows import OwnRows
 from p2pstore.schema import VERSION as SCHEMA_VERSION, Schema, table_name
 from p2pstore.storage import Opened, Store, _LOOKUP_CHUNK, StoreError
 from p2pstore.wire import Records, decode, encode
@@ -38,14 +39,22 @@ def as_received(epoch: str, entries: list) -> list[Record]:
 
 def prepared(store: Store, readings: list[tuple[Reading, int]], first_index: int) -> list:
     """
-    The rows of ``(reading, sensor_index)`` pairs as the ingestor has the
-    store prepare them, numbered from ``first_index`` on.
+    The rows of ``(reading, sensor_index)`` pairs as the ingestor has
+    them numbered and signed, numbered from ``first_index`` on.
     """
     return [
         row
         for offset, (reading, sensor_index) in enumerate(readings)
-        for row in store.prepare([reading], sensor_index, first_index + offset)
+        for row in own_rows(store).prepare([reading], sensor_index, first_index + offset)
     ]
+
+
+def own_rows(store: Store) -> OwnRows:
+    """
+    The numbering and signing of the store's own readings, as the ingestor
+    has it.
+    """
+    return OwnRows(store.node_id, Signer.from_key(KEY), store.epoch)
 
 
 class StoreTestCase(TestCase):
@@ -60,7 +69,7 @@ class StoreTestCase(TestCase):
         self.signer = Signer.from_key(KEY)
 
     def make_store(self, node_id: str = NODE_ID) -> Store:
-        store = Store(path=self.path, node_id=node_id, signer=self.signer)
+        store = Store(path=self.path, node_id=node_id)
         self.addCleanup(store.close)
         return store
 
@@ -77,7 +86,9 @@ class StoreTestCase(TestCase):
         ((last,),) = self.query(
             f"SELECT coalesce(max(entry_index), 0) FROM {TABLE} WHERE epoch = ?", (store.epoch,)
         )
-        return store.append(prepared(store, readings, last + 1), list(rejected), last_sensor_index)
+        return store.append(
+            prepared(store, readings, last + 1), list(rejected), last_sensor_index, own_rows(store).renumber
+        )
 
     def query(self, sql: str, params=()) -> list[tuple]:
         """
@@ -202,7 +213,9 @@ class AppendTests(StoreTestCase):
         store, opened = await self.open_store()
         await self.append(store, [(reading(1), 1)])
         for guess in [10, 1]:
-            appended = await store.append(prepared(store, [(reading(2), 1), (reading(3), 1)], guess), [], 1)
+            appended = await store.append(
+                prepared(store, [(reading(2), 1), (reading(3), 1)], guess), [], 1, own_rows(store).renumber
+            )
             self.assertEqual(appended.indexes, [appended.last_index - 1, appended.last_index])
         self.assertEqual(appended.last_index, 5)
         entries = await store.read_entries(NODE_ID, opened.epoch, 0, 10)
@@ -486,7 +499,7 @@ class ReadWhileWritingTests(StoreTestCase):
         other = sqlite3.connect(self.path, isolation_level=None)
         self.addCleanup(other.close)
         other.execute("BEGIN IMMEDIATE")
-        appending = store.append(prepared(store, [(reading(4), 1)], 4), [], 1)
+        appending = store.append(prepared(store, [(reading(4), 1)], 4), [], 1, own_rows(store).renumber)
         entries = await store.read_entries(NODE_ID, opened.epoch, 0, 10).addTimeout(5, reactor)
         self.assertEqual([entry[0] for entry in entries], [1, 2, 3])
         self.assertNoResult(appending)
@@ -642,13 +655,13 @@ class UncleanStopTests(StoreTestCase):
     """
 
     async def reopen_after(self, synchronous: str, clean: bool) -> tuple[str, str]:
-        store = Store(path=self.path, node_id=NODE_ID, signer=self.signer, synchronous=synchronous)
+        store = Store(path=self.path, node_id=NODE_ID, synchronous=synchronous)
         first = await store.open()
         await self.append(store, [(reading(1), 1)], [], 1)
         if clean:
             await store.mark_stopped()
         store.close()
-        store = Store(path=self.path, node_id=NODE_ID, signer=self.signer, synchronous=synchronous)
+        store = Store(path=self.path, node_id=NODE_ID, synchronous=synchronous)
         self.addCleanup(store.close)
         second = await store.open()
         return first.epoch, second.epoch
