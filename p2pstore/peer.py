@@ -14,7 +14,9 @@ from typing import Callable, Optional
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
+from zope.interface import implementer
 
+from .interfaces import ILink
 from .session import HANDSHAKE_TIMEOUT, Handshake, HandshakeFailed
 from .wire import Auth, BadMessage, Hello, Ping, Pong, decode, encode
 
@@ -27,9 +29,14 @@ PING_INTERVAL = 10.0
 IDLE_TIMEOUT = 35.0
 
 
+@implementer(ILink)
 class PeerProtocol(LineOnlyReceiver):
     """
     One connection to a peer node, dialled or accepted.
+
+    @ivar dial_address: the --peers address its L{Dialer} dialled, set by
+        that dialer with C{on_close}, its hook for when the link closes;
+        both stay C{None} on an accepted link.
     """
 
     delimiter = b"\n"
@@ -47,6 +54,7 @@ class PeerProtocol(LineOnlyReceiver):
         self.connected_at = 0.0
         self.authenticated_at: Optional[float] = None
         self.on_close: Optional[Callable] = None
+        self.dial_address: Optional[str] = None
         self._timer = None
         self._last_heard = 0.0
 
@@ -87,6 +95,12 @@ class PeerProtocol(LineOnlyReceiver):
                 reason=reason,
             )
             self.factory.replicator.link_failed(self, reason)
+        self.transport.loseConnection()
+
+    def close(self) -> None:
+        """
+        Close the link for a stop.
+        """
         self.transport.loseConnection()
 
     def lineReceived(self, line: bytes) -> None:

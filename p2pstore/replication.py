@@ -14,26 +14,15 @@ gets a second content.
 from __future__ import annotations
 
 from collections import deque
-from itertools import islice
 from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from .records import CHECKSUM, ENTRY_INDEX, Signer
+from .sending import Log, LogSender, LogSource
 from .wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records
 
-Log = tuple  # (origin, epoch)
-
-# Recent records of each log, kept to send live without reading them back
-# (as RECORDS entries, p2pstore.wire.Records).
-TAIL = 4096
-# Batches read from disk at once, at most, for a peer that lacks them: while
-# sensors keep the database thread busy, each read waits for a commit, so
-# one batch per read could not keep up with a fast log.
-READ_BATCHES = 4
-# How long before records a peer rejected are sent again.
-RETRY_DELAY = 1.0
 # HAVE announcements are coalesced over this long.
 HAVE_DELAY = 0.05
 
@@ -71,38 +60,24 @@ class PeerState:
     """
     What this node knows about one peer node, over all its links.
 
-    ``links[0]`` carries what this node sends; every link carries the
-    peer's own sends and our acknowledgements of them.
+    ``links[0]`` carries what this node sends (the channel of its
+    L{LogSender}); every link carries the peer's own sends and our
+    acknowledgements of them.
     """
 
-    def __init__(self, node_id: str):
+    def __init__(self, node_id: Optional[str]):
         self.node_id = node_id
         self.links: list = []
         self.address: Optional[str] = None
-        self.has: dict = {}
-        self.sent: dict = {}
         # The nodes this peer says it is linked to: their records reach it
         # from them, so this node does not forward them too.
         self.linked_to: frozenset = frozenset()
-        self.known = False
-        # (log, last index) of each unacknowledged batch, oldest first: the
-        # peer acknowledges batches in the order it received them.
-        self.unacked: deque = deque()
-        self.reading = False
-        self.retry = None
-        self.sent_count = 0
+        self.sender: Optional[LogSender] = None
         self.received = 0
         self.rejected = 0
         self.conflicts = 0
         self.link_errors = 0
         self.last_seen: Optional[float] = None
-
-    @property
-    def inflight(self) -> int:
-        return len(self.unacked)
-
-    def next_to_send(self, log: Log) -> int:
-        return self.sent.get(log, self.has.get(log, 0)) + 1
 
 
 class Replicator:
@@ -132,9 +107,8 @@ class Replicator:
         self._clock = clock
         self.batch_size = batch_size
         self.window = window
-        self.positions: dict = {}
+        self.source = LogSource(store)
         self.peers: dict[str, PeerState] = {}
-        self._tail: dict = {}
         self._inbox: deque = deque()
         self._applying = False
         self._storing: list = []
@@ -149,8 +123,15 @@ class Replicator:
 
     # -- this node's own logs --------------------------------------------
 
+    @property
+    def positions(self) -> dict:
+        """
+        How far this node holds each log: ``{(origin, epoch): last_index}``.
+        """
+        return self.source.positions
+
     def opened(self, positions: dict, recovering: bool) -> None:
-        self.positions = dict(positions)
+        self.source.positions = dict(positions)
         self.recovering = recovering
         self.ready = True
 
@@ -164,8 +145,7 @@ class Replicator:
         if self._have_call is not None and self._have_call.active():
             self._have_call.cancel()
         for peer in self.peers.values():
-            if peer.retry is not None and peer.retry.active():
-                peer.retry.cancel()
+            peer.sender.stop()
         self._inbox.clear()
         if self._busy():
             d = Deferred()
@@ -174,7 +154,7 @@ class Replicator:
         return succeed(None)
 
     def _busy(self) -> bool:
-        return self._applying or any(peer.reading for peer in self.peers.values())
+        return self._applying or any(peer.sender.reading for peer in self.peers.values())
 
     def _maybe_idle(self) -> None:
         if self.stopped and not self._busy():
@@ -199,42 +179,49 @@ class Replicator:
         self._added((self.node_id, epoch), last_index, entries)
 
     def _added(self, log: Log, last_index: int, entries: Callable[[], list]) -> None:
-        self.positions[log] = last_index
-        if self.peers:
-            tail = self._tail.get(log)
-            if tail is None:
-                tail = self._tail[log] = deque(maxlen=TAIL)
-            tail.extend(entries())
-        else:
-            # No peer has ever linked: nothing to keep for. A tail with a
-            # gap would hand out wrong records, so one that falls behind
-            # is dropped; a peer that links later is sent from disk.
-            self._tail.pop(log, None)
+        # No peer has ever linked: nothing to keep a tail for.
+        self.source.added(log, last_index, entries, keep=bool(self.peers))
         for peer in self.peers.values():
-            self._pump(peer)
+            peer.sender.pump()
         self._announce()
-
-    def _from_tail(self, log: Log, start: int, end: int) -> Optional[list]:
-        # Entries: their entry_index first.
-        tail = self._tail.get(log)
-        if not tail or tail[0][0] > start or tail[-1][0] < end:
-            return None
-        offset = start - tail[0][0]
-        # Not tail[i] per record: indexing into the middle of a deque walks it.
-        entries = list(islice(tail, offset, offset + end - start + 1))
-        if entries[0][0] != start or entries[-1][0] != end:
-            # A gap in the tail (records that never reached it): from disk.
-            return None
-        return entries
 
     # -- links ------------------------------------------------------------
 
-    def link_up(self, link) -> None:
-        peer = self.peers.get(link.peer_id)
+    def _peer(self, node_id: str) -> PeerState:
+        peer = self.peers.get(node_id)
         if peer is None:
-            peer = self.peers[link.peer_id] = PeerState(link.peer_id)
+            peer = self.peers[node_id] = PeerState(node_id)
+
+            def skip(log: Log) -> bool:
+                # A log whose origin the peer is linked to: the origin sends
+                # it to the peer itself.
+                return log[0] in peer.linked_to and log[0] not in (self.node_id, node_id)
+
+            peer.sender = LogSender(
+                node_id,
+                self.source,
+                self._clock,
+                self._transmit,
+                self.batch_size,
+                self.window,
+                skip=skip,
+                idle=self._maybe_idle,
+            )
+            if self.stopped:
+                peer.sender.stop()
+        return peer
+
+    @staticmethod
+    def _transmit(link, log: Log, entries: list) -> None:
+        link.send(Records(log[0], log[1], entries))
+
+    def link_up(self, link) -> None:
+        peer = self._peer(link.peer_id)
         peer.links.append(link)
-        peer.address = getattr(link, "dial_address", None) or peer.address or link.address
+        if peer.sender.channel is None:
+            # What the peer holds is known once its HAVE on this link comes.
+            peer.sender.channel = link
+        peer.address = link.dial_address or peer.address or link.address
         peer.last_seen = self._clock.seconds()
         link.send(Have(self._have_payload()))
         self._announce_links()
@@ -243,17 +230,13 @@ class Replicator:
         peer = self.peers.get(link.peer_id)
         if peer is None or link not in peer.links:
             return
-        carried_sends = peer.links[0] is link
         peer.links.remove(link)
         if not peer.links:
             self._announce_links()
-        if carried_sends:
+        if peer.sender.channel is link:
             # Batches in flight on that link are lost: resume from what the
             # peer is known to hold, on its next link.
-            peer.unacked.clear()
-            peer.sent = {}
-            peer.known = bool(peer.links)
-            self._pump(peer)
+            peer.sender.switch(peer.links[0] if peer.links else None)
 
     def link_failed(self, link, reason: str) -> None:
         """
@@ -287,137 +270,22 @@ class Replicator:
             self._inbox.append((link, message))
             self._apply()
         elif isinstance(message, Ack):
-            self._ack(peer, link, message)
+            if link is peer.sender.channel:
+                peer.sender.acked((message.origin, message.epoch), message.last_index)
         elif isinstance(message, Links):
             peer.linked_to = message.node_ids
-            self._pump(peer)
+            peer.sender.pump()
         else:
             raise BadMessage(f"unexpected {type(message).__name__.upper()}")
 
     def _have(self, peer: PeerState, link, message: Have) -> None:
         has = {(o, e): n for o, epochs in message.positions.items() for e, n in epochs.items()}
-        peer.has = has
         self._heard_from_peer = True
         for log, n in has.items():
             if log[0] == self.node_id and n > self._recovery_targets.get(log, 0):
                 self._recovery_targets[log] = n
-        if link is peer.links[0]:
-            if not peer.known or peer.inflight == 0:
-                peer.sent = dict(has)
-                peer.known = True
-            else:
-                for log, n in has.items():
-                    if n > peer.sent.get(log, 0):
-                        peer.sent[log] = n
         self._check_recovery()
-        self._pump(peer)
-
-    def _ack(self, peer: PeerState, link, message: Ack) -> None:
-        if not peer.links or link is not peer.links[0] or peer.inflight == 0:
-            return
-        # Acknowledgements come in the order the batches went: this one
-        # answers the oldest. Only a position below that batch's end means a
-        # refusal; below what was sent since is just the pipeline.
-        sent_log, end = peer.unacked.popleft()
-        log = (message.origin, message.epoch)
-        if log != sent_log:
-            # The batch reached the peer under another name (its origin or
-            # epoch corrupted in transit), so none of it was stored: send it
-            # again from what the peer is known to hold.
-            peer.sent[sent_log] = peer.has.get(sent_log, 0)
-            self._retry_later(peer)
-            return
-        peer.has[log] = message.last_index
-        if message.last_index < end:
-            # The peer refused part of what was sent (a record failed its
-            # check): send it again, after a pause so a link that corrupts
-            # everything does not spin.
-            peer.sent[log] = message.last_index
-            self._retry_later(peer)
-            return
-        self._pump(peer)
-
-    def _retry_later(self, peer: PeerState) -> None:
-        # After a pause, so that a link that corrupts everything does not spin.
-        if peer.retry is None or not peer.retry.active():
-            peer.retry = self._clock.callLater(RETRY_DELAY, self._pump, peer)
-
-    # -- sending ----------------------------------------------------------
-
-    def _next_log(self, peer: PeerState) -> Optional[Log]:
-        for log, position in self.positions.items():
-            if log[0] in peer.linked_to and log[0] not in (self.node_id, peer.node_id):
-                # Its origin sends it to the peer itself.
-                continue
-            if peer.next_to_send(log) <= position:
-                return log
-        return None
-
-    def _pump(self, peer: PeerState) -> None:
-        if self.stopped or not peer.links or not peer.known or peer.reading:
-            return
-        if peer.retry is not None and peer.retry.active():
-            return
-        link = peer.links[0]
-        while peer.inflight < self.window:
-            log = self._next_log(peer)
-            if log is None:
-                return
-            start = peer.next_to_send(log)
-            end = min(start + self.batch_size - 1, self.positions[log])
-            entries = self._from_tail(log, start, end)
-            if entries is None:
-                batches = min(self.window - peer.inflight, READ_BATCHES)
-                end = min(start + batches * self.batch_size - 1, self.positions[log])
-                peer.reading = True
-                d = self._store.read_entries(log[0], log[1], start - 1, end - start + 1)
-                d.addCallback(self._read, peer, link, log, start)
-                d.addErrback(self._read_failed, peer, log)
-                return
-            self._send(peer, link, log, entries)
-
-    def _read(self, entries: list, peer: PeerState, link, log: Log, start: int) -> None:
-        peer.reading = False
-        self._maybe_idle()
-        if not entries and not self.stopped:
-            # The position says these rows exist but the table has none (rows
-            # deleted by hand?): try again later rather than spin on reads.
-            self.log.warn(
-                "log {log} is held up to {position} but has no rows from {start}; retrying",
-                log=log,
-                position=self.positions.get(log),
-                start=start,
-            )
-            self._retry_later(peer)
-            return
-        if (
-            entries
-            and not self.stopped
-            and peer.links
-            and link is peer.links[0]
-            and entries[0][0] == peer.next_to_send(log)
-        ):
-            # Acknowledgements meanwhile only made room in the window.
-            for at in range(0, len(entries), self.batch_size):
-                self._send(peer, link, log, entries[at : at + self.batch_size])
-        self._pump(peer)
-
-    def _read_failed(self, failure, peer: PeerState, log: Log) -> None:
-        peer.reading = False
-        if self.stopped:
-            self._maybe_idle()
-            return
-        self.log.failure(
-            "could not read log {log} to send to {peer}; will retry", failure, log=log, peer=peer.node_id
-        )
-        peer.retry = self._clock.callLater(RETRY_DELAY, self._pump, peer)
-
-    def _send(self, peer: PeerState, link, log: Log, entries: list) -> None:
-        link.send(Records(log[0], log[1], entries))
-        last = entries[-1][0]
-        peer.sent[log] = last
-        peer.unacked.append((log, last))
-        peer.sent_count += len(entries)
+        peer.sender.told(has, on_channel=link is peer.sender.channel)
 
     def _links(self) -> Links:
         return Links(frozenset(p.node_id for p in self.peers.values() if p.links))
@@ -494,7 +362,7 @@ class Replicator:
             if good:
                 # The sender holds what it sent (logs have no gaps): do not
                 # send it back, nor count it as lacking.
-                self._peer_holds(peer, (message.origin, message.epoch), good[-1][0])
+                peer.sender.holds((message.origin, message.epoch), good[-1][ENTRY_INDEX])
             peer.received += len(result.added)
             if result.conflicts:
                 peer.conflicts += result.conflicts
@@ -510,13 +378,6 @@ class Replicator:
             if link.authenticated and link in peer.links:
                 link.send(Ack(message.origin, message.epoch, result.last_index))
         self._check_recovery()
-
-    @staticmethod
-    def _peer_holds(peer: PeerState, log: Log, position: int) -> None:
-        if position > peer.has.get(log, 0):
-            peer.has[log] = position
-        if log in peer.sent and peer.sent[log] < position:
-            peer.sent[log] = position
 
     def _apply_failed(self, failure, batch: list) -> None:
         self.log.failure(
@@ -556,27 +417,22 @@ class Replicator:
     # -- status -------------------------------------------------------------
 
     def _peer_status(self, peer: PeerState, connecting: bool) -> dict:
-        lag: dict = {}
-        if peer.node_id is not None:
-            for log, position in self.positions.items():
-                missing = position - peer.has.get(log, 0)
-                if missing > 0:
-                    lag[log[0]] = lag.get(log[0], 0) + missing
+        sender = peer.sender
         return {
             "address": peer.address,
             "node_id": peer.node_id,
             "connected": bool(peer.links) or connecting,
             "authenticated": bool(peer.links),
             "last_seen": peer.last_seen,
-            "sent": peer.sent_count,
+            "sent": sender.sent_count if sender else 0,
             "received": peer.received,
             "rejected": peer.rejected,
             "conflicts": peer.conflicts,
             "link_errors": peer.link_errors,
-            "lag": lag,
+            "lag": sender.lag() if sender else {},
         }
 
-    def status(self, dialling: dict = {}) -> tuple[list, dict]:
+    def status(self, dialling: Optional[dict] = None) -> tuple[list, dict]:
         """
         The ``peers`` list and ``replication`` totals of the status.
 
@@ -585,7 +441,7 @@ class Replicator:
         """
         peers = [self._peer_status(peer, False) for peer in self.peers.values()]
         known = {peer.address for peer in self.peers.values()}
-        for address, connected in dialling.items():
+        for address, connected in (dialling or {}).items():
             if address not in known:
                 unknown = PeerState(None)
                 unknown.address = address

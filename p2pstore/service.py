@@ -219,7 +219,7 @@ class NodeService(MultiService):
             self.peers.factory.ready = False
         for peer in self.node.replicator.peers.values():
             for link in list(peer.links):
-                link.transport.loseConnection()
+                link.close()
         yield self.node.replicator.stop()
         yield self.sensors.stopService()
         for sensor in ingestor.sensors():

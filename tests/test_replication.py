@@ -13,8 +13,11 @@ from typing import Optional
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
-from p2pstore.replication import HAVE_DELAY, READ_BATCHES, RETRY_DELAY, Replicator
+from p2pstore.interfaces import ILink
+from p2pstore.replication import HAVE_DELAY, Replicator
+from p2pstore.sending import READ_BATCHES, RETRY_DELAY
 from p2pstore.wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records, decode, encode
 
 from .replication_fakes import (
@@ -46,10 +49,13 @@ class FakeConnection:
         self.lost = True
 
 
+@implementer(ILink)
 class FakeLink:
     """
     An authenticated link to a peer, recording what is sent on it.
     """
+
+    dial_address = None
 
     def __init__(self, peer_id: str, address: str = "192.0.2.7:41000"):
         self.peer_id = peer_id
@@ -61,6 +67,12 @@ class FakeLink:
     def send(self, message) -> None:
         # As the peer would read it.
         self.messages.append(decode(encode(message)))
+
+    def drop(self, reason: str) -> None:
+        self.transport.loseConnection()
+
+    def close(self) -> None:
+        self.transport.loseConnection()
 
     def of(self, kind) -> list:
         return [m for m in self.messages if isinstance(m, kind)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.replication import RETRY_DELAY
+from p2pstore.sending import RETRY_DELAY
 
 from .replication_fakes import A, B, C, EPOCH_A, EPOCHS, SIGNER, Cluster, FakeStore, MemoryNode
 

@@ -1,0 +1,311 @@
+"""
+Shipping logs to a destination: the engine replication uses for each peer,
+and that an exporter can use for an upstream system.
+
+A L{LogSource} is what the node holds: how far each log runs, and a tail of
+each log's recent records so that live records go out without being read
+back from disk. A L{LogSender} ships those logs to one destination, in
+order and in batches: a cursor per log (what the destination is known to
+hold, and what was sent), at most ``window`` batches unacknowledged, reads
+from the tail or from disk, acknowledgements, and a retry after a pause
+when the destination refused part of a batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from itertools import islice
+from typing import Callable, Optional
+
+from twisted.logger import Logger
+
+from .records import ENTRY_INDEX
+
+Log = tuple  # (origin, epoch)
+
+# Recent records of each log, kept to send live without reading them back
+# (as RECORDS entries, p2pstore.wire.Records).
+TAIL = 4096
+# Batches read from disk at once, at most, for a destination that lacks
+# them: while sensors keep the database thread busy, each read waits for a
+# commit, so one batch per read could not keep up with a fast log.
+READ_BATCHES = 4
+# How long before records a destination refused are sent again.
+RETRY_DELAY = 1.0
+
+
+class LogSource:
+    """
+    The logs a node holds, for its senders: ``positions`` (``{log:
+    last_index}``), a tail of recent records per log, and the store to read
+    older ones from.
+    """
+
+    def __init__(self, store, tail: int = TAIL):
+        self._store = store
+        self._tail_size = tail
+        self.positions: dict = {}
+        self._tails: dict = {}
+
+    def added(self, log: Log, last_index: int, entries: Callable[[], list], keep: bool) -> None:
+        """
+        A log grew to ``last_index``; ``entries()`` builds the new records,
+        which are kept in its tail when ``keep`` (someone may send them).
+        """
+        self.positions[log] = last_index
+        if keep:
+            tail = self._tails.get(log)
+            if tail is None:
+                tail = self._tails[log] = deque(maxlen=self._tail_size)
+            tail.extend(entries())
+        else:
+            # Nobody to keep them for. A tail with a gap would hand out
+            # wrong records, so one that falls behind is dropped; a sender
+            # that starts later reads from disk.
+            self._tails.pop(log, None)
+
+    def from_tail(self, log: Log, start: int, end: int) -> Optional[list]:
+        """
+        Records ``start`` to ``end`` of a log from its tail, or C{None}
+        when the tail does not hold them all.
+        """
+        tail = self._tails.get(log)
+        if not tail or tail[0][ENTRY_INDEX] > start or tail[-1][ENTRY_INDEX] < end:
+            return None
+        offset = start - tail[0][ENTRY_INDEX]
+        # Not tail[i] per record: indexing into the middle of a deque walks it.
+        entries = list(islice(tail, offset, offset + end - start + 1))
+        if entries[0][ENTRY_INDEX] != start or entries[-1][ENTRY_INDEX] != end:
+            # A gap in the tail (records that never reached it): from disk.
+            return None
+        return entries
+
+    def read(self, log: Log, after: int, limit: int):
+        """
+        Up to ``limit`` records of a log after index ``after``, from disk.
+        """
+        return self._store.read_entries(log[0], log[1], after, limit)
+
+
+class LogSender:
+    """
+    Ships a node's logs to one destination over its current channel.
+
+    @ivar channel: what batches go out on now (a peer link), or C{None}
+        while there is none; a read that returns after the channel changed
+        is not sent.
+    @ivar has: how far the destination is known to hold each log.
+    @ivar sent: how far each log was sent on this channel.
+    @ivar known: whether the destination has said what it holds, so the
+        cursors are set.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        name: str,
+        source: LogSource,
+        clock,
+        transmit: Callable[[object, Log, list], None],
+        batch_size: int,
+        window: int,
+        skip: Callable[[Log], bool] = lambda log: False,
+        idle: Callable[[], None] = lambda: None,
+        read_batches: int = READ_BATCHES,
+        retry_delay: float = RETRY_DELAY,
+    ):
+        self.name = name
+        self._source = source
+        self._clock = clock
+        # transmit(channel, log, entries) sends one batch.
+        self._transmit = transmit
+        self.batch_size = batch_size
+        self.window = window
+        # Logs this destination gets from elsewhere.
+        self._skip = skip
+        # Called when a read ends, for a stop that waits for them.
+        self._idle = idle
+        self._read_batches = read_batches
+        self._retry_delay = retry_delay
+        self.channel = None
+        self.has: dict = {}
+        self.sent: dict = {}
+        self.known = False
+        # (log, last index) of each unacknowledged batch, oldest first: the
+        # destination acknowledges batches in the order it received them.
+        self.unacked: deque = deque()
+        self.reading = False
+        self.retry = None
+        self.stopped = False
+        self.sent_count = 0
+
+    @property
+    def inflight(self) -> int:
+        return len(self.unacked)
+
+    def next_to_send(self, log: Log) -> int:
+        return self.sent.get(log, self.has.get(log, 0)) + 1
+
+    def holds(self, log: Log, position: int) -> None:
+        """
+        The destination holds ``log`` up to ``position`` (it sent us those
+        records): do not send them, nor count them as lacking.
+        """
+        if position > self.has.get(log, 0):
+            self.has[log] = position
+        if log in self.sent and self.sent[log] < position:
+            self.sent[log] = position
+
+    def told(self, has: dict, on_channel: bool) -> None:
+        """
+        The destination says how far it holds every log (``{log: n}``);
+        ``on_channel`` when it says so on the channel batches go out on,
+        whose order tells what it says against what is in flight.
+        """
+        self.has = dict(has)
+        if on_channel:
+            if not self.known or self.inflight == 0:
+                self.sent = dict(has)
+                self.known = True
+            else:
+                for log, n in has.items():
+                    if n > self.sent.get(log, 0):
+                        self.sent[log] = n
+        self.pump()
+
+    def switch(self, channel) -> None:
+        """
+        The channel batches went out on is gone; ``channel`` (or C{None})
+        carries them from now on. Batches in flight are lost: send again
+        from what the destination is known to hold.
+        """
+        self.channel = channel
+        self.unacked.clear()
+        self.sent = {}
+        self.known = channel is not None
+        self.pump()
+
+    def acked(self, log: Log, last_index: int) -> None:
+        """
+        The destination acknowledged the oldest batch in flight: it holds
+        ``log`` up to ``last_index`` now.
+        """
+        if self.inflight == 0:
+            return
+        # Only a position below that batch's end means a refusal; below what
+        # was sent since is just the pipeline.
+        sent_log, end = self.unacked.popleft()
+        if log != sent_log:
+            # The batch reached the destination under another name (its
+            # origin or epoch corrupted in transit), so none of it was
+            # stored: send it again from what the destination holds.
+            self.sent[sent_log] = self.has.get(sent_log, 0)
+            self._retry_later()
+            return
+        self.has[log] = last_index
+        if last_index < end:
+            # The destination refused part of what was sent (a record failed
+            # its check): send it again, after a pause.
+            self.sent[log] = last_index
+            self._retry_later()
+            return
+        self.pump()
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.retry is not None and self.retry.active():
+            self.retry.cancel()
+
+    def _retry_later(self) -> None:
+        # After a pause, so that a link that corrupts everything does not spin.
+        if self.retry is None or not self.retry.active():
+            self.retry = self._clock.callLater(self._retry_delay, self.pump)
+
+    def _next_log(self) -> Optional[Log]:
+        for log, position in self._source.positions.items():
+            if not self._skip(log) and self.next_to_send(log) <= position:
+                return log
+        return None
+
+    def pump(self) -> None:
+        """
+        Send what the destination lacks, as far as the window allows.
+        """
+        if self.stopped or self.channel is None or not self.known or self.reading:
+            return
+        if self.retry is not None and self.retry.active():
+            return
+        positions = self._source.positions
+        while self.inflight < self.window:
+            log = self._next_log()
+            if log is None:
+                return
+            start = self.next_to_send(log)
+            end = min(start + self.batch_size - 1, positions[log])
+            entries = self._source.from_tail(log, start, end)
+            if entries is None:
+                batches = min(self.window - self.inflight, self._read_batches)
+                end = min(start + batches * self.batch_size - 1, positions[log])
+                self.reading = True
+                d = self._source.read(log, start - 1, end - start + 1)
+                d.addCallback(self._read, self.channel, log, start)
+                d.addErrback(self._read_failed, log)
+                return
+            self._send(log, entries)
+
+    def _read(self, entries: list, channel, log: Log, start: int) -> None:
+        self.reading = False
+        self._idle()
+        if not entries and not self.stopped:
+            # The position says these rows exist but the table has none (rows
+            # deleted by hand?): try again later rather than spin on reads.
+            self.log.warn(
+                "log {log} is held up to {position} but has no rows from {start}; retrying",
+                log=log,
+                position=self._source.positions.get(log),
+                start=start,
+            )
+            self._retry_later()
+            return
+        if (
+            entries
+            and not self.stopped
+            and channel is self.channel
+            and entries[0][ENTRY_INDEX] == self.next_to_send(log)
+        ):
+            # Acknowledgements meanwhile only made room in the window.
+            for at in range(0, len(entries), self.batch_size):
+                self._send(log, entries[at : at + self.batch_size])
+        self.pump()
+
+    def _read_failed(self, failure, log: Log) -> None:
+        self.reading = False
+        if self.stopped:
+            self._idle()
+            return
+        self.log.failure(
+            "could not read log {log} to send to {destination}; will retry",
+            failure,
+            log=log,
+            destination=self.name,
+        )
+        self.retry = self._clock.callLater(self._retry_delay, self.pump)
+
+    def _send(self, log: Log, entries: list) -> None:
+        self._transmit(self.channel, log, entries)
+        last = entries[-1][ENTRY_INDEX]
+        self.sent[log] = last
+        self.unacked.append((log, last))
+        self.sent_count += len(entries)
+
+    def lag(self) -> dict:
+        """
+        How many records of each origin the destination is known to lack.
+        """
+        lag: dict = {}
+        for log, position in self._source.positions.items():
+            missing = position - self.has.get(log, 0)
+            if missing > 0:
+                lag[log[0]] = lag.get(log[0], 0) + missing
+        return lag
