@@ -21,7 +21,8 @@ from .interfaces import ISensor
 from .lines import RETRY_STORAGE, Reading, Rejected
 from .refused import MAX_BYTES, MAX_LINES, RefusedLines
 from .rows import OwnRows
-from .storage import Appended, Opened, Store
+from .opening import Opened
+from .storage import Appended, Store
 
 
 class Pending:

@@ -48,9 +48,9 @@ def _valid_sql(field) -> str:
 ENTRY_VALID_SQL = " AND ".join(_valid_sql(field) for field in ENTRY)
 
 
-class SchemaError(Exception):
+class StoreError(Exception):
     """
-    A database this p2pstore cannot use as it is; the message says what to do.
+    The database cannot be used as it is; the message says what to do.
     """
 
 
@@ -115,7 +115,7 @@ class Schema:
         try:
             return (self.directory / name).read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise SchemaError(
+            raise StoreError(
                 f"p2pstore's schema file {name} is missing from {self.directory}: reinstall p2pstore"
             ) from None
 

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from .identity import record_lock_holder
 from .node import Node
-from .storage import StoreError
+from .schema import StoreError
 
 # How long a stopping node waits for sensors to close after their last answer.
 SENSOR_CLOSE_TIMEOUT = 5.0

@@ -1,20 +1,16 @@
 """
-The SQLite store: the adbapi pool and every query.
+The SQLite store: every query on a node's logs, through one writing
+connection and one read-only connection (see L{p2pstore.opening}).
 
-One connection in one thread (SQLite allows one writer; more connections
-would only wait on its lock), in WAL mode so the sqlite3 tool can read the
-file while the node runs. Table names are built only from validated node
-ids; every value goes in as a parameter.
+Table names are built only from validated node ids; every value goes in as
+a parameter.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import uuid
 from itertools import chain
 from pathlib import Path
 from typing import Callable, Optional, Sequence
-from urllib.parse import quote
 
 import attrs
 from attrs import define, frozen
@@ -23,22 +19,19 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from .lines import Rejected
-from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, is_node_id, parse_value_unit
-from .rows import continues, reading_ids
-from .schema import (
-    ENTRY_SQL,
-    EPOCH,
-    ENTRY_VALID_SQL,
-    PEER_DB,
-    ROW_COLUMNS,
-    ROW_SQL,
-    TABLES_SQL,
-    Schema,
-    SchemaError,
-    backup,
-    origin_of,
-    table_name,
+from .opening import (
+    Opened,
+    check_columns,
+    configure_reader,
+    configure_writer,
+    connect,
+    open_logs,
+    read_only,
+    upgrade,
 )
+from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, parse_value_unit
+from .rows import continues, reading_ids
+from .schema import ENTRY_SQL, ENTRY_VALID_SQL, EPOCH, PEER_DB, ROW_COLUMNS, ROW_SQL, Schema, StoreError, table_name
 
 # Placeholders per "WHERE reading_id IN (...)" query, at most (fewer if
 # SQLite allows fewer host parameters): a batch of 5,000 readings is looked
@@ -55,33 +48,6 @@ _ROWS_PER_INSERT = 512
 # A row begins with its entry.
 _ENTRY_END = CHECKSUM + 1
 _ROW_MARKS = "(" + ", ".join("?" * len(ROW_COLUMNS)) + ")"
-
-
-class StoreError(SchemaError):
-    """
-    The database cannot be used as it is; the message says what to do.
-    """
-
-
-@frozen
-class Opened:
-    """
-    What the store knows once it is open.
-
-    @ivar positions: how far this node holds each log, ``{(origin, epoch):
-        last_index}``, its own current epoch included.
-    @ivar recovering: this node's own database was found missing or empty
-        while its node.id was kept: its earlier readings are to be fetched
-        from peers.
-    """
-
-    epoch: str
-    count: int
-    last_index: int
-    last_sensor_index: int
-    rejected: int
-    positions: dict = attrs.Factory(dict)
-    recovering: bool = False
 
 
 @frozen
@@ -168,53 +134,41 @@ class Store:
     def open(self) -> Deferred:
         """
         Open the databases, upgrading an older schema and creating what is
-        missing.
+        missing (L{p2pstore.opening}).
 
         @return: a Deferred firing with L{Opened}.
         """
-        self._pool = self._connect(
+        self._pool = connect(
             str(self.path),
             self._configure,
+            self.reactor,
             # Room for the INSERTs of every size for every origin's table.
             cached_statements=512,
         )
-        d = self._pool.runInteraction(self._upgrade)
-        d.addCallback(lambda _: self._pool.runInteraction(self._open))
+        d = self._pool.runInteraction(upgrade, self.schema, (self.path, self.peer_path))
+        d.addCallback(
+            lambda _: self._pool.runInteraction(
+                open_logs, self.schema, self.node_id, self.synchronous, self.recover_if_empty,
+                self.path,
+            )
+        )
 
-        def opened(result: Opened) -> Opened:
-            self.epoch = result.epoch
+        def opened(result: tuple[Opened, set]) -> Opened:
+            opened, self._peer_tables = result
+            self.epoch = opened.epoch
             # Once both files exist with their schema.
-            self._reader = self._connect(_read_only(self.path), self._configure_reader, uri=True)
-            return result
+            self._reader = connect(
+                read_only(self.path),
+                lambda conn: configure_reader(conn, self.peer_path),
+                self.reactor,
+                uri=True,
+            )
+            return opened
 
         return d.addCallback(opened)
 
-    def _connect(self, database: str, configure, **kwargs) -> adbapi.ConnectionPool:
-        if self.reactor is not None:
-            kwargs["cp_reactor"] = self.reactor
-        return adbapi.ConnectionPool(
-            "sqlite3",
-            database,
-            check_same_thread=False,
-            # Transactions are begun explicitly, so autocommit otherwise.
-            isolation_level=None,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=configure,
-            **kwargs,
-        )
-
-    def _configure_reader(self, conn) -> None:
-        conn.execute("ATTACH DATABASE ? AS peer", (_read_only(self.peer_path),))
-        conn.execute("PRAGMA busy_timeout = 10000")
-
     def _configure(self, conn) -> None:
-        conn.execute("ATTACH DATABASE ? AS peer", (str(self.peer_path),))
-        for db in ("main", "peer"):
-            conn.execute(f"PRAGMA {db}.journal_mode = WAL")
-            conn.execute(f"PRAGMA {db}.synchronous = {self.synchronous}")
-        conn.execute("PRAGMA busy_timeout = 10000")
-        limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        limit = configure_writer(conn, self.peer_path, self.synchronous)
         rows = _ROWS_PER_INSERT
         while rows > 1 and rows * len(ROW_COLUMNS) > limit:
             rows //= 2
@@ -223,133 +177,6 @@ class Store:
         while chunk > limit:
             chunk //= 2
         self._lookup_chunk = chunk
-
-    def _version(self, txn) -> Optional[int]:
-        # The schema version of the database: None for a new one (no meta);
-        # a meta without one is from before versions were written: 1.
-        if not txn.execute(
-            "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchall():
-            return None
-        row = txn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 1
-
-    def _upgrade(self, txn) -> None:
-        """
-        Bring a database of an older schema version up to this one: back
-        both files up, then apply each upgrader in its own transaction.
-        """
-        version = self._version(txn)
-        if version is None or version >= self.schema.version:
-            return
-        for path in (self.path, self.peer_path):
-            if path.exists():
-                saved = backup(path, version)
-                self.log.info(
-                    "upgrading {path} from schema version {version}: a copy is in {saved}",
-                    path=str(path), version=version, saved=str(saved),
-                )
-        for target, statements in self.schema.upgrades(version):
-            txn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in statements:
-                    txn.execute(statement)
-                txn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(target),),
-                )
-            except BaseException:
-                txn.execute("ROLLBACK")
-                raise
-            txn.execute("COMMIT")
-            self.log.info("upgraded {path} to schema version {version}", path=str(self.path), version=target)
-
-    def _open(self, txn) -> Opened:
-        txn.execute("BEGIN IMMEDIATE")
-        version = self._version(txn)
-        if version is not None and version > self.schema.version:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this "
-                f"p2pstore understands ({self.schema.version}): upgrade p2pstore"
-            )
-        for statement in self.schema.create():
-            txn.execute(statement)
-        meta = dict(txn.execute("SELECT key, value FROM meta").fetchall())
-        table = table_name(self.node_id)
-        self._check_columns(txn, "main", table)
-        for statement in self.schema.readings_table(self.node_id, "main", own=True):
-            txn.execute(statement)
-        epoch = meta.get("epoch")
-        recovering = meta.get("recovering") == "1"
-        if epoch is None:
-            epoch = uuid.uuid4().hex
-            (held,) = txn.execute(f"SELECT count(*) FROM {table}").fetchone()
-            recovering = self.recover_if_empty and held == 0
-        elif meta.get("running") == "1" and self.synchronous != "FULL":
-            # With synchronous=NORMAL a crash or power cut may have undone the
-            # last commits, whose readings peers may hold already: numbering
-            # on in this epoch could give those positions second contents.
-            # A new epoch cannot; the old one's tail comes back from peers.
-            self.log.warn(
-                "the node did not stop cleanly and runs with --sync normal: its "
-                "last readings may be lost here (peers may hold them), so it "
-                "starts a new epoch"
-            )
-            epoch = uuid.uuid4().hex
-        txn.executemany(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-            [
-                ("schema_version", str(self.schema.version)),
-                ("epoch", epoch),
-                ("recovering", "1" if recovering else "0"),
-                ("running", "1"),
-            ],
-        )
-        count, last_index, last_sensor = txn.execute(
-            f"SELECT count(*), coalesce(max(entry_index), 0), "
-            f"coalesce(max(sensor_index), 0) FROM {table} WHERE epoch = ?",
-            (epoch,),
-        ).fetchone()
-        # The rows are the truth for the node's own current epoch (and a
-        # database from before log_positions existed has only them).
-        self._set_position(txn, "main", self.node_id, epoch, last_index)
-        total = txn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        rejected, rejected_sensor = txn.execute(
-            "SELECT count(*), coalesce(max(sensor_index), 0) FROM rejected_lines"
-        ).fetchone()
-        last_sensor_index = max(
-            int(meta.get("last_sensor_index", 0)), last_sensor, rejected_sensor
-        )
-        positions = {}
-        for db in ("main", "peer"):
-            for origin, log_epoch, n in txn.execute(
-                f"SELECT origin, epoch, last_index FROM {db}.log_positions"
-            ).fetchall():
-                if is_node_id(origin) and is_node_id(log_epoch):
-                    positions[(origin, log_epoch)] = n
-        self._peer_tables = {
-            origin
-            for (name,) in txn.execute(TABLES_SQL.format(db="peer")).fetchall()
-            if (origin := origin_of(name)) is not None
-        }
-        return Opened(
-            epoch=epoch,
-            count=total,
-            last_index=last_index,
-            last_sensor_index=last_sensor_index,
-            rejected=rejected,
-            positions=positions,
-            recovering=recovering,
-        )
-
-    def _check_columns(self, txn, db: str, table: str) -> None:
-        columns = {row[1] for row in txn.execute(f"PRAGMA {db}.table_info({table})").fetchall()}
-        if columns and not set(ROW_COLUMNS) <= columns:
-            raise StoreError(
-                f"table {table} in {self._path_of(db)} lacks the columns "
-                f"{', '.join(sorted(set(ROW_COLUMNS) - columns))}: it was written by "
-                f"another program or an older p2pstore; move the file aside to start afresh"
-            )
 
     def append(
         self,
@@ -496,7 +323,7 @@ class Store:
                 results.append(Applied(added=[], conflicts=0, last_index=position))
                 continue
             if db == "peer" and origin not in self._peer_tables:
-                self._check_columns(txn, "peer", table)
+                check_columns(txn, "peer", table, self.peer_path)
                 for statement in self.schema.readings_table(origin, "peer", own=False):
                     txn.execute(statement)
                 self._peer_tables.add(origin)
@@ -602,11 +429,6 @@ class Store:
             if pool is not None:
                 pool.close()
         self._pool = self._reader = None
-
-
-def _read_only(path: Path) -> str:
-    # An SQLite URI filename: the path's "?" and "#" must not end it.
-    return f"file:{quote(str(path.absolute()))}?mode=ro"
 
 
 def _row(epoch: str, entry: tuple) -> tuple:

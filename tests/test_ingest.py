@@ -15,7 +15,7 @@ from p2pstore.ingest import Ingestor
 from p2pstore.refused import RETRY_INTERVAL as UNSAVED_RETRY_INTERVAL
 from p2pstore.rows import OwnRows
 from p2pstore.sensor import SensorFactory
-from p2pstore.storage import Opened
+from p2pstore.opening import Opened
 
 from .fakes import EPOCH, GOOD, MAX_LINE, NODE_ID, SIGNER, OpenedTestCase, SensorTestCase
 

@@ -1,0 +1,254 @@
+"""
+Opening a node's databases: the adbapi connections, the schema brought up
+to date (L{p2pstore.schema}), and what the store holds when it opens,
+including the choice of the epoch this node numbers its readings in.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Optional
+from urllib.parse import quote
+
+import attrs
+from attrs import frozen
+from twisted.enterprise import adbapi
+from twisted.logger import Logger
+
+from .records import is_node_id
+from .schema import ROW_COLUMNS, TABLES_SQL, Schema, StoreError, backup, origin_of, table_name
+
+log = Logger()
+
+
+@frozen
+class Opened:
+    """
+    What the store knows once it is open.
+
+    @ivar positions: how far this node holds each log, ``{(origin, epoch):
+        last_index}``, its own current epoch included.
+    @ivar recovering: this node's own database was found missing or empty
+        while its node.id was kept: its earlier readings are to be fetched
+        from peers.
+    """
+
+    epoch: str
+    count: int
+    last_index: int
+    last_sensor_index: int
+    rejected: int
+    positions: dict = attrs.Factory(dict)
+    recovering: bool = False
+
+
+def connect(database: str, configure, reactor=None, **kwargs) -> adbapi.ConnectionPool:
+    """
+    A pool of one SQLite connection (SQLite allows one writer; more
+    connections would only wait on its lock), in a thread of its own.
+    """
+    if reactor is not None:
+        kwargs["cp_reactor"] = reactor
+    return adbapi.ConnectionPool(
+        "sqlite3",
+        database,
+        check_same_thread=False,
+        # Transactions are begun explicitly, so autocommit otherwise.
+        isolation_level=None,
+        cp_min=1,
+        cp_max=1,
+        cp_openfun=configure,
+        **kwargs,
+    )
+
+
+def read_only(path: Path) -> str:
+    """
+    The SQLite URI that opens ``path`` read-only.
+    """
+    # The path's "?" and "#" must not end the URI.
+    return f"file:{quote(str(path.absolute()))}?mode=ro"
+
+
+def configure_writer(conn, peer_path: Path, synchronous: str) -> int:
+    """
+    Set up the writing connection: the peer database attached as ``peer``,
+    both in WAL mode (so the sqlite3 tool can read them while the node
+    runs) with ``synchronous``.
+
+    @return: how many host parameters one statement may have.
+    """
+    conn.execute("ATTACH DATABASE ? AS peer", (str(peer_path),))
+    for db in ("main", "peer"):
+        conn.execute(f"PRAGMA {db}.journal_mode = WAL")
+        conn.execute(f"PRAGMA {db}.synchronous = {synchronous}")
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+
+def configure_reader(conn, peer_path: Path) -> None:
+    conn.execute("ATTACH DATABASE ? AS peer", (read_only(peer_path),))
+    conn.execute("PRAGMA busy_timeout = 10000")
+
+
+def version_of(txn) -> Optional[int]:
+    """
+    The schema version of the database: None for a new one (no meta); a
+    meta without one is from before versions were written: 1.
+    """
+    if not txn.execute(
+        "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'meta'"
+    ).fetchall():
+        return None
+    row = txn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 1
+
+
+def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
+    """
+    Bring a database of an older schema version up to ``schema``'s: back
+    both files up, then apply each upgrader in a transaction of its own.
+    """
+    version = version_of(txn)
+    if version is None or version >= schema.version:
+        return
+    for path in paths:
+        if path.exists():
+            saved = backup(path, version)
+            log.info(
+                "upgrading {path} from schema version {version}: a copy is in {saved}",
+                path=str(path), version=version, saved=str(saved),
+            )
+    for target, statements in schema.upgrades(version):
+        txn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                txn.execute(statement)
+            txn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(target),),
+            )
+        except BaseException:
+            txn.execute("ROLLBACK")
+            raise
+        txn.execute("COMMIT")
+        log.info("upgraded {path} to schema version {version}", path=str(paths[0]), version=target)
+
+
+def check_columns(txn, db: str, table: str, path: Path) -> None:
+    """
+    Refuse a readings table that lacks a column of a row.
+    """
+    columns = {row[1] for row in txn.execute(f"PRAGMA {db}.table_info({table})").fetchall()}
+    if columns and not set(ROW_COLUMNS) <= columns:
+        raise StoreError(
+            f"table {table} in {path} lacks the columns "
+            f"{', '.join(sorted(set(ROW_COLUMNS) - columns))}: it was written by "
+            f"another program or an older p2pstore; move the file aside to start afresh"
+        )
+
+
+def choose_epoch(meta: dict, synchronous: str) -> tuple[str, bool]:
+    """
+    The epoch this node numbers its readings in, from what ``meta`` holds,
+    and whether it is a new one.
+    """
+    epoch = meta.get("epoch")
+    if epoch is None:
+        return uuid.uuid4().hex, True
+    if meta.get("running") == "1" and synchronous != "FULL":
+        # With synchronous=NORMAL a crash or power cut may have undone the
+        # last commits, whose readings peers may hold already: numbering
+        # on in this epoch could give those positions second contents.
+        # A new epoch cannot; the old one's tail comes back from peers.
+        log.warn(
+            "the node did not stop cleanly and runs with --sync normal: its "
+            "last readings may be lost here (peers may hold them), so it "
+            "starts a new epoch"
+        )
+        return uuid.uuid4().hex, False
+    return epoch, False
+
+
+def open_logs(
+    txn,
+    schema: Schema,
+    node_id: str,
+    synchronous: str,
+    recover_if_empty: bool,
+    path: Path,
+) -> tuple[Opened, set]:
+    """
+    Create what a database lacks, choose the epoch, mark the node running,
+    and read what it holds.
+
+    @return: L{Opened}, and the origins whose tables the peer database has.
+    """
+    txn.execute("BEGIN IMMEDIATE")
+    version = version_of(txn)
+    if version is not None and version > schema.version:
+        raise StoreError(
+            f"{path} has schema version {version}, newer than this "
+            f"p2pstore understands ({schema.version}): upgrade p2pstore"
+        )
+    for statement in schema.create():
+        txn.execute(statement)
+    meta = dict(txn.execute("SELECT key, value FROM meta").fetchall())
+    table = table_name(node_id)
+    check_columns(txn, "main", table, path)
+    for statement in schema.readings_table(node_id, "main", own=True):
+        txn.execute(statement)
+    epoch, new = choose_epoch(meta, synchronous)
+    recovering = meta.get("recovering") == "1"
+    if new:
+        (held,) = txn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        recovering = recover_if_empty and held == 0
+    txn.executemany(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+        [
+            ("schema_version", str(schema.version)),
+            ("epoch", epoch),
+            ("recovering", "1" if recovering else "0"),
+            ("running", "1"),
+        ],
+    )
+    count, last_index, last_sensor = txn.execute(
+        f"SELECT count(*), coalesce(max(entry_index), 0), "
+        f"coalesce(max(sensor_index), 0) FROM {table} WHERE epoch = ?",
+        (epoch,),
+    ).fetchone()
+    # The rows are the truth for the node's own current epoch (and a
+    # database from before log_positions existed has only them).
+    txn.execute(
+        "INSERT OR REPLACE INTO main.log_positions (origin, epoch, last_index) VALUES (?, ?, ?)",
+        (node_id, epoch, last_index),
+    )
+    total = txn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    rejected, rejected_sensor = txn.execute(
+        "SELECT count(*), coalesce(max(sensor_index), 0) FROM rejected_lines"
+    ).fetchone()
+    last_sensor_index = max(int(meta.get("last_sensor_index", 0)), last_sensor, rejected_sensor)
+    positions = {}
+    for db in ("main", "peer"):
+        for origin, log_epoch, n in txn.execute(
+            f"SELECT origin, epoch, last_index FROM {db}.log_positions"
+        ).fetchall():
+            if is_node_id(origin) and is_node_id(log_epoch):
+                positions[(origin, log_epoch)] = n
+    peer_tables = {
+        origin
+        for (name,) in txn.execute(TABLES_SQL.format(db="peer")).fetchall()
+        if (origin := origin_of(name)) is not None
+    }
+    opened = Opened(
+        epoch=epoch,
+        count=total,
+        last_index=last_index,
+        last_sensor_index=last_sensor_index,
+        rejected=rejected,
+        positions=positions,
+        recovering=recovering,
+    )
+    return opened, peer_tables
