@@ -19,10 +19,10 @@ from twisted.python.failure import Failure
 
 from .interfaces import ISensor
 from .lines import RETRY_STORAGE, Reading, Rejected
-from .refused import MAX_BYTES, MAX_LINES, RefusedLines
-from .rows import OwnRows
 from .opening import Opened
-from .storage import Appended, Store
+from .refused import MAX_BYTES, MAX_LINES, RefusedLines
+from .rows import Appended, OwnRows
+from .storage import Store
 
 
 class Pending:

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
-from attrs import define, field
+from attrs import define, field, frozen
 
 from .lines import Reading
-from .records import ENTRY_INDEX, READING_ID, SENSOR_DATA, SENSOR_INDEX, SENSOR_TYPE, TIMESTAMP, Signer, parse_value_unit
+from .records import CHECKSUM, ENTRY_INDEX, READING_ID, SENSOR_DATA, SENSOR_INDEX, SENSOR_TYPE, TIMESTAMP, Signer, parse_value_unit
 
 
 def reading_ids(rows: Sequence[tuple]) -> list[str]:
@@ -32,6 +32,32 @@ def continues(rows: Sequence[tuple], last: int) -> bool:
     Do the rows, as numbered, continue a log that ends at ``last``?
     """
     return not rows or rows[0][ENTRY_INDEX] == last + 1
+
+
+@frozen
+class Appended:
+    """
+    The outcome of one group commit.
+
+    @ivar origin: the node whose log was appended to (this node).
+    @ivar indexes: the entry_index answered for each reading, in order;
+        a reading whose reading_id was already stored gets the stored index.
+    @ivar rows: the rows this commit added (p2pstore.schema.ROW_COLUMNS).
+    @ivar last_index: how far the log runs after this commit.
+    """
+
+    origin: str
+    indexes: Sequence[int]
+    rows: list
+    last_index: int
+
+    def entries(self) -> list[tuple]:
+        """
+        The records this commit added as RECORDS entries (see
+        L{p2pstore.wire.Records}), built on demand: only replication needs
+        them, and only when there are peers.
+        """
+        return [row[: CHECKSUM + 1] for row in self.rows]
 
 
 @define

@@ -8,7 +8,6 @@ a parameter.
 
 from __future__ import annotations
 
-from itertools import chain
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -16,7 +15,6 @@ import attrs
 from attrs import define, frozen
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from .lines import Rejected
 from .opening import (
@@ -30,51 +28,9 @@ from .opening import (
     upgrade,
 )
 from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, parse_value_unit
-from .rows import continues, reading_ids
-from .schema import ENTRY_SQL, ENTRY_VALID_SQL, EPOCH, PEER_DB, ROW_COLUMNS, ROW_SQL, Schema, StoreError, table_name
-
-# Placeholders per "WHERE reading_id IN (...)" query, at most (fewer if
-# SQLite allows fewer host parameters): a batch of 5,000 readings is looked
-# up in one query.
-_LOOKUP_CHUNK = 8192
-
-# Rows per INSERT statement, at most (fewer if SQLite allows fewer host
-# parameters). executemany() steps SQLite once per row and gives up the GIL
-# at every step; while the reactor thread is busy each step then waits for
-# the GIL again, and a batch of 1,000 rows could take seconds. One
-# statement of many rows steps once, and SQLite does the work of all of
-# them without the GIL.
-_ROWS_PER_INSERT = 512
-# A row begins with its entry.
-_ENTRY_END = CHECKSUM + 1
-_ROW_MARKS = "(" + ", ".join("?" * len(ROW_COLUMNS)) + ")"
-
-
-@frozen
-class Appended:
-    """
-    The outcome of one group commit.
-
-    @ivar origin: the node whose log was appended to (this node).
-    @ivar indexes: the entry_index answered for each reading, in order;
-        a reading whose reading_id was already stored gets the stored index.
-    @ivar rows: the rows this commit added (p2pstore.schema.ROW_COLUMNS).
-    @ivar last_index: how far the log runs after this commit.
-    """
-
-    origin: str
-    indexes: Sequence[int]
-    rows: list
-    last_index: int
-
-    def entries(self) -> list[tuple]:
-        """
-        The records this commit added as RECORDS entries (see
-        L{p2pstore.wire.Records}), built on demand: only replication needs
-        them, and only when there are peers.
-        """
-        return [row[:_ENTRY_END] for row in self.rows]
-
+from .rows import Appended, continues, reading_ids
+from .statements import Statements
+from .schema import ENTRY_SQL, ENTRY_VALID_SQL, EPOCH, PEER_DB, ROW_SQL, Schema, StoreError, table_name
 
 @frozen
 class Applied:
@@ -119,13 +75,10 @@ class Store:
     # up (SQLite's WAL lets one writer and readers work at once).
     _reader: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
     _peer_tables: set = attrs.field(factory=set, init=False)
-    _rows_per_insert: int = attrs.field(default=_ROWS_PER_INSERT, init=False)
+    _statements: Statements = attrs.field(factory=Statements, init=False, repr=False)
     # The last_sensor_index committed to meta, not written again unchanged.
     _saved_sensor_index: Optional[int] = attrs.field(default=None, init=False)
-    _lookup_chunk: int = attrs.field(default=_LOOKUP_CHUNK, init=False)
-    _insert_sql: dict = attrs.field(factory=dict, init=False, repr=False)
 
-    log = Logger()
 
     def __attrs_post_init__(self) -> None:
         if self.peer_path is None:
@@ -168,15 +121,7 @@ class Store:
         return d.addCallback(opened)
 
     def _configure(self, conn) -> None:
-        limit = configure_writer(conn, self.peer_path, self.synchronous)
-        rows = _ROWS_PER_INSERT
-        while rows > 1 and rows * len(ROW_COLUMNS) > limit:
-            rows //= 2
-        self._rows_per_insert = rows
-        chunk = _LOOKUP_CHUNK
-        while chunk > limit:
-            chunk //= 2
-        self._lookup_chunk = chunk
+        self._statements = Statements(configure_writer(conn, self.peer_path, self.synchronous))
 
     def append(
         self,
@@ -213,12 +158,12 @@ class Store:
         ).fetchone()
         ids = reading_ids(rows)
         distinct = set(ids)
-        known = self._stored_reading_ids(txn, table, distinct)
+        known = self._statements.reading_ids(txn, table, distinct)
         if known or len(distinct) != len(ids) or not continues(rows, last):
             indexes, rows = renumber(rows, last, known)
         else:
             indexes = [row[ENTRY_INDEX] for row in rows]
-        self._insert(txn, "main", table, rows)
+        self._statements.insert(txn, "main", table, rows)
         # Each statement is one more wait for the GIL in this thread: those
         # with nothing to do are left out.
         if rejected:
@@ -237,27 +182,6 @@ class Store:
             self._set_position(txn, "main", self.node_id, self.epoch, last)
         return Appended(origin=self.node_id, indexes=indexes, rows=rows, last_index=last)
 
-    def _insert(self, txn, db: str, table: str, rows: list) -> None:
-        """
-        Insert rows in as few statements as the parameter limit allows: a
-        batch of n rows takes one statement per power of two in n up to the
-        largest (1000 rows: 512, 256, 128, 64, 32, 8), so a handful of
-        statement texts serve every batch size and stay prepared.
-        """
-        size = self._rows_per_insert
-        start, count = 0, len(rows)
-        while start < count:
-            while size > count - start:
-                size //= 2
-            sql = self._insert_sql.get((db, table, size))
-            if sql is None:
-                sql = self._insert_sql[db, table, size] = (
-                    f"INSERT INTO {db}.{table} ({ROW_SQL}) VALUES "
-                    + ", ".join([_ROW_MARKS] * size)
-                )
-            txn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
-            start += size
-
     @staticmethod
     def _set_position(txn, db: str, origin: str, epoch: str, last_index: int) -> None:
         txn.execute(
@@ -265,24 +189,6 @@ class Store:
             f"VALUES (?, ?, ?)",
             (origin, epoch, last_index),
         )
-
-    def _stored_reading_ids(self, txn, table: str, reading_ids: set) -> dict:
-        wanted = list(reading_ids)
-        found = {}
-        for start in range(0, len(wanted), self._lookup_chunk):
-            chunk = wanted[start : start + self._lookup_chunk]
-            # Padded with its last id to a power of two, so that a few
-            # statement texts serve every batch and stay prepared.
-            size = 1 << (len(chunk) - 1).bit_length()
-            chunk += chunk[-1:] * (size - len(chunk))
-            found.update(
-                txn.execute(
-                    f"SELECT reading_id, entry_index FROM {table} "
-                    f"WHERE reading_id IN ({', '.join('?' * size)})",
-                    chunk,
-                ).fetchall()
-            )
-        return found
 
     def _db_of(self, origin: str) -> str:
         return "main" if origin == self.node_id else "peer"
@@ -342,7 +248,7 @@ class Store:
                 (self.node_id, self.epoch), (origin, epoch), position, entries, stored
             )
             if added:
-                self._insert(txn, db, table, [_row(epoch, entry) for entry in added])
+                self._statements.insert(txn, db, table, [_row(epoch, entry) for entry in added])
                 position = added[-1][ENTRY_INDEX]
                 self._set_position(txn, db, origin, epoch, position)
             results.append(Applied(added=added, conflicts=conflicts, last_index=position))
@@ -440,4 +346,4 @@ def _row(epoch: str, entry: tuple) -> tuple:
 def _record(origin: str, row: tuple) -> Record:
     # A row (p2pstore.schema.ROW_COLUMNS) as a Record; its value and unit
     # are the record's properties.
-    return Record(origin, row[EPOCH], *row[:_ENTRY_END])
+    return Record(origin, row[EPOCH], *row[: CHECKSUM + 1])

@@ -19,7 +19,7 @@ from p2pstore.records import READING_ID, SENSOR_DATA, SENSOR_INDEX, SENSOR_TYPE,
 from p2pstore.rows import OwnRows
 from p2pstore.sensor import SensorFactory, SensorProtocol
 from p2pstore.opening import Opened
-from p2pstore.storage import Appended
+from p2pstore.rows import Appended
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 EPOCH = "fedcba9876543210fedcba9876543210"

@@ -18,7 +18,8 @@ from p2pstore.replication import plan_apply
 from p2pstore.rows import OwnRows
 from p2pstore.schema import VERSION as SCHEMA_VERSION, Schema, StoreError, table_name
 from p2pstore.opening import Opened
-from p2pstore.storage import Store, _LOOKUP_CHUNK
+from p2pstore.statements import _LOOKUP_CHUNK
+from p2pstore.storage import Store
 from p2pstore.wire import Records, decode, encode
 
 NODE_ID = "0123456789abcdef0123456789abcdef"

@@ -1,0 +1,85 @@
+"""
+The statements of the store's hot paths, sized to SQLite's limit on host
+parameters and reused, so that a handful of statement texts serve every
+batch size and stay prepared: INSERTs of many rows, and reading_id lookups.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+
+from .schema import ROW_COLUMNS, ROW_SQL
+
+# Placeholders per "WHERE reading_id IN (...)" query, at most (fewer if
+# SQLite allows fewer host parameters): a batch of 5,000 readings is looked
+# up in one query.
+_LOOKUP_CHUNK = 8192
+
+# Rows per INSERT statement, at most (fewer if SQLite allows fewer host
+# parameters). executemany() steps SQLite once per row and gives up the GIL
+# at every step; while the reactor thread is busy each step then waits for
+# the GIL again, and a batch of 1,000 rows could take seconds. One
+# statement of many rows steps once, and SQLite does the work of all of
+# them without the GIL.
+_ROWS_PER_INSERT = 512
+_ROW_MARKS = "(" + ", ".join("?" * len(ROW_COLUMNS)) + ")"
+
+
+class Statements:
+    """
+    Batched statements for a connection allowing ``limit`` host parameters
+    per statement.
+    """
+
+    def __init__(self, limit: int = 32766):
+        rows = _ROWS_PER_INSERT
+        while rows > 1 and rows * len(ROW_COLUMNS) > limit:
+            rows //= 2
+        self.rows_per_insert = rows
+        chunk = _LOOKUP_CHUNK
+        while chunk > limit:
+            chunk //= 2
+        self.lookup_chunk = chunk
+        self._insert_sql: dict = {}
+
+    def insert(self, txn, db: str, table: str, rows: list) -> None:
+        """
+        Insert rows in as few statements as the parameter limit allows: a
+        batch of n rows takes one statement per power of two in n up to the
+        largest (1000 rows: 512, 256, 128, 64, 32, 8), so a handful of
+        statement texts serve every batch size and stay prepared.
+        """
+        size = self.rows_per_insert
+        start, count = 0, len(rows)
+        while start < count:
+            while size > count - start:
+                size //= 2
+            sql = self._insert_sql.get((db, table, size))
+            if sql is None:
+                sql = self._insert_sql[db, table, size] = (
+                    f"INSERT INTO {db}.{table} ({ROW_SQL}) VALUES "
+                    + ", ".join([_ROW_MARKS] * size)
+                )
+            txn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
+            start += size
+
+    def reading_ids(self, txn, table: str, reading_ids: set) -> dict:
+        """
+        The entry_index stored for each of these reading ids that is stored.
+        """
+        wanted = list(reading_ids)
+        found = {}
+        for start in range(0, len(wanted), self.lookup_chunk):
+            chunk = wanted[start : start + self.lookup_chunk]
+            # Padded with its last id to a power of two, so that a few
+            # statement texts serve every batch and stay prepared.
+            size = 1 << (len(chunk) - 1).bit_length()
+            chunk += chunk[-1:] * (size - len(chunk))
+            found.update(
+                txn.execute(
+                    f"SELECT reading_id, entry_index FROM {table} "
+                    f"WHERE reading_id IN ({', '.join('?' * size)})",
+                    chunk,
+                ).fetchall()
+            )
+        return found
