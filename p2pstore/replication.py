@@ -13,47 +13,19 @@ gets a second content.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from .records import CHECKSUM, ENTRY_INDEX, Signer
+from .inbound import Inbound
+from .records import ENTRY_INDEX, Signer
+from .recovery import Recovery
 from .sending import Log, LogSender, LogSource
 from .wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records
 
 # HAVE announcements are coalesced over this long.
 HAVE_DELAY = 0.05
-
-
-def plan_apply(own: Log, log: Log, position: int, entries: list, stored: dict) -> tuple[list, int]:
-    """
-    The policy for a checked batch of consecutive records of ``log``, which
-    this node holds up to ``position``: store only what continues the log,
-    compare what repeats a held position with the stored checksum, and never
-    take positions of this node's own current log ``own``, which this node
-    alone assigns.
-
-    @param stored: the stored checksum of each held position the batch
-        repeats, by entry_index.
-    @return: the entries to store, and how many records conflict with what
-        is stored (the stored ones are kept).
-    """
-    if not entries:
-        return [], 0
-    held = min(max(position - entries[0][ENTRY_INDEX] + 1, 0), len(entries))
-    conflicts = sum(
-        1 for entry in entries[:held] if stored.get(entry[ENTRY_INDEX]) != entry[CHECKSUM]
-    )
-    beyond = entries[held:]
-    if log == own:
-        # A peer offering more of this node's current log is a conflict.
-        return [], conflicts + len(beyond)
-    if beyond and beyond[0][ENTRY_INDEX] == position + 1:
-        return beyond, conflicts
-    # After a gap, whose missing records are sent again first.
-    return [], conflicts
 
 
 class PeerState:
@@ -109,14 +81,12 @@ class Replicator:
         self.window = window
         self.source = LogSource(store)
         self.peers: dict[str, PeerState] = {}
-        self._inbox: deque = deque()
-        self._applying = False
-        self._storing: list = []
+        self.inbound = Inbound(
+            store, signer, window, self._applied, self._apply_failed, self._applied_all
+        )
         self._have_call = None
         self.refused_links = 0
-        self.recovering = False
-        self._recovery_targets: dict = {}
-        self._heard_from_peer = False
+        self.recovery = Recovery(node_id, store)
         self.ready = False
         self.stopped = False
         self._idle_waiters: list = []
@@ -132,7 +102,7 @@ class Replicator:
 
     def opened(self, positions: dict, recovering: bool) -> None:
         self.source.positions = dict(positions)
-        self.recovering = recovering
+        self.recovery.active = recovering
         self.ready = True
 
     def stop(self) -> Deferred:
@@ -146,7 +116,7 @@ class Replicator:
             self._have_call.cancel()
         for peer in self.peers.values():
             peer.sender.stop()
-        self._inbox.clear()
+        self.inbound.stop()
         if self._busy():
             d = Deferred()
             self._idle_waiters.append(d)
@@ -154,7 +124,7 @@ class Replicator:
         return succeed(None)
 
     def _busy(self) -> bool:
-        return self._applying or any(peer.sender.reading for peer in self.peers.values())
+        return self.inbound.applying or any(peer.sender.reading for peer in self.peers.values())
 
     def _maybe_idle(self) -> None:
         if self.stopped and not self._busy():
@@ -261,14 +231,7 @@ class Replicator:
         if isinstance(message, Have):
             self._have(peer, link, message)
         elif isinstance(message, Records):
-            # Batches being stored are unacknowledged as well as queued ones.
-            pending = sum(1 for l, _ in self._inbox if l is link) + sum(
-                1 for l, *_ in self._storing if l is link
-            )
-            if pending >= self.window:
-                raise BadMessage(f"sent more than {self.window} unacknowledged batches")
-            self._inbox.append((link, message))
-            self._apply()
+            self.inbound.received(link, peer, message)
         elif isinstance(message, Ack):
             if link is peer.sender.channel:
                 peer.sender.acked((message.origin, message.epoch), message.last_index)
@@ -280,11 +243,7 @@ class Replicator:
 
     def _have(self, peer: PeerState, link, message: Have) -> None:
         has = {(o, e): n for o, epochs in message.positions.items() for e, n in epochs.items()}
-        self._heard_from_peer = True
-        for log, n in has.items():
-            if log[0] == self.node_id and n > self._recovery_targets.get(log, 0):
-                self._recovery_targets[log] = n
-        self._check_recovery()
+        self.recovery.heard(has, self.positions)
         peer.sender.told(has, on_channel=link is peer.sender.channel)
 
     def _links(self) -> Links:
@@ -322,97 +281,48 @@ class Replicator:
 
     # -- applying ---------------------------------------------------------
 
-    def _verified(self, peer: PeerState, message: Records) -> list:
+    def _applied(self, link, peer: PeerState, message: Records, good: list, result) -> None:
         """
-        The entries up to the first whose checksum is wrong.
+        A received batch was stored, as far as ``result`` says: answer it,
+        and send on what it added.
         """
-        entries = message.entries
-        valid = self._signer.valid_prefix(message.origin, message.epoch, entries)
-        if valid < len(entries):
-            peer.rejected += 1
-            self.log.warn(
-                "rejected a record from peer {peer}: checksum mismatch for {origin} "
-                "{epoch}:{index} (corrupted in transit or forged); it will be asked for again",
+        if good:
+            # The sender holds what it sent (logs have no gaps): do not send
+            # it back, nor count it as lacking.
+            peer.sender.holds((message.origin, message.epoch), good[-1][ENTRY_INDEX])
+        peer.received += len(result.added)
+        if result.conflicts:
+            peer.conflicts += result.conflicts
+            self.log.error(
+                "{count} records from peer {peer} differ from the stored ones at "
+                "the same positions of log {origin}/{epoch}; kept the stored ones",
+                count=result.conflicts,
                 peer=peer.node_id,
                 origin=message.origin,
                 epoch=message.epoch,
-                index=entries[valid][0],
             )
-        return entries[:valid]
+        self.committed(message.origin, message.epoch, result.added)
+        self._answer(link, peer, message, result.last_index)
 
-    def _apply(self) -> None:
-        if self.stopped or self._applying or not self._inbox:
-            return
-        batch = []
-        while self._inbox:
-            link, message = self._inbox.popleft()
-            peer = self.peers[link.peer_id]
-            batch.append((link, peer, message, self._verified(peer, message)))
-        self._applying = True
-        self._storing = batch
-        d = self._store.apply(
-            [(m.origin, m.epoch, good) for _, _, m, good in batch], plan_apply
-        )
-        d.addCallbacks(self._applied, self._apply_failed, callbackArgs=(batch,), errbackArgs=(batch,))
-        d.addErrback(lambda f: self.log.failure("could not act on stored records", f))
-        d.addBoth(self._apply_done)
+    def _answer(self, link, peer: PeerState, message: Records, last_index: int) -> None:
+        if link.authenticated and link in peer.links:
+            link.send(Ack(message.origin, message.epoch, last_index))
 
-    def _applied(self, results: list, batch: list) -> None:
-        for (link, peer, message, good), result in zip(batch, results):
-            if good:
-                # The sender holds what it sent (logs have no gaps): do not
-                # send it back, nor count it as lacking.
-                peer.sender.holds((message.origin, message.epoch), good[-1][ENTRY_INDEX])
-            peer.received += len(result.added)
-            if result.conflicts:
-                peer.conflicts += result.conflicts
-                self.log.error(
-                    "{count} records from peer {peer} differ from the stored ones at "
-                    "the same positions of log {origin}/{epoch}; kept the stored ones",
-                    count=result.conflicts,
-                    peer=peer.node_id,
-                    origin=message.origin,
-                    epoch=message.epoch,
-                )
-            self.committed(message.origin, message.epoch, result.added)
-            if link.authenticated and link in peer.links:
-                link.send(Ack(message.origin, message.epoch, result.last_index))
-        self._check_recovery()
+    def _apply_failed(self, link, peer: PeerState, message: Records) -> None:
+        # The position unchanged, or the sender would keep the batch counted
+        # in its window for ever, and stall.
+        self._answer(link, peer, message, self.positions.get((message.origin, message.epoch), 0))
 
-    def _apply_failed(self, failure, batch: list) -> None:
-        self.log.failure(
-            "could not store replicated records; their senders will send them again", failure
-        )
-        # Answer every batch with the position unchanged, or each sender would
-        # keep those batches counted in its window for ever, and stall.
-        for link, peer, message, _ in batch:
-            if link.authenticated and link in peer.links:
-                log = (message.origin, message.epoch)
-                link.send(Ack(message.origin, message.epoch, self.positions.get(log, 0)))
-
-    def _apply_done(self, _) -> None:
-        self._applying = False
-        self._storing = []
+    def _applied_all(self) -> None:
+        self.recovery.check(self.positions)
         self._maybe_idle()
-        self._apply()
 
-    # -- recovery -----------------------------------------------------------
-
-    def _check_recovery(self) -> None:
-        if not self.recovering or not self._heard_from_peer:
-            return
-        for log, target in self._recovery_targets.items():
-            if self.positions.get(log, 0) < target:
-                return
-        self.recovering = False
-        self.log.info("recovered this node's earlier readings from its peers")
-        self._store.finish_recovery()
+    @property
+    def recovering(self) -> bool:
+        return self.recovery.active
 
     def recovery_progress(self) -> dict:
-        return {
-            f"{origin}/{epoch}": {"have": self.positions.get((origin, epoch), 0), "target": target}
-            for (origin, epoch), target in self._recovery_targets.items()
-        }
+        return self.recovery.progress(self.positions)
 
     # -- status -------------------------------------------------------------
 

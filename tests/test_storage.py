@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pstore.lines import Reading, Rejected
 from p2pstore.records import BadRecord, Record, Signer, entry_of, is_node_id
-from p2pstore.replication import plan_apply
+from p2pstore.inbound import plan_apply
 from p2pstore.rows import OwnRows
 from p2pstore.schema import VERSION as SCHEMA_VERSION, Schema, StoreError, table_name
 from p2pstore.opening import Opened
