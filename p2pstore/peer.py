@@ -2,7 +2,7 @@
 The peer protocol: a line protocol that only translates.
 
 Lines become messages (L{p2pstore.wire}); the handshake decides who the
-peer is (L{p2pstore.session}); after it every message goes to the
+peer is (L{p2pstore.handshake}); after it every message goes to the
 L{Replicator}. A malformed, unknown or out-of-order line drops the link
 with a logged reason; the dialler retries it.
 """
@@ -17,7 +17,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 
 from .interfaces import ILink
-from .session import HANDSHAKE_TIMEOUT, Handshake, HandshakeFailed
+from .handshake import HANDSHAKE_TIMEOUT, Handshake, HandshakeFailed
 from .wire import Auth, BadMessage, Hello, Ping, Pong, decode, encode
 
 # A RECORDS batch of 1000 records of the longest fields fits with room to
@@ -112,7 +112,9 @@ class PeerProtocol(LineOnlyReceiver):
         except BadMessage as e:
             self.drop(f"malformed message: {e}")
             return
-        if not self.authenticated:
+        if not self.authenticated or isinstance(message, (Hello, Auth)):
+            # The handshake's messages, all of them its to judge: after it
+            # is done, another HELLO or AUTH fails it.
             try:
                 done = self.handshake.received(message)
             except HandshakeFailed as e:
@@ -124,9 +126,7 @@ class PeerProtocol(LineOnlyReceiver):
             if done:
                 self._authenticated()
             return
-        if isinstance(message, (Hello, Auth)):
-            self.drop(f"sent {type(message).__name__.upper()} after authenticating")
-        elif isinstance(message, Ping):
+        if isinstance(message, Ping):
             self.send(Pong())
         elif isinstance(message, Pong):
             pass
@@ -170,7 +170,7 @@ class PeerProtocol(LineOnlyReceiver):
         self._timer = None
         if self.authenticated:
             self.factory.replicator.link_down(self)
-        elif self.close_reason is None and self.handshake is not None and self.handshake.state == "auth":
+        elif self.close_reason is None and self.handshake is not None and self.handshake.awaiting_proof:
             # The other side refused our proof: it does not say why, but a
             # different cluster key is by far the likeliest.
             self.close_reason = "closed by the peer during the handshake: does it have the same cluster key?"

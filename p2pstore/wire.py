@@ -1,7 +1,7 @@
 """
 The peer protocol's messages: one line each, ``<VERB> <JSON payload>``.
 
-Parsing checks the shape of every payload, so the session and replication
+Parsing checks the shape of every payload, so the handshake and replication
 code only ever see well-formed values; anything else is L{BadMessage}.
 See docs/peer-protocol.md.
 """

@@ -1,5 +1,5 @@
 """
-Tests for the peer handshake (p2pstore.session, to become p2pstore.handshake)
+Tests for the peer handshake (p2pstore.handshake)
 on its own: two Handshake machines joined by in-memory queues.
 """
 
@@ -10,7 +10,7 @@ from typing import Callable, Optional
 from attrs import define, field
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.session import Handshake, HandshakeFailed, proof
+from p2pstore.handshake import Handshake, HandshakeFailed, proof
 from p2pstore.wire import NONCE_BYTES, PROTOCOL_VERSION, Ack, Auth, Have, Hello, Ping, Pong
 
 KEY = b"k" * 32

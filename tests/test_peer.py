@@ -15,7 +15,7 @@ from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.peer import IDLE_TIMEOUT, MAX_LINE, PING_INTERVAL, PeerFactory
-from p2pstore.session import HANDSHAKE_TIMEOUT, Handshake
+from p2pstore.handshake import HANDSHAKE_TIMEOUT, Handshake
 from p2pstore.wire import (
     NONCE_BYTES,
     PROTOCOL_VERSION,

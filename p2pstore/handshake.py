@@ -95,6 +95,13 @@ class Handshake:
         self.state = "failed"
         raise HandshakeFailed(reason, itself)
 
+    @property
+    def awaiting_proof(self) -> bool:
+        """
+        The peer said HELLO and has not proved the key yet.
+        """
+        return self.state == "auth"
+
     def received(self, message) -> bool:
         """
         Handle a handshake message.
