@@ -138,7 +138,7 @@ class Replicator:
         peer that lacks them.
         """
         if entries:
-            self._added((origin, epoch), entries[-1][0], lambda: entries)
+            self._added((origin, epoch), entries[-1][ENTRY_INDEX], lambda: entries)
 
     def appended(self, epoch: str, last_index: int, entries: Callable[[], list]) -> None:
         """

@@ -162,7 +162,7 @@ class OwnRows:
         """
         row = self.row
         return [
-            row(index, sensor_index, reading[0], reading[1], reading[2], reading[3])
+            row(index, sensor_index, *reading)
             for index, reading in enumerate(readings, first_index)
         ]
 
