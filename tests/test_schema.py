@@ -15,6 +15,7 @@ from p2pstore.schema import (
     ENTRY_VALID_SQL,
     ROW_COLUMNS,
     ROW_SQL,
+    TABLES_SQL,
     VERSION,
     Schema,
     origin_of,
@@ -173,6 +174,11 @@ class SchemaSQLTests(SynchronousTestCase):
             self.assertEqual({row[1] for row in info}, set(ROW_COLUMNS))
             key = sorted((row[5], row[1]) for row in info if row[5])
             self.assertEqual(key, [(1, "epoch"), (2, "entry_index")])
+        # TABLES_SQL lists the readings tables of a database, not their indexes.
+        for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
+            self.assertEqual(
+                conn.execute(TABLES_SQL.format(db=db)).fetchall(), [(f"server_id_{origin}",)]
+            )
 
     def test_statements_name_the_table(self) -> None:
         """
