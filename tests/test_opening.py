@@ -1,0 +1,232 @@
+"""
+Tests for p2pstore.opening: upgrading a database of an older schema
+version as a store opens (with a Schema of version 2 read from SQL files
+the tests write), refusing a newer one, and choosing the epoch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from importlib import resources
+from pathlib import Path
+
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pstore.opening import choose_epoch
+from p2pstore.records import is_node_id
+from p2pstore.schema import Schema, StoreError
+from p2pstore.storage import Store
+
+from .test_storage import NODE_ID, TABLE, StoreTestCase, reading
+
+EPOCH = "e" * 32
+
+UPGRADE = """\
+-- Version 2 adds a table of notes, and notes each time it is upgraded to.
+CREATE TABLE main.notes (text TEXT NOT NULL);
+INSERT INTO main.notes (text) VALUES ('upgraded to v2');
+"""
+
+FAILING_UPGRADE = """\
+CREATE TABLE main.notes (text TEXT NOT NULL);
+INSERT INTO main.no_such_table (text) VALUES ('never');
+"""
+
+
+def schema_v2(directory: Path, upgrade: str = UPGRADE) -> Schema:
+    """
+    A Schema of version 2 in ``directory``: the package's v1 files, the
+    readings tables unchanged at v2, v2.sql with a notes table besides v1's,
+    and ``upgrade`` as upgrade-to-v2.sql.
+    """
+    directory.mkdir()
+    package = resources.files("p2pstore") / "db-schemas"
+    for name in ("v1.sql", "readings-v1.sql", "own-readings-v1.sql"):
+        (directory / name).write_text((package / name).read_text())
+    for name in ("readings", "own-readings"):
+        shutil.copy(directory / f"{name}-v1.sql", directory / f"{name}-v2.sql")
+    (directory / "v2.sql").write_text(
+        (package / "v1.sql").read_text()
+        + "\nCREATE TABLE IF NOT EXISTS main.notes (text TEXT NOT NULL);\n"
+    )
+    (directory / "upgrade-to-v2.sql").write_text(upgrade)
+    return Schema(version=2, directory=directory)
+
+
+class UpgradeTests(StoreTestCase):
+    """
+    A store opened with a newer Schema upgrades the database once, after
+    backing both files up.
+    """
+
+    async def make_v1(self, count: int = 3) -> None:
+        """
+        A version 1 database holding ``count`` readings, stopped cleanly.
+        """
+        store, _ = await self.open_store()
+        await self.append(store, [(reading(n), 1) for n in range(1, count + 1)])
+        await store.mark_stopped()
+        store.close()
+
+    def open_with(self, schema: Schema) -> Store:
+        store = Store(path=self.path, node_id=NODE_ID, schema=schema)
+        self.addCleanup(store.close)
+        return store
+
+    def version(self, path: Path) -> str:
+        conn = sqlite3.connect(path)
+        try:
+            return conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        finally:
+            conn.close()
+
+    async def test_upgrade(self) -> None:
+        """
+        Opening a version 1 database with a version 2 schema applies the
+        upgrader once, leaves schema_version 2 and the readings in place,
+        and logs the backup and the upgrade.
+        """
+        await self.make_v1()
+        with capturedLogs() as events:
+            store = self.open_with(schema_v2(Path(self.mktemp())))
+            opened = await store.open()
+        self.assertEqual(opened.count, 3)
+        self.assertEqual(self.version(self.path), "2")
+        self.assertEqual(self.query("SELECT text FROM notes"), [("upgraded to v2",)])
+        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(3,)])
+        messages = [formatEvent(event) for event in events]
+        backup = self.path.with_name("self_sensor_data.db.v1.backup")
+        self.assertTrue(
+            any("upgrading" in m and "schema version 1" in m and str(backup) in m for m in messages),
+            messages,
+        )
+        self.assertTrue(any("upgraded" in m and "schema version 2" in m for m in messages), messages)
+
+    async def test_upgraded_once(self) -> None:
+        """
+        A database already at version 2 is not upgraded again when it opens
+        once more (the upgrader would fail: its table exists).
+        """
+        await self.make_v1()
+        schema = schema_v2(Path(self.mktemp()))
+        store = self.open_with(schema)
+        await store.open()
+        await store.mark_stopped()
+        store.close()
+        again = self.open_with(schema)
+        opened = await again.open()
+        self.assertEqual(opened.count, 3)
+        self.assertEqual(self.query("SELECT count(*) FROM notes"), [(1,)])
+
+    async def test_backups(self) -> None:
+        """
+        Both files are copied before the upgrade, beside them, as
+        <name>.v1.backup, and each copy opens as the version 1 database it
+        was, with its rows.
+        """
+        await self.make_v1()
+        await self.open_with(schema_v2(Path(self.mktemp()))).open()
+        own = self.path.with_name("self_sensor_data.db.v1.backup")
+        peer = self.path.with_name("peer_sensor_data.db.v1.backup")
+        self.assertTrue(own.exists())
+        self.assertTrue(peer.exists())
+        self.assertEqual(self.version(own), "1")
+        conn = sqlite3.connect(own)
+        try:
+            self.assertEqual(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone(), (3,))
+            self.assertEqual(
+                conn.execute("SELECT name FROM sqlite_master WHERE name = 'notes'").fetchall(), []
+            )
+        finally:
+            conn.close()
+        conn = sqlite3.connect(peer)
+        try:
+            self.assertEqual(
+                conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall(),
+                [("log_positions",)],
+            )
+        finally:
+            conn.close()
+
+    async def test_failing_upgrader(self) -> None:
+        """
+        An upgrader that fails leaves the database at version 1 with its
+        rows and without the upgrader's changes, and its error reaches the
+        caller of open().
+        """
+        await self.make_v1()
+        store = self.open_with(schema_v2(Path(self.mktemp()), FAILING_UPGRADE))
+        with self.assertRaises(sqlite3.OperationalError) as caught:
+            await store.open()
+        self.assertIn("no_such_table", str(caught.exception))
+        store.close()
+        self.assertEqual(self.version(self.path), "1")
+        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(3,)])
+        self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE name = 'notes'"), [])
+
+    async def test_newer_version_refused(self) -> None:
+        """
+        A database of a newer schema version than this p2pstore's fails to
+        open with a StoreError saying to upgrade p2pstore, and is left as
+        it was.
+        """
+        await self.make_v1()
+        conn = sqlite3.connect(self.path)
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+        conn.commit()
+        conn.close()
+        store = self.make_store()
+        with self.assertRaises(StoreError) as caught:
+            await store.open()
+        message = str(caught.exception)
+        self.assertIn("schema version 3", message)
+        self.assertIn(str(self.path), message)
+        self.assertIn("upgrade p2pstore", message)
+        self.assertEqual(self.version(self.path), "3")
+        self.assertEqual(self.query("SELECT value FROM meta WHERE key = 'running'"), [("0",)])
+
+
+class ChooseEpochTests(SynchronousTestCase):
+    """
+    choose_epoch() keeps the epoch unless numbering on in it could give a
+    position second contents.
+    """
+
+    def test_no_epoch(self) -> None:
+        """
+        A database without an epoch gets a new one, and says it is new (the
+        opening then decides whether the node recovers).
+        """
+        epoch, new = choose_epoch({}, "FULL")
+        self.assertTrue(is_node_id(epoch))
+        self.assertTrue(new)
+        self.assertNotEqual(choose_epoch({}, "FULL")[0], epoch)
+
+    def test_clean_stop(self) -> None:
+        """
+        After a clean stop the epoch goes on, whatever the synchronous mode.
+        """
+        for synchronous in ("FULL", "NORMAL"):
+            self.assertEqual(choose_epoch({"epoch": EPOCH, "running": "0"}, synchronous), (EPOCH, False))
+
+    def test_unclean_stop_normal(self) -> None:
+        """
+        After an unclean stop with synchronous NORMAL (the last commits may
+        be undone) a new epoch starts, with a warning; the database is not
+        new, so its recovery is not decided afresh.
+        """
+        with capturedLogs() as events:
+            epoch, new = choose_epoch({"epoch": EPOCH, "running": "1"}, "NORMAL")
+        self.assertTrue(is_node_id(epoch))
+        self.assertNotEqual(epoch, EPOCH)
+        self.assertFalse(new)
+        self.assertTrue(any("new epoch" in formatEvent(e) for e in events))
+
+    def test_unclean_stop_full(self) -> None:
+        """
+        After an unclean stop with synchronous FULL every commit is on disk,
+        so the epoch goes on.
+        """
+        self.assertEqual(choose_epoch({"epoch": EPOCH, "running": "1"}, "FULL"), (EPOCH, False))

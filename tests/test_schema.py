@@ -1,0 +1,311 @@
+"""
+Tests for p2pstore.schema: splitting SQL scripts into statements, the
+tables and indexes of schema version 1, readings table names, and the SQL
+check that leaves out rows that are not valid records.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pstore.schema import (
+    ENTRY_VALID_SQL,
+    ROW_COLUMNS,
+    ROW_SQL,
+    TABLES_SQL,
+    VERSION,
+    Schema,
+    origin_of,
+    statements,
+    table_name,
+)
+
+from .test_storage import NODE_ID, StoreTestCase
+
+PEER_ID = "fedcba9876543210fedcba9876543210"
+
+# The names users know in each database of a node at schema version 1.
+MAIN_V1 = {
+    ("table", "meta"),
+    ("table", "rejected_lines"),
+    ("table", "log_positions"),
+    ("table", f"server_id_{NODE_ID}"),
+    ("index", f"server_id_{NODE_ID}_timestamp"),
+    ("index", f"server_id_{NODE_ID}_reading_id"),
+}
+PEER_V1 = {("table", "log_positions")}
+PEER_TABLE_V1 = {
+    ("table", f"server_id_{PEER_ID}"),
+    ("index", f"server_id_{PEER_ID}_timestamp"),
+}
+
+
+def names(conn, db: str) -> set:
+    """
+    The tables and indexes of ``db``, without SQLite's own automatic ones.
+    """
+    return {
+        (kind, name)
+        for kind, name in conn.execute(f"SELECT type, name FROM {db}.sqlite_master")
+        if not name.startswith("sqlite_")
+    }
+
+
+class StatementsTests(SynchronousTestCase):
+    """
+    statements() splits a script into statements that can run one by one
+    inside the caller's transaction.
+    """
+
+    def test_comments_and_multiline(self) -> None:
+        """
+        Comment lines between statements are dropped, and a statement over
+        several lines comes back whole, stripped.
+        """
+        script = (
+            "-- a comment\n"
+            "CREATE TABLE t (\n"
+            "    a INTEGER,\n"
+            "    b TEXT\n"
+            ");\n"
+            "\n"
+            "   -- another comment; with a semicolon\n"
+            "CREATE INDEX t_a ON t (a);\n"
+        )
+        self.assertEqual(
+            statements(script),
+            ["CREATE TABLE t (\n    a INTEGER,\n    b TEXT\n);", "CREATE INDEX t_a ON t (a);"],
+        )
+
+    def test_semicolon_in_string(self) -> None:
+        """
+        A semicolon inside a string literal does not end the statement.
+        """
+        script = "INSERT INTO t VALUES ('a;\nb');\nSELECT 1;\n"
+        found = statements(script)
+        self.assertEqual(found, ["INSERT INTO t VALUES ('a;\nb');", "SELECT 1;"])
+        conn = sqlite3.connect(":memory:")
+        conn.execute("CREATE TABLE t (x TEXT)")
+        for statement in found:
+            conn.execute(statement)
+        self.assertEqual(conn.execute("SELECT x FROM t").fetchall(), [("a;\nb",)])
+
+    def test_incomplete(self) -> None:
+        """
+        A script ending in an incomplete statement is a ValueError naming
+        that statement.
+        """
+        error = self.assertRaises(
+            ValueError, statements, "SELECT 1;\nCREATE TABLE unfinished (a INTEGER\n"
+        )
+        self.assertIn("CREATE TABLE unfinished", str(error))
+        self.assertNotIn("SELECT 1", str(error))
+
+    def test_empty(self) -> None:
+        """
+        A script of only comments and blank lines has no statements.
+        """
+        self.assertEqual(statements("-- nothing\n\n  \n-- here\n"), [])
+
+
+class SchemaSQLTests(SynchronousTestCase):
+    """
+    The package's SQL files create exactly the tables and indexes of
+    schema version 1.
+    """
+
+    def connect(self):
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        conn = sqlite3.connect(directory / "self_sensor_data.db")
+        self.addCleanup(conn.close)
+        conn.execute("ATTACH DATABASE ? AS peer", (str(directory / "peer_sensor_data.db"),))
+        return conn
+
+    def test_version(self) -> None:
+        """
+        This p2pstore writes schema version 1, and Schema() is that version.
+        """
+        self.assertEqual(VERSION, 1)
+        self.assertEqual(Schema().version, 1)
+
+    def test_create(self) -> None:
+        """
+        create() makes meta, rejected_lines and log_positions in main, and
+        log_positions in peer, and nothing else.
+        """
+        conn = self.connect()
+        for statement in Schema().create():
+            conn.execute(statement)
+        self.assertEqual(names(conn, "main"), MAIN_V1 - {n for n in MAIN_V1 if "server_id_" in n[1]})
+        self.assertEqual(names(conn, "peer"), PEER_V1)
+
+    def test_create_twice(self) -> None:
+        """
+        create() can run on a database that has its tables already.
+        """
+        conn = self.connect()
+        for _ in range(2):
+            for statement in Schema().create():
+                conn.execute(statement)
+        self.assertEqual(names(conn, "peer"), PEER_V1)
+
+    def test_readings_tables(self) -> None:
+        """
+        A node's own table gets the timestamp and reading_id indexes; a
+        peer's table only the timestamp index; both have every row column,
+        keyed by (epoch, entry_index).
+        """
+        conn = self.connect()
+        schema = Schema()
+        for statement in schema.create():
+            conn.execute(statement)
+        for statement in schema.readings_table(NODE_ID, "main", own=True):
+            conn.execute(statement)
+        for statement in schema.readings_table(PEER_ID, "peer", own=False):
+            conn.execute(statement)
+        self.assertEqual(names(conn, "main"), MAIN_V1)
+        self.assertEqual(names(conn, "peer"), PEER_V1 | PEER_TABLE_V1)
+        for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
+            info = conn.execute(f"PRAGMA {db}.table_info(server_id_{origin})").fetchall()
+            self.assertEqual({row[1] for row in info}, set(ROW_COLUMNS))
+            key = sorted((row[5], row[1]) for row in info if row[5])
+            self.assertEqual(key, [(1, "epoch"), (2, "entry_index")])
+        # TABLES_SQL lists the readings tables of a database, not their indexes.
+        for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
+            self.assertEqual(
+                conn.execute(TABLES_SQL.format(db=db)).fetchall(), [(f"server_id_{origin}",)]
+            )
+
+    def test_statements_name_the_table(self) -> None:
+        """
+        readings_table() fills in the database and table names, leaving no
+        placeholder behind.
+        """
+        for statement in Schema().readings_table(PEER_ID, "peer", own=True):
+            self.assertNotIn("{", statement)
+            self.assertIn(f"server_id_{PEER_ID}", statement)
+
+
+class FreshStoreTests(StoreTestCase):
+    """
+    A store opened on a new file has the tables and indexes of version 1.
+    """
+
+    async def test_fresh_store(self) -> None:
+        """
+        sqlite_master of a fresh node's two files holds exactly the names of
+        version 1: meta, rejected_lines, log_positions and the node's own
+        table with its timestamp and reading_id indexes; the peer file only
+        log_positions until a peer's records arrive.
+        """
+        store, _ = await self.open_store()
+        store.close()
+        conn = sqlite3.connect(self.path)
+        self.addCleanup(conn.close)
+        conn.execute("ATTACH DATABASE ? AS peer", (str(self.path.with_name("peer_sensor_data.db")),))
+        self.assertEqual(names(conn, "main"), MAIN_V1)
+        self.assertEqual(names(conn, "peer"), PEER_V1)
+
+
+class TableNameTests(SynchronousTestCase):
+    """
+    Readings tables are named server_id_<node id>, and only node ids make
+    table names.
+    """
+
+    def test_round_trip(self) -> None:
+        """
+        origin_of() gives back the node id table_name() was made from.
+        """
+        self.assertEqual(table_name(NODE_ID), f"server_id_{NODE_ID}")
+        self.assertEqual(origin_of(table_name(NODE_ID)), NODE_ID)
+
+    def test_refuses_non_ids(self) -> None:
+        """
+        table_name() refuses anything but 32 lowercase hex characters, so no
+        text of a peer's can reach SQL as a name.
+        """
+        for bad in ("", NODE_ID.upper(), NODE_ID[:-1], NODE_ID + "0", "x; DROP TABLE meta", None):
+            self.assertRaises(ValueError, table_name, bad)
+
+    def test_other_tables(self) -> None:
+        """
+        origin_of() is None for tables that are not readings tables.
+        """
+        for name in ("meta", "log_positions", "server_id_", f"server_id_{NODE_ID}_timestamp",
+                     f"server_id_{NODE_ID.upper()}", f"other_{NODE_ID}"):
+            self.assertIsNone(origin_of(name), name)
+
+
+class EntryValidTests(SynchronousTestCase):
+    """
+    ENTRY_VALID_SQL has SQLite leave out rows that are not valid records
+    (changed by another program).
+    """
+
+    def valid_indexes(self, rows: list, declared: bool) -> list:
+        conn = sqlite3.connect(":memory:")
+        self.addCleanup(conn.close)
+        if declared:
+            for statement in Schema().readings_table(NODE_ID, "main", own=False):
+                conn.execute(statement)
+            table = table_name(NODE_ID)
+        else:
+            # A table without types or constraints, as another program
+            # might make one.
+            table = "loose"
+            conn.execute(f"CREATE TABLE loose ({ROW_SQL})")
+        conn.executemany(
+            f"INSERT INTO {table} ({ROW_SQL}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})", rows
+        )
+        return [
+            row[0]
+            for row in conn.execute(
+                f"SELECT entry_index FROM {table} WHERE {ENTRY_VALID_SQL} ORDER BY rowid"
+            )
+        ]
+
+    @staticmethod
+    def row(entry_index, checksum="abc", reading_id="r1", sensor_index=0):
+        return (entry_index, sensor_index, "Temperature", "39C", "2020-04-20 23:20:18.231325",
+                reading_id, checksum, 39.0, "C", "e" * 32)
+
+    def test_valid_rows_kept(self) -> None:
+        """
+        Valid rows, with or without a reading_id, are selected.
+        """
+        rows = [self.row(1), self.row(2, reading_id=None)]
+        self.assertEqual(self.valid_indexes(rows, declared=True), [1, 2])
+        self.assertEqual(self.valid_indexes(rows, declared=False), [1, 2])
+
+    def test_float_entry_index(self) -> None:
+        """
+        A row whose entry_index is a float is left out, even one equal to an
+        integer (where no column type turns it into one).
+        """
+        rows = [self.row(1), self.row(2.0), self.row(3)]
+        self.assertEqual(self.valid_indexes(rows, declared=False), [1, 3])
+        rows = [self.row(1), self.row(2.5), self.row(3)]
+        self.assertEqual(self.valid_indexes(rows, declared=True), [1, 3])
+
+    def test_null_checksum(self) -> None:
+        """
+        A row without a checksum is left out.
+        """
+        rows = [self.row(1), self.row(2, checksum=None), self.row(3)]
+        self.assertEqual(self.valid_indexes(rows, declared=False), [1, 3])
+
+    def test_other_bad_fields(self) -> None:
+        """
+        An entry_index below 1, a negative sensor_index, a text entry_index
+        or a number as reading_id leave the row out.
+        """
+        rows = [
+            self.row(0), self.row(2, sensor_index=-1), self.row("3"),
+            self.row(4, reading_id=7), self.row(5),
+        ]
+        self.assertEqual(self.valid_indexes(rows, declared=False), [5])

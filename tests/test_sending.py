@@ -1,0 +1,248 @@
+"""
+Tests for p2pstore.sending: a LogSender shipping a LogSource's logs to one
+destination, on a task.Clock, over a store whose reads wait for the test
+(tests.replication_fakes.FakeStore with hold_reads).
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pstore.records import ENTRY_INDEX
+from p2pstore.sending import READ_BATCHES, RETRY_DELAY, LogSender, LogSource
+
+from .replication_fakes import A, B, EPOCH_A, EPOCH_B, OLD_EPOCH_A, FakeStore, records
+
+LOG = (A, EPOCH_A)
+OLD_LOG = (A, OLD_EPOCH_A)
+LOG_B = (B, EPOCH_B)
+
+
+class SenderTestCase(SynchronousTestCase):
+    """
+    A sender with batches of 10 and a window of 2 over a LogSource on a
+    FakeStore whose reads the test releases.
+    """
+
+    batch_size = 10
+    window = 2
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = FakeStore(B, EPOCH_B)
+        self.store.hold_reads = True
+        self.source = LogSource(self.store)
+        self.sent: list = []
+        self.sender = self.make_sender()
+
+    def make_sender(self, **kwargs) -> LogSender:
+        return LogSender(
+            "peer", self.source, self.clock, self.transmit, self.batch_size, self.window, **kwargs
+        )
+
+    def transmit(self, channel, log, entries) -> None:
+        self.sent.append((channel, log, entries[0][ENTRY_INDEX], entries[-1][ENTRY_INDEX]))
+
+    def live(self, log, first: int, last: int) -> None:
+        """
+        The log grew by records first..last, kept in its tail.
+        """
+        self.source.added(log, last, lambda: records(log[0], log[1], first, last), keep=True)
+
+    def on_disk(self, log, last: int) -> None:
+        """
+        The log holds 1..last, only on disk.
+        """
+        self.store.preload(log[0], log[1], 1, last)
+        self.source.added(log, last, lambda: [], keep=False)
+
+    def take(self) -> list:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+class TailAndDiskTests(SenderTestCase):
+    """
+    Records go out from the tail when it holds them, else from disk.
+    """
+
+    def test_from_tail(self) -> None:
+        """
+        A tail holding the range is sent without reading the store.
+        """
+        self.live(LOG, 1, 20)
+        self.sender.switch("link")
+        self.assertEqual(self.take(), [("link", LOG, 1, 10), ("link", LOG, 11, 20)])
+        self.assertEqual(self.store.read_calls, [])
+
+    def test_from_disk(self) -> None:
+        """
+        Records not in the tail are read from the store, as many batches at
+        once as the window has room for, and sent once the read returns.
+        """
+        self.on_disk(LOG, 30)
+        self.sender.switch("link")
+        self.assertEqual(self.store.read_calls, [(A, EPOCH_A, 0, 2 * self.batch_size)])
+        self.assertEqual(self.sent, [])
+        self.store.release_read()
+        self.assertEqual(self.take(), [("link", LOG, 1, 10), ("link", LOG, 11, 20)])
+        self.sender.acked(LOG, 10)
+        self.assertEqual(self.store.read_calls[-1], (A, EPOCH_A, 20, 10))
+        self.store.release_read()
+        self.assertEqual(self.take(), [("link", LOG, 21, 30)])
+
+    def test_read_batches_bound(self) -> None:
+        """
+        One read asks for at most READ_BATCHES batches, however wide the
+        window.
+        """
+        self.window = READ_BATCHES + 3
+        sender = self.make_sender()
+        self.on_disk(LOG, 200)
+        sender.switch("link")
+        self.assertEqual(self.store.read_calls, [(A, EPOCH_A, 0, READ_BATCHES * self.batch_size)])
+
+    def test_gap_in_tail(self) -> None:
+        """
+        A tail with a gap (records that never reached it) is not used for
+        the range across the gap: those records come from the store.
+        """
+        self.store.preload(A, EPOCH_A, 1, 20)
+        self.live(LOG, 1, 5)
+        self.source.added(LOG, 20, lambda: records(A, EPOCH_A, 8, 20), keep=True)
+        self.sender.switch("link")
+        self.assertEqual(len(self.store.read_calls), 1)
+        self.assertEqual(self.store.read_calls[0][2], 0)
+        self.store.release_read()
+        self.assertEqual(self.take(), [("link", LOG, 1, 10), ("link", LOG, 11, 20)])
+
+
+class WindowAndAckTests(SenderTestCase):
+    """
+    Acknowledgements move the window; refusals are sent again after a pause.
+    """
+
+    def test_window(self) -> None:
+        """
+        Never more than ``window`` batches are unacknowledged; each ack lets
+        one more go.
+        """
+        self.live(LOG, 1, 100)
+        self.sender.switch("link")
+        self.assertEqual(len(self.take()), 2)
+        for end in range(10, 81, 10):
+            self.sender.acked(LOG, end)
+            self.assertLessEqual(self.sender.inflight, self.window)
+            self.assertEqual([s[2] for s in self.take()], [end + 11])
+        self.sender.acked(LOG, 90)
+        self.sender.acked(LOG, 100)
+        self.assertEqual(self.take(), [])
+        self.assertEqual(self.sender.inflight, 0)
+
+    def test_partial_ack_retries_later(self) -> None:
+        """
+        An ack below the batch's end means the rest was refused: it is sent
+        again from the acked position, but only after RETRY_DELAY.
+        """
+        self.live(LOG, 1, 20)
+        self.sender.switch("link")
+        self.take()
+        self.sender.acked(LOG, 5)
+        self.assertEqual(self.take(), [])
+        self.clock.advance(RETRY_DELAY * 0.99)
+        self.assertEqual(self.take(), [])
+        self.clock.advance(RETRY_DELAY * 0.02)
+        self.assertEqual(self.take(), [("link", LOG, 6, 15)])
+
+    def test_ack_of_another_log(self) -> None:
+        """
+        An ack naming another log than the batch sent (its name corrupted
+        in transit) means none of it was stored: the batch is sent again,
+        after RETRY_DELAY.
+        """
+        self.live(LOG, 1, 10)
+        self.sender.switch("link")
+        self.take()
+        self.sender.acked(OLD_LOG, 10)
+        self.assertEqual(self.take(), [])
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.take(), [("link", LOG, 1, 10)])
+
+    def test_stop_cancels_retry(self) -> None:
+        """
+        stop() cancels a pending retry: nothing more is sent.
+        """
+        self.live(LOG, 1, 20)
+        self.sender.switch("link")
+        self.take()
+        self.sender.acked(LOG, 5)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.sender.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(RETRY_DELAY * 10)
+        self.assertEqual(self.take(), [])
+
+
+class ChannelTests(SenderTestCase):
+    """
+    A new channel starts from what the destination holds; what was meant
+    for an old channel stays off the new one.
+    """
+
+    def test_switch(self) -> None:
+        """
+        With no channel nothing is sent; a new channel gets everything from
+        what the destination is known to hold, in-flight batches counting
+        as lost.
+        """
+        self.live(LOG, 1, 30)
+        self.sender.switch("first")
+        self.take()
+        self.sender.acked(LOG, 10)
+        self.take()
+        self.sender.switch(None)
+        self.live(LOG, 31, 40)
+        self.assertEqual(self.take(), [])
+        self.sender.switch("second")
+        self.assertEqual(self.take(), [("second", LOG, 11, 20), ("second", LOG, 21, 30)])
+
+    def test_read_after_channel_changed(self) -> None:
+        """
+        Records read for one channel that return after it was replaced are
+        not sent on the new one; the new channel reads its own.
+        """
+        self.on_disk(LOG, 10)
+        self.sender.switch("first")
+        self.sender.switch("second")
+        self.store.release_read()
+        self.assertEqual(self.sent, [])
+        self.assertEqual(len(self.store.read_calls), 2)
+        self.store.release_read()
+        self.assertEqual(self.take(), [("second", LOG, 1, 10)])
+
+    def test_skip(self) -> None:
+        """
+        Logs the destination gets from elsewhere are never sent.
+        """
+        sender = self.make_sender(skip=lambda log: log[0] == B)
+        self.live(LOG_B, 1, 10)
+        self.live(LOG, 1, 5)
+        sender.switch("link")
+        self.assertEqual(self.take(), [("link", LOG, 1, 5)])
+        sender.acked(LOG, 5)
+        self.assertEqual(self.take(), [])
+        self.assertEqual(sender.inflight, 0)
+
+    def test_lag(self) -> None:
+        """
+        lag() counts, per origin, the records the destination is known to
+        lack, over every log of that origin.
+        """
+        self.live(LOG, 1, 30)
+        self.live(OLD_LOG, 1, 5)
+        self.live(LOG_B, 1, 10)
+        self.assertEqual(self.sender.lag(), {A: 35, B: 10})
+        self.sender.told({LOG: 10, LOG_B: 10}, on_channel=False)
+        self.assertEqual(self.sender.lag(), {A: 25})
+        self.assertEqual(self.sent, [])

@@ -1,0 +1,109 @@
+"""
+Tests for p2pstore.settings: check_settings over a plain mapping of setting
+names to values, as a config file would give it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pstore.settings import DEFAULTS, ConfigError, Peer, Settings, check_settings
+
+
+class CheckSettingsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+
+    def check(self, given: dict) -> Settings:
+        return check_settings(given, self.reactor)
+
+    def test_defaults(self) -> None:
+        """
+        Settings not given take their defaults.
+        """
+        self.assertEqual(
+            self.check({}),
+            Settings(
+                data_dir=Path("./p2pstore-data"),
+                sensor_port="tcp:12345",
+                peer_port="tcp:12346",
+                status_port="tcp:8000",
+                peers=(),
+                secret_file=None,
+                max_line=1024,
+                sync="full",
+            ),
+        )
+
+    def test_some_given(self) -> None:
+        """
+        What is given replaces only its own default.
+        """
+        settings = self.check({"sensor-port": "tcp:4000:interface=127.0.0.1", "peers": "a.example, b:7"})
+        self.assertEqual(settings.sensor_port, "tcp:4000:interface=127.0.0.1")
+        self.assertEqual(settings.peers, (Peer("a.example", 12346), Peer("b", 7)))
+        self.assertEqual(settings.status_port, "tcp:8000")
+        self.assertEqual(settings.max_line, 1024)
+
+    def test_unknown_setting(self) -> None:
+        """
+        A key that is not a setting is a ConfigError naming that key.
+        """
+        error = self.assertRaises(ConfigError, self.check, {"sensor_port": "1", "sync": "full"})
+        self.assertEqual(error.setting, "sensor_port")
+        self.assertTrue(str(error).startswith("--sensor_port: is not a setting"), str(error))
+        for name in DEFAULTS:
+            self.assertIn(name, str(error))
+
+    def test_typed_values(self) -> None:
+        """
+        An int port or max-line, and a Path, are accepted as their string
+        forms are.
+        """
+        typed = {"sensor-port": 4000, "peer-port": 4001, "status-port": 4002, "max-line": 2048,
+                 "data-dir": Path("/tmp/node"), "secret-file": Path("/tmp/key")}
+        text = {name: str(value) for name, value in typed.items()}
+        self.assertEqual(self.check(typed), self.check(text))
+        self.assertEqual(self.check(typed).max_line, 2048)
+        self.assertEqual(self.check(typed).sensor_port, "tcp:4000")
+        self.assertEqual(self.check(typed).secret_file, Path("/tmp/key"))
+
+    def test_normalised(self) -> None:
+        """
+        Spaces around values and the case of sync do not matter.
+        """
+        settings = self.check({"sync": " NORMAL ", "max-line": " 4096 ", "sensor-port": " 4000 "})
+        self.assertEqual((settings.sync, settings.max_line, settings.sensor_port), ("normal", 4096, "tcp:4000"))
+
+    def test_bad_values(self) -> None:
+        """
+        Each bad value is a ConfigError whose ``setting`` is the setting's
+        name and whose str() is ``--<setting>: <problem>``.
+        """
+        bad = [
+            ("sensor-port", "0"),
+            ("sensor-port", 70000),
+            ("sensor-port", "nonsense:x"),
+            ("peer-port", "tcp:99999"),
+            ("status-port", "eighty"),
+            ("peers", "host:99999"),
+            ("peers", "[::1"),
+            ("peers", "[not-v6]:12"),
+            ("peers", "300.1.1.1"),
+            ("peers", "bad_host"),
+            ("peers", "host:port"),
+            ("max-line", "100"),
+            ("max-line", 10**7),
+            ("max-line", "ten"),
+            ("max-line", "²⁵⁶"),
+            ("sync", "sometimes"),
+        ]
+        for setting, value in bad:
+            error = self.assertRaises(ConfigError, self.check, {setting: value})
+            self.assertEqual(error.setting, setting, f"{setting}={value!r}")
+            self.assertTrue(error.problem, f"{setting}={value!r}")
+            self.assertEqual(str(error), f"--{setting}: {error.problem}")
+            self.assertNotIn("\n", str(error))
