@@ -34,8 +34,8 @@ import time
 from itertools import chain
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_line  # noqa: E402
+import core  # noqa: F401  (first: this checkout's p2pstore)
+from report import machine, machine_line
 
 from p2pstore.node import GIL_SWITCH_INTERVAL  # noqa: E402
 from p2pstore.records import Signer, parse_line  # noqa: E402

@@ -37,33 +37,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    Bench,
-    conclude,
-    run_bench,
-    BenchFailure,
-    LoadMeter,
-    Node,
-    RssWatch,
-    Timeline,
-    fill_self_db,
-    finish_profiles,
-    fmt,
-    load_line,
-    machine,
-    machine_line,
-    make_secret,
-    memory_mb,
-    origin_count,
-    outside_load,
-    print_table,
-    raise_fd_limit,
-    read_epoch,
-    sleep,
-    start_profiler,
-    table_digest,
-)
+import core  # noqa: F401  (first: this checkout's p2pstore)
+from core import BenchFailure, sleep
+from fill import fill_self_db
+from harness import Bench, add_node_options, apply_node_options, conclude, run_bench
+from logread import Timeline, read_epoch, table_digest
+from nodes import Node, make_secret, origin_count
+from procfs import LoadMeter, RssWatch, memory_mb, outside_load, raise_fd_limit
+from pyspy import finish_profiles, start_profiler
+from report import fmt, load_line, machine, machine_line, print_table
 
 TARGET_SECONDS = 30.0
 
@@ -78,10 +60,8 @@ def parse_args(argv=None):
                         help="py-spy record A and B during the recovery into DIR (raw format)")
     parser.add_argument("--profile-seconds", type=float, default=10.0,
                         help="how long each profile runs (10)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON to PATH")
     parser.add_argument("--quick", action="store_true", help="smoke run: 100,000 readings")
-    parser.add_argument("--tmpdir", default=None, help="where the nodes' directories go")
-    parser.add_argument("--keep", action="store_true", help="keep the nodes' directories")
+    add_node_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.readings = min(args.readings, 100_000)
@@ -245,6 +225,7 @@ class Recover(Bench):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    apply_node_options(args)
     raise_fd_limit(1024)
     before = outside_load(1.0)
     info = machine()
