@@ -1,18 +1,25 @@
 """
 Filling a node's own database before a benchmark: N readings written while
-the node is stopped, so 1,000,000 take seconds rather than the minute the
-sensor port would.
+the node is stopped, through p2pstore's own storage (so the rows are what
+the node's ingestion would store: same table, numbering, epoch, canonical
+encoding and HMAC), in batches of BATCH rows, so 1,000,000 take seconds
+rather than the minute the sensor port would.
+
+Every call into p2pstore is in L{OwnLog}: when storage's API changes, only
+that class does.
 """
 
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from core import BenchFailure
-from nodes import SELF_DB
+
+# Rows per append (one transaction each).
+BATCH = 5000
 
 _TYPES = (
     ("Temperature", lambda r: f"{r.randint(-20, 45)}C"),
@@ -21,81 +28,132 @@ _TYPES = (
 )
 
 
-def fill_self_db(node, n: int, key: bytes, tag: str, sensors: int = 100) -> dict:
+class OwnLog:
     """
-    Write ``n`` readings into the node's own log directly, while it is
-    stopped: rows as the node's ingestion makes them (same table, entry_index
-    1..n in its current epoch, canonical encoding and HMAC from
-    p2pstore.records, value and unit parsed as p2pstore.storage does), with
-    synchronous=OFF and one transaction per 50,000 rows, so 1,000,000 take
-    seconds rather than the minute the sensor port would.
-
-    The node must have run once (so the table and its epoch exist) and have
-    stored nothing yet.
-
-    @return: the epoch and how long it took.
+    A node's own log opened through p2pstore.storage while the node is
+    stopped: the one adapter between the bench and the package's storage
+    API (identity files, Store, Reading, timestamps).
     """
-    from p2pstore.records import Signer, parse_value_unit
 
+    def __init__(self, data_dir: Path, key_file: Path, reactor):
+        from p2pstore.identity import PEER_DB, SELF_DB, load_key, resolve_node_id, write_node_id
+        from p2pstore.records import Reading, Signer, format_utc
+        from p2pstore.storage import Store
+
+        self._reading = Reading
+        self.format_utc = format_utc
+        data_dir = Path(data_dir)
+        self.node_id, made = resolve_node_id(data_dir)
+        key, _ = load_key(Path(key_file), create=False)
+        self.store = Store(
+            path=data_dir / SELF_DB,
+            node_id=self.node_id,
+            signer=Signer.from_key(key),
+            synchronous="FULL",
+            reactor=reactor,
+            peer_path=data_dir / PEER_DB,
+        )
+        self._write_id = (lambda: write_node_id(data_dir, self.node_id)) if made else None
+
+    async def open(self) -> dict:
+        """
+        Open (or create) the log: its epoch, how many rows it holds, and
+        the last sensor index given out.
+        """
+        opened = await self.store.open()
+        if self._write_id is not None:
+            self._write_id()
+        return {
+            "epoch": opened.epoch,
+            "count": opened.count,
+            "last_index": opened.last_index,
+            "last_sensor_index": opened.last_sensor_index,
+        }
+
+    def rows(self, readings: list[tuple], sensor_index: int, first_index: int) -> list:
+        """
+        The signed rows of ``(sensor_type, sensor_data, timestamp,
+        reading_id)`` readings of one sensor, numbered from ``first_index``.
+        """
+        Reading = self._reading
+        return self.store.prepare([Reading(*r) for r in readings], sensor_index, first_index)
+
+    def append(self, rows: list, last_sensor_index: int):
+        """
+        Commit rows (one transaction); a Deferred firing with the log's new
+        last index.
+        """
+        d = self.store.append(rows, [], last_sensor_index)
+        return d.addCallback(lambda appended: appended.last_index)
+
+    async def close(self) -> None:
+        """
+        Record a clean stop and close the database.
+        """
+        await self.store.mark_stopped()
+        self.store.close()
+
+
+async def fill_self_db(reactor, node, n: int, tag: str, sensors: int = 100) -> dict:
+    """
+    Store ``n`` readings in the node's own log while it is stopped, from
+    ``sensors`` sensors (consecutive readings of one sensor, as a sensor
+    connection sends them), BATCH a transaction: each batch is numbered and
+    signed here while the one before commits in storage's thread.
+
+    The node must hold no readings yet.
+
+    @return: the epoch, the rows, the seconds it took and rows/s.
+    """
     if node.alive():
         raise BenchFailure("fill a node's database only while it is stopped")
-    node_id = node.node_id
-    table = f"server_id_{node_id}"
-    signer = Signer.from_key(key)
-    checksum_of = signer.checksum_of
+    log = OwnLog(node.data_dir, node.key_file, reactor)
     rng = random.Random(tag)
+    values = []
+    for sensor_type, make in _TYPES:
+        for _ in range(50):
+            values.append((sensor_type, make(rng)))
+    rng.shuffle(values)
+    base = datetime(2026, 11, 28, tzinfo=timezone.utc).timestamp()
+    stamp = log.format_utc
+    per_sensor = max(1, -(-n // sensors))
     t0 = time.perf_counter()
-    db = sqlite3.connect(str(node.data_dir / SELF_DB), isolation_level=None)
+    opened = await log.open()
     try:
-        db.execute("PRAGMA synchronous = OFF")
-        (epoch,) = db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
-        (held,) = db.execute(f"SELECT count(*) FROM {table}").fetchone()
-        if held:
-            raise BenchFailure(f"node {node.name} already holds {held} readings")
-        (last_sensor,) = db.execute(
-            "SELECT coalesce(max(CAST(value AS INTEGER)), 0) FROM meta WHERE key = 'last_sensor_index'"
-        ).fetchone()
-        # A pool of values, so rows differ without a random call per row.
-        values = []
-        for sensor_type, make in _TYPES:
-            for _ in range(50):
-                data = make(rng)
-                values.append((sensor_type, data, *parse_value_unit(data)))
-        rng.shuffle(values)
-        base = datetime(2026, 11, 28, tzinfo=timezone.utc).timestamp()
-        insert = (
-            f"INSERT INTO {table} (entry_index, sensor_index, sensor_type, sensor_data, "
-            f"timestamp, value, unit, reading_id, data_checksum, epoch) "
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        chunk = 50_000
-        per_sensor = max(1, -(-n // sensors))
-        for first in range(1, n + 1, chunk):
+        if opened["count"]:
+            raise BenchFailure(f"node {node.name} already holds {opened['count']} readings")
+        first_sensor = opened["last_sensor_index"] + 1
+        last = opened["last_index"]
+        committing = None
+        for first in range(last + 1, last + n + 1, BATCH):
+            end = min(first + BATCH, last + n + 1)
             rows = []
-            append = rows.append
-            for i in range(first, min(first + chunk, n + 1)):
-                sensor_type, data, value, unit = values[i % len(values)]
-                sensor_index = last_sensor + 1 + (i - 1) // per_sensor
-                stamp = datetime.fromtimestamp(base + i * 0.001, timezone.utc).strftime(
-                    "%Y-%m-%d %H:%M:%S.%f"
-                )
-                reading_id = f"{tag}-{i:08d}"
-                checksum = checksum_of(node_id, epoch, i, sensor_index, sensor_type, data, stamp, reading_id)
-                append((i, sensor_index, sensor_type, data, stamp, value, unit, reading_id, checksum, epoch))
-            db.execute("BEGIN")
-            db.executemany(insert, rows)
-            db.execute("COMMIT")
-        db.execute("BEGIN")
-        db.execute(
-            "INSERT OR REPLACE INTO main.log_positions (origin, epoch, last_index) VALUES (?, ?, ?)",
-            (node_id, epoch, n),
-        )
-        db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sensor_index', ?)",
-            (str(last_sensor + -(-n // per_sensor)),),
-        )
-        db.execute("COMMIT")
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # One prepare per sensor within the batch.
+            i = first
+            while i < end:
+                k = i - last - 1
+                sensor = k // per_sensor
+                stop = min(end, last + 1 + (sensor + 1) * per_sensor)
+                readings = [
+                    (*values[j % len(values)], stamp(base + j * 0.001), f"{tag}-{j:08d}")
+                    for j in range(i - last, stop - last)
+                ]
+                rows.extend(log.rows(readings, first_sensor + sensor, i))
+                i = stop
+            if committing is not None:
+                await committing
+            committing = log.append(rows, first_sensor + (end - last - 2) // per_sensor)
+        if committing is not None:
+            got = await committing
+            if got != last + n:
+                raise BenchFailure(f"the fill ended at entry_index {got}, not {last + n}")
     finally:
-        db.close()
-    return {"epoch": epoch, "rows": n, "seconds": round(time.perf_counter() - t0, 2)}
+        await log.close()
+    seconds = time.perf_counter() - t0
+    return {
+        "epoch": opened["epoch"],
+        "rows": n,
+        "seconds": round(seconds, 2),
+        "per_s": round(n / max(seconds, 1e-9)),
+        "batch": BATCH,
+    }

@@ -43,6 +43,8 @@ from nodes import SELF_DB, Node, make_secret, origin_count
 from procfs import LoadMeter, RssWatch, memory_mb, outside_load, raise_fd_limit
 from report import fmt, load_line, machine, machine_line, print_table
 
+from p2pstore.storage import table_name  # noqa: E402
+
 TARGET_MB = 80.0
 
 
@@ -173,7 +175,7 @@ class Idle(Bench):
         try:
             rows, low, high, distinct, ids_ = db.execute(
                 f"SELECT count(*), min(entry_index), max(entry_index), count(DISTINCT entry_index), "
-                f"count(DISTINCT reading_id) FROM server_id_{x.node_id}"
+                f"count(DISTINCT reading_id) FROM {table_name(x.node_id)}"
             ).fetchone()
         finally:
             db.close()

@@ -57,7 +57,7 @@ from core import BenchFailure, sleep
 from harness import add_node_options, apply_node_options, run
 from load import SPREAD, Stream, line_at, line_of
 from logread import check_hmac_sample
-from nodes import KEY_FILE, SELF_DB, Http, Node, make_secret
+from nodes import SELF_DB, Http, Node, make_secret
 from procfs import driver_cpu, machine_cpu, peak_rss_mb, process_cpu, raise_fd_limit
 from report import calibrate, calibration_span, machine, machine_line, medians, percentile, print_table
 
@@ -364,7 +364,7 @@ class Run:
 
         hmac_checked = 0
         if rows:
-            key = (node.secret_file or node.data_dir / KEY_FILE).read_bytes()
+            key = node.key_file.read_bytes()
             hmac_checked, bad = check_hmac_sample(db_path, node_id, key, HMAC_SAMPLE)
             if bad:
                 problem(f"{bad} of {hmac_checked} sampled HMACs do not verify")

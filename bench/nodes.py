@@ -254,6 +254,14 @@ class Node:
             )
 
     @property
+    def key_file(self) -> Path:
+        """
+        The cluster key: --secret-file, or the one the node made in its
+        data directory.
+        """
+        return self.secret_file or self.data_dir / KEY_FILE
+
+    @property
     def node_id(self) -> str:
         return (self.data_dir / NODE_ID_FILE).read_text().strip()
 

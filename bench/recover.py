@@ -75,7 +75,6 @@ class Recover(Bench):
     async def execute(self) -> dict:
         args, reactor, http, result = self.args, self.reactor, self.http, self.result
         secret = make_secret(self.root / "cluster.key")
-        key = secret.read_bytes()
         n = args.readings
         slow = max(120.0, n / 2000)
 
@@ -87,7 +86,7 @@ class Recover(Bench):
         await http.wait_running(a)
         origin = a.node_id
         await a.stop(reactor)
-        filled = fill_self_db(a, n, key, "own")
+        filled = await fill_self_db(reactor, a, n, "own")
         result["fill"] = filled
         old_epoch = filled["epoch"]
         timeline_b = Timeline(reactor, b, origin, old_epoch, 0.02)
@@ -110,7 +109,8 @@ class Recover(Bench):
             "records_per_s": round(n / (t_b - t_a)),
             "seconds": round(t_b - t_a, 3),
         }
-        print(f"A filled with {n:,} readings in {filled['seconds']:.1f} s; B replicated them in "
+        print(f"A filled with {n:,} readings in {filled['seconds']:.1f} s ({filled['per_s']:,} rows/s, "
+              f"through p2pstore.storage); B replicated them in "
               f"{t_b - t_a:.2f} s ({result['replication']['records_per_s']:,} records/s)", flush=True)
 
         # Lose A's own database.
@@ -248,6 +248,8 @@ def main(argv=None) -> int:
              "records/s", "", ""],
             ["A peak RSS", fmt(recovery["a_peak_rss_mb"]), "MB", "", ""],
             ["B max polled RSS", fmt(recovery["b_max_polled_rss_mb"]), "MB", "", ""],
+            ["fill of A (through p2pstore.storage)", fmt(result["fill"]["per_s"], "{:,.0f}"),
+             "rows/s", "", ""],
             ["first replication A→B", fmt(result["replication"]["records_per_s"], "{:,.0f}"),
              "records/s", "", ""],
         ]

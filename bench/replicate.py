@@ -162,7 +162,7 @@ class Replicate(Bench):
         t0 = time.perf_counter()
         if args.fill == "direct":
             await a.stop(reactor)
-            filled = fill_self_db(a, n, key, "pre")
+            filled = await fill_self_db(reactor, a, n, "pre")
             a.start()
             status = await http.wait_running(a, slow)
         else:
@@ -178,7 +178,7 @@ class Replicate(Bench):
         filled.update(how=args.fill, per_s=round(n / max(filled["seconds"], 1e-9)))
         result["fill"] = filled
         print(f"A holds {origin_count(status, origin):,} readings ({args.fill} fill in "
-              f"{filled['seconds']:.1f} s)", flush=True)
+              f"{filled['seconds']:.1f} s: {filled['per_s']:,} rows/s)", flush=True)
         if origin_count(status, origin) != n:
             raise BenchFailure(f"A reports {origin_count(status, origin)} readings, not {n}")
         checked, bad = check_hmac_sample(a.db_path(origin), origin, key)
