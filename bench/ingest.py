@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Optional
 
 import core  # noqa: F401  (first: this checkout's p2pstore)
+from cload import CompiledStream, build
 from core import BenchFailure, sleep
 from harness import add_node_options, apply_node_options, run
 from load import SPREAD, Stream, line_at, line_of
@@ -67,11 +68,34 @@ from p2pstore.storage import table_name  # noqa: E402
 HMAC_SAMPLE = 2000
 
 
+def choose_client(args) -> None:
+    """
+    --client: the compiled client (built now if needed) unless there is no
+    compiler or ``python`` was asked for; sets ``args.client_binary``.
+    """
+    args.client_binary = None
+    if args.client == "python":
+        print("client: python (this process, bench/load.py)")
+        return
+    binary, why = build()
+    if binary is None:
+        if args.client == "c":
+            raise SystemExit(f"--client c: cannot build bench/loadclient.c: {why}")
+        print(f"client: python, because the compiled client cannot be built ({why}); "
+              f"its own CPU may limit the figures")
+        return
+    args.client_binary = binary
+    print(f"client: compiled ({binary})")
+
+
 def open_stream(reactor, args, node: Node, tag: str):
     """
-    The sensor connections of one run, from the client --client names.
+    The sensor connections of one run, from the client --client chose.
     """
     lines = "ids" if args.reading_ids else "seed"
+    if args.client_binary is not None:
+        return CompiledStream(reactor, node, args.connections, tag, args.client_binary, lines=lines,
+                              window=args.window, time_limit=args.warmup + args.duration + 240)
     return Stream(reactor, node, args.connections, tag, lines=lines, keep_indexes=True)
 
 
@@ -461,6 +485,9 @@ def parse_args(argv=None):
                         help="stop sending after this many lines in a run (20,000,000)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 10 connections, 1 s warm-up, 4 s measured")
+    parser.add_argument("--client", choices=["auto", "c", "python"], default="auto",
+                        help="who sends the lines: the compiled bench/loadclient.c (c), this "
+                             "Python process (python), or c if it builds (auto, the default)")
     parser.add_argument("--pid-file", metavar="PATH",
                         help="write each node's pid here once it runs (to attach a profiler)")
     add_node_options(parser, "the node's")
@@ -482,6 +509,7 @@ def main(argv=None) -> int:
     # 1000 connections need 1000 descriptors here.
     raise_fd_limit(args.connections + 100)
     apply_node_options(args)
+    choose_client(args)
 
     info = machine()
     print(machine_line(info))
@@ -561,7 +589,7 @@ def main(argv=None) -> int:
                         k: getattr(args, k)
                         for k in ("connections", "window", "rate", "tick", "reading_ids", "peers",
                                   "duration", "warmup", "sync", "repeat", "max_readings", "quick",
-                                  "node_code")
+                                  "node_code", "client")
                     },
                     "median": median,
                     "runs": runs,
