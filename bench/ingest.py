@@ -540,6 +540,7 @@ def main(argv=None) -> int:
                 f"{check['acknowledged']:,} acknowledged, {check['hmacs_checked']} HMACs)",
                 flush=True,
             )
+            print(f"    the node imported p2pstore from {result['node_code']}")
             for p in check["problems"]:
                 print(f"    {p}")
 
