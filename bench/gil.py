@@ -32,19 +32,26 @@ import tempfile
 import threading
 import time
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, machine_line  # noqa: E402
+import core  # noqa: F401  (first: this checkout's p2pstore)
+from report import machine, machine_line
 
 from p2pstore.node import GIL_SWITCH_INTERVAL  # noqa: E402
 from p2pstore.records import Signer, parse_line  # noqa: E402
-from p2pstore.storage import _COLUMNS, _ROW_MARKS, readings_schema  # noqa: E402
+from p2pstore.storage import readings_schema, table_name  # noqa: E402
 
 NODE = "0123456789abcdef0123456789abcdef"
 EPOCH = "fedcba9876543210fedcba9876543210"
-TABLE = f"server_id_{NODE}"
+TABLE = table_name(NODE)
 BATCH = 1100
+# The values of a row, by name; the order of the table's columns (and so
+# of each row tuple) is read from the table that readings_schema made.
+ROW_FIELDS = (
+    "entry_index", "sensor_index", "sensor_type", "sensor_data", "timestamp",
+    "value", "unit", "reading_id", "data_checksum", "epoch",
+)
 LINE = b"Temperature,39C,2026-11-28 10:00:00.123456"
 
 
@@ -77,6 +84,12 @@ def writer(path: Path, how: str, duration: float) -> tuple[int, float]:
     conn.execute("PRAGMA synchronous = FULL")
     for statement in readings_schema(NODE):
         conn.execute(statement)
+    columns = [row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")]
+    if sorted(columns) != sorted(ROW_FIELDS):
+        raise SystemExit(f"gil.py: the readings table's columns are now {columns}; update ROW_FIELDS")
+    in_table_order = itemgetter(*[ROW_FIELDS.index(c) for c in columns])
+    column_list = ", ".join(columns)
+    marks = "(" + ", ".join("?" * len(columns)) + ")"
     statements: dict = {}
 
     def multi_row(rows: list) -> None:
@@ -87,7 +100,7 @@ def writer(path: Path, how: str, duration: float) -> tuple[int, float]:
             sql = statements.get(size)
             if sql is None:
                 sql = statements[size] = (
-                    f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES " + ", ".join([_ROW_MARKS] * size)
+                    f"INSERT INTO {TABLE} ({column_list}) VALUES " + ", ".join([marks] * size)
                 )
             conn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
             start += size
@@ -96,7 +109,7 @@ def writer(path: Path, how: str, duration: float) -> tuple[int, float]:
         # 100 rows a call, so that a slow case still stops near its time.
         for first in range(0, len(rows), 100):
             conn.executemany(
-                f"INSERT INTO {TABLE} ({_COLUMNS}) VALUES {_ROW_MARKS}", rows[first : first + 100]
+                f"INSERT INTO {TABLE} ({column_list}) VALUES {marks}", rows[first : first + 100]
             )
             if time.perf_counter() - start > duration:
                 del rows[first + 100 :]
@@ -107,8 +120,8 @@ def writer(path: Path, how: str, duration: float) -> tuple[int, float]:
     start = time.perf_counter()
     while time.perf_counter() - start < duration:
         rows = [
-            (stored + i + 1, 3, "Temperature", "39C", "2026-11-28 10:00:00.123456", 39.0, "C",
-             None, "%064x" % (stored + i), EPOCH)
+            in_table_order((stored + i + 1, 3, "Temperature", "39C", "2026-11-28 10:00:00.123456",
+                            39.0, "C", None, "%064x" % (stored + i), EPOCH))
             for i in range(BATCH)
         ]
         conn.execute("BEGIN IMMEDIATE")
@@ -175,8 +188,15 @@ def main(argv=None) -> int:
         )
         loops = "" if r["busy_loops_per_s"] is None else f"{r['busy_loops_per_s']:,.0f}"
         print(f"{r['insert']:12} {beside:28} {r['rows_per_s']:>14,.0f} {loops:>13}")
+    # Every case must have committed rows, and the busy thread run beside it.
+    bad = [r for r in results if r["rows_per_s"] <= 0 or (r["busy_thread"] and not r["busy_loops_per_s"])]
     if args.json:
-        Path(args.json).write_text(json.dumps({"benchmark": "gil", "machine": info, "runs": results}, indent=2))
+        Path(args.json).write_text(json.dumps(
+            {"benchmark": "gil", "machine": info, "runs": results, "ok": not bad}, indent=2))
+    if bad:
+        print(f"\nFAILED: no rows or no busy loops in {len(bad)} case(s)")
+        return 1
+    print("\nOK: every case committed rows beside its busy thread")
     return 0
 
 

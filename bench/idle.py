@@ -35,28 +35,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    Bench,
-    conclude,
-    run_bench,
-    SELF_DB,
-    LoadMeter,
-    Node,
-    RssWatch,
-    Stream,
-    fmt,
-    load_line,
-    machine,
-    machine_line,
-    make_secret,
-    memory_mb,
-    origin_count,
-    outside_load,
-    print_table,
-    raise_fd_limit,
-    sleep,
-)
+import core  # noqa: F401  (first: this checkout's p2pstore)
+from core import sleep
+from harness import Bench, add_node_options, apply_node_options, conclude, run_bench
+from load import Stream
+from nodes import SELF_DB, Node, make_secret, origin_count
+from procfs import LoadMeter, RssWatch, memory_mb, outside_load, raise_fd_limit
+from report import fmt, load_line, machine, machine_line, print_table
+
+from p2pstore.storage import table_name  # noqa: E402
 
 TARGET_MB = 80.0
 
@@ -73,11 +60,9 @@ def parse_args(argv=None):
                         help="seconds before each other RSS reading (2)")
     parser.add_argument("--sync", choices=["full", "normal"], default="full",
                         help="the nodes' --sync (full)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON to PATH")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 s idle, 1 s settles (~15 s)")
-    parser.add_argument("--tmpdir", default=None, help="where the nodes' directories go")
-    parser.add_argument("--keep", action="store_true", help="keep the nodes' directories")
+    add_node_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         # Full counts (they start in seconds); only the waits are cut.
@@ -190,7 +175,7 @@ class Idle(Bench):
         try:
             rows, low, high, distinct, ids_ = db.execute(
                 f"SELECT count(*), min(entry_index), max(entry_index), count(DISTINCT entry_index), "
-                f"count(DISTINCT reading_id) FROM server_id_{x.node_id}"
+                f"count(DISTINCT reading_id) FROM {table_name(x.node_id)}"
             ).fetchone()
         finally:
             db.close()
@@ -210,6 +195,7 @@ class Idle(Bench):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    apply_node_options(args)
     raise_fd_limit(args.connections + 200)
     before = outside_load(1.0)
     info = machine()

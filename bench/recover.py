@@ -37,33 +37,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    Bench,
-    conclude,
-    run_bench,
-    BenchFailure,
-    LoadMeter,
-    Node,
-    RssWatch,
-    Timeline,
-    fill_self_db,
-    finish_profiles,
-    fmt,
-    load_line,
-    machine,
-    machine_line,
-    make_secret,
-    memory_mb,
-    origin_count,
-    outside_load,
-    print_table,
-    raise_fd_limit,
-    read_epoch,
-    sleep,
-    start_profiler,
-    table_digest,
-)
+import core  # noqa: F401  (first: this checkout's p2pstore)
+from core import BenchFailure, sleep
+from fill import fill_self_db
+from harness import Bench, add_node_options, apply_node_options, conclude, run_bench
+from logread import Timeline, read_epoch, table_digest
+from nodes import Node, make_secret, origin_count
+from procfs import LoadMeter, RssWatch, memory_mb, outside_load, raise_fd_limit
+from pyspy import finish_profiles, start_profiler
+from report import fmt, load_line, machine, machine_line, print_table
 
 TARGET_SECONDS = 30.0
 
@@ -78,10 +60,8 @@ def parse_args(argv=None):
                         help="py-spy record A and B during the recovery into DIR (raw format)")
     parser.add_argument("--profile-seconds", type=float, default=10.0,
                         help="how long each profile runs (10)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON to PATH")
     parser.add_argument("--quick", action="store_true", help="smoke run: 100,000 readings")
-    parser.add_argument("--tmpdir", default=None, help="where the nodes' directories go")
-    parser.add_argument("--keep", action="store_true", help="keep the nodes' directories")
+    add_node_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.readings = min(args.readings, 100_000)
@@ -95,7 +75,6 @@ class Recover(Bench):
     async def execute(self) -> dict:
         args, reactor, http, result = self.args, self.reactor, self.http, self.result
         secret = make_secret(self.root / "cluster.key")
-        key = secret.read_bytes()
         n = args.readings
         slow = max(120.0, n / 2000)
 
@@ -107,7 +86,7 @@ class Recover(Bench):
         await http.wait_running(a)
         origin = a.node_id
         await a.stop(reactor)
-        filled = fill_self_db(a, n, key, "own")
+        filled = await fill_self_db(reactor, a, n, "own")
         result["fill"] = filled
         old_epoch = filled["epoch"]
         timeline_b = Timeline(reactor, b, origin, old_epoch, 0.02)
@@ -130,7 +109,8 @@ class Recover(Bench):
             "records_per_s": round(n / (t_b - t_a)),
             "seconds": round(t_b - t_a, 3),
         }
-        print(f"A filled with {n:,} readings in {filled['seconds']:.1f} s; B replicated them in "
+        print(f"A filled with {n:,} readings in {filled['seconds']:.1f} s ({filled['per_s']:,} rows/s, "
+              f"through p2pstore.storage); B replicated them in "
               f"{t_b - t_a:.2f} s ({result['replication']['records_per_s']:,} records/s)", flush=True)
 
         # Lose A's own database.
@@ -245,6 +225,7 @@ class Recover(Bench):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    apply_node_options(args)
     raise_fd_limit(1024)
     before = outside_load(1.0)
     info = machine()
@@ -267,6 +248,8 @@ def main(argv=None) -> int:
              "records/s", "", ""],
             ["A peak RSS", fmt(recovery["a_peak_rss_mb"]), "MB", "", ""],
             ["B max polled RSS", fmt(recovery["b_max_polled_rss_mb"]), "MB", "", ""],
+            ["fill of A (through p2pstore.storage)", fmt(result["fill"]["per_s"], "{:,.0f}"),
+             "rows/s", "", ""],
             ["first replication A→B", fmt(result["replication"]["records_per_s"], "{:,.0f}"),
              "records/s", "", ""],
         ]

@@ -50,36 +50,16 @@ import time
 from array import array
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    Bench,
-    conclude,
-    run_bench,
-    BenchFailure,
-    LoadMeter,
-    Node,
-    RssWatch,
-    Stream,
-    Timeline,
-    check_hmac_sample,
-    fill_self_db,
-    finish_profiles,
-    fmt,
-    load_line,
-    make_secret,
-    machine,
-    machine_line,
-    memory_mb,
-    ms_summary,
-    origin_count,
-    outside_load,
-    print_table,
-    raise_fd_limit,
-    read_epoch,
-    sleep,
-    start_profiler,
-    table_digest,
-)
+import core  # noqa: F401  (first: this checkout's p2pstore)
+from core import BenchFailure, sleep
+from fill import fill_self_db
+from harness import Bench, add_node_options, apply_node_options, conclude, run_bench
+from load import Stream
+from logread import Timeline, check_hmac_sample, read_epoch, table_digest
+from nodes import Node, make_secret, origin_count
+from procfs import LoadMeter, RssWatch, memory_mb, outside_load, raise_fd_limit
+from pyspy import finish_profiles, start_profiler
+from report import fmt, load_line, machine, machine_line, ms_summary, print_table
 
 TARGETS = {
     "catchup_records_per_s": 50_000,
@@ -122,11 +102,9 @@ def parse_args(argv=None):
                         help="py-spy record A and B during catch-up into DIR (raw format)")
     parser.add_argument("--profile-seconds", type=float, default=10.0,
                         help="how long each profile runs (10; cut to the catch-up's length)")
-    parser.add_argument("--json", metavar="PATH", help="write the figures as JSON to PATH")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 100,000 readings, 1 s baseline, 4 s live")
-    parser.add_argument("--tmpdir", default=None, help="where the nodes' directories go")
-    parser.add_argument("--keep", action="store_true", help="keep the nodes' directories")
+    add_node_options(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.readings = min(args.readings, 100_000)
@@ -184,7 +162,7 @@ class Replicate(Bench):
         t0 = time.perf_counter()
         if args.fill == "direct":
             await a.stop(reactor)
-            filled = fill_self_db(a, n, key, "pre")
+            filled = await fill_self_db(reactor, a, n, "pre")
             a.start()
             status = await http.wait_running(a, slow)
         else:
@@ -200,7 +178,7 @@ class Replicate(Bench):
         filled.update(how=args.fill, per_s=round(n / max(filled["seconds"], 1e-9)))
         result["fill"] = filled
         print(f"A holds {origin_count(status, origin):,} readings ({args.fill} fill in "
-              f"{filled['seconds']:.1f} s)", flush=True)
+              f"{filled['seconds']:.1f} s: {filled['per_s']:,} rows/s)", flush=True)
         if origin_count(status, origin) != n:
             raise BenchFailure(f"A reports {origin_count(status, origin)} readings, not {n}")
         checked, bad = check_hmac_sample(a.db_path(origin), origin, key)
@@ -310,7 +288,7 @@ class Replicate(Bench):
             nodes.append(c)
 
         # -- live lag --------------------------------------------------------------
-        live = Stream(reactor, a, args.live_connections, "live")
+        live = Stream(reactor, a, args.live_connections, "live", lag=True)
         await live.connect()
         probes = {b.name: Timeline(reactor, b, origin, epoch, args.probe_interval, args.probe, http)}
         if c is not None:
@@ -348,6 +326,8 @@ class Replicate(Bench):
                     from_send.append(seen - (t_ok - latency))
             if missing:
                 self.problem(f"{missing} live readings never seen at {name}")
+            if not values:
+                self.problem(f"no live reading's lag at {name} was measured")
             summary = ms_summary(values)
             summary["min_ms"] = round(min(values) * 1000, 2) if values else None
             # From the line's send instead: includes A's own commit and answer.
@@ -459,6 +439,7 @@ def print_report(info: dict, result: dict, before: dict) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    apply_node_options(args)
     raise_fd_limit(1024)
     before = outside_load(1.0)
     info = machine()
