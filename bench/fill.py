@@ -1,6 +1,6 @@
 """
 Filling a node's own database before a benchmark: N readings written while
-the node is stopped, through p2pstore's own storage (so the rows are what
+the node is stopped, through p2pstore's own rows and storage (so the rows are what
 the node's ingestion would store: same table, numbering, epoch, canonical
 encoding and HMAC), in batches of BATCH rows, so 1,000,000 take seconds
 rather than the minute the sensor port would.
@@ -36,8 +36,11 @@ class OwnLog:
     """
 
     def __init__(self, data_dir: Path, key_file: Path, reactor):
-        from p2pstore.identity import PEER_DB, SELF_DB, load_key, resolve_node_id, write_node_id
-        from p2pstore.records import Reading, Signer, format_utc
+        from p2pstore.identity import load_key, resolve_node_id, write_node_id
+        from p2pstore.lines import Reading, format_utc
+        from p2pstore.records import Signer
+        from p2pstore.rows import OwnRows
+        from p2pstore.schema import PEER_DB, SELF_DB
         from p2pstore.storage import Store
 
         self._reading = Reading
@@ -48,11 +51,11 @@ class OwnLog:
         self.store = Store(
             path=data_dir / SELF_DB,
             node_id=self.node_id,
-            signer=Signer.from_key(key),
             synchronous="FULL",
             reactor=reactor,
             peer_path=data_dir / PEER_DB,
         )
+        self.own = OwnRows(self.node_id, Signer.from_key(key))
         self._write_id = (lambda: write_node_id(data_dir, self.node_id)) if made else None
 
     async def open(self) -> dict:
@@ -61,6 +64,7 @@ class OwnLog:
         the last sensor index given out.
         """
         opened = await self.store.open()
+        self.own.opened(opened.epoch, opened.last_index, 0)
         if self._write_id is not None:
             self._write_id()
         return {
@@ -76,14 +80,14 @@ class OwnLog:
         reading_id)`` readings of one sensor, numbered from ``first_index``.
         """
         Reading = self._reading
-        return self.store.prepare([Reading(*r) for r in readings], sensor_index, first_index)
+        return self.own.prepare([Reading(*r) for r in readings], sensor_index, first_index)
 
     def append(self, rows: list, last_sensor_index: int):
         """
         Commit rows (one transaction); a Deferred firing with the log's new
         last index.
         """
-        d = self.store.append(rows, [], last_sensor_index)
+        d = self.store.append(rows, [], last_sensor_index, self.own.renumber)
         return d.addCallback(lambda appended: appended.last_index)
 
     async def close(self) -> None:

@@ -6,7 +6,7 @@ switch interval: a SQLite writer thread beside one busy Python thread.
 The busy thread stands for the node's reactor: Python work (parsing and
 signing sensor lines) with a system call every few hundred microseconds.
 The writer stands for the node's database thread: batches of ~1,100 rows
-into a table with the node's schema (``p2pstore.storage.readings_schema``),
+into a table with the node's schema (``p2pstore.schema.Schema.readings_table``),
 one transaction each, ``synchronous=FULL``. Each case runs for --duration
 seconds and reports the writer's rows/s and the busy thread's loops/s:
 
@@ -38,16 +38,17 @@ from pathlib import Path
 import core  # noqa: F401  (first: this checkout's p2pstore)
 from report import machine, machine_line
 
-from p2pstore.node import GIL_SWITCH_INTERVAL  # noqa: E402
-from p2pstore.records import Signer, parse_line  # noqa: E402
-from p2pstore.storage import readings_schema, table_name  # noqa: E402
+from p2pstore.lines import parse_line  # noqa: E402
+from p2pstore.records import Signer  # noqa: E402
+from p2pstore.schema import Schema, table_name  # noqa: E402
+from p2pstore.service import GIL_SWITCH_INTERVAL  # noqa: E402
 
 NODE = "0123456789abcdef0123456789abcdef"
 EPOCH = "fedcba9876543210fedcba9876543210"
 TABLE = table_name(NODE)
 BATCH = 1100
 # The values of a row, by name; the order of the table's columns (and so
-# of each row tuple) is read from the table that readings_schema made.
+# of each row tuple) is read from the table that Schema.readings_table made.
 ROW_FIELDS = (
     "entry_index", "sensor_index", "sensor_type", "sensor_data", "timestamp",
     "value", "unit", "reading_id", "data_checksum", "epoch",
@@ -82,7 +83,7 @@ def writer(path: Path, how: str, duration: float) -> tuple[int, float]:
     conn = sqlite3.connect(str(path), isolation_level=None, cached_statements=64)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    for statement in readings_schema(NODE):
+    for statement in Schema().readings_table(NODE, "main", own=True):
         conn.execute(statement)
     columns = [row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")]
     if sorted(columns) != sorted(ROW_FIELDS):

@@ -43,7 +43,7 @@ from nodes import SELF_DB, Node, make_secret, origin_count
 from procfs import LoadMeter, RssWatch, memory_mb, outside_load, raise_fd_limit
 from report import fmt, load_line, machine, machine_line, print_table
 
-from p2pstore.storage import table_name  # noqa: E402
+from p2pstore.schema import table_name  # noqa: E402
 
 TARGET_MB = 80.0
 

@@ -62,7 +62,7 @@ from nodes import SELF_DB, Http, Node, make_secret
 from procfs import driver_cpu, machine_cpu, peak_rss_mb, process_cpu, raise_fd_limit
 from report import calibrate, calibration_span, machine, machine_line, medians, percentile, print_table
 
-from p2pstore.storage import table_name  # noqa: E402
+from p2pstore.schema import table_name  # noqa: E402
 
 # How many stored rows get their HMAC checked afterwards.
 HMAC_SAMPLE = 2000

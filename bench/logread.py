@@ -17,8 +17,8 @@ from typing import Optional
 
 from core import sleep
 
-from p2pstore.identity import NODE_ID_FILE, SELF_DB  # noqa: E402
-from p2pstore.storage import table_name  # noqa: E402
+from p2pstore.identity import NODE_ID_FILE  # noqa: E402
+from p2pstore.schema import SELF_DB, table_name  # noqa: E402
 
 # The columns of a readings table, in the order digests hash them.
 ROW_COLUMNS = (

@@ -25,7 +25,8 @@ from typing import Callable, Iterable, Optional
 
 from core import REPO, BenchFailure, sleep
 
-from p2pstore.identity import KEY_FILE, NODE_ID_FILE, PEER_DB, SELF_DB  # noqa: E402
+from p2pstore.identity import KEY_FILE, NODE_ID_FILE  # noqa: E402
+from p2pstore.schema import PEER_DB, SELF_DB  # noqa: E402
 # Listening ports outside the kernel's ephemeral range, as the tests pick them.
 from p2pstore.testing import free_ports  # noqa: E402
 

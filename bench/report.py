@@ -27,7 +27,8 @@ CALIBRATION_MAX_CPUS = 8
 
 
 def _calibration_round() -> float:
-    from p2pstore.records import Signer, parse_plain_lines
+    from p2pstore.lines import parse_plain_lines
+    from p2pstore.records import Signer
 
     signer = Signer.from_key(b"\0" * 32)
     origin, epoch = "0" * 32, "1" * 32
