@@ -132,7 +132,6 @@ class OwnRows:
         """
         self._next = self._log_next + waiting
 
-
     def row(
         self,
         entry_index: int,
