@@ -34,15 +34,22 @@ class Pending:
         once the store is open.
     @ivar indexes: once stored, the entry_index answered for each reading.
     @ivar error: the reason each of them is refused (an ``ERR`` answer).
+    @ivar silent: the lines came from a sensor that sends no line ends, and
+        so reads no answers: they are not sent.
     """
 
-    __slots__ = ("sensor", "readings", "rows", "indexes", "error")
+    __slots__ = ("sensor", "readings", "rows", "indexes", "error", "silent")
 
     def __init__(
-        self, sensor: ISensor, readings: Sequence[Reading] = (), error: Optional[str] = None
+        self,
+        sensor: ISensor,
+        readings: Sequence[Reading] = (),
+        error: Optional[str] = None,
+        silent: bool = False,
     ):
         self.sensor = sensor
         self.readings = readings
+        self.silent = silent
         self.rows: Optional[list] = None
         self.indexes: Optional[Sequence[int]] = None
         self.error = error
@@ -95,6 +102,8 @@ class Ingestor:
         self._drain_waiters: list[Deferred] = []
         self._last_sensor_index = 0
         self.accepted = 0
+        # Readings from sensors that send no line ends (within accepted).
+        self.accepted_unterminated = 0
         # Answers 'ERR retry' given because a commit failed (a reading sent
         # again and failing again counts again).
         self.not_stored = 0
@@ -102,6 +111,13 @@ class Ingestor:
     @property
     def connected(self) -> int:
         return len(self._sensors)
+
+    @property
+    def unterminated_connected(self) -> int:
+        """
+        Connected sensors that send readings without line ends.
+        """
+        return sum(1 for sensor in self._sensors if sensor.unterminated)
 
     @property
     def queued(self) -> int:
@@ -182,6 +198,8 @@ class Ingestor:
         self._queue.append(pending)
         self._queued += count
         self.accepted += count
+        if pending.silent:
+            self.accepted_unterminated += count
         if not self._overloaded and self._queued >= self._high_water:
             self._overloaded = True
             self.log.warn(

@@ -18,6 +18,9 @@ class ISensor(Interface):
     sensor_index = Attribute(
         "The number the ingestor gave this connection (never reused), set by the ingestor."
     )
+    unterminated = Attribute(
+        "Whether the sensor sends readings without line ends (and so reads no answers)."
+    )
 
     def pause(reason: str) -> None:
         """

@@ -228,3 +228,47 @@ def error_answer(reason: str, count: int = 1) -> bytes:
     ``count`` answer lines ``ERR <reason>``; reasons are ASCII.
     """
     return b"ERR %s\n" % (reason.encode("ascii"),) * count
+
+
+# A reading as the proof of concept's sensors send it: no line end, one
+# send() each, `<type>,<value>,<timestamp>` with the timestamp of Python's
+# str(datetime.now()) (`YYYY-MM-DD HH:MM:SS`, then `.ffffff` unless the
+# microseconds are 0).
+_SEED_READING = re.compile(
+    rb"[^,\r\n]{1,%d},[^,\r\n]{1,%d},"
+    rb"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    % (MAX_SENSOR_TYPE, MAX_SENSOR_DATA)
+)
+# What may begin the reading after a timestamp: not a digit or a dot (they
+# would continue the timestamp), nor a comma (a reading id), a space or a
+# control character.
+_READING_START = re.compile(rb"[!-+\-/:-~\x80-\xff]")
+
+
+def split_unterminated(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """
+    The readings at the start of the bytes of a sensor that sends no line
+    ends: a reading ends right after a complete timestamp of the proof of
+    concept's shape when the bytes that follow begin a new reading.
+
+    @return: the readings found (each to be parsed by L{parse_line}), and
+        the bytes left, the start of a reading whose end is not known yet.
+    """
+    found = []
+    start = 0
+    while True:
+        match = _SEED_READING.match(buffer, start)
+        if match is None or not _READING_START.match(buffer, match.end()):
+            return found, buffer[start:]
+        found.append(buffer[start : match.end()])
+        start = match.end()
+
+
+def is_whole_unterminated(buffer: bytes) -> bool:
+    """
+    Is ``buffer`` one whole reading of the proof of concept's shape, its
+    timestamp's fraction absent or of all six digits, so that a pause after
+    it may end it?
+    """
+    match = _SEED_READING.fullmatch(buffer)
+    return match is not None and (match.group(1) is None or len(match.group(1)) == 7)

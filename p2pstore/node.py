@@ -127,6 +127,8 @@ class Node:
                 "accepted": ingestor.accepted,
                 "rejected": ingestor.rejected,
                 "queued": ingestor.queued,
+                "unterminated_connected": ingestor.unterminated_connected,
+                "unterminated_accepted": ingestor.accepted_unterminated,
             },
             "origins": origins,
             "peers": peers,

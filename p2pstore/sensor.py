@@ -23,10 +23,18 @@ from .lines import (
     BadLine,
     Rejected,
     error_answer,
+    is_whole_unterminated,
     ok_answers,
     parse_line,
     parse_plain_lines,
+    split_unterminated,
 )
+
+# How long a sensor that sends no line ends must be silent, with a whole
+# reading buffered, for that reading to end there. The proof of concept's
+# sensors send one reading every 2 s, each in one send(), so the next
+# reading usually ends it first; this ends the last one before a silence.
+UNTERMINATED_PAUSE = 0.5
 
 
 def _answer(pending: Pending) -> bytes:
@@ -48,14 +56,36 @@ class SensorProtocol(Protocol):
     It is also the producer of its own answers: when the sensor does not
     read them and they back up, the connection stops being read too, so no
     buffer grows without bound.
+
+    Sensors of the proof of concept send readings with no line ends and
+    read nothing. Until a connection has sent a line end (with
+    ``unterminated`` on), a reading also ends right after a complete
+    timestamp of their shape when what follows begins a new reading, or
+    after L{UNTERMINATED_PAUSE} of silence once what is buffered is a whole
+    reading, or at the end of the stream; and nothing is answered. The first
+    line end makes the connection a line sensor for good: from then on only
+    line ends end readings, and every line is answered.
     """
 
     sensor_index = 0
 
-    def __init__(self, ingestor: Ingestor, max_line: int, now: Callable[[], str]):
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        max_line: int,
+        now: Callable[[], str],
+        clock=None,
+        unterminated: bool = True,
+    ):
         self._ingestor = ingestor
         self._max_line = max_line
         self._now = now
+        self._clock = clock
+        # Readings without line ends are taken until a line end is seen.
+        self._framing = unterminated
+        self._pause_call = None
+        # Readings taken without line ends, answered with nothing.
+        self.unterminated = False
         self._buffer = b""
         # The start of an over-long line whose end has not arrived yet.
         self._skipping: bytes | None = None
@@ -79,6 +109,7 @@ class SensorProtocol(Protocol):
         self._ingestor.connect(self)
 
     def connectionLost(self, reason) -> None:
+        self._cancel_pause()
         self._connected = False
         self._ingestor.disconnect(self)
         waiting, self._closed = self._closed, []
@@ -115,6 +146,11 @@ class SensorProtocol(Protocol):
         if self._closing:
             self.transport.loseConnection()
             return
+        self._cancel_pause()
+        if self._framing and is_whole_unterminated(self._buffer):
+            # The end of a sensor that sends no line ends: its last reading.
+            self._take_unterminated([self._buffer])
+            self._buffer = b""
         if self._buffer or self._skipping is not None:
             # Possibly cut short by a crash: storing it could store a wrong
             # value ("Temperature,3" of "Temperature,39C").
@@ -129,6 +165,14 @@ class SensorProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._framing:
+            if b"\n" not in data:
+                self._unterminated_data(data)
+                return
+            # A line sensor for good.
+            self._framing = False
+            self.unterminated = False
+            self._cancel_pause()
         data = self._buffer + data
         end = data.rfind(b"\n") + 1
         if end and self._skipping is None and self._max_line >= MAX_PLAIN_LINE:
@@ -164,6 +208,41 @@ class SensorProtocol(Protocol):
         self._submit(readings)
         self._limit_buffer()
 
+    def _unterminated_data(self, data: bytes) -> None:
+        if self._skipping is not None:
+            # Over-long, as a line sensor's first line may be: skipped up to
+            # its line end as any line is (or refused at the end).
+            return
+        readings, self._buffer = split_unterminated(self._buffer + data)
+        self._take_unterminated(readings)
+        self._limit_buffer()
+        self._cancel_pause()
+        if self._buffer and self._clock is not None:
+            self._pause_call = self._clock.callLater(UNTERMINATED_PAUSE, self._paused)
+
+    def _paused(self) -> None:
+        self._pause_call = None
+        if is_whole_unterminated(self._buffer):
+            self._take_unterminated([self._buffer])
+            self._buffer = b""
+
+    def _cancel_pause(self) -> None:
+        if self._pause_call is not None and self._pause_call.active():
+            self._pause_call.cancel()
+        self._pause_call = None
+
+    def _take_unterminated(self, found: list[bytes]) -> None:
+        readings: list = []
+        for raw in found:
+            try:
+                readings.append(parse_line(raw, self._now))
+            except BadLine as e:
+                readings = self._submit(readings)
+                self._reject(raw, str(e))
+        if readings:
+            self.unterminated = True
+        self._submit(readings)
+
     def _limit_buffer(self) -> None:
         # One byte more than the limit for a "\r" that may precede "\n".
         if len(self._buffer) > self._max_line + 1:
@@ -177,13 +256,13 @@ class SensorProtocol(Protocol):
         """
         if not readings:
             return readings
-        pending = Pending(self, readings)
+        pending = Pending(self, readings, silent=self._framing)
         self._answers.append(pending)
         self._ingestor.submit(pending)
         return []
 
     def _reject(self, raw: bytes, reason: str) -> None:
-        self._answers.append(Pending(self, error=reason))
+        self._answers.append(Pending(self, error=reason, silent=self._framing))
         self._ingestor.reject(
             Rejected(
                 received_at=self._now(),
@@ -201,7 +280,9 @@ class SensorProtocol(Protocol):
         answers = self._answers
         ready = []
         while answers and answers[0].answered:
-            ready.append(_answer(answers.popleft()))
+            pending = answers.popleft()
+            if not pending.silent:
+                ready.append(_answer(pending))
         if ready and self._connected:
             self.transport.write(b"".join(ready))
         if self._finished and not answers:
@@ -238,10 +319,22 @@ class SensorFactory(Factory):
 
     noisy = False
 
-    def __init__(self, ingestor: Ingestor, max_line: int, now: Callable[[], str]):
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        max_line: int,
+        now: Callable[[], str],
+        clock=None,
+        unterminated: bool = True,
+    ):
         self.ingestor = ingestor
         self.max_line = max_line
         self.now = now
+        self.clock = clock
+        # Take readings from sensors that send no line ends.
+        self.unterminated = unterminated
 
     def buildProtocol(self, addr) -> SensorProtocol:
-        return SensorProtocol(self.ingestor, self.max_line, self.now)
+        return SensorProtocol(
+            self.ingestor, self.max_line, self.now, self.clock, self.unterminated
+        )

@@ -16,6 +16,7 @@ from twisted.internet.endpoints import serverFromString
 
 DEFAULT_PEER_PORT = 12346
 SYNC_MODES = ("full", "normal")
+UNTERMINATED = ("accept", "refuse")
 # A line of the longest fields the protocol allows is about 220 bytes.
 MIN_LINE, MAX_LINE = 256, 1024 * 1024
 
@@ -29,6 +30,7 @@ DEFAULTS = {
     "secret-file": None,
     "max-line": "1024",
     "sync": "full",
+    "unterminated-readings": "accept",
 }
 
 _HOSTNAME = re.compile(
@@ -86,6 +88,9 @@ class Settings:
     secret_file: Optional[Path]
     max_line: int
     sync: str
+    # Take readings from sensors that send no line ends (the proof of
+    # concept's).
+    unterminated_readings: bool = True
 
 
 def _port_number(setting: str, text: str, what: str = "") -> int:
@@ -167,6 +172,12 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
     sync = str(values["sync"]).strip().lower()
     if sync not in SYNC_MODES:
         raise ConfigError("sync", f"{values['sync']!r} is not one of {', '.join(SYNC_MODES)}")
+    unterminated = str(values["unterminated-readings"]).strip().lower()
+    if unterminated not in UNTERMINATED:
+        raise ConfigError(
+            "unterminated-readings",
+            f"{values['unterminated-readings']!r} is not one of {', '.join(UNTERMINATED)}",
+        )
     peers = tuple(parse_peer(p.strip()) for p in str(values["peers"]).split(",") if p.strip())
     secret_file = values["secret-file"]
     return Settings(
@@ -178,4 +189,5 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         secret_file=Path(secret_file) if secret_file else None,
         max_line=int(max_line),
         sync=sync,
+        unterminated_readings=unterminated == "accept",
     )

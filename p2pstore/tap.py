@@ -39,6 +39,10 @@ _HELP = {
     ),
     "max-line": "The longest sensor line accepted, in bytes.",
     "sync": "SQLite's synchronous setting: full or normal.",
+    "unterminated-readings": (
+        "accept: also take readings from sensors that send no line ends (the proof of "
+        "concept's), unanswered; refuse: only lines ended by a newline are readings."
+    ),
 }
 
 
@@ -109,7 +113,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         "--sensor-port",
         settings.sensor_port,
         serverFromString(reactor, settings.sensor_port),
-        SensorFactory(ingestor, settings.max_line, now),
+        SensorFactory(ingestor, settings.max_line, now, reactor, settings.unterminated_readings),
     )
     status = Listener(
         "--status-port",

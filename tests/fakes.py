@@ -142,7 +142,7 @@ class SensorTestCase(SynchronousTestCase):
         self.ingestor = Ingestor(
             self.store, OwnRows(NODE_ID, SIGNER), self.clock, **self.ingestor_options
         )
-        self.factory = SensorFactory(self.ingestor, self.max_line, self.now)
+        self.factory = SensorFactory(self.ingestor, self.max_line, self.now, self.clock)
 
     def now(self) -> str:
         return format_utc(self.clock.seconds())

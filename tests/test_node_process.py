@@ -12,7 +12,9 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
 
 from .nodes import (
@@ -428,3 +430,109 @@ class LifecycleTests(TestCase):
         self.assertIn("not start", naming[0])
         self.assertEqual(node.node_id, other)
         self.assertEqual(len(node.rows(SELF_DB, f"server_id_{real}")), 1)
+
+
+class _SeedSensor(Protocol):
+    """
+    A sensor as the proof of concept's sensor_simulator.py is: each reading
+    in a write of its own, no line end, never reading; then it closes.
+    """
+
+    def __init__(self, readings: list[bytes], pace: float):
+        self.readings = list(readings)
+        self.pace = pace
+        self.done = Deferred()
+
+    def connectionMade(self) -> None:
+        self._next()
+
+    def _next(self) -> None:
+        if not self.readings:
+            self.transport.loseConnection()
+            return
+        self.transport.write(self.readings.pop(0))
+        reactor.callLater(self.pace, self._next)
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(None)
+
+
+def seed_readings(connection: int, count: int) -> list[bytes]:
+    """
+    ``count`` readings of one sensor with the seed's timestamps,
+    str(datetime), all different; sensor 0's first is on a whole second, so
+    it has no fraction.
+    """
+    base = datetime(2026, 12, 4, 18, 16, 36)
+    return [
+        f"Temperature,{connection % 50}C,{base + timedelta(milliseconds=4 * k + connection // 250, microseconds=connection % 250)}".encode()
+        for k in range(count)
+    ]
+
+
+class UnterminatedSensorTests(TestCase):
+    """
+    Sensors of the proof of concept, which send readings without line ends
+    and never read, have every reading stored, each as its own row, while
+    line sensors on the same port keep their answers.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def feed(self, node: NodeProcess, connections: int, count: int, pace: float):
+        sensors = []
+        for n in range(connections):
+            sensor = _SeedSensor(seed_readings(n, count), pace)
+            endpoint_ = TCP4ClientEndpoint(reactor, "127.0.0.1", node.sensor_port)
+            yield connectProtocol(endpoint_, sensor)
+            sensors.append(sensor)
+        yield DeferredList([s.done for s in sensors])
+        return [r for n in range(connections) for r in seed_readings(n, count)]
+
+    @inlineCallbacks
+    def test_at_the_seeds_pace(self):
+        """
+        Three sensors sending a reading every 2 s: every reading stored as
+        sent, nothing refused, and /status counts them apart.
+        """
+        node = NodeProcess(self)
+        yield node.start()
+        feeding = self.feed(node, 3, 3, 2.0)
+        yield wait_for(lambda: count_rows(node) >= 3, 10, "the first readings")
+        status = yield node.status()
+        self.assertEqual(status["sensors"]["unterminated_connected"], 3)
+        sent = yield feeding
+        yield wait_for(lambda: count_rows(node) == len(sent), 10, "every reading")
+        rows = node.rows(SELF_DB, own_table(node), "sensor_type, sensor_data, timestamp")
+        self.assertEqual(sorted(",".join(r).encode() for r in rows), sorted(sent))
+        self.assertEqual(node.rows(SELF_DB, "rejected_lines", "count(*)"), [(0,)])
+        status = yield node.status()
+        self.assertEqual(status["sensors"]["unterminated_accepted"], len(sent))
+        yield stop_cleanly(self, node)
+
+    @inlineCallbacks
+    def test_flat_out_beside_a_line_sensor(self):
+        """
+        Fifty such sensors sending 200 readings each as fast as they can:
+        all 10,000 stored once each, intact; a line sensor sending at the
+        same time gets every answer.
+        """
+        node = NodeProcess(self)
+        yield node.start()
+        feeding = self.feed(node, 50, 200, 0)
+        answers = yield send_lines(
+            node.sensor_port, [b"Humidity,%d%% RH,2026-12-04 18:16:36,line-%d" % (n, n) for n in range(50)]
+        )
+        sent = yield feeding
+        self.assertEqual(len(answers), 50)
+        self.assertTrue(all(a.startswith(b"OK ") for a in answers), answers)
+        yield wait_for(lambda: count_rows(node) == len(sent) + 50, 30, "every reading")
+        rows = node.query(
+            SELF_DB,
+            f"SELECT sensor_type, sensor_data, timestamp FROM {own_table(node)} "
+            f"WHERE reading_id IS NULL",
+        )
+        self.assertEqual(Counter(",".join(r).encode() for r in rows), Counter(sent))
+        self.assertEqual(node.rows(SELF_DB, "rejected_lines", "count(*)"), [(0,)])
+        yield stop_cleanly(self, node)

@@ -1,14 +1,16 @@
 """
-Tests for the sensor protocol (p2pstore.sensor): answers, framing, bad and
-long lines, half-close and closing, with a StringTransport, a task.Clock and
+Tests for the sensor protocol (p2pstore.sensor): answers, framing (with
+and without line ends), bad and long lines, half-close and closing, with a StringTransport, a task.Clock and
 an in-memory store whose commits the test fires by hand (tests.fakes).
 """
 
 from __future__ import annotations
 
+from hypothesis import given, settings, strategies as st
 from twisted.internet.testing import StringTransport
 
 from p2pstore.lines import Reading, Rejected
+from p2pstore.sensor import UNTERMINATED_PAUSE
 
 from .fakes import GOOD, MAX_LINE, OpenedTestCase, SensorTestCase
 
@@ -499,3 +501,150 @@ class StopCloseTests(OpenedTestCase):
         self.assertTrue(self.transport.aborted)
         self.protocol.connectionLost(None)
         self.successResultOf(closed)
+
+
+# Readings as the proof of concept's sensor_simulator.py sends them: one
+# send() each, no line end, str(datetime.now()) timestamps (no fraction
+# when the microseconds are 0).
+SEED_READINGS = [
+    b"Temperature,39C,2026-12-04 18:16:36.622268",
+    b"Atm. Pressure,1.798 atm,2026-12-04 18:16:38",
+    b"Humidity,15% RH,2026-12-04 18:16:40.000001",
+    b"Temperature,-4C,2026-12-04 18:16:42.999999",
+]
+
+
+class UnterminatedTests(OpenedTestCase):
+    """
+    Sensors that send no line ends (the proof of concept's) have every
+    reading stored as its own row and are answered nothing; a connection
+    that sends a line end is a line sensor for good.
+    """
+
+    max_line = 1024
+
+    def stored(self) -> list[tuple]:
+        return [(r.sensor_type, r.sensor_data, r.timestamp) for r in self.store.rows]
+
+    def test_glued_in_one_segment(self) -> None:
+        """
+        Readings that arrive glued together are each stored once, in order,
+        the last once the sensor pauses; nothing is written back.
+        """
+        self.protocol.dataReceived(b"".join(SEED_READINGS))
+        self.commit_all()
+        self.assertEqual(len(self.store.rows), 3)
+        self.clock.advance(UNTERMINATED_PAUSE)
+        self.commit_all()
+        self.assertEqual(
+            self.stored(),
+            [tuple(r.decode().split(",")) for r in SEED_READINGS],
+        )
+        self.assertEqual(self.transport.value(), b"")
+        self.assertEqual(self.store.rejected, [])
+        self.assertStillServing(self.transport)
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.integers(min_value=0, max_value=200), max_size=12))
+    def test_split_anywhere(self, cuts) -> None:
+        """
+        However the stream is cut into segments (at any byte, readings glued
+        or split), each reading is stored exactly once as sent.
+        """
+        self.setUp()
+        stream = b"".join(SEED_READINGS)
+        points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
+        for start, end in zip(points, points[1:]):
+            self.protocol.dataReceived(stream[start:end])
+        self.protocol.readConnectionLost()
+        self.commit_all()
+        self.assertEqual(
+            self.stored(),
+            [tuple(r.decode().split(",")) for r in SEED_READINGS],
+        )
+        self.assertEqual(self.store.rejected, [])
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_pace_of_the_seed(self) -> None:
+        """
+        One reading every 2 s is stored after the pause, before the next.
+        """
+        for n, reading in enumerate(SEED_READINGS, 1):
+            self.protocol.dataReceived(reading)
+            self.clock.advance(UNTERMINATED_PAUSE)
+            self.commit_all()
+            self.assertEqual(len(self.store.rows), n)
+            self.clock.advance(2 - UNTERMINATED_PAUSE)
+        self.assertEqual(self.transport.value(), b"")
+        status = {
+            "connected": self.ingestor.unterminated_connected,
+            "accepted": self.ingestor.accepted_unterminated,
+        }
+        self.assertEqual(status, {"connected": 1, "accepted": 4})
+
+    def test_cut_timestamp_not_taken_on_a_pause(self) -> None:
+        """
+        A pause inside the timestamp's fraction does not end the reading:
+        only a timestamp of the seed's shape (six digits or none) does.
+        """
+        self.protocol.dataReceived(SEED_READINGS[0][:-3])
+        self.clock.advance(UNTERMINATED_PAUSE * 4)
+        self.commit_all()
+        self.assertEqual(self.store.rows, [])
+        self.protocol.dataReceived(SEED_READINGS[0][-3:])
+        self.clock.advance(UNTERMINATED_PAUSE)
+        self.commit_all()
+        self.assertEqual(self.stored(), [tuple(SEED_READINGS[0].decode().split(","))])
+
+    def test_bad_reading_kept_unanswered(self) -> None:
+        """
+        A reading without line end that cannot be stored is kept in
+        rejected_lines with its reason, and answered nothing.
+        """
+        self.protocol.dataReceived(b"Temperature,39C,2026-13-45 10:00:00" + SEED_READINGS[0])
+        self.clock.advance(UNTERMINATED_PAUSE)
+        self.commit_all()
+        self.assertEqual([r.reason for r in self.store.rejected], ["bad timestamp"])
+        self.assertEqual(len(self.store.rows), 1)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_last_reading_at_close(self) -> None:
+        """
+        A whole reading buffered when the sensor closes is stored.
+        """
+        self.protocol.dataReceived(SEED_READINGS[1])
+        self.protocol.readConnectionLost()
+        self.commit_all()
+        self.assertEqual(self.stored(), [tuple(SEED_READINGS[1].decode().split(","))])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_line_sensor_never_cut(self) -> None:
+        """
+        Once a connection has sent a line end, a line arriving in pieces
+        with pauses far longer than the pause rule is stored whole and
+        answered.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        line = b"Temperature,41C,2020-04-20 23:20:19.231325,r-2\n"
+        for piece in (line[:43], line[43:46], line[46:]):
+            self.protocol.dataReceived(piece)
+            self.clock.advance(UNTERMINATED_PAUSE * 10)
+        self.commit_all()
+        self.assertEqual(self.answers(self.transport), [b"OK 1", b"OK 2"])
+        self.assertEqual(self.store.rows[1].reading_id, "r-2")
+        self.assertFalse(self.protocol.unterminated)
+
+    def test_refused_when_turned_off(self) -> None:
+        """
+        With unterminated readings refused, bytes without a line end are
+        not readings: at close they are refused as an unterminated line.
+        """
+        self.factory.unterminated = False
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"".join(SEED_READINGS))
+        self.clock.advance(UNTERMINATED_PAUSE)
+        protocol.readConnectionLost()
+        self.commit_all()
+        self.assertEqual(self.store.rows, [])
+        self.assertEqual([r.reason for r in self.store.rejected], ["unterminated line"])
+        self.assertEqual(self.answers(transport), [b"ERR unterminated line"])
