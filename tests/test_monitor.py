@@ -597,6 +597,21 @@ class PageTests(MonitorCase):
              "rejected_lines": 1, "links_up": 1, "links_down": 1},
         )
 
+    def test_sensors_without_line_ends(self):
+        """
+        Sensors that send readings without line ends are counted under the
+        sensors connected, on the page and in its JSON.
+        """
+        status = node_status()
+        status["sensors"]["unterminated_connected"] = 2
+        node = FakeNode(self, status=status)
+        app = self.monitor(node.address)
+        app.extensions["monitor"].poll_once()
+        html = app.test_client().get("/").get_data(as_text=True)
+        self.assertIn("2 without line ends", html)
+        api = app.test_client().get("/api/servers").get_json()
+        self.assertEqual(api["servers"][0]["sensors_unterminated"], 2)
+
     def test_matrix(self):
         """
         The matrix has a row per origin and a column per server: how many of

@@ -55,6 +55,8 @@ class NodeStatus:
     uptime_s: Optional[float]
     sensors_connected: Optional[int]
     sensors_rejected: Optional[int]
+    # Of those connected, sensors that send readings without line ends.
+    sensors_unterminated: Optional[int]
     origins: Optional[dict]
     peers: Optional[tuple]
 
@@ -142,6 +144,8 @@ def parse_status(data: Any) -> NodeStatus:
         uptime_s=status.field("uptime_s", _is_duration, "a number of seconds >= 0"),
         sensors_connected=sensors and sensors.field("connected", _is_count, "a whole number >= 0"),
         sensors_rejected=sensors and sensors.field("rejected", _is_count, "a whole number >= 0"),
+        sensors_unterminated=sensors
+        and sensors.field("unterminated_connected", _is_count, "a whole number >= 0"),
         origins=origins,
         peers=peers,
     )

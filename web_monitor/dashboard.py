@@ -80,6 +80,7 @@ def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
         "own_readings": status.own_readings if status else None,
         "held_for_others": status.held_for_others if status else None,
         "sensors_connected": status.sensors_connected if status else None,
+        "sensors_unterminated": status.sensors_unterminated if status else None,
         "rejected_lines": status.sensors_rejected if status else None,
         "links_up": status.links_up if status else None,
         "links_down": status.links_down if status else None,

@@ -81,7 +81,12 @@
       el("td", {}, value(s.uptime)),
       el("td", { class: "num" }, value(s.own_readings)),
       el("td", { class: "num" }, value(s.held_for_others)),
-      el("td", { class: "num" }, value(s.sensors_connected)),
+      el(
+        "td",
+        { class: "num" },
+        value(s.sensors_connected),
+        s.sensors_unterminated ? el("div", { class: "why" }, s.sensors_unterminated + " without line ends") : null
+      ),
       el("td", { class: "num" }, value(s.rejected_lines)),
       el("td", { class: "links" }, ...[].concat(links))
     );
