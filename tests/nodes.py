@@ -223,6 +223,10 @@ class ChildProcess:
         return self.exit_code is None
 
     @property
+    def pid(self) -> int:
+        return self._transport.pid
+
+    @property
     def output(self) -> str:
         return b"".join(self._output).decode("utf-8", "replace")
 
@@ -321,6 +325,22 @@ class NodeProcess:
         self._extra_args = list(extra_args)
         self._runs: list[ChildProcess] = []
         self._agent = Agent(reactor)
+
+    @property
+    def pid(self) -> int:
+        """
+        The process id of the node's current run.
+        """
+        return self._runs[-1].pid
+
+    def rss_kib(self) -> int:
+        """
+        The resident memory of the node's current run, from /proc.
+        """
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError(f"no VmRSS for pid {self.pid}")
 
     @property
     def peer_address(self) -> str:

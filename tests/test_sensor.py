@@ -565,6 +565,23 @@ class UnterminatedTests(OpenedTestCase):
         self.assertEqual(self.store.rejected, [])
         self.assertEqual(self.transport.value(), b"")
 
+    def test_every_cut_and_glue(self) -> None:
+        """
+        Cut once at every byte position (each reading glued to the next),
+        the stream is stored reading for reading.
+        """
+        stream = b"".join(SEED_READINGS)
+        for cut in range(len(stream) + 1):
+            self.setUp()
+            self.protocol.dataReceived(stream[:cut])
+            self.protocol.dataReceived(stream[cut:])
+            self.protocol.readConnectionLost()
+            self.commit_all()
+            self.assertEqual(
+                self.stored(), [tuple(r.decode().split(",")) for r in SEED_READINGS], cut
+            )
+            self.assertEqual(self.store.rejected, [], cut)
+
     def test_pace_of_the_seed(self) -> None:
         """
         One reading every 2 s is stored after the pause, before the next.
