@@ -224,8 +224,8 @@ class Ingestor:
             get one more try of their own first (or after the commit under
             way), and are not waited for beyond it.
         """
-        if self.refused.held:
-            self.refused.stopping()
+        self.refused.stopping()
+        if self.refused.retry_due:
             self._schedule()
         if self._idle():
             return succeed(None)

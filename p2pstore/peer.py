@@ -16,8 +16,8 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from zope.interface import implementer
 
-from .interfaces import ILink
 from .handshake import HANDSHAKE_TIMEOUT, Handshake, HandshakeFailed
+from .interfaces import ILink
 from .wire import Auth, BadMessage, Hello, Ping, Pong, decode, encode
 
 # A RECORDS batch of 1000 records of the longest fields fits with room to
