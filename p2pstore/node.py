@@ -16,6 +16,7 @@ from . import __version__
 from .ingest import Ingestor
 from .replication import Replicator
 from .storage import Store
+from .tls import link_security
 
 INITIALIZING = "Initializing"
 SYNCING = "Syncing"
@@ -57,6 +58,8 @@ class Node:
         self.opened = False
         self.started_at = clock.seconds()
         self.dialers: list = []
+        # The PeerTLSStatus of its peer links' TLS, when they have it.
+        self.tls = None
         ingestor.observers.append(self._committed)
 
     @property
@@ -117,6 +120,9 @@ class Node:
                 if dialer.gave_up is None
             }
         )
+        for entry in peers:
+            state = replicator.peers.get(entry["node_id"]) if entry["node_id"] else None
+            entry["links"] = [link_security(link) for link in state.links] if state else []
         snapshot = {
             "node_id": self.node_id,
             "state": self.state,
@@ -134,6 +140,8 @@ class Node:
             "peers": peers,
             "replication": totals,
         }
+        if self.tls is not None:
+            snapshot["tls"] = self.tls.status()
         if replicator.recovering:
             snapshot["recovery"] = replicator.recovery_progress()
         return snapshot

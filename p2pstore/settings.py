@@ -14,6 +14,15 @@ from typing import Mapping, Optional
 from attrs import frozen
 from twisted.internet.endpoints import serverFromString
 
+from .certificates import (
+    CertificateError,
+    PeerCredentials,
+    check_key,
+    load_certificates,
+    load_key,
+    parse_fingerprints,
+)
+
 DEFAULT_PEER_PORT = 12346
 SYNC_MODES = ("full", "normal")
 UNTERMINATED = ("accept", "refuse")
@@ -31,6 +40,10 @@ DEFAULTS = {
     "max-line": "1024",
     "sync": "full",
     "unterminated-readings": "accept",
+    "tls-cert": None,
+    "tls-key": None,
+    "peer-ca": None,
+    "peer-tls-fingerprints": "",
 }
 
 _HOSTNAME = re.compile(
@@ -68,10 +81,12 @@ class ConfigError(Exception):
 class Peer:
     host: str
     port: int
+    # Dialled over TLS (given as tls:host:port).
+    tls: bool = False
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return f"{'tls:' if self.tls else ''}{host}:{self.port}"
 
 
 @frozen
@@ -91,6 +106,8 @@ class Settings:
     # Take readings from sensors that send no line ends (the proof of
     # concept's).
     unterminated_readings: bool = True
+    # TLS on the peer port and to tls: peers; None: plain TCP.
+    peer_tls: Optional[PeerCredentials] = None
 
 
 def _port_number(setting: str, text: str, what: str = "") -> int:
@@ -123,8 +140,14 @@ def parse_endpoint(setting: str, text: str, reactor) -> str:
 
 def parse_peer(text: str) -> Peer:
     """
-    ``host``, ``host:port``, ``[v6 address]`` or ``[v6 address]:port``.
+    ``host``, ``host:port``, ``[v6 address]`` or ``[v6 address]:port``,
+    each dialled over TLS when prefixed ``tls:`` (``tls:12346`` alone is
+    the host named tls).
     """
+    scheme, colon, rest = text.partition(":")
+    if colon and scheme.lower() == "tls" and not _NUMBER.match(rest):
+        peer = parse_peer(rest)
+        return Peer(peer.host, peer.port, tls=True)
     port = str(DEFAULT_PEER_PORT)
     if text.startswith("["):
         host, bracket, rest = text[1:].partition("]")
@@ -180,14 +203,84 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         )
     peers = tuple(parse_peer(p.strip()) for p in str(values["peers"]).split(",") if p.strip())
     secret_file = values["secret-file"]
+    peer_port = parse_endpoint("peer-port", values["peer-port"], reactor)
+    if peer_port.lower().startswith("ssl:"):
+        raise ConfigError(
+            "peer-port",
+            f"{peer_port!r}: give the peer port as tcp:PORT (or a number) and this node's "
+            "certificate with --tls-cert and --tls-key: the peer port then speaks TLS, "
+            "checking peers' certificates too (see docs/tls.md)",
+        )
     return Settings(
         data_dir=Path(values["data-dir"]),
         sensor_port=parse_endpoint("sensor-port", values["sensor-port"], reactor),
-        peer_port=parse_endpoint("peer-port", values["peer-port"], reactor),
+        peer_port=peer_port,
         status_port=parse_endpoint("status-port", values["status-port"], reactor),
         peers=peers,
         secret_file=Path(secret_file) if secret_file else None,
         max_line=int(max_line),
         sync=sync,
         unterminated_readings=unterminated == "accept",
+        peer_tls=_peer_tls(values, peers),
+    )
+
+
+def _peer_tls(values: Mapping[str, object], peers: tuple[Peer, ...]) -> Optional[PeerCredentials]:
+    """
+    This node's certificate and key and how it checks its peers', or
+    None for plain TCP links.
+    """
+    cert, key = values["tls-cert"], values["tls-key"]
+    ca = values["peer-ca"]
+    pins = str(values["peer-tls-fingerprints"] or "").strip()
+    if not cert and not key:
+        for name, given in (("peer-ca", ca), ("peer-tls-fingerprints", pins)):
+            if given:
+                raise ConfigError(
+                    name, "checks peers' TLS certificates: give this node's own with --tls-cert and --tls-key too"
+                )
+        for peer in peers:
+            if peer.tls:
+                raise ConfigError(
+                    "peers",
+                    f"{peer} is dialled over TLS: give this node's certificate and key with "
+                    "--tls-cert and --tls-key, and --peer-ca or --peer-tls-fingerprints (see docs/tls.md)",
+                )
+        return None
+    if not cert:
+        raise ConfigError("tls-cert", "--tls-key is given: give the certificate it belongs to too")
+    if not key:
+        raise ConfigError("tls-key", "--tls-cert is given: give its private key too")
+    if ca and pins:
+        raise ConfigError(
+            "peer-tls-fingerprints", "give either --peer-ca or --peer-tls-fingerprints, not both"
+        )
+    if not ca and not pins:
+        raise ConfigError(
+            "peer-ca",
+            "peer TLS needs a way to check peers' certificates: give --peer-ca (the cluster CA "
+            "that signed them) or --peer-tls-fingerprints (the pinned certificates)",
+        )
+    setting = "tls-cert"
+    try:
+        certificates = load_certificates(Path(cert), "node's certificate (PEM)")
+        setting = "tls-key"
+        private_key = load_key(Path(key))
+        check_key(certificates[0], private_key, Path(key))
+        setting = "peer-ca"
+        authorities = load_certificates(Path(ca), "cluster CA's certificate (PEM)") if ca else ()
+        setting = "peer-tls-fingerprints"
+        pinned = parse_fingerprints(pins)
+    except CertificateError as e:
+        raise ConfigError(setting, str(e)) from None
+    if not ca and not pinned:
+        raise ConfigError("peer-tls-fingerprints", f"{pins!r} lists no fingerprint")
+    return PeerCredentials(
+        certificate=certificates[0],
+        chain=certificates[1:],
+        key=private_key,
+        ca=authorities,
+        pins=pinned,
+        certificate_path=Path(cert),
+        ca_path=Path(ca) if ca else None,
     )

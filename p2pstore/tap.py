@@ -11,6 +11,7 @@ from __future__ import annotations
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.python import usage
 
+from .certificates import subject_name
 from .dialer import Dialer
 from .identity import KEY_FILE, load_key, lock_data_dir, prepare_data_dir, resolve_node_id, write_node_id
 from .ingest import Ingestor
@@ -26,13 +27,17 @@ from .service import Listener, NodeService, ProcessTuning
 from .settings import DEFAULT_PEER_PORT, DEFAULTS, ConfigError, Settings, check_settings
 from .status import status_site
 from .storage import Store
+from .tls import PeerTLS
 
 _HELP = {
     "data-dir": "Directory of the node's databases, node.id and cluster.key; created when missing.",
     "sensor-port": "Where sensors connect.",
     "peer-port": "Where peers connect.",
     "status-port": "Where the HTTP status (/status, /readings) is served.",
-    "peers": f"Comma-separated host[:port] of the peers to dial (port {DEFAULT_PEER_PORT} when omitted).",
+    "peers": (
+        f"Comma-separated host[:port] of the peers to dial (port {DEFAULT_PEER_PORT} when omitted); "
+        "tls:host[:port] dials one over TLS (needs --tls-cert)."
+    ),
     "secret-file": (
         "The cluster key for record HMACs. [default: <data-dir>/cluster.key, "
         "made from 32 random bytes when missing]"
@@ -42,6 +47,16 @@ _HELP = {
     "unterminated-readings": (
         "accept: also take readings from sensors that send no line ends (the proof of "
         "concept's), unanswered; refuse: only lines ended by a newline are readings."
+    ),
+    "tls-cert": (
+        "This node's certificate (PEM) for peer TLS. With it, the peer port speaks only "
+        "mutual TLS, and tls: peers are dialled with it. See docs/tls.md."
+    ),
+    "tls-key": "The private key (PEM, unencrypted) of --tls-cert.",
+    "peer-ca": "Peer TLS: the cluster CA (PEM); a peer's certificate must be signed by it.",
+    "peer-tls-fingerprints": (
+        "Peer TLS: comma-separated sha256:HEX of the peers' certificates (each node logs "
+        "its own at start); only these are accepted. Instead of --peer-ca."
     ),
 }
 
@@ -121,17 +136,21 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         serverFromString(reactor, settings.status_port),
         status_site(node),
     )
+    tls = PeerTLS(settings.peer_tls, node_id, reactor) if settings.peer_tls else None
+    peer_endpoint = serverFromString(reactor, settings.peer_port)
     peers = Listener(
         "--peer-port",
         settings.peer_port,
-        serverFromString(reactor, settings.peer_port),
+        tls.server(peer_endpoint) if tls else peer_endpoint,
         PeerFactory(node_id, key, replicator, reactor, dialled=False),
     )
     dialler = PeerFactory(node_id, key, replicator, reactor, dialled=True)
-    dialers = [
-        Dialer(str(peer), HostnameEndpoint(reactor, peer.host, peer.port), dialler, reactor)
-        for peer in settings.peers
-    ]
+
+    def dial(peer):
+        endpoint = HostnameEndpoint(reactor, peer.host, peer.port)
+        return tls.client(endpoint) if peer.tls else endpoint
+
+    dialers = [Dialer(str(peer), dial(peer), dialler, reactor) for peer in settings.peers]
     notes = [
         f"p2pstore node {node_id} ({'new' if id_made else 'from ' + str(data_dir / 'node.id')})",
         f"data directory {data_dir.resolve()}",
@@ -140,6 +159,20 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         f"peers on {settings.peer_port}",
         f"dialling peers: {', '.join(map(str, settings.peers)) or 'none'}",
     ]
+    if tls is not None:
+        node.tls = tls.status
+        credentials = settings.peer_tls
+        checked = (
+            f"signed by the cluster CA in {credentials.ca_path}"
+            if credentials.ca
+            else f"pinned ({len(credentials.pins)} in --peer-tls-fingerprints)"
+        )
+        notes += [
+            f"peer TLS: the peer port takes only TLS; peers' certificates must be {checked}",
+            f"this node's certificate {credentials.fingerprint} "
+            f"({subject_name(credentials.certificate)}, {credentials.certificate_path}): "
+            "peers that pin certificates list it in --peer-tls-fingerprints",
+        ]
     return NodeService(
         node,
         sensors,
