@@ -194,7 +194,8 @@ class Ingestor:
         """
         count = len(pending.readings)
         if self._opened:
-            pending.rows = self._rows.number(pending.readings, pending.sensor.sensor_index)
+            sensor = pending.sensor
+            pending.rows = self._rows.number(pending.readings, sensor.sensor_index, sensor.sensor_name)
         self._queue.append(pending)
         self._queued += count
         self.accepted += count
@@ -263,7 +264,7 @@ class Ingestor:
             return
         self._busy = True
         rows = self._rows.batch(
-            (pending.readings, pending.sensor.sensor_index, pending.rows) for pending in batch
+            (p.readings, p.sensor.sensor_index, p.sensor.sensor_name, p.rows) for p in batch
         )
         d = self._store.append(rows, rejected, self._last_sensor_index, self._rows.renumber)
         d.addCallbacks(

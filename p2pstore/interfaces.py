@@ -18,6 +18,10 @@ class ISensor(Interface):
     sensor_index = Attribute(
         "The number the ingestor gave this connection (never reused), set by the ingestor."
     )
+    sensor_name = Attribute(
+        "The name the sensor authenticated with (--sensor-tokens), stored with its readings; "
+        "None without a token."
+    )
     unterminated = Attribute(
         "Whether the sensor sends readings without line ends (and so reads no answers)."
     )

@@ -109,7 +109,8 @@ def version_of(txn) -> Optional[int]:
 def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
     """
     Bring a database of an older schema version up to ``schema``'s: back
-    both files up, then apply each upgrader in a transaction of its own.
+    both files up, then apply each upgrader in a transaction of its own,
+    with the upgrade of each readings table of both databases.
     """
     version = version_of(txn)
     if version is None or version >= schema.version:
@@ -126,6 +127,10 @@ def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
         try:
             for statement in statements:
                 txn.execute(statement)
+            for db in ("main", "peer"):
+                for origin in readings_tables(txn, db):
+                    for statement in schema.table_upgrade(target, db, origin):
+                        txn.execute(statement)
             txn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(target),),
@@ -135,6 +140,17 @@ def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
             raise
         txn.execute("COMMIT")
         log.info("upgraded {path} to schema version {version}", path=str(paths[0]), version=target)
+
+
+def readings_tables(txn, db: str) -> list[str]:
+    """
+    The origins whose readings tables ``db`` (``main`` or ``peer``) holds.
+    """
+    return [
+        origin
+        for (name,) in txn.execute(TABLES_SQL.format(db=db)).fetchall()
+        if (origin := origin_of(name)) is not None
+    ]
 
 
 def check_columns(txn, db: str, table: str, path: Path) -> None:
@@ -237,11 +253,7 @@ def open_logs(
         ).fetchall():
             if is_node_id(origin) and is_node_id(log_epoch):
                 positions[(origin, log_epoch)] = n
-    peer_tables = {
-        origin
-        for (name,) in txn.execute(TABLES_SQL.format(db="peer")).fetchall()
-        if (origin := origin_of(name)) is not None
-    }
+    peer_tables = set(readings_tables(txn, "peer"))
     opened = Opened(
         epoch=epoch,
         count=total,

@@ -18,6 +18,7 @@ from attrs import define, field, frozen
 
 from .lines import Reading
 from .records import CHECKSUM, ENTRY_INDEX, READING_ID, SENSOR_DATA, SENSOR_INDEX, SENSOR_TYPE, TIMESTAMP, Signer, parse_value_unit
+from .schema import SENSOR_NAME
 
 
 def reading_ids(rows: Sequence[tuple]) -> list[str]:
@@ -91,28 +92,32 @@ class OwnRows:
         self._log_next = last_index + 1
         self._next = self._log_next + waiting
 
-    def number(self, readings: Sequence[Reading], sensor_index: int) -> list:
+    def number(
+        self, readings: Sequence[Reading], sensor_index: int, sensor_name: Optional[str] = None
+    ) -> list:
         """
         The signed rows of readings just arrived, numbered after every
         reading numbered before them.
         """
-        rows = self.prepare(readings, sensor_index, self._next)
+        rows = self.prepare(readings, sensor_index, self._next, sensor_name)
         self._next += len(readings)
         return rows
 
-    def batch(self, parts: Iterable[tuple[Sequence[Reading], int, Optional[list]]]) -> list:
+    def batch(
+        self, parts: Iterable[tuple[Sequence[Reading], int, Optional[str], Optional[list]]]
+    ) -> list:
         """
         The rows of a batch about to commit, numbered on from where the log
-        ends: each part is ``(readings, sensor_index, rows)``, its rows as
-        L{number} made them, numbered again when that was on another guess
-        of where the log would end (or C{None}, read before the store
-        opened).
+        ends: each part is ``(readings, sensor_index, sensor_name, rows)``,
+        its rows as L{number} made them, numbered again when that was on
+        another guess of where the log would end (or C{None}, read before
+        the store opened).
         """
         index = self._log_next
         rows: list = []
-        for readings, sensor_index, numbered in parts:
+        for readings, sensor_index, sensor_name, numbered in parts:
             if numbered is None or numbered[0][ENTRY_INDEX] != index:
-                numbered = self.prepare(readings, sensor_index, index)
+                numbered = self.prepare(readings, sensor_index, index, sensor_name)
             rows.extend(numbered)
             index += len(readings)
         return rows
@@ -140,9 +145,11 @@ class OwnRows:
         sensor_data: str,
         timestamp: str,
         reading_id: Optional[str],
+        sensor_name: Optional[str] = None,
     ) -> tuple:
         """
-        The signed row of one reading at ``entry_index``.
+        The signed row of one reading at ``entry_index``; ``sensor_name``,
+        the name its sensor authenticated with, is stored but not signed.
         """
         value, unit = parse_value_unit(sensor_data)
         checksum = self.signer.checksum_of(
@@ -151,17 +158,23 @@ class OwnRows:
         )
         return (
             entry_index, sensor_index, sensor_type, sensor_data, timestamp,
-            reading_id, checksum, value, unit, self.epoch,
+            reading_id, checksum, value, unit, self.epoch, sensor_name,
         )
 
-    def prepare(self, readings: Iterable[Reading], sensor_index: int, first_index: int) -> list:
+    def prepare(
+        self,
+        readings: Iterable[Reading],
+        sensor_index: int,
+        first_index: int,
+        sensor_name: Optional[str] = None,
+    ) -> list:
         """
         The signed rows for readings of one sensor connection, numbered from
         ``first_index`` on.
         """
         row = self.row
         return [
-            row(index, sensor_index, *reading)
+            row(index, sensor_index, *reading, sensor_name)
             for index, reading in enumerate(readings, first_index)
         ]
 
@@ -185,7 +198,7 @@ class OwnRows:
             if row[ENTRY_INDEX] != last:
                 row = self.row(
                     last, row[SENSOR_INDEX], row[SENSOR_TYPE], row[SENSOR_DATA], row[TIMESTAMP],
-                    reading_id,
+                    reading_id, row[SENSOR_NAME],
                 )
             fresh.append(row)
             indexes.append(last)

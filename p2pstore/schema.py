@@ -18,7 +18,7 @@ from attrs import frozen
 from .records import ENTRY, ENTRY_FIELDS, is_node_id
 
 # The schema version this p2pstore writes (meta's schema_version).
-VERSION = 1
+VERSION = 2
 
 SELF_DB = "self_sensor_data.db"
 PEER_DB = "peer_sensor_data.db"
@@ -28,9 +28,10 @@ TABLE_PREFIX = "server_id_"
 
 # The columns of a stored row, in the order the store passes rows: a RECORDS
 # entry (p2pstore.records.ENTRY, so an entry's named positions hold in a
-# row too), then what the row adds.
-ROW_COLUMNS = ENTRY_FIELDS + ("value", "unit", "epoch")
-VALUE, UNIT, EPOCH = range(len(ENTRY_FIELDS), len(ROW_COLUMNS))
+# row too), then what the row adds. sensor_name (schema version 2) is not
+# signed: the name the sensor authenticated with, or None.
+ROW_COLUMNS = ENTRY_FIELDS + ("value", "unit", "epoch", "sensor_name")
+VALUE, UNIT, EPOCH, SENSOR_NAME = range(len(ENTRY_FIELDS), len(ROW_COLUMNS))
 ROW_SQL = ", ".join(ROW_COLUMNS)
 ENTRY_SQL = ", ".join(ENTRY_FIELDS)
 
@@ -102,7 +103,9 @@ class Schema:
     The schema at one version, read from its SQL files: ``v<N>.sql`` (the
     tables besides the readings tables), ``readings-v<N>.sql`` and
     ``own-readings-v<N>.sql`` (one origin's table, for ``{db}`` and
-    ``{table}``), and ``upgrade-to-v<N>.sql`` (from version N - 1).
+    ``{table}``), and, from version N - 1, ``upgrade-to-v<N>.sql`` and
+    ``upgrade-tables-to-v<N>.sql`` (applied to each readings table, for
+    ``{db}`` and ``{table}``).
 
     @ivar directory: where the files are; the package's own unless a test
         gives another.
@@ -144,6 +147,15 @@ class Schema:
         """
         for target in range(version + 1, self.version + 1):
             yield target, statements(self._read(f"upgrade-to-v{target}.sql"))
+
+    def table_upgrade(self, target: int, db: str, origin: str) -> list[str]:
+        """
+        The statements that bring one origin's readings table in ``db``
+        (``main`` or ``peer``) from version ``target - 1`` to ``target``.
+        """
+        names = {"db": db, "table": table_name(origin)}
+        script = self._read(f"upgrade-tables-to-v{target}.sql")
+        return [statement.format(**names) for statement in statements(script)]
 
 
 def backup(path: Path, version: int) -> Path:

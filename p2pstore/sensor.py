@@ -68,6 +68,7 @@ class SensorProtocol(Protocol):
     """
 
     sensor_index = 0
+    sensor_name = None
 
     def __init__(
         self,

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pstore.lines import Reading
 from p2pstore.records import BadRecord, CHECKSUM, ENTRY_INDEX, READING_ID, Record
 from p2pstore.rows import Appended, OwnRows, continues, reading_ids
-from p2pstore.schema import EPOCH, ROW_COLUMNS
+from p2pstore.schema import EPOCH, ROW_COLUMNS, SENSOR_NAME
 
 from .fakes import EPOCH as LOG_EPOCH, NODE_ID, SIGNER
 
@@ -101,7 +101,7 @@ class BatchTests(OwnRowsTestCase):
         self.rows.opened(LOG_EPOCH, 0, 0)
         a = self.rows.number(readings(2), 1)
         b = self.rows.number(readings(3, 3), 2)
-        batch = self.rows.batch([(readings(2), 1, a), (readings(3, 3), 2, b)])
+        batch = self.rows.batch([(readings(2), 1, None, a), (readings(3, 3), 2, None, b)])
         self.assertEqual(len(batch), 5)
         for got, expected in zip(batch, a + b):
             self.assertIs(got, expected)
@@ -116,7 +116,10 @@ class BatchTests(OwnRowsTestCase):
         a = self.rows.prepare(readings(2), 1, 1)  # 1-2, right
         c = self.rows.prepare(readings(1, 5), 3, 3)  # guessed 3, is 5
         d = self.rows.prepare(readings(1, 6), 4, 6)  # 6, right again
-        parts = [(readings(2), 1, a), (readings(2, 3), 2, None), (readings(1, 5), 3, c), (readings(1, 6), 4, d)]
+        parts = [
+            (readings(2), 1, None, a), (readings(2, 3), 2, None, None),
+            (readings(1, 5), 3, None, c), (readings(1, 6), 4, None, d),
+        ]
         batch = self.rows.batch(parts)
         self.assertEqual([r[ENTRY_INDEX] for r in batch], [1, 2, 3, 4, 5, 6])
         self.assertIs(batch[0], a[0])
@@ -137,13 +140,48 @@ class BatchTests(OwnRowsTestCase):
         self.rows.number(readings(2), 1)
         waiting = self.rows.number(readings(3, 3), 1)
         self.rows.committed(1, 3)
-        batch = self.rows.batch([(readings(3, 3), 1, waiting)])
+        batch = self.rows.batch([(readings(3, 3), 1, None, waiting)])
         self.assertEqual([r[ENTRY_INDEX] for r in batch], [2, 3, 4])
         self.assertSigned(batch)
         # The old signature does not hold at the new position.
         self.assertRaises(
             BadRecord, SIGNER.verify, Record(NODE_ID, LOG_EPOCH, 2, *waiting[0][1 : CHECKSUM + 1])
         )
+
+
+class SensorNameTests(OwnRowsTestCase):
+    """
+    The name a sensor authenticated with goes into each of its rows, kept
+    when they are numbered again, and is not signed.
+    """
+
+    def test_named_rows(self) -> None:
+        """
+        number() puts the name in every row of the readings, and None
+        without one; the checksum is the same either way.
+        """
+        self.rows.opened(LOG_EPOCH, 0, 0)
+        named = self.rows.number(readings(2), 1, "boiler")
+        self.assertEqual([r[SENSOR_NAME] for r in named], ["boiler", "boiler"])
+        self.assertSigned(named)
+        plain = self.rows.prepare(readings(2), 1, 1)
+        self.assertEqual([r[SENSOR_NAME] for r in plain], [None, None])
+        self.assertEqual([r[:SENSOR_NAME] for r in plain], [r[:SENSOR_NAME] for r in named])
+
+    def test_renumbered_keep_names(self) -> None:
+        """
+        Parts numbered again by batch() and rows numbered again by
+        renumber() keep their sensor's name.
+        """
+        self.rows.opened(LOG_EPOCH, 0, 0)
+        guessed = self.rows.prepare(readings(2), 1, 5, "boiler")
+        batch = self.rows.batch([(readings(2), 1, "boiler", guessed), (readings(1, 3), 2, "attic", None)])
+        self.assertEqual([r[ENTRY_INDEX] for r in batch], [1, 2, 3])
+        self.assertEqual([r[SENSOR_NAME] for r in batch], ["boiler", "boiler", "attic"])
+        indexes, fresh = self.rows.renumber(batch, 7, {})
+        self.assertEqual(indexes, [8, 9, 10])
+        self.assertEqual([r[SENSOR_NAME] for r in fresh], ["boiler", "boiler", "attic"])
+        self.assertSigned(fresh)
 
 
 class RenumberTests(OwnRowsTestCase):

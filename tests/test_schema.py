@@ -1,6 +1,6 @@
 """
 Tests for p2pstore.schema: splitting SQL scripts into statements, the
-tables and indexes of schema version 1, readings table names, and the SQL
+tables and indexes of schema version 2, readings table names, and the SQL
 check that leaves out rows that are not valid records.
 """
 
@@ -37,6 +37,8 @@ MAIN_V1 = {
     ("index", f"server_id_{NODE_ID}_reading_id"),
 }
 PEER_V1 = {("table", "log_positions")}
+# Version 2 adds the quarantine table (and a column to readings tables).
+MAIN_V2 = MAIN_V1 | {("table", "quarantine")}
 PEER_TABLE_V1 = {
     ("table", f"server_id_{PEER_ID}"),
     ("index", f"server_id_{PEER_ID}_timestamp"),
@@ -114,7 +116,7 @@ class StatementsTests(SynchronousTestCase):
 class SchemaSQLTests(SynchronousTestCase):
     """
     The package's SQL files create exactly the tables and indexes of
-    schema version 1.
+    schema version 2.
     """
 
     def connect(self):
@@ -127,20 +129,20 @@ class SchemaSQLTests(SynchronousTestCase):
 
     def test_version(self) -> None:
         """
-        This p2pstore writes schema version 1, and Schema() is that version.
+        This p2pstore writes schema version 2, and Schema() is that version.
         """
-        self.assertEqual(VERSION, 1)
-        self.assertEqual(Schema().version, 1)
+        self.assertEqual(VERSION, 2)
+        self.assertEqual(Schema().version, 2)
 
     def test_create(self) -> None:
         """
-        create() makes meta, rejected_lines and log_positions in main, and
-        log_positions in peer, and nothing else.
+        create() makes meta, rejected_lines, log_positions and quarantine in
+        main, and log_positions in peer, and nothing else.
         """
         conn = self.connect()
         for statement in Schema().create():
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V1 - {n for n in MAIN_V1 if "server_id_" in n[1]})
+        self.assertEqual(names(conn, "main"), MAIN_V2 - {n for n in MAIN_V2 if "server_id_" in n[1]})
         self.assertEqual(names(conn, "peer"), PEER_V1)
 
     def test_create_twice(self) -> None:
@@ -167,7 +169,7 @@ class SchemaSQLTests(SynchronousTestCase):
             conn.execute(statement)
         for statement in schema.readings_table(PEER_ID, "peer", own=False):
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V2)
         self.assertEqual(names(conn, "peer"), PEER_V1 | PEER_TABLE_V1)
         for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
             info = conn.execute(f"PRAGMA {db}.table_info(server_id_{origin})").fetchall()
@@ -192,22 +194,22 @@ class SchemaSQLTests(SynchronousTestCase):
 
 class FreshStoreTests(StoreTestCase):
     """
-    A store opened on a new file has the tables and indexes of version 1.
+    A store opened on a new file has the tables and indexes of version 2.
     """
 
     async def test_fresh_store(self) -> None:
         """
         sqlite_master of a fresh node's two files holds exactly the names of
-        version 1: meta, rejected_lines, log_positions and the node's own
-        table with its timestamp and reading_id indexes; the peer file only
-        log_positions until a peer's records arrive.
+        version 2: meta, rejected_lines, log_positions, quarantine and the
+        node's own table with its timestamp and reading_id indexes; the peer
+        file only log_positions until a peer's records arrive.
         """
         store, _ = await self.open_store()
         store.close()
         conn = sqlite3.connect(self.path)
         self.addCleanup(conn.close)
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.path.with_name("peer_sensor_data.db")),))
-        self.assertEqual(names(conn, "main"), MAIN_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V2)
         self.assertEqual(names(conn, "peer"), PEER_V1)
 
 
@@ -272,7 +274,7 @@ class EntryValidTests(SynchronousTestCase):
     @staticmethod
     def row(entry_index, checksum="abc", reading_id="r1", sensor_index=0):
         return (entry_index, sensor_index, "Temperature", "39C", "2020-04-20 23:20:18.231325",
-                reading_id, checksum, 39.0, "C", "e" * 32)
+                reading_id, checksum, 39.0, "C", "e" * 32, None)
 
     def test_valid_rows_kept(self) -> None:
         """

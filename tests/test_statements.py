@@ -54,10 +54,10 @@ class SizingTests(SynchronousTestCase):
 
     def test_limit_999(self) -> None:
         """
-        SQLite's old default of 999 parameters: 64 rows of 10 columns per
+        SQLite's old default of 999 parameters: 64 rows of 11 columns per
         INSERT, 512 ids per lookup.
         """
-        self.assertEqual(len(ROW_COLUMNS), 10)
+        self.assertEqual(len(ROW_COLUMNS), 11)
         statements = Statements(999)
         self.assertEqual(statements.rows_per_insert, 64)
         self.assertEqual(statements.lookup_chunk, 512)

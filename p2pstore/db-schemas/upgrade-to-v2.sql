@@ -1,0 +1,4 @@
+-- From schema version 1 to 2. The new table, quarantine, comes from v2.sql
+-- when the database opens (it is IF NOT EXISTS), and every readings table
+-- gets its sensor_name column from upgrade-tables-to-v2.sql: nothing else
+-- is needed here.
