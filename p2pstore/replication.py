@@ -340,6 +340,8 @@ class Replicator:
             "conflicts": peer.conflicts,
             "link_errors": peer.link_errors,
             "lag": sender.lag() if sender else {},
+            # Below the largest on a link that damages batches.
+            "batch_size": sender.batch_size if sender else self.batch_size,
         }
 
     def status(self, dialling: Optional[dict] = None) -> tuple[list, dict]:

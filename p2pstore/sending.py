@@ -9,6 +9,12 @@ order and in batches: a cursor per log (what the destination is known to
 hold, and what was sent), at most ``window`` batches unacknowledged, reads
 from the tail or from disk, acknowledgements, and a retry after a pause
 when the destination refused part of a batch.
+
+Batches shrink on a link that damages them: each refused batch, and each
+channel lost with batches in flight, halves the batch size (down to one
+record), and each batch acknowledged whole doubles it back. A link that
+corrupts one byte in a few thousand rarely carries a batch of 1,000 records
+intact, but carries most batches of a few.
 """
 
 from __future__ import annotations
@@ -98,6 +104,8 @@ class LogSender:
     @ivar sent: how far each log was sent on this channel.
     @ivar known: whether the destination has said what it holds, so the
         cursors are set.
+    @ivar batch_size: the records per batch now: ``max_batch_size`` on a
+        link that delivers them, less on one that damages them.
     """
 
     log = Logger()
@@ -120,7 +128,7 @@ class LogSender:
         self._clock = clock
         # transmit(channel, log, entries) sends one batch.
         self._transmit = transmit
-        self.batch_size = batch_size
+        self.max_batch_size = self.batch_size = batch_size
         self.window = window
         # Logs this destination gets from elsewhere.
         self._skip = skip
@@ -132,7 +140,7 @@ class LogSender:
         self.has: dict = {}
         self.sent: dict = {}
         self.known = False
-        # (log, last index) of each unacknowledged batch, oldest first: the
+        # (log, first index, last index) of each unacknowledged batch, oldest first: the
         # destination acknowledges batches in the order it received them.
         self.unacked: deque = deque()
         self.reading = False
@@ -178,8 +186,12 @@ class LogSender:
         """
         The channel batches went out on is gone; ``channel`` (or C{None})
         carries them from now on. Batches in flight are lost: send again
-        from what the destination is known to hold.
+        from what the destination is known to hold, in smaller batches if
+        the old channel broke with some in flight (a batch damaged on the
+        way is the likeliest reason a link closes then).
         """
+        if self.unacked:
+            self._shrink()
         self.channel = channel
         self.unacked.clear()
         self.sent = {}
@@ -195,12 +207,13 @@ class LogSender:
             return
         # Only a position below that batch's end means a refusal; below what
         # was sent since is just the pipeline.
-        sent_log, end = self.unacked.popleft()
+        sent_log, start, end = self.unacked.popleft()
         if log != sent_log:
             # The batch reached the destination under another name (its
             # origin or epoch corrupted in transit), so none of it was
             # stored: send it again from what the destination holds.
             self.sent[sent_log] = self.has.get(sent_log, 0)
+            self._shrink()
             self._retry_later()
             return
         self.has[log] = last_index
@@ -208,9 +221,17 @@ class LogSender:
             # The destination refused part of what was sent (a record failed
             # its check): send it again, after a pause.
             self.sent[log] = last_index
+            if last_index >= start - 1:
+                # A record of this batch was refused, not just the batch
+                # sent after one refused before it.
+                self._shrink()
             self._retry_later()
             return
+        self.batch_size = min(self.batch_size * 2, self.max_batch_size)
         self.pump()
+
+    def _shrink(self) -> None:
+        self.batch_size = max(self.batch_size // 2, 1)
 
     def stop(self) -> None:
         self.stopped = True
@@ -296,7 +317,7 @@ class LogSender:
         self._transmit(self.channel, log, entries)
         last = entries[-1][ENTRY_INDEX]
         self.sent[log] = last
-        self.unacked.append((log, last))
+        self.unacked.append((log, entries[0][ENTRY_INDEX], last))
         self.sent_count += len(entries)
 
     def lag(self) -> dict:

@@ -153,7 +153,9 @@ class WindowAndAckTests(SenderTestCase):
         self.clock.advance(RETRY_DELAY * 0.99)
         self.assertEqual(self.take(), [])
         self.clock.advance(RETRY_DELAY * 0.02)
-        self.assertEqual(self.take(), [("link", LOG, 6, 15)])
+        # In batches of half the size, the refused record's batch having
+        # come back refused.
+        self.assertEqual(self.take(), [("link", LOG, 6, 10)])
 
     def test_ack_of_another_log(self) -> None:
         """
@@ -167,7 +169,8 @@ class WindowAndAckTests(SenderTestCase):
         self.sender.acked(OLD_LOG, 10)
         self.assertEqual(self.take(), [])
         self.clock.advance(RETRY_DELAY)
-        self.assertEqual(self.take(), [("link", LOG, 1, 10)])
+        # Damaged on the way: sent again in batches of half the size.
+        self.assertEqual(self.take(), [("link", LOG, 1, 5), ("link", LOG, 6, 10)])
 
     def test_stop_cancels_retry(self) -> None:
         """
@@ -205,7 +208,8 @@ class ChannelTests(SenderTestCase):
         self.live(LOG, 31, 40)
         self.assertEqual(self.take(), [])
         self.sender.switch("second")
-        self.assertEqual(self.take(), [("second", LOG, 11, 20), ("second", LOG, 21, 30)])
+        # The first channel broke with batches in flight: half the size.
+        self.assertEqual(self.take(), [("second", LOG, 11, 15), ("second", LOG, 16, 20)])
 
     def test_read_after_channel_changed(self) -> None:
         """
@@ -246,3 +250,66 @@ class ChannelTests(SenderTestCase):
         self.sender.told({LOG: 10, LOG_B: 10}, on_channel=False)
         self.assertEqual(self.sender.lag(), {A: 25})
         self.assertEqual(self.sent, [])
+
+
+class BatchSizeTests(SenderTestCase):
+    """
+    Batches shrink on a link that damages them and grow back on one that
+    delivers them.
+    """
+
+    def refuse_first(self) -> None:
+        # The destination refuses the first record of the oldest batch.
+        _, start, _ = self.sender.unacked[0]
+        self.sender.acked(LOG, start - 1)
+        self.clock.advance(RETRY_DELAY)
+
+    def test_halves_to_one_and_doubles_back(self) -> None:
+        """
+        Each refused batch halves the batch size, down to one record; each
+        batch acknowledged whole doubles it, up to the size it was made with.
+        """
+        self.live(LOG, 1, 1000)
+        self.sender.switch("link")
+        sizes = []
+        for _ in range(5):
+            self.refuse_first()
+            sizes.append(self.sender.batch_size)
+        self.assertEqual(sizes, [5, 2, 1, 1, 1])
+        self.take()
+        grown = []
+        while self.sender.unacked and len(grown) < 5:
+            _, _, end = self.sender.unacked[0]
+            self.sender.acked(LOG, end)
+            grown.append(self.sender.batch_size)
+        self.assertEqual(grown, [2, 4, 8, 10, 10])
+        self.assertEqual(self.sender.max_batch_size, 10)
+
+    def test_pipeline_refusal_counts_once(self) -> None:
+        """
+        The batch sent after a refused one comes back refused too, only
+        because of the gap: that halves nothing more.
+        """
+        self.live(LOG, 1, 100)
+        self.sender.switch("link")
+        self.assertEqual(self.sender.inflight, 2)
+        self.sender.acked(LOG, 4)
+        self.sender.acked(LOG, 4)
+        self.assertEqual(self.sender.batch_size, 5)
+
+    def test_channel_lost_with_batches_in_flight(self) -> None:
+        """
+        A channel lost with batches in flight halves the size; one lost with
+        none in flight (an idle link that closed) does not.
+        """
+        self.live(LOG, 1, 100)
+        self.sender.switch("first")
+        self.sender.switch(None)
+        self.assertEqual(self.sender.batch_size, 5)
+        self.sender.switch("second")
+        while self.sender.unacked:
+            _, _, end = self.sender.unacked[0]
+            self.sender.acked(LOG, end)
+        self.assertEqual(self.sender.batch_size, 10)
+        self.sender.switch(None)
+        self.assertEqual(self.sender.batch_size, 10)
