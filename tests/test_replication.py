@@ -745,6 +745,7 @@ class StatusTests(ReplicatorTestCase):
                 "conflicts": 1,
                 "link_errors": 0,
                 "lag": {A: 7},
+                "batch_size": 10,
             },
         )
 
