@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Optional
 from attrs import frozen
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, error, task
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
@@ -398,6 +398,50 @@ class SensorClientFactory(Factory):
         return protocol
 
 
+@implementer(IHandshakeListener)
+class TLSSensorClientProtocol(SensorClientProtocol):
+    """
+    L{SensorClientProtocol} over TLS: the connection counts as made once the handshake is done,
+    and one that ends before (a certificate refused) as a failed attempt, reported once.
+    """
+
+    _handshake_done = False
+
+    def connectionMade(self) -> None:
+        pass
+
+    def handshakeCompleted(self) -> None:
+        self._handshake_done = True
+        self.simulator.connected(self)
+
+    def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:
+        if self._handshake_done:
+            self.simulator.disconnected(self, reason)
+        else:
+            self.simulator.connection_failed(Failure(TLSFailed(describe_tls_failure(reason))))
+
+
+class TLSFailed(Exception):
+    """The TLS handshake with the node failed; the message says why."""
+
+
+def describe_tls_failure(failure: Failure) -> str:
+    """A short reason for a failed TLS handshake, e.g. ``TLS: certificate verify failed``."""
+    queue = failure.value.args[0] if failure.value.args else None
+    if isinstance(queue, list) and queue and all(isinstance(e, tuple) and len(e) == 3 for e in queue):
+        return "TLS: " + "; ".join(str(e[2]) for e in queue)
+    return "TLS: " + failure.getErrorMessage()
+
+
+class TLSSensorClientFactory(SensorClientFactory):
+    """Builds L{TLSSensorClientProtocol}s."""
+
+    def buildProtocol(self, addr) -> TLSSensorClientProtocol:
+        protocol = TLSSensorClientProtocol(self.simulator)
+        protocol.factory = self
+        return protocol
+
+
 @implementer(IStreamClientEndpoint)
 class ReportingEndpoint:
     """An endpoint that reports why a connection attempt failed (ClientService only logs it)."""
@@ -419,11 +463,15 @@ def make_service(
     simulator: Simulator,
     clock: IReactorTime,
     jitter: Callable[[], float] = random.random,
+    tls: bool = False,
 ) -> ClientService:
-    """The service keeping C{simulator} connected to the node, retrying with growing delays."""
+    """
+    The service keeping C{simulator} connected to the node, retrying with growing delays;
+    with C{tls}, C{endpoint} is a TLS one and a connection counts once its handshake is done.
+    """
     return ClientService(
         ReportingEndpoint(endpoint, simulator.connection_failed),
-        SensorClientFactory(simulator),
+        (TLSSensorClientFactory if tls else SensorClientFactory)(simulator),
         retryPolicy=backoffPolicy(RETRY_INITIAL_DELAY, RETRY_MAX_DELAY, jitter=jitter),
         clock=clock,
     )
@@ -459,6 +507,27 @@ _interval = _option_type(
 _count = _option_type(int, lambda n: n >= 1, "a whole number, 1 or more")
 
 
+def _ca_file(path: str):
+    """An argparse type: the trust root of the CA certificates in a PEM file."""
+    # Imported here: only TLS needs pyOpenSSL and cryptography (twisted[tls]).
+    from cryptography import x509
+    from OpenSSL import crypto
+    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+
+    try:
+        with open(path, "rb") as f:
+            pem = f.read()
+    except OSError as e:
+        raise argparse.ArgumentTypeError("cannot read {!r} ({})".format(path, e.strerror))
+    try:
+        certificates = x509.load_pem_x509_certificates(pem)
+    except ValueError:
+        raise argparse.ArgumentTypeError("{!r} holds no PEM certificate".format(path))
+    return trustRootFromCertificates(
+        [Certificate(crypto.X509.from_cryptography(c)) for c in certificates]
+    )
+
+
 def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     """Parse the command line; a bad value exits with status 2 and one line naming the option."""
     parser = _OneLineParser(
@@ -488,7 +557,23 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     parser.add_argument(
         "--count", type=_count, default=None, help="exit after N readings were acknowledged"
     )
-    return parser.parse_args(list(argv))
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect over TLS (a node whose --sensor-port is ssl:...); its certificate must name "
+        "--host and be signed by --ca, or without --ca by a CA this system trusts",
+    )
+    parser.add_argument(
+        "--ca",
+        type=_ca_file,
+        default=None,
+        metavar="FILE",
+        help="with --tls: the CA certificate(s), PEM, that signed the node's certificate",
+    )
+    options = parser.parse_args(list(argv))
+    if options.ca is not None and not options.tls:
+        parser.error("argument --ca: only with --tls")
+    return options
 
 
 def _print_now(text: str) -> None:
@@ -508,7 +593,12 @@ def run(reactor, options: argparse.Namespace) -> defer.Deferred[None]:
         out=_print_now,
     )
     endpoint = HostnameEndpoint(reactor, options.host, options.port)
-    service = make_service(endpoint, simulator, reactor)
+    tls = getattr(options, "tls", False)
+    if tls:
+        from twisted.internet.ssl import optionsForClientTLS
+
+        endpoint = wrapClientTLS(optionsForClientTLS(options.host, trustRoot=options.ca), endpoint)
+    service = make_service(endpoint, simulator, reactor, tls=tls)
 
     def shut_down() -> defer.Deferred[None]:
         simulator.stop()

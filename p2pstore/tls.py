@@ -231,7 +231,7 @@ class PeerTLS:
         self.status.note(True, _address(transport), transport.factory.dialled, transport.refused, seen)
         return False
 
-    def _ended(self, transport: "PeerTLSTransport", failure) -> None:
+    def handshake_failed(self, transport: "PeerTLSTransport", failure) -> None:
         """
         A link's TLS ended in an error this node did not cause by refusing
         a certificate.
@@ -287,7 +287,7 @@ class PeerTLSTransport(BufferingTLSTransport):
         failure, self._failure = self._failure, None
         super().connectionLost(reason)
         if failure is not None and self.refused is None and isinstance(failure.value, SSL.Error):
-            self.factory.tls._ended(self, failure)
+            self.factory.tls.handshake_failed(self, failure)
 
 
 class _PeerTLSFactory(TLSMemoryBIOFactory):

@@ -37,6 +37,13 @@ class Issued:
     def fingerprint(self) -> str:
         return certificate_fingerprint(self.certificate)
 
+    @property
+    def certificate_name(self) -> str:
+        """
+        The CN it was made for.
+        """
+        return self.cert.stem
+
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])

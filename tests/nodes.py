@@ -265,18 +265,23 @@ class ChildProcess:
 
 
 def start_simulator(
-    test_case, port: int, count: int, sensor: str = "temp", interval: float = 0
+    test_case,
+    port: int,
+    count: int,
+    sensor: str = "temp",
+    interval: float = 0,
+    extra_args: Iterable[str] = (),
 ) -> ChildProcess:
     """
     Run ``sensor_simulator.py --<sensor> --interval <interval> --count <count>``
-    against 127.0.0.1:``port``; it exits 0 once ``count`` readings were
-    acknowledged (L{ChildProcess.wait_exit}).
+    against 127.0.0.1:``port``, with ``extra_args`` after (``--tls``); it
+    exits 0 once ``count`` readings were acknowledged (L{ChildProcess.wait_exit}).
     """
     cwd = Path(test_case.mktemp()).resolve()
     cwd.mkdir(parents=True)
     args = [
         sys.executable, str(SIMULATOR), f"--{sensor}", "--interval", str(interval),
-        "--count", str(count), "--port", str(port),
+        "--count", str(count), "--port", str(port), *extra_args,
     ]
     return ChildProcess(test_case, args, cwd, f"the {sensor} simulator")
 
