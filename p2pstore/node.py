@@ -57,6 +57,8 @@ class Node:
         self.opened = False
         self.started_at = clock.seconds()
         self.dialers: list = []
+        # Which sensor connections are let in (p2pstore.access.SensorAccess).
+        self.access = None
         ingestor.observers.append(self._committed)
 
     @property
@@ -134,6 +136,8 @@ class Node:
             "peers": peers,
             "replication": totals,
         }
+        if self.access is not None:
+            snapshot["sensors"].update(self.access.status(ingestor.sensors()))
         if replicator.recovering:
             snapshot["recovery"] = replicator.recovery_progress()
         return snapshot

@@ -14,6 +14,9 @@ from typing import Mapping, Optional
 from attrs import frozen
 from twisted.internet.endpoints import serverFromString
 
+from .access import parse_networks
+from .tokens import AccessFileError, load_http_token, load_sensor_tokens
+
 DEFAULT_PEER_PORT = 12346
 SYNC_MODES = ("full", "normal")
 UNTERMINATED = ("accept", "refuse")
@@ -31,6 +34,9 @@ DEFAULTS = {
     "max-line": "1024",
     "sync": "full",
     "unterminated-readings": "accept",
+    "sensor-tokens": None,
+    "sensor-allow": "",
+    "http-token-file": None,
 }
 
 _HOSTNAME = re.compile(
@@ -91,6 +97,12 @@ class Settings:
     # Take readings from sensors that send no line ends (the proof of
     # concept's).
     unterminated_readings: bool = True
+    # The sensors' tokens file: without it, no AUTH line is asked for.
+    sensor_tokens: Optional[Path] = None
+    # The networks sensors may connect from (ipaddress networks); () for any.
+    sensor_allow: tuple = ()
+    # The bearer token file of /readings (and /metrics).
+    http_token_file: Optional[Path] = None
 
 
 def _port_number(setting: str, text: str, what: str = "") -> int:
@@ -153,6 +165,20 @@ def parse_peer(text: str) -> Peer:
     return Peer(host, _port_number("peers", port, f"{text!r}: "))
 
 
+def _token_file(setting: str, text, load) -> Optional[Path]:
+    """
+    A token file's path, the file read and checked.
+    """
+    if not text:
+        return None
+    path = Path(str(text))
+    try:
+        load(path)
+    except AccessFileError as e:
+        raise ConfigError(setting, str(e)) from None
+    return path
+
+
 def check_settings(given: Mapping[str, object], reactor) -> Settings:
     """
     Check every setting; those not given take their defaults.
@@ -180,6 +206,10 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         )
     peers = tuple(parse_peer(p.strip()) for p in str(values["peers"]).split(",") if p.strip())
     secret_file = values["secret-file"]
+    try:
+        sensor_allow = parse_networks(values["sensor-allow"] or "")
+    except ValueError as e:
+        raise ConfigError("sensor-allow", str(e)) from None
     return Settings(
         data_dir=Path(values["data-dir"]),
         sensor_port=parse_endpoint("sensor-port", values["sensor-port"], reactor),
@@ -190,4 +220,7 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         max_line=int(max_line),
         sync=sync,
         unterminated_readings=unterminated == "accept",
+        sensor_tokens=_token_file("sensor-tokens", values["sensor-tokens"], load_sensor_tokens),
+        sensor_allow=sensor_allow,
+        http_token_file=_token_file("http-token-file", values["http-token-file"], load_http_token),
     )
