@@ -58,6 +58,8 @@ class Node:
         self.opened = False
         self.started_at = clock.seconds()
         self.dialers: list = []
+        # Which sensor connections are let in (p2pstore.access.SensorAccess).
+        self.access = None
         # The PeerTLSStatus of its peer links' TLS, when they have it.
         self.tls = None
         ingestor.observers.append(self._committed)
@@ -140,6 +142,8 @@ class Node:
             "peers": peers,
             "replication": totals,
         }
+        if self.access is not None:
+            snapshot["sensors"].update(self.access.status(ingestor.sensors()))
         if self.tls is not None:
             snapshot["tls"] = self.tls.status()
         if replicator.recovering:

@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
+from .access import AUTH_TIMEOUT
 from .ingest import Ingestor, Pending
 from .interfaces import ISensor
 from .lines import (
@@ -35,6 +36,12 @@ from .lines import (
 # sensors send one reading every 2 s, each in one send(), so the next
 # reading usually ends it first; this ends the last one before a silence.
 UNTERMINATED_PAUSE = 0.5
+
+
+def _cancel(call) -> None:
+    # Cancel a delayed call if it is pending; None to forget it.
+    if call is not None and call.active():
+        call.cancel()
 
 
 def _answer(pending: Pending) -> bytes:
@@ -65,6 +72,10 @@ class SensorProtocol(Protocol):
     reading, or at the end of the stream; and nothing is answered. The first
     line end makes the connection a line sensor for good: from then on only
     line ends end readings, and every line is answered.
+
+    With ``access`` (L{p2pstore.access.SensorAccess}), a connection from
+    elsewhere is closed at once; with tokens, its first line must be ``AUTH
+    <token>``, answered ``OK auth <name>``, or ``ERR not authenticated`` and closed.
     """
 
     sensor_index = 0
@@ -77,8 +88,13 @@ class SensorProtocol(Protocol):
         now: Callable[[], str],
         clock=None,
         unterminated: bool = True,
+        access=None,
     ):
         self._ingestor = ingestor
+        self._access = access
+        # Reads the AUTH line, until the sensor has sent it.
+        self._first_line = access.first_line(max_line) if access and access.asks_tokens else None
+        self._auth_call = None
         self._max_line = max_line
         self._now = now
         self._clock = clock
@@ -101,15 +117,51 @@ class SensorProtocol(Protocol):
         self._closed: list[Deferred] = []
 
     def connectionMade(self) -> None:
+        if self._access is not None and not self._access.allows(self.transport.getPeer()):
+            self._closing = True
+            self.transport.abortConnection()
+            return
         self._connected = True
         if hasattr(self.transport, "setTcpNoDelay"):
             # Answers go out at once, not held by Nagle's algorithm until
             # the sensor acknowledges the previous ones.
             self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
+        if self._first_line is None:
+            self._ingestor.connect(self)
+        elif self._clock is not None:
+            why = f"no AUTH line within {AUTH_TIMEOUT:g} s"
+            self._auth_call = self._clock.callLater(AUTH_TIMEOUT, self._not_authenticated, why)
+
+    def _authenticate(self, data: bytes) -> bytes:
+        # Take the AUTH line from the start of the stream; return what follows.
+        got = self._first_line.feed(data)
+        if got is None:
+            return b""
+        name, why_not, rest = got
+        if name is None:
+            self._not_authenticated(why_not)
+            return b""
+        self._first_line = None
+        self._auth_call = _cancel(self._auth_call)
+        self.sensor_name = name
+        # It has sent a line end: a line sensor, each line answered.
+        self._framing = False
+        self.transport.write(b"OK auth %s\n" % name.encode("ascii"))
         self._ingestor.connect(self)
+        return rest
+
+    def _not_authenticated(self, reason: str) -> None:
+        self._auth_call = _cancel(self._auth_call)
+        self._closing = True
+        self._access.failed(self.transport.getPeer(), reason)
+        self.transport.write(b"ERR not authenticated\n")
+        self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
+        if self._first_line is not None and not self._closing:
+            self._access.failed(self.transport.getPeer(), "it closed before an AUTH line")
+        self._auth_call = _cancel(self._auth_call)
         self._cancel_pause()
         self._connected = False
         self._ingestor.disconnect(self)
@@ -144,6 +196,8 @@ class SensorProtocol(Protocol):
         return d.addBoth(closed)
 
     def readConnectionLost(self) -> None:
+        if self._first_line is not None and not self._closing:
+            self._not_authenticated("it closed before an AUTH line")
         if self._closing:
             self.transport.loseConnection()
             return
@@ -166,6 +220,10 @@ class SensorProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        if self._first_line is not None:
+            data = self._authenticate(data)
+            if not data:
+                return
         if self._framing:
             if b"\n" not in data:
                 self._unterminated_data(data)
@@ -228,9 +286,7 @@ class SensorProtocol(Protocol):
             self._buffer = b""
 
     def _cancel_pause(self) -> None:
-        if self._pause_call is not None and self._pause_call.active():
-            self._pause_call.cancel()
-        self._pause_call = None
+        self._pause_call = _cancel(self._pause_call)
 
     def _take_unterminated(self, found: list[bytes]) -> None:
         readings: list = []
@@ -327,6 +383,7 @@ class SensorFactory(Factory):
         now: Callable[[], str],
         clock=None,
         unterminated: bool = True,
+        access=None,
     ):
         self.ingestor = ingestor
         self.max_line = max_line
@@ -334,8 +391,10 @@ class SensorFactory(Factory):
         self.clock = clock
         # Take readings from sensors that send no line ends.
         self.unterminated = unterminated
+        # Which connections are let in (p2pstore.access.SensorAccess), or None: all.
+        self.access = access
 
     def buildProtocol(self, addr) -> SensorProtocol:
         return SensorProtocol(
-            self.ingestor, self.max_line, self.now, self.clock, self.unterminated
+            self.ingestor, self.max_line, self.now, self.clock, self.unterminated, self.access
         )

@@ -14,6 +14,8 @@ from typing import Mapping, Optional
 from attrs import frozen
 from twisted.internet.endpoints import serverFromString
 
+from .access import parse_networks
+from .tokens import AccessFileError, load_http_token, load_sensor_tokens
 from .certificates import (
     CertificateError,
     PeerCredentials,
@@ -40,6 +42,9 @@ DEFAULTS = {
     "max-line": "1024",
     "sync": "full",
     "unterminated-readings": "accept",
+    "sensor-tokens": None,
+    "sensor-allow": "",
+    "http-token-file": None,
     "tls-cert": None,
     "tls-key": None,
     "peer-ca": None,
@@ -106,6 +111,12 @@ class Settings:
     # Take readings from sensors that send no line ends (the proof of
     # concept's).
     unterminated_readings: bool = True
+    # The sensors' tokens file: without it, no AUTH line is asked for.
+    sensor_tokens: Optional[Path] = None
+    # The networks sensors may connect from (ipaddress networks); () for any.
+    sensor_allow: tuple = ()
+    # The bearer token file of /readings (and /metrics).
+    http_token_file: Optional[Path] = None
     # TLS on the peer port and to tls: peers; None: plain TCP.
     peer_tls: Optional[PeerCredentials] = None
 
@@ -176,6 +187,20 @@ def parse_peer(text: str) -> Peer:
     return Peer(host, _port_number("peers", port, f"{text!r}: "))
 
 
+def _token_file(setting: str, text, load) -> Optional[Path]:
+    """
+    A token file's path, the file read and checked.
+    """
+    if not text:
+        return None
+    path = Path(str(text))
+    try:
+        load(path)
+    except AccessFileError as e:
+        raise ConfigError(setting, str(e)) from None
+    return path
+
+
 def check_settings(given: Mapping[str, object], reactor) -> Settings:
     """
     Check every setting; those not given take their defaults.
@@ -203,6 +228,10 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         )
     peers = tuple(parse_peer(p.strip()) for p in str(values["peers"]).split(",") if p.strip())
     secret_file = values["secret-file"]
+    try:
+        sensor_allow = parse_networks(values["sensor-allow"] or "")
+    except ValueError as e:
+        raise ConfigError("sensor-allow", str(e)) from None
     peer_port = parse_endpoint("peer-port", values["peer-port"], reactor)
     if peer_port.lower().startswith("ssl:"):
         raise ConfigError(
@@ -221,6 +250,9 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         max_line=int(max_line),
         sync=sync,
         unterminated_readings=unterminated == "accept",
+        sensor_tokens=_token_file("sensor-tokens", values["sensor-tokens"], load_sensor_tokens),
+        sensor_allow=sensor_allow,
+        http_token_file=_token_file("http-token-file", values["http-token-file"], load_http_token),
         peer_tls=_peer_tls(values, peers),
     )
 

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from .httpauth import TokenRequired
 from .node import Node, NotReady, UnknownOrigin
 from .lines import MAX_SENSOR_TYPE
 from .records import is_node_id
@@ -146,12 +147,16 @@ def _limit(text) -> int:
 class Root(Resource):
     """
     The status site's root: known paths, and a JSON 404 for the rest.
+
+    With ``token`` (L{p2pstore.tokens.ReloadableFile} of
+    ``--http-token-file``), ``/readings`` needs it; ``/status``, which holds
+    no readings, stays open.
     """
 
-    def __init__(self, node: Node):
+    def __init__(self, node: Node, token=None):
         super().__init__()
         self.putChild(b"status", StatusResource(node))
-        self.putChild(b"readings", ReadingsResource(node))
+        self.putChild(b"readings", TokenRequired(ReadingsResource(node), token))
 
     def getChild(self, path, request):
         return _Error(404, "not found: try /status or /readings")
@@ -170,8 +175,8 @@ class _Site(Site):
         pass
 
 
-def status_site(node: Node) -> Site:
+def status_site(node: Node, token=None) -> Site:
     """
     The twisted.web site serving a node's status.
     """
-    return _Site(Root(node))
+    return _Site(Root(node, token))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.python import usage
 
+from .access import ReloadOnHangup, SensorAccess
 from .certificates import subject_name
 from .dialer import Dialer
 from .identity import KEY_FILE, load_key, lock_data_dir, prepare_data_dir, resolve_node_id, write_node_id
@@ -28,6 +29,7 @@ from .settings import DEFAULT_PEER_PORT, DEFAULTS, ConfigError, Settings, check_
 from .status import status_site
 from .storage import Store
 from .tls import PeerTLS
+from .tokens import AccessFileError, load_http_token, load_sensor_tokens, loosely_readable
 
 _HELP = {
     "data-dir": "Directory of the node's databases, node.id and cluster.key; created when missing.",
@@ -47,6 +49,18 @@ _HELP = {
     "unterminated-readings": (
         "accept: also take readings from sensors that send no line ends (the proof of "
         "concept's), unanswered; refuse: only lines ended by a newline are readings."
+    ),
+    "sensor-tokens": (
+        "A file of 'name token' lines: each sensor must then send 'AUTH <token>' first, "
+        "and its name is stored with its readings. Reloaded on SIGHUP. [default: no tokens]"
+    ),
+    "sensor-allow": (
+        "Comma-separated networks (10.0.0.0/8, fd00::/8) sensors may connect from; "
+        "others are refused. [default: any]"
+    ),
+    "http-token-file": (
+        "A file holding one token: /readings then needs 'Authorization: Bearer <token>' "
+        "(/status stays open). Reloaded on SIGHUP. [default: no token]"
     ),
     "tls-cert": (
         "This node's certificate (PEM) for peer TLS. With it, the peer port speaks only "
@@ -84,8 +98,13 @@ def makeService(config: Options, reactor=None) -> ProcessTuning:
     """
     The node of these options, under the process tuning it runs with.
     """
+    if reactor is None:
+        from twisted.internet import reactor
     top = ProcessTuning()
-    makeNode(config, reactor).setServiceParent(top)
+    node = makeNode(config, reactor)
+    node.setServiceParent(top)
+    # Process-wide, as the signal is: one node per process.
+    ReloadOnHangup(reactor, node.reloads).setServiceParent(top)
     return top
 
 
@@ -103,6 +122,11 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         key_path = settings.secret_file or data_dir / KEY_FILE
         key, key_made = load_key(key_path, create=settings.secret_file is None)
         node_id, id_made = resolve_node_id(data_dir)
+        sensor_tokens = http_token = None
+        if settings.sensor_tokens is not None:
+            sensor_tokens = _load("sensor-tokens", load_sensor_tokens, settings.sensor_tokens)
+        if settings.http_token_file is not None:
+            http_token = _load("http-token-file", load_http_token, settings.http_token_file)
     except ConfigError as e:
         if lock is not None:
             lock.close()
@@ -120,6 +144,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
     ingestor = Ingestor(store, OwnRows(node_id, signer), reactor)
     replicator = Replicator(node_id, store, signer, reactor)
     node = Node(node_id, store, ingestor, reactor, replicator)
+    node.access = SensorAccess(reactor, sensor_tokens, settings.sensor_allow)
 
     def now() -> str:
         return format_utc(reactor.seconds())
@@ -128,13 +153,15 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         "--sensor-port",
         settings.sensor_port,
         serverFromString(reactor, settings.sensor_port),
-        SensorFactory(ingestor, settings.max_line, now, reactor, settings.unterminated_readings),
+        SensorFactory(
+            ingestor, settings.max_line, now, reactor, settings.unterminated_readings, node.access
+        ),
     )
     status = Listener(
         "--status-port",
         settings.status_port,
         serverFromString(reactor, settings.status_port),
-        status_site(node),
+        status_site(node, http_token),
     )
     tls = PeerTLS(settings.peer_tls, node_id, reactor) if settings.peer_tls else None
     peer_endpoint = serverFromString(reactor, settings.peer_port)
@@ -158,6 +185,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         f"sensors on {settings.sensor_port}, status on {settings.status_port}, "
         f"peers on {settings.peer_port}",
         f"dialling peers: {', '.join(map(str, settings.peers)) or 'none'}",
+        *_access_notes(settings, sensor_tokens, http_token),
     ]
     if tls is not None:
         node.tls = tls.status
@@ -173,7 +201,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
             f"({subject_name(credentials.certificate)}, {credentials.certificate_path}): "
             "peers that pin certificates list it in --peer-tls-fingerprints",
         ]
-    return NodeService(
+    service = NodeService(
         node,
         sensors,
         status,
@@ -184,3 +212,35 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         write_id=(lambda: write_node_id(data_dir, node_id)) if id_made else None,
         lock=lock,
     )
+    # What SIGHUP reads again (see makeService).
+    service.reloads = [node.access.reload] + ([http_token.reload_logged] if http_token else [])
+    return service
+
+
+def _load(setting: str, load, path):
+    try:
+        return load(path)
+    except AccessFileError as e:
+        raise ConfigError(setting, str(e)) from None
+
+
+def _access_notes(settings: Settings, sensor_tokens, http_token) -> list[str]:
+    """
+    The start's lines about who may connect.
+    """
+    notes = []
+    if sensor_tokens is not None:
+        notes.append(
+            f"sensors need a token: {len(sensor_tokens.value)} sensors known from "
+            f"{settings.sensor_tokens} (reloaded on SIGHUP)"
+        )
+    if settings.sensor_allow:
+        notes.append(f"sensors only from {','.join(map(str, settings.sensor_allow))}")
+    if http_token is not None:
+        notes.append(f"/readings needs the bearer token of {settings.http_token_file}")
+    for loaded in (sensor_tokens, http_token):
+        if loaded is not None and loosely_readable(loaded.path):
+            notes.append(
+                f"warning: {loaded.path} can be read by other users: chmod 600 it"
+            )
+    return notes

@@ -107,3 +107,62 @@ class CheckSettingsTests(SynchronousTestCase):
             self.assertTrue(error.problem, f"{setting}={value!r}")
             self.assertEqual(str(error), f"--{setting}: {error.problem}")
             self.assertNotIn("\n", str(error))
+
+
+class AccessSettingsTests(SynchronousTestCase):
+    """
+    --sensor-tokens, --sensor-allow and --http-token-file are checked with
+    the other settings; a bad token file names the setting, the file and
+    the line.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.directory / name
+        path.write_text(text)
+        return path
+
+    def test_defaults(self) -> None:
+        """
+        By default no tokens are asked for and sensors may come from anywhere.
+        """
+        settings = check_settings({}, self.reactor)
+        self.assertEqual(
+            (settings.sensor_tokens, settings.sensor_allow, settings.http_token_file), (None, (), None)
+        )
+
+    def test_good(self) -> None:
+        """
+        Good files give their paths, and the networks are parsed.
+        """
+        tokens = self.write("sensors", "boiler " + "b" * 32 + "\n")
+        http = self.write("http", "h" * 32 + "\n")
+        settings = check_settings(
+            {"sensor-tokens": str(tokens), "http-token-file": str(http), "sensor-allow": "127.0.0.0/8,::1"},
+            self.reactor,
+        )
+        self.assertEqual(settings.sensor_tokens, tokens)
+        self.assertEqual(settings.http_token_file, http)
+        self.assertEqual([str(n) for n in settings.sensor_allow], ["127.0.0.0/8", "::1/128"])
+
+    def test_bad(self) -> None:
+        """
+        A bad line, a missing file or a bad network is a ConfigError naming
+        the setting and what is wrong.
+        """
+        bad_tokens = self.write("sensors", "# sensors\nboiler " + "b" * 32 + "\nattic\n")
+        cases = [
+            ("sensor-tokens", str(bad_tokens), f"{bad_tokens} line 3: expected 'name token'"),
+            ("sensor-tokens", str(self.directory / "missing"), "no such file"),
+            ("http-token-file", str(self.write("http", "short\n")), "at least 16 characters"),
+            ("sensor-allow", "10.0.0.0/8,10.0.0.300", "'10.0.0.300' is not an IPv4 or IPv6 network"),
+        ]
+        for setting, value, problem in cases:
+            error = self.assertRaises(ConfigError, check_settings, {setting: value}, self.reactor)
+            self.assertEqual(error.setting, setting)
+            self.assertIn(problem, str(error))
+            self.assertTrue(str(error).startswith(f"--{setting}: "), str(error))

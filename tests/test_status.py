@@ -104,7 +104,7 @@ class StatusTestCase(TestCase):
         Serve a node's status site on a free loopback port, and make
         C{self.get} ask it.
         """
-        self.site = _TrackedFactory(status_site(node))
+        self.site = _TrackedFactory(status_site(node, self.site_token()))
         self.port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.site)
         self.addCleanup(self.port.stopListening)
         self.addCleanup(self.site.all_closed)
@@ -113,6 +113,12 @@ class StatusTestCase(TestCase):
         pool = HTTPConnectionPool(reactor, persistent=True)
         self.addCleanup(pool.closeCachedConnections)
         self.agent = Agent(reactor, pool=pool)
+
+    def site_token(self):
+        """
+        The HTTP token the site is served with (--http-token-file): none.
+        """
+        return None
 
     async def get(self, path: str, expect: int = 200) -> dict:
         """
