@@ -75,6 +75,40 @@ def lock_data_dir(path: Path) -> IO:
     return lock
 
 
+def share_data_dir(path: Path):
+    """
+    Hold the data directory for a reader of its files (C{p2pstore verify})
+    without changing it: a shared lock on ``p2pstore.lock``, which a
+    running node's exclusive one refuses, and which keeps a node from
+    starting on it meanwhile.
+
+    @return: the open lock file (close it to let go), or C{None} when no
+        node ever ran there (no lock file, which is not made here).
+    @raise ConfigError: a running node holds the directory.
+    """
+    lock_path = path / LOCK_FILE
+    try:
+        lock = open(lock_path, "r")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError("data-dir", f"cannot open {lock_path}: {e.strerror}") from None
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = lock.read().strip()
+        lock.close()
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            raise ConfigError("data-dir", f"cannot lock {lock_path}: {e.strerror}") from None
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        raise ConfigError(
+            "data-dir",
+            f"{path} is in use by a running p2pstore node{by}: its files change while it "
+            f"runs, so stop it first (or check a copy of the directory)"
+        ) from None
+    return lock
+
+
 def record_lock_holder(lock: IO) -> None:
     """
     Write this process's pid into the lock file, for the message a second

@@ -324,8 +324,12 @@ class NodeProcess:
             "--peer-port", endpoint(self.peer_port),
             "--status-port", endpoint(self.status_port),
         ]
+        # The cluster key's file: the one given, or the data directory's own.
+        self.secret_file = (
+            Path(secret_file).resolve() if secret_file is not None else self.data_dir / "cluster.key"
+        )
         if secret_file is not None:
-            self._args += ["--secret-file", str(Path(secret_file).resolve())]
+            self._args += ["--secret-file", str(self.secret_file)]
         self.peers = list(peers)
         self._extra_args = list(extra_args)
         self._runs: list[ChildProcess] = []
