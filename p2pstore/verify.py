@@ -30,10 +30,6 @@ MOVE_ASIDE = (
     "move the file aside and start the node with its peers: it fetches the records back "
     "(or restore the file from a backup)"
 )
-START_NODE = (
-    "start the node with its peers: its scrub moves the record to quarantine and fetches "
-    "it again from a peer that holds it"
-)
 
 
 @frozen
@@ -260,7 +256,7 @@ def check_table(conn, signer, name, table, origin, quarantined, report, progress
             if wrong == BAD_CHECKSUM:
                 report.bad_checksums += 1
                 wrong += " (the row was changed after it was stored, or the key is not this cluster's)"
-            report.add(Problem(where, wrong, START_NODE), kind=f"{name} {table} records")
+            report.add(Problem(where, wrong, MOVE_ASIDE), kind=f"{name} {table} records")
         if type(index) is int:
             log = logs.get(epoch)
             if log is None:
