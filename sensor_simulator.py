@@ -225,8 +225,11 @@ class Simulator:
         window: int = DEFAULT_WINDOW,
         backlog_limit: int = DEFAULT_BACKLOG_LIMIT,
         out: Callable[[str], None] = print,
+        token: Optional[bytes] = None,
     ):
         self.queue = UnackedQueue()
+        # Sent as "AUTH <token>" first on every connection (a node with --sensor-tokens).
+        self.token = token
         self._source = source
         self._clock = clock
         self._where = where
@@ -287,6 +290,15 @@ class Simulator:
         if self._link != "down":
             reason = describe_failure(failure)
             self._out("Cannot connect to {} ({}); retrying".format(self._where, reason))
+        self._link = "down"
+
+    def auth_refused(self, answer: str) -> None:
+        """The node refused the token; the protocol drops the connection, and it is tried again."""
+        if self._link != "down":
+            self._out(
+                "Node at {} refused the token ({}): check --token-file against the node's "
+                "--sensor-tokens; retrying".format(self._where, answer)
+            )
         self._link = "down"
 
     def node_busy(self, reason: str) -> None:
@@ -357,9 +369,18 @@ class SensorClientProtocol(LineOnlyReceiver):
 
     def __init__(self, simulator: Simulator):
         self.simulator = simulator
+        self._authenticating = False
 
     def connectionMade(self) -> None:
-        self.simulator.connected(self)
+        self._link_ready()
+
+    def _link_ready(self) -> None:
+        # With a token, the connection is usable once the node has answered "OK auth <name>".
+        if self.simulator.token is None:
+            self.simulator.connected(self)
+        else:
+            self._authenticating = True
+            self.sendLine(b"AUTH " + self.simulator.token)
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:
         self.simulator.disconnected(self, reason)
@@ -368,6 +389,14 @@ class SensorClientProtocol(LineOnlyReceiver):
         self.sendLine(reading.line())
 
     def lineReceived(self, line: bytes) -> None:
+        if self._authenticating:
+            self._authenticating = False
+            if line.startswith(b"OK auth "):
+                self.simulator.connected(self)
+            else:
+                self.simulator.auth_refused(line.decode("utf-8", "replace")[:200])
+                self.transport.loseConnection()
+            return
         try:
             self.simulator.answer(parse_answer(line))
         except NodeBusy as busy:
@@ -412,7 +441,7 @@ class TLSSensorClientProtocol(SensorClientProtocol):
 
     def handshakeCompleted(self) -> None:
         self._handshake_done = True
-        self.simulator.connected(self)
+        self._link_ready()
 
     def connectionLost(self, reason: Failure = error.ConnectionDone()) -> None:
         if self._handshake_done:
@@ -528,6 +557,21 @@ def _ca_file(path: str):
     )
 
 
+def _token_file(path: str) -> bytes:
+    """An argparse type: the one token in a file (a node's --sensor-tokens names it)."""
+    try:
+        with open(path, "rb") as f:
+            token = f.read().strip()
+    except OSError as e:
+        raise argparse.ArgumentTypeError("cannot read {!r} ({})".format(path, e.strerror))
+    if not token or len(token.split()) != 1 or not token.isascii():
+        raise argparse.ArgumentTypeError(
+            "{!r} must hold one token: the token of this sensor's line in the node's "
+            "--sensor-tokens file".format(path)
+        )
+    return token
+
+
 def parse_args(argv: Iterable[str]) -> argparse.Namespace:
     """Parse the command line; a bad value exits with status 2 and one line naming the option."""
     parser = _OneLineParser(
@@ -570,6 +614,14 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
         metavar="FILE",
         help="with --tls: the CA certificate(s), PEM, that signed the node's certificate",
     )
+    parser.add_argument(
+        "--token-file",
+        type=_token_file,
+        default=None,
+        metavar="FILE",
+        help="a file holding this sensor's token, sent as 'AUTH <token>' first (a node with "
+        "--sensor-tokens)",
+    )
     options = parser.parse_args(list(argv))
     if options.ca is not None and not options.tls:
         parser.error("argument --ca: only with --tls")
@@ -591,6 +643,7 @@ def run(reactor, options: argparse.Namespace) -> defer.Deferred[None]:
         interval=options.interval,
         count=options.count,
         out=_print_now,
+        token=getattr(options, "token_file", None),
     )
     endpoint = HostnameEndpoint(reactor, options.host, options.port)
     tls = getattr(options, "tls", False)
