@@ -708,3 +708,31 @@ class RealSocketTests(TestCase):
         self.assertEqual(len(set(node.acks)), 3)
         sending = [line for line in lines if line.startswith("Sending Atm. Pressure,")]
         self.assertEqual(len(sending), 3, lines)
+
+
+class TokenTests(SynchronousTestCase):
+    """
+    With --token-file the simulator sends AUTH <token> first and readings
+    only once the node answered OK auth.
+    """
+
+    def test_auth_first(self):
+        h = Harness(interval=0, count=2, token=b"t0ken-0123456789")
+        transport = h.connect()
+        self.assertEqual(transport.value(), b"AUTH t0ken-0123456789\n")
+        transport.clear()
+        h.answer(b"OK auth kitchen")
+        self.assertEqual(h.sent(), ["run-1", "run-2"])
+
+    def test_refused_said_once(self):
+        h = Harness(interval=0, count=2, token=b"wrong-0123456789")
+        for _ in range(3):
+            transport = h.connect()
+            h.answer(b"ERR not authenticated")
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(transport.value(), b"AUTH wrong-0123456789\n")
+            h.drop()
+        refused = [line for line in h.out if "refused the token" in line]
+        self.assertEqual(len(refused), 1, h.out)
+        self.assertIn("ERR not authenticated", refused[0])
+        self.assertNotIn("Lost connection", " ".join(h.out))
