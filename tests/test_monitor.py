@@ -97,6 +97,8 @@ class FakeNode:
     def __init__(self, test_case, status=None, readings=None):
         self.answers: dict = {}
         self.requests: list = []
+        # The Authorization header of each request (None when absent).
+        self.authorizations: list = []
         # Set at the end of the test, to let slow answers go.
         self.released = threading.Event()
         self.answer("/status", body=status if status is not None else node_status())
@@ -106,6 +108,7 @@ class FakeNode:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 node.requests.append(self.path)
+                node.authorizations.append(self.headers.get("Authorization"))
                 path = self.path.split("?")[0]
                 code, body, delay, raw, trickle = node.answers.get(
                     path, (404, b'{"error": "not found"}', 0, False, 0)
@@ -175,7 +178,7 @@ class MonitorCase(SynchronousTestCase):
     Builds monitors whose polling the test drives, with console lines kept.
     """
 
-    def monitor(self, *servers, interval: float = 2.0, timeout: float = 1.0, clock=time.time):
+    def monitor(self, *servers, interval: float = 2.0, timeout: float = 1.0, clock=time.time, token=None):
         self.console: list = []
         app = create_app({
             "SERVERS": list(servers),
@@ -184,6 +187,7 @@ class MonitorCase(SynchronousTestCase):
             "START_POLLER": False,
             "CONSOLE": self.console.append,
             "CLOCK": clock,
+            "TOKEN": token,
         })
         self.addCleanup(app.extensions["monitor"].stop)
         return app
@@ -341,6 +345,33 @@ class ClassificationTests(MonitorCase):
             self.console[1],
             f"    [ERROR] Server '{node.address}' thrown an unhandled error: "
             "HTTP 500 Internal Server Error: could not read the database",
+        )
+
+    def test_token_sent(self):
+        """
+        With a token, every request carries it as a bearer token; without
+        one, none has an Authorization header.
+        """
+        node = FakeNode(self)
+        self.poll(node.address, token="t0ken-for-the-readers-0123456789")
+        self.assertEqual(node.requests, ["/status", "/readings?limit=100"])
+        self.assertEqual(node.authorizations, ["Bearer t0ken-for-the-readers-0123456789"] * 2)
+        other = FakeNode(self)
+        self.poll(other.address)
+        self.assertEqual(other.authorizations, [None, None])
+
+    def test_readings_need_a_token(self):
+        """
+        A node whose /readings answers 401 is still Running by its status;
+        its readings error says to give the monitor --token-file.
+        """
+        node = FakeNode(self)
+        node.answer("/readings", 401, {"error": "this needs a token"})
+        [result] = self.poll(node.address)
+        self.assertEqual(result.state, RUNNING)
+        self.assertEqual(
+            result.readings_error,
+            "HTTP 401 Unauthorized: this needs a token (start the monitor with --token-file)",
         )
 
     def test_not_json(self):
@@ -782,6 +813,24 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(
             done.stderr,
             "web_monitor/views.py: error: argument --port: must be a port number from 1 to 65535, not '99999'\n",
+        )
+
+    def test_bad_token_file(self):
+        """
+        A --token-file that is missing or holds no single token stops the
+        command with one line naming the option and the file.
+        """
+        missing = Path(self.mktemp()).resolve()
+        done = self.run_command("--servers", "127.0.0.1", "--token-file", str(missing))
+        self.assertEqual(done.returncode, 2)
+        self.assertTrue(done.stderr.startswith(f"web_monitor/views.py: error: --token-file: cannot read {missing}"), done.stderr)
+        self.assertEqual(done.stderr.count("\n"), 1)
+        two = Path(self.mktemp()).resolve()
+        two.write_text("one\ntwo\n")
+        done = self.run_command("--servers", "127.0.0.1", "--token-file", str(two))
+        self.assertEqual(
+            (done.returncode, done.stderr),
+            (2, f"web_monitor/views.py: error: --token-file: {two} must hold one line: the token\n"),
         )
 
     def test_serves_and_polls(self):

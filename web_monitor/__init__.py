@@ -30,6 +30,8 @@ DEFAULTS = {
     "CONSOLE": print,
     # The wall clock results are stamped with and the data's age is told by.
     "CLOCK": time.time,
+    # The bearer token of nodes run with --http-token-file, or None.
+    "TOKEN": None,
 }
 
 
@@ -53,6 +55,7 @@ def create_app(config: Optional[dict] = None) -> Flask:
         readings_limit=int(app.config["READINGS_LIMIT"]),
         console=app.config["CONSOLE"],
         clock=app.config["CLOCK"],
+        token=app.config["TOKEN"],
     )
     app.extensions["monitor"] = poller
 

@@ -21,7 +21,8 @@ Available options:
 --servers   the nodes to monitor, comma-separated (each node's status port, 8000 when omitted)
 --host      the address to serve the page on (127.0.0.1)
 --port      the port to serve the page on (5000)
---interval  seconds between two refreshes (5)"""
+--interval  seconds between two refreshes (5)
+--token-file  a file holding the token of nodes run with --http-token-file"""
 USAGE = "You must specify the servers to monitor.\n" + HELP
 
 
@@ -66,7 +67,26 @@ def parse_args(argv: list) -> argparse.Namespace:
         ),
         default=5.0,
     )
+    parser.add_argument("--token-file")
     return parser.parse_args(argv)
+
+
+def read_token(path: str) -> str:
+    """
+    The token in a token file: its one line that is not blank or a ``#``
+    comment, as the node reads its --http-token-file.
+
+    @raise ValueError: the file cannot be read or holds no single token.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    if len(lines) != 1 or len(lines[0].split()) != 1:
+        raise ValueError(f"{path} must hold one line: the token")
+    return lines[0]
 
 
 class QuietRequestHandler(WSGIRequestHandler):
@@ -95,12 +115,20 @@ def main(argv: list) -> int:
     if not servers:
         print(USAGE)
         return 1
+    token = None
+    if options.token_file is not None:
+        try:
+            token = read_token(options.token_file)
+        except ValueError as e:
+            print(f"web_monitor/views.py: error: --token-file: {e}", file=sys.stderr)
+            return 2
     app = create_app(
         {
             "SERVERS": servers,
             "INTERVAL": options.interval,
             "CONSOLE": _print_now,
             "START_POLLER": False,
+            "TOKEN": token,
         }
     )
     # Listen first: a port in use ends the command (werkzeug says why)

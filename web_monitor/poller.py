@@ -98,6 +98,9 @@ class Snapshot:
 class HTTPStatusError(Exception):
     def __init__(self, code: int, reason: str, detail: Optional[str]):
         text = f"HTTP {code} {reason}".strip()
+        if code == 401:
+            # The node's reason names its own option; this is the monitor's.
+            detail = f"{detail} (start the monitor with --token-file)" if detail else detail
         super().__init__(f"{text}: {detail}" if detail else text)
 
 
@@ -136,8 +139,11 @@ class Poller:
         readings_limit: int = DEFAULT_READINGS_LIMIT,
         console: Callable[[str], None] = print,
         clock: Callable[[], float] = time.time,
+        token: Optional[str] = None,
     ):
         self.servers = list(servers)
+        # Sent to every node as "Authorization: Bearer <token>" (--token-file).
+        self.token = token
         self.interval = interval
         self.timeout = default_timeout(interval) if timeout is None else timeout
         if not 0 < self.timeout < interval:
@@ -210,7 +216,7 @@ class Poller:
             for index, address in enumerate(self.servers):
                 busy = self._in_flight.get(index)
                 if address.valid and (busy is None or busy[0].done()):
-                    check = Check(address, deadline, self.timeout, self.readings_limit)
+                    check = Check(address, deadline, self.timeout, self.readings_limit, self.token)
                     asked[index] = self._executor.submit(check.run)
                     self._in_flight[index] = (asked[index], check)
             wait(asked.values(), timeout=max(0.0, deadline - time.monotonic()) + GRACE_S)
@@ -259,8 +265,16 @@ class Check:
     thread, for a server that trickles its answer a byte at a time.
     """
 
-    def __init__(self, address: ServerAddress, deadline: float, timeout: float, readings_limit: int):
+    def __init__(
+        self,
+        address: ServerAddress,
+        deadline: float,
+        timeout: float,
+        readings_limit: int,
+        token: Optional[str] = None,
+    ):
         self.address = address
+        self.token = token
         self.deadline = deadline
         self.timeout = timeout
         self.readings_limit = readings_limit
@@ -303,7 +317,10 @@ class Check:
             connection.connect()
             sock = connection.sock
             self._watch(sock)
-            connection.request("GET", path, headers={"Accept": "application/json"})
+            headers = {"Accept": "application/json"}
+            if self.token is not None:
+                headers["Authorization"] = f"Bearer {self.token}"
+            connection.request("GET", path, headers=headers)
             sock.settimeout(_left(deadline))
             response = connection.getresponse()
             pieces, size = [], 0
