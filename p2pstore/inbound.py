@@ -112,6 +112,7 @@ class Inbound:
         valid = self._signer.valid_prefix(message.origin, message.epoch, entries)
         if valid < len(entries):
             peer.rejected += 1
+            peer.health.refused(f"checksum mismatch for {message.origin} {message.epoch}")
             self.log.warn(
                 "rejected a record from peer {peer}: checksum mismatch for {origin} "
                 "{epoch}:{index} (corrupted in transit or forged); it will be asked for again",

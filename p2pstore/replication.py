@@ -13,12 +13,14 @@ gets a second content.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from .inbound import Inbound
+from .linkhealth import LinkHealth
 from .records import ENTRY_INDEX, Signer
 from .recovery import Recovery
 from .sending import Log, LogSender, LogSource
@@ -50,6 +52,8 @@ class PeerState:
         self.conflicts = 0
         self.link_errors = 0
         self.last_seen: Optional[float] = None
+        # Why its links dropped or its records were refused, lately.
+        self.health = LinkHealth(time.time)
 
 
 class Replicator:
@@ -215,6 +219,7 @@ class Replicator:
         peer = self.peers.get(link.peer_id) if link.authenticated else None
         if peer is not None:
             peer.link_errors += 1
+            peer.health.dropped(reason.split(":")[0], reason)
         else:
             self.refused_links += 1
 
@@ -342,6 +347,13 @@ class Replicator:
             "lag": sender.lag() if sender else {},
             # Below the largest on a link that damages batches.
             "batch_size": sender.batch_size if sender else self.batch_size,
+            "max_batch_size": sender.max_batch_size if sender else self.batch_size,
+            "trouble": peer.health.trouble(
+                sender.batch_size if sender else self.batch_size,
+                sender.max_batch_size if sender else self.batch_size,
+            ),
+            "troubles": peer.health.events(),
+            "trouble_counts": dict(peer.health.counts),
         }
 
     def status(self, dialling: Optional[dict] = None) -> tuple[list, dict]:

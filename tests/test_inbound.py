@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from attrs import define
+from attrs import define, field
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.inbound import Inbound, plan_apply
+from p2pstore.linkhealth import LinkHealth
 from p2pstore.records import CHECKSUM, ENTRY_INDEX
 from p2pstore.wire import BadMessage, Records
 
@@ -103,6 +104,7 @@ class PlanApplyTests(SynchronousTestCase):
 class FakePeer:
     node_id: str
     rejected: int = 0
+    health: LinkHealth = field(factory=lambda: LinkHealth(lambda: 0.0))
 
 
 class InboundTests(SynchronousTestCase):

@@ -731,6 +731,11 @@ class StatusTests(ReplicatorTestCase):
         self.replicator.received(link, Records(B, EPOCH_B, [record(B, EPOCH_B, 1, data="0C")]))
         self.ingest(7)
         entry = self.peer_status()
+        troubles = entry.pop("troubles")
+        self.assertEqual([t["kind"] for t in troubles], ["refused record"])
+        self.assertEqual(entry.pop("trouble_counts"), {"refused record": 1})
+        self.assertIn("1 records refused", entry.pop("trouble"))
+        self.assertEqual(entry.pop("max_batch_size"), 10)
         self.assertEqual(
             entry,
             {

@@ -38,6 +38,10 @@ class Peer:
     address: Optional[str]
     node_id: Optional[str]
     connected: bool
+    # Left out by older nodes: None.
+    trouble: Optional[str] = None
+    link_errors: Optional[int] = None
+    rejected: Optional[int] = None
 
 
 @frozen
@@ -156,6 +160,9 @@ def _peer(peer: "_Object") -> Peer:
         address=peer.field("address", _is_text, "a string"),
         node_id=peer.field("node_id", _is_node_id, "a node id"),
         connected=peer.field("connected", lambda v: isinstance(v, bool), "true or false", True),
+        trouble=peer.field("trouble", _is_text, "a string or null"),
+        link_errors=peer.field("link_errors", _is_count, "a whole number >= 0"),
+        rejected=peer.field("rejected", _is_count, "a whole number >= 0"),
     )
 
 
