@@ -67,10 +67,10 @@ class LinkHealth:
         parts = []
         drops = [e for e in fresh if e[1] != "refused record"]
         refused = [e for e in fresh if e[1] == "refused record"]
-        for events, what in ((drops, "links dropped"), (refused, "records refused")):
+        for events, what in ((drops, "link{} dropped"), (refused, "record{} refused")):
             if events:
                 parts.append(
-                    f"{len(events)} {what} in the last {int(RECENT // 60)} min"
+                    f"{len(events)} {what.format('' if len(events) == 1 else 's')} in the last {int(RECENT // 60)} min"
                     f" (since {_utc(events[0][0])}): {events[-1][2]}"
                 )
         if batch_size < max_batch_size:

@@ -35,7 +35,7 @@ class LinkHealthTests(TestCase):
     def test_refused_and_batch(self):
         self.health.refused("checksum mismatch")
         trouble = self.health.trouble(4, 500)
-        self.assertIn("1 records refused", trouble)
+        self.assertIn("1 record refused", trouble)
         self.assertIn("batches cut to 4 records", trouble)
         self.assertEqual(self.health.counts, {"refused record": 1})
 

@@ -734,7 +734,7 @@ class StatusTests(ReplicatorTestCase):
         troubles = entry.pop("troubles")
         self.assertEqual([t["kind"] for t in troubles], ["refused record"])
         self.assertEqual(entry.pop("trouble_counts"), {"refused record": 1})
-        self.assertIn("1 records refused", entry.pop("trouble"))
+        self.assertIn("1 record refused", entry.pop("trouble"))
         self.assertEqual(entry.pop("max_batch_size"), 10)
         self.assertEqual(
             entry,
