@@ -57,20 +57,8 @@ def lock_data_dir(path: Path) -> IO:
         lock = open(lock_path, "a+")
     except OSError as e:
         raise ConfigError("data-dir", f"cannot open {lock_path}: {e.strerror}") from None
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        lock.seek(0)
-        holder = lock.read().strip()
-        lock.close()
-        if e.errno not in (errno.EAGAIN, errno.EACCES):
-            raise ConfigError("data-dir", f"cannot lock {lock_path}: {e.strerror}") from None
-        by = f" (pid {holder})" if holder.isdigit() else ""
-        raise ConfigError(
-            "data-dir",
-            f"{path} is in use by another p2pstore node{by}: stop it first, "
-            f"or give this node a data directory of its own"
-        ) from None
+    _flock(lock, lock_path, fcntl.LOCK_EX, "in use by another p2pstore node{by}: stop it first, "
+           "or give this node a data directory of its own")
     record_lock_holder(lock)
     return lock
 
@@ -93,20 +81,30 @@ def share_data_dir(path: Path):
         return None
     except OSError as e:
         raise ConfigError("data-dir", f"cannot open {lock_path}: {e.strerror}") from None
+    _flock(lock, lock_path, fcntl.LOCK_SH, "in use by a running p2pstore node{by}: its files "
+           "change while it runs, so stop it first (or check a copy of the directory)")
+    return lock
+
+
+def _flock(lock: IO, lock_path: Path, mode: int, in_use: str) -> None:
+    """
+    Take the ``mode`` lock (exclusive or shared) on an open lock file, or
+    close it and raise.
+
+    @param in_use: what to say when a node holds it, with ``{by}`` for the
+        holder's pid.
+    @raise ConfigError: the directory is in use, or cannot be locked.
+    """
     try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(lock.fileno(), mode | fcntl.LOCK_NB)
     except OSError as e:
+        lock.seek(0)
         holder = lock.read().strip()
         lock.close()
         if e.errno not in (errno.EAGAIN, errno.EACCES):
             raise ConfigError("data-dir", f"cannot lock {lock_path}: {e.strerror}") from None
         by = f" (pid {holder})" if holder.isdigit() else ""
-        raise ConfigError(
-            "data-dir",
-            f"{path} is in use by a running p2pstore node{by}: its files change while it "
-            f"runs, so stop it first (or check a copy of the directory)"
-        ) from None
-    return lock
+        raise ConfigError("data-dir", f"{lock_path.parent} is " + in_use.format(by=by)) from None
 
 
 def record_lock_holder(lock: IO) -> None:
