@@ -18,7 +18,7 @@ from attrs import define, field, frozen
 
 from .lines import Reading
 from .records import CHECKSUM, ENTRY_INDEX, READING_ID, SENSOR_DATA, SENSOR_INDEX, SENSOR_TYPE, TIMESTAMP, Signer, parse_value_unit
-from .schema import SENSOR_NAME
+from .schema import sensor_name_of
 
 
 def reading_ids(rows: Sequence[tuple]) -> list[str]:
@@ -149,13 +149,19 @@ class OwnRows:
     ) -> tuple:
         """
         The signed row of one reading at ``entry_index``; ``sensor_name``,
-        the name its sensor authenticated with, is stored but not signed.
+        the name its sensor authenticated with, is stored but not signed
+        (a row without one ends before it).
         """
         value, unit = parse_value_unit(sensor_data)
         checksum = self.signer.checksum_of(
             self.node_id, self.epoch, entry_index, sensor_index, sensor_type,
             sensor_data, timestamp, reading_id,
         )
+        if sensor_name is None:
+            return (
+                entry_index, sensor_index, sensor_type, sensor_data, timestamp,
+                reading_id, checksum, value, unit, self.epoch,
+            )
         return (
             entry_index, sensor_index, sensor_type, sensor_data, timestamp,
             reading_id, checksum, value, unit, self.epoch, sensor_name,
@@ -198,7 +204,7 @@ class OwnRows:
             if row[ENTRY_INDEX] != last:
                 row = self.row(
                     last, row[SENSOR_INDEX], row[SENSOR_TYPE], row[SENSOR_DATA], row[TIMESTAMP],
-                    reading_id, row[SENSOR_NAME],
+                    reading_id, sensor_name_of(row),
                 )
             fresh.append(row)
             indexes.append(last)

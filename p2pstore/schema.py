@@ -29,10 +29,19 @@ TABLE_PREFIX = "server_id_"
 # The columns of a stored row, in the order the store passes rows: a RECORDS
 # entry (p2pstore.records.ENTRY, so an entry's named positions hold in a
 # row too), then what the row adds. sensor_name (schema version 2) is not
-# signed: the name the sensor authenticated with, or None.
+# signed: the name the sensor authenticated with. A row without a name
+# leaves it out (the column's NULL), so that the rows of a node without
+# sensor tokens bind no more parameters than before: see sensor_name_of.
 ROW_COLUMNS = ENTRY_FIELDS + ("value", "unit", "epoch", "sensor_name")
 VALUE, UNIT, EPOCH, SENSOR_NAME = range(len(ENTRY_FIELDS), len(ROW_COLUMNS))
 ROW_SQL = ", ".join(ROW_COLUMNS)
+
+
+def sensor_name_of(row: tuple) -> Optional[str]:
+    """
+    The sensor name of a row, None for a row without one.
+    """
+    return row[SENSOR_NAME] if len(row) > SENSOR_NAME else None
 ENTRY_SQL = ", ".join(ENTRY_FIELDS)
 
 

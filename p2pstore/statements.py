@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from itertools import chain
 
-from .schema import ROW_COLUMNS, ROW_SQL
+from .schema import ROW_COLUMNS, SENSOR_NAME
 
 # Placeholders per "WHERE reading_id IN (...)" query, at most (fewer if
 # SQLite allows fewer host parameters): a batch of 5,000 readings is looked
@@ -22,7 +22,10 @@ _LOOKUP_CHUNK = 8192
 # statement of many rows steps once, and SQLite does the work of all of
 # them without the GIL.
 _ROWS_PER_INSERT = 512
-_ROW_MARKS = "(" + ", ".join("?" * len(ROW_COLUMNS)) + ")"
+# Rows with a sensor name, and rows without (which end before it).
+_WIDTHS = (len(ROW_COLUMNS), SENSOR_NAME)
+_COLUMNS = {width: ", ".join(ROW_COLUMNS[:width]) for width in _WIDTHS}
+_MARKS = {width: "(" + ", ".join("?" * width) + ")" for width in _WIDTHS}
 
 
 class Statements:
@@ -48,17 +51,26 @@ class Statements:
         batch of n rows takes one statement per power of two in n up to the
         largest (1000 rows: 512, 256, 128, 64, 32, 8), so a handful of
         statement texts serve every batch size and stay prepared.
+
+        Rows without a sensor name bind no parameter for it; a batch that
+        mixes the two has the short rows padded.
         """
+        if not rows:
+            return
+        width = len(rows[0])
+        if any(len(row) != width for row in rows):
+            width = len(ROW_COLUMNS)
+            rows = [row + (None,) * (width - len(row)) for row in rows]
         size = self.rows_per_insert
         start, count = 0, len(rows)
         while start < count:
             while size > count - start:
                 size //= 2
-            sql = self._insert_sql.get((db, table, size))
+            sql = self._insert_sql.get((db, table, size, width))
             if sql is None:
-                sql = self._insert_sql[db, table, size] = (
-                    f"INSERT INTO {db}.{table} ({ROW_SQL}) VALUES "
-                    + ", ".join([_ROW_MARKS] * size)
+                sql = self._insert_sql[db, table, size, width] = (
+                    f"INSERT INTO {db}.{table} ({_COLUMNS[width]}) VALUES "
+                    + ", ".join([_MARKS[width]] * size)
                 )
             txn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
             start += size

@@ -341,7 +341,7 @@ def _row(epoch: str, entry: tuple) -> tuple:
     # A RECORDS entry as a row (p2pstore.schema.ROW_COLUMNS). Sensor names
     # are not replicated (yet): a peer's copy holds none.
     value, unit = parse_value_unit(entry[SENSOR_DATA])
-    return (*entry, value, unit, epoch, None)
+    return (*entry, value, unit, epoch)
 
 
 def _record(origin: str, row: tuple) -> Record:

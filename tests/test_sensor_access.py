@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 
 from p2pstore.access import AUTH_TIMEOUT, SensorAccess, parse_networks
-from p2pstore.schema import SENSOR_NAME
+from p2pstore.schema import sensor_name_of
 from p2pstore.sensor import SensorFactory
 from p2pstore.tokens import load_sensor_tokens
 
@@ -41,7 +41,7 @@ class TokenTests(SensorTestCase):
         self.open_store()
 
     def names_stored(self) -> list:
-        return [row[SENSOR_NAME] for call in self.store.calls for row in call.rows]
+        return [sensor_name_of(row) for call in self.store.calls for row in call.rows]
 
     def test_authenticated(self) -> None:
         """
@@ -206,7 +206,7 @@ class NoTokenTests(SensorTestCase):
         protocol.dataReceived(GOOD + b"\n")
         self.commit_all()
         self.assertEqual(self.answers(transport), [b"OK 1"])
-        self.assertEqual([row[SENSOR_NAME] for row in self.store.calls[0].rows], [None])
+        self.assertEqual([sensor_name_of(row) for row in self.store.calls[0].rows], [None])
 
 
 class AllowTests(SensorTestCase):

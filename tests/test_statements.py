@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.lines import Reading
 from p2pstore.rows import OwnRows
-from p2pstore.schema import ROW_COLUMNS, ROW_SQL, Schema, table_name
+from p2pstore.schema import ROW_COLUMNS, ROW_SQL, SENSOR_NAME, Schema, table_name
 from p2pstore.statements import Statements
 
 from .fakes import EPOCH, NODE_ID, SIGNER
@@ -33,7 +33,9 @@ class Recording:
 
     def execute(self, sql, params=()):
         if sql.startswith("INSERT"):
-            self.inserts.append(len(params) // len(ROW_COLUMNS))
+            # Rows without a sensor name bind one parameter fewer.
+            width = sql.split("(", 1)[1].split(")", 1)[0].count(",") + 1
+            self.inserts.append(len(params) // width)
         elif sql.startswith("SELECT"):
             self.lookups.append(len(params))
         return self._conn.execute(sql, params)
@@ -92,7 +94,12 @@ class SQLiteTestCase(SynchronousTestCase):
         self.statements = Statements(conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
     def stored(self) -> list:
-        return self.conn.execute(f"SELECT {ROW_SQL} FROM {TABLE} ORDER BY entry_index").fetchall()
+        """
+        Every stored row, as the rows given would be with their sensor
+        name (None for a row without one).
+        """
+        rows = self.conn.execute(f"SELECT {ROW_SQL} FROM {TABLE} ORDER BY entry_index").fetchall()
+        return [row[:SENSOR_NAME] if row[SENSOR_NAME] is None else row for row in rows]
 
 
 class InsertTests(SQLiteTestCase):
@@ -109,6 +116,27 @@ class InsertTests(SQLiteTestCase):
         self.statements.insert(self.txn, "main", TABLE, rows)
         self.assertEqual(self.txn.inserts, [64] * 15 + [32, 8])
         self.assertEqual(self.stored(), rows)
+
+    def test_sensor_names(self) -> None:
+        """
+        Rows with a sensor name store it; a batch of rows with and without
+        names stores each as given, the others' names NULL.
+        """
+        named = OwnRows(NODE_ID, SIGNER, EPOCH).prepare(
+            [Reading("Temperature", "1C", "2020-04-20 23:20:00.000001", "n1")], 1, 1, "boiler"
+        )
+        plain = own_rows(3)[1:]
+        self.statements.insert(self.txn, "main", TABLE, named)
+        self.statements.insert(self.txn, "main", TABLE, plain)
+        self.assertEqual(self.stored(), named + plain)
+        self.conn.execute(f"DELETE FROM {TABLE}")
+        mixed = [plain[0], *named, plain[1]]
+        self.statements.insert(self.txn, "main", TABLE, mixed)
+        self.assertEqual(self.stored(), named + plain)
+        self.assertEqual(
+            self.conn.execute(f"SELECT entry_index, sensor_name FROM {TABLE} ORDER BY entry_index").fetchall(),
+            [(1, "boiler"), (2, None), (3, None)],
+        )
 
     def test_empty(self) -> None:
         """
