@@ -9,6 +9,10 @@ receives anything derived from the key. A proof is
 ``HMAC-SHA256(key, tag | prover id | verifier id | prover nonce | verifier
 nonce)``: bound to both nonces and both ids, it can be neither replayed nor
 reflected.
+
+Once both proofs are checked the handshake hands the protocol a key for
+each direction (L{link_keys}); every later line is sealed with them
+(L{p2pstore.sealing}).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Callable, Optional
 
 from twisted.logger import Logger
 
+from .sealing import link_key
 from .wire import PROTOCOL_VERSION, NONCE_BYTES, Auth, Hello
 
 _TAG = b"p2pstore-peer-auth-v1"
@@ -101,6 +106,17 @@ class Handshake:
         The peer said HELLO and has not proved the key yet.
         """
         return self.state == "auth"
+
+    def link_keys(self) -> tuple[bytes, bytes]:
+        """
+        @return: the keys that seal the lines this side sends and the lines
+            it receives on this connection; only once the handshake is done.
+        """
+        assert self.state == "done", self.state
+        return (
+            link_key(self._key, self.node_id, self.peer_id, self._nonce, self._peer_nonce),
+            link_key(self._key, self.peer_id, self.node_id, self._peer_nonce, self._nonce),
+        )
 
     def received(self, message) -> bool:
         """

@@ -246,6 +246,20 @@ class Replicator:
         else:
             raise BadMessage(f"unexpected {type(message).__name__.upper()}")
 
+    def salvage(self, link, message: Records) -> None:
+        """
+        A batch from a link just dropped because its line failed its MAC:
+        store the records before the first that fails its own HMAC (it is
+        counted as rejected), so a noisy link still makes progress.
+        """
+        peer = self.peers.get(link.peer_id)
+        if peer is None or self.stopped:
+            return
+        try:
+            self.inbound.received(link, peer, message)
+        except BadMessage:
+            pass
+
     def _have(self, peer: PeerState, link, message: Have) -> None:
         has = {(o, e): n for o, epochs in message.positions.items() for e, n in epochs.items()}
         self.recovery.heard(has, self.positions)

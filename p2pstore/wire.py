@@ -15,7 +15,8 @@ from attrs import frozen
 
 from .records import ENTRY, ENTRY_INDEX, is_node_id
 
-PROTOCOL_VERSION = 1
+# 2: lines after the handshake are sealed (p2pstore.sealing).
+PROTOCOL_VERSION = 2
 # SQLite's largest integer.
 MAX_INTEGER = 2**63 - 1
 NONCE_BYTES = 32

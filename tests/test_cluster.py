@@ -270,14 +270,18 @@ def no_tracebacks(test_case, *nodes: NodeProcess) -> None:
 
 
 def _records_payload(line: bytes) -> dict:
-    verb, _, body = line.partition(b" ")
+    # A sealed line: "RECORDS <json> <seq> <mac>".
+    verb, _, body = line.rsplit(b" ", 2)[0].partition(b" ")
     assert verb == b"RECORDS", line[:20]
     return json.loads(body)
 
 
-def _records_line(payload: dict) -> bytes:
-    # As p2pstore.wire writes it, so only the changed character differs.
-    return b"RECORDS " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def _records_line(payload: dict, like: bytes) -> bytes:
+    # As p2pstore.wire writes it, with the seal of the line it replaces, so
+    # only the changed character differs.
+    seal = like.rsplit(b" ", 2)[1:]
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return b" ".join([b"RECORDS", body, *seal])
 
 
 def _one_byte_changed(before: bytes, after: bytes) -> bytes:
@@ -300,7 +304,7 @@ def flip_sensor_data(rng: random.Random) -> Callable[[bytes], bytes]:
         text = record[3]
         i = rng.choice([i for i, c in enumerate(text) if c.isascii() and c.isalnum()])
         record[3] = text[:i] + chr(ord(text[i]) ^ 1) + text[i + 1 :]
-        return _one_byte_changed(line, _records_line(payload))
+        return _one_byte_changed(line, _records_line(payload, line))
 
     mutate.what = "a sensor_data character"
     return mutate
@@ -318,7 +322,7 @@ def flip_hex_field(field: str) -> Callable[[bytes], bytes]:
         digits = "0123456789abcdef"
         value = payload[field]
         payload[field] = value[:-1] + digits[(digits.index(value[-1]) + 1) % 16]
-        return _one_byte_changed(line, _records_line(payload))
+        return _one_byte_changed(line, _records_line(payload, line))
 
     mutate.what = f"the {field}"
     return mutate
@@ -514,7 +518,7 @@ def hello_line(node_id: str, nonce: bytes = b"") -> bytes:
     A well-formed HELLO from ``node_id`` (with a fresh nonce unless one is given).
     """
     return b"HELLO " + json.dumps(
-        {"v": 1, "node": node_id, "nonce": (nonce or os.urandom(32)).hex()}, separators=(",", ":")
+        {"v": 2, "node": node_id, "nonce": (nonce or os.urandom(32)).hex()}, separators=(",", ":")
     ).encode("ascii")
 
 
@@ -527,25 +531,45 @@ def auth_proof(key: bytes, prover: str, verifier: str, prover_nonce: bytes, veri
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def link_key(key: bytes, sender: str, receiver: str, sender_nonce: bytes, receiver_nonce: bytes) -> bytes:
+    """
+    The key that seals one direction's lines, as docs/peer-protocol.md
+    defines it.
+    """
+    message = b"p2pstore-link-v2" + sender.encode() + receiver.encode() + sender_nonce + receiver_nonce
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def line_mac(key: bytes, seq: int, message: bytes) -> bytes:
+    """
+    A sealed line's MAC, as docs/peer-protocol.md defines it.
+    """
+    return hmac.new(key, seq.to_bytes(8, "big") + message, hashlib.sha256).hexdigest()[:32].encode()
+
+
 class _FakePeer(LineOnlyReceiver):
     """
-    A test peer that holds the cluster key: it dials, authenticates as
-    docs/peer-protocol.md says, and once the node's first HAVE arrives sends
-    one line of its own choosing.
+    A test peer that holds the cluster key: it dials, authenticates and
+    seals its lines as docs/peer-protocol.md says, and once the node's
+    first HAVE arrives sends one line of its own choosing, sealed unless
+    C{sealed} is false.
 
     @ivar verified: whether the node's own proof checked.
+    @ivar opened: how many of the node's sealed lines checked.
     @ivar verbs: the verbs of the lines the node sent.
     """
 
     delimiter = b"\n"
     MAX_LENGTH = 8 * 1024 * 1024
 
-    def __init__(self, key: bytes, then: bytes):
+    def __init__(self, key: bytes, then: bytes, sealed: bool = True):
         self.key = key
         self.then = then
+        self.sealed = sealed
         self.node_id = uuid.uuid4().hex
         self.nonce = os.urandom(32)
         self.verified = False
+        self.opened = 0
         self.verbs: list[bytes] = []
         self.closed = Deferred()
 
@@ -553,6 +577,11 @@ class _FakePeer(LineOnlyReceiver):
         self.sendLine(hello_line(self.node_id, self.nonce))
 
     def lineReceived(self, line: bytes) -> None:
+        if self.verified:
+            receiving = link_key(self.key, self.peer_id, self.node_id, self.peer_nonce, self.nonce)
+            line, seq, mac = line.rsplit(b" ", 2)
+            if int(seq) == self.opened + 1 and hmac.compare_digest(mac, line_mac(receiving, int(seq), line)):
+                self.opened += 1
         verb, _, body = line.partition(b" ")
         self.verbs.append(verb)
         payload = json.loads(body)
@@ -564,7 +593,11 @@ class _FakePeer(LineOnlyReceiver):
             expected = auth_proof(self.key, self.peer_id, self.node_id, self.peer_nonce, self.nonce)
             self.verified = hmac.compare_digest(expected, payload["proof"])
         elif verb == b"HAVE" and self.verbs.count(b"HAVE") == 1:
-            self.sendLine(self.then)
+            sending = link_key(self.key, self.node_id, self.peer_id, self.nonce, self.peer_nonce)
+            if self.sealed:
+                self.sendLine(self.then + b" 1 " + line_mac(sending, 1, self.then))
+            else:
+                self.sendLine(self.then)
 
     def connectionLost(self, reason) -> None:
         self.closed.callback(self.verbs)
@@ -957,11 +990,12 @@ class TrustTests(TestCase):
         Through a proxy that corrupts RECORDS lines on their way from A to B
         (one bit of a reading's sensor_data in two lines, a random byte in
         two others, the JSON structure of one), B stores no corrupted record:
-        every row it holds checks against the key and equals A's. B counts
-        the records that failed their check as ``rejected`` and the line that
-        was no message as a ``link_errors`` (the link is dropped and
-        redialled), and once the proxy stops corrupting, the copies converge
-        by themselves.
+        every row it holds checks against the key and equals A's. Each
+        corrupted line fails its MAC, so B drops the link (a ``link_errors``,
+        its reason in the peer's troubles) and A redials; of a damaged
+        batch B keeps the records before the first that fails its own HMAC,
+        and counts that one as ``rejected``. Once the proxy stops
+        corrupting, the copies converge by themselves.
         """
         rng = random.Random(1234)
         corruptor = Corruptor(
@@ -975,25 +1009,31 @@ class TrustTests(TestCase):
         )
         a, b, rows, entry = yield self.converge_through(corruptor, 2500)
         self.assertEqual(len(rows), 2500)
-        self.assertGreaterEqual(entry["rejected"], 2, entry)
+        # A corrupted line that arrives after one that dropped the link is
+        # never read, so only the first of a burst counts.
+        self.assertGreaterEqual(entry["rejected"], 1, entry)
         self.assertGreaterEqual(entry["link_errors"], 1, entry)
+        self.assertIn("bad MAC", entry["trouble_counts"], entry)
+        self.assertLessEqual(set(entry["trouble_counts"]), {"bad MAC", "unsealed message", "refused record"}, entry)
         self.assertEqual(entry["conflicts"], 0)
         self.assertEqual(readings_tables(b, PEER_DB), {f"server_id_{a.node_id}"})
+        self.assertIn("bad MAC: line", b.log_text())
         no_tracebacks(self, a, b)
 
     @inlineCallbacks
     def test_corrupted_epoch_in_last_batch_heals(self):
         """
-        A RECORDS batch whose epoch was corrupted in transit (so it fails its
-        check and names a log that does not exist) is asked for again and
-        heals, even when it is the last batch the sender has to send: the
-        copies converge without any new reading to push them along.
+        A RECORDS batch whose epoch was corrupted in transit (so its line
+        fails its MAC, and its records their check, as they name a log that
+        does not exist) is sent again once A redials and heals, even when it
+        is the last batch the sender has to send: the copies converge
+        without any new reading to push them along.
         """
         corruptor = Corruptor([flip_hex_field("epoch")])
-        # A refused batch is sent again after 1 s (docs/peer-protocol.md).
         a, b, rows, entry = yield self.converge_through(corruptor, 20, timeout=10)
         self.assertEqual(len(rows), 20)
         self.assertGreaterEqual(entry["rejected"], 1, entry)
+        self.assertGreaterEqual(entry["link_errors"], 1, entry)
 
     @inlineCallbacks
     def test_corrupted_origin_leaves_no_table(self):
@@ -1070,9 +1110,10 @@ class HostileClientTests(TestCase):
     @inlineCallbacks
     def test_bad_message_after_authenticating(self):
         """
-        A peer that proves the key (as docs/peer-protocol.md describes the
-        proof) and then sends an unknown message, a HELLO again, or a
-        RECORDS line that is not JSON, loses that link at once; the node
+        A peer that proves the key and seals its lines (as
+        docs/peer-protocol.md describes them) and then sends an unknown
+        message, a HELLO again, or a RECORDS line that is not JSON, or a
+        line without a seal, loses that link at once; the node
         logs why, counts it in that peer's ``link_errors`` (not as a refused
         link), and keeps serving: Running, sensors acknowledged, its link to
         its real peer up and replicating.
@@ -1086,10 +1127,15 @@ class HostileClientTests(TestCase):
         yield wait_identical(b, a)
         yield wait_links_up(a, [b])
 
-        bad_lines = [b"BOGUS {}", hello_line(uuid.uuid4().hex), b"RECORDS {not json"]
+        bad_lines = [
+            (b"BOGUS {}", True),
+            (hello_line(uuid.uuid4().hex), True),
+            (b"RECORDS {not json", True),
+            (b"HAVE {}", False),
+        ]
         fakes = []
-        for line in bad_lines:
-            fake = _FakePeer(key.read_bytes(), line)
+        for line, sealed in bad_lines:
+            fake = _FakePeer(key.read_bytes(), line, sealed)
             fakes.append(fake)
             yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", a.peer_port), fake)
             timer = reactor.callLater(HANDSHAKE_TIMEOUT, fake.transport.abortConnection)
@@ -1098,6 +1144,7 @@ class HostileClientTests(TestCase):
             timer.cancel()
             self.assertTrue(fake.verified, "the node's proof does not check as documented")
             self.assertEqual(verbs[:3], [b"HELLO", b"AUTH", b"HAVE"])
+            self.assertEqual(fake.opened, len(verbs) - 2, "the node's lines are not sealed as documented")
 
         entries = yield peer_entries(a)
         for fake in fakes:
@@ -1111,7 +1158,7 @@ class HostileClientTests(TestCase):
         yield feed(self, a, sensor_lines(5, "a", start=20))
         yield wait_identical(b, a)
         log = a.log_text()
-        for reason in ("unknown message", "after authenticating", "not JSON"):
+        for reason in ("unknown message", "after authenticating", "not JSON", "unsealed message"):
             self.assertIn(reason, log)
         no_tracebacks(self, a, b)
 

@@ -140,6 +140,25 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual(pair.dialler.handshake.state, "done")
         self.assertEqual(pair.acceptor.handshake.state, "done")
 
+    def test_link_keys(self):
+        """
+        Both sides derive the same key for each direction, a different one
+        for each direction, and different ones on a connection with other
+        nonces.
+        """
+        pair = Pair.build()
+        pair.run()
+        dialler_sends, dialler_receives = pair.dialler.handshake.link_keys()
+        acceptor_sends, acceptor_receives = pair.acceptor.handshake.link_keys()
+        self.assertEqual(dialler_sends, acceptor_receives)
+        self.assertEqual(dialler_receives, acceptor_sends)
+        self.assertNotEqual(dialler_sends, dialler_receives)
+        self.assertNotIn(KEY, (dialler_sends, dialler_receives))
+        other = Pair.build(dialler_random=nonces(nonce(3)))
+        other.run()
+        self.assertNotEqual(other.dialler.handshake.link_keys()[0], dialler_sends)
+        self.assertNotEqual(other.dialler.handshake.link_keys()[1], dialler_receives)
+
     def test_message_order(self):
         """
         Both sides send HELLO first, at once; the dialler proves the key

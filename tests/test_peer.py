@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.peer import IDLE_TIMEOUT, MAX_LINE, PING_INTERVAL, PeerFactory
 from p2pstore.handshake import HANDSHAKE_TIMEOUT, Handshake
+from p2pstore.sealing import Opener, Sealer
 from p2pstore.wire import (
     NONCE_BYTES,
     PROTOCOL_VERSION,
@@ -26,6 +27,7 @@ from p2pstore.wire import (
     Hello,
     Ping,
     Pong,
+    Records,
     decode,
     encode,
 )
@@ -56,6 +58,9 @@ class StubReplicator:
         if self.refuse:
             raise BadMessage("replication refuses this")
 
+    def salvage(self, link, message) -> None:
+        self.calls.append(("salvage", link, message))
+
     def named(self, name: str) -> list:
         return [call for call in self.calls if call[0] == name]
 
@@ -76,18 +81,47 @@ class PeerProtocolTests(SynchronousTestCase):
         self.transport = StringTransport()
         self.proto.makeConnection(self.transport)
         self.remote = Handshake(DIALLER, KEY, True, self.tell)
+        self.sealer = self.opener = None
+
+    def seal(self, line: bytes) -> bytes:
+        """
+        C{line} as the remote peer sends it: sealed once its handshake is done.
+        """
+        if self.remote.state != "done":
+            return line
+        self.keys()
+        return self.sealer.seal(line)
+
+    def keys(self) -> None:
+        """
+        Seal and open the remote's lines with the keys of its handshake.
+        """
+        if self.sealer is None:
+            sending, receiving = self.remote.link_keys()
+            self.sealer, self.opener = Sealer(sending), Opener(receiving)
 
     def tell(self, message) -> None:
-        self.proto.dataReceived(encode(message) + b"\n")
+        self.proto.dataReceived(self.seal(encode(message)) + b"\n")
 
-    def read(self) -> list:
+    def lines(self) -> list:
         """
-        The messages the protocol wrote since the last read.
+        The lines the protocol wrote since the last read, as sent.
         """
         data = self.transport.value()
         self.transport.clear()
         assert data == b"" or data.endswith(b"\n")
-        return [decode(line) for line in data.split(b"\n")[:-1]]
+        return data.split(b"\n")[:-1]
+
+    def read(self) -> list:
+        """
+        The messages the protocol wrote since the last read, their seals
+        checked once the remote's handshake is done.
+        """
+        lines = self.lines()
+        if self.remote.state == "done":
+            self.keys()
+            lines = [self.opener.open(line) for line in lines]
+        return [decode(line) for line in lines]
 
     def authenticate(self) -> None:
         self.remote.start()
@@ -303,10 +337,122 @@ class PeerProtocolTests(SynchronousTestCase):
         ignored.
         """
         self.authenticate()
-        self.proto.dataReceived(b"nonsense\n" + encode(Have({})) + b"\n")
+        self.proto.dataReceived(self.seal(b"nonsense") + b"\n" + self.seal(encode(Have({}))) + b"\n")
         self.tell(Have({}))
         self.assertDropped("malformed")
         self.assertEqual(self.replicator.named("received"), [])
+
+    def test_lines_sealed_after_handshake(self):
+        """
+        Every line after the handshake carries the next sequence number and
+        a MAC: the protocol's answers open with the remote's key, in order.
+        """
+        self.authenticate()
+        self.tell(Ping())
+        self.tell(Ping())
+        lines = self.lines()
+        self.assertEqual([line.split(b" ")[-2] for line in lines], [b"1", b"2"])
+        self.keys()
+        self.assertEqual([decode(self.opener.open(line)) for line in lines], [Pong(), Pong()])
+
+    def sealed_have(self, count: int) -> list:
+        """
+        C{count} sealed HAVE lines from the remote, not yet delivered.
+        """
+        self.authenticate()
+        return [self.seal(encode(Have({ORIGIN: {ORIGIN: i + 1}}))) + b"\n" for i in range(count)]
+
+    def assertRefusedOnLink(self, reason: str) -> None:
+        self.assertDropped(reason)
+        self.assertEqual(self.replicator.named("received"), [])
+
+    def test_altered_line(self):
+        """
+        A line altered on the link fails its MAC: the link is dropped and
+        replication never sees the message.
+        """
+        [line] = self.sealed_have(1)
+        self.proto.dataReceived(line.replace(b":1}", b":9}"))
+        self.assertRefusedOnLink("bad MAC: line 1 after the handshake was altered or injected")
+
+    def test_altered_records_salvaged(self):
+        """
+        A RECORDS line that fails its MAC goes to replication's salvage
+        (whose records still face their own HMAC check) after the link is
+        dropped; any other altered message is dropped unread.
+        """
+        records = Records(ORIGIN, ORIGIN, [(1, 1, "Temperature", "39C", "2026-11-28 10:00:00", None, "0" * 64)])
+        self.authenticate()
+        line = self.seal(encode(records))
+        self.proto.dataReceived(line[:-1] + (b"0" if line[-1:] != b"0" else b"1") + b"\n")
+        self.assertRefusedOnLink("bad MAC")
+        self.assertEqual(self.replicator.named("salvage"), [("salvage", self.proto, records)])
+
+        self.setUp()
+        [line] = self.sealed_have(1)
+        self.proto.dataReceived(line.replace(b":1}", b":9}"))
+        self.assertEqual(self.replicator.named("salvage"), [])
+
+    def test_injected_line(self):
+        """
+        A line without a seal, or with a made-up one, after the handshake
+        drops the link.
+        """
+        for line, reason in [
+            (encode(Have({})), "unsealed message: line 1"),
+            (encode(Have({})) + b" 1 " + b"0" * 32, "bad MAC: line 1"),
+        ]:
+            self.setUp()
+            self.authenticate()
+            self.proto.dataReceived(line + b"\n")
+            self.assertRefusedOnLink(reason)
+
+    def test_replayed_line(self):
+        """
+        A line delivered twice is out of sequence the second time.
+        """
+        [line] = self.sealed_have(1)
+        self.proto.dataReceived(line + line)
+        self.assertDropped("out of sequence: line 2 after the handshake is the peer's line 1")
+        self.assertEqual(len(self.replicator.named("received")), 1)
+
+    def test_dropped_line(self):
+        """
+        A line lost on the link shows as a gap in the sequence.
+        """
+        first, second = self.sealed_have(2)
+        self.proto.dataReceived(second)
+        self.assertRefusedOnLink("out of sequence: line 1 after the handshake is the peer's line 2")
+
+    def test_reordered_lines(self):
+        """
+        Two lines swapped on the link are out of sequence.
+        """
+        first, second = self.sealed_have(2)
+        self.proto.dataReceived(second + first)
+        self.assertRefusedOnLink("out of sequence")
+
+    def test_reflected_line(self):
+        """
+        A line the protocol sent, sent back to it, fails its MAC: each
+        direction has its own key.
+        """
+        self.authenticate()
+        self.tell(Ping())
+        [pong] = self.lines()
+        self.proto.dataReceived(pong + b"\n")
+        self.assertDropped("bad MAC")
+
+    def test_line_from_another_connection(self):
+        """
+        A line sealed on an earlier connection with the same peer fails its
+        MAC on this one: the keys come from this handshake's nonces.
+        """
+        [line] = self.sealed_have(1)
+        self.setUp()
+        self.authenticate()
+        self.proto.dataReceived(line)
+        self.assertRefusedOnLink("bad MAC")
 
     def test_on_close(self):
         """

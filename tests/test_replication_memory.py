@@ -124,9 +124,10 @@ class InMemoryTests(InMemoryTestCase):
 
     def test_flipped_byte_heals(self):
         """
-        A byte flipped on the wire inside a record is caught by its HMAC: the
-        record is not stored, the receiver counts it as rejected, and it
-        arrives intact later without anyone stepping in.
+        A byte flipped on the wire inside a record fails its line's MAC, so
+        the receiver drops the link; of that batch it stores the records
+        before the flipped one, which fails its own HMAC and is counted as
+        rejected. Over the next link it arrives intact.
         """
         a, b = self.node(A, 25), self.node(B, 0)
         client, server, _ = self.cluster.link(a, b)
@@ -145,8 +146,11 @@ class InMemoryTests(InMemoryTestCase):
         self.cluster.flush()
         self.assertEqual(flipped, [b'"21.3C"'])
         self.assertEqual(b.peer(A)["rejected"], 1)
+        self.assertEqual(b.peer(A)["link_errors"], 1)
+        self.assertIn("bad MAC", server.close_reason)
         self.assertEqual(b.store.log(A, EPOCH_A), a.store.log(A, EPOCH_A)[:11])
-        self.assertTrue(server.authenticated)
+        self.assertTrue(server.transport.disconnecting)
+        self.cluster.link(a, b)
         self.cluster.run_until(lambda: holds(b, a))
         self.assertHoldsChecked(b, a)
         self.assertEqual(b.peer(A)["conflicts"], 0)
