@@ -1,0 +1,183 @@
+"""
+An on-path attacker between two real twistd nodes (tests/proxy.py): once
+the handshake is done it rewrites, replays or drops peer lines. Every such
+line is caught by its seal; the link is closed with the reason in the log
+and in /status, nothing it claimed is believed, and the nodes converge once
+the path is honest again.
+"""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from .nodes import NodeProcess, wait_for
+from .proxy import FROM_ACCEPTOR, FROM_DIALLER, LineTamper, Proxy
+from .test_cluster import (
+    CONVERGE,
+    cluster_key,
+    copy_of,
+    epochs,
+    feed,
+    no_tracebacks,
+    own,
+    peer_entries,
+    sensor_lines,
+    wait_identical,
+)
+
+READINGS = 1500
+
+
+def message_and_seal(line: bytes) -> tuple[bytes, bytes]:
+    """
+    A sealed peer line as its message and its seal (``<seq> <mac>``).
+    """
+    message, seq, mac = line.rsplit(b" ", 2)
+    return message, seq + b" " + mac
+
+
+class LinkIntegrityTests(TestCase):
+    """
+    Node B dials node A, which holds READINGS readings of its own, through
+    a proxy that tampers with what passes once the handshake is done.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def start_pair(self, tamper):
+        key = cluster_key(self)
+        self.a = NodeProcess(self, secret_file=key)
+        yield self.a.start()
+        yield feed(self, self.a, sensor_lines(READINGS, "a"))
+        [self.epoch] = epochs(own(self.a))
+        self.proxy = Proxy(self.a.peer_port)
+        self.proxy.tamper = tamper
+        yield self.proxy.start()
+        self.addCleanup(self.proxy.stop)
+        self.b = NodeProcess(self, secret_file=key, peers=[f"127.0.0.1:{self.proxy.port}"])
+        yield self.b.start()
+
+    def claim_all(self, line: bytes) -> list:
+        """
+        B's HAVE and ACK rewritten to claim it holds all of A's log, the
+        seal kept, as an attacker without the link key must.
+        """
+        if line.startswith(b"HAVE "):
+            message = b"HAVE " + json.dumps({self.a.node_id: {self.epoch: READINGS}}).encode()
+        elif line.startswith(b"ACK "):
+            message = b"ACK " + json.dumps(
+                {"origin": self.a.node_id, "epoch": self.epoch, "have": READINGS}
+            ).encode()
+        else:
+            return [line]
+        return [message + b" " + message_and_seal(line)[1]]
+
+    @inlineCallbacks
+    def a_entry_for_b(self) -> dict:
+        entries = yield peer_entries(self.a)
+        [entry] = entries.get(self.b.node_id, [{}])
+        return entry
+
+    @inlineCallbacks
+    def assertNotBelieved(self, kind: str):
+        """
+        While the tamper lasts, A drops B's links for ``kind``, says so in
+        its log and in B's entry of /status, and never believes B holds
+        its log (the lag stays at every reading); B stores nothing of A.
+        """
+        seen = []
+
+        @inlineCallbacks
+        def dropped():
+            entry = yield self.a_entry_for_b()
+            seen[:] = [entry]
+            return entry.get("link_errors", 0) >= 2 and kind in entry.get("trouble_counts", {})
+
+        yield wait_for(dropped, CONVERGE, lambda: f"A to drop B's tampered links twice ({seen})")
+        entry = yield self.a_entry_for_b()
+        self.assertEqual(entry["lag"], {self.a.node_id: READINGS}, entry)
+        self.assertIn(kind, entry["trouble"])
+        self.assertIn(f"dropping link to {self.b.node_id}", self.a.log_text())
+        self.assertIn(kind + ": line", self.a.log_text())
+        self.assertEqual(copy_of(self.b, self.a), [])
+
+    @inlineCallbacks
+    def assertHeals(self):
+        self.proxy.tamper = None
+        self.proxy.drop_all()
+        rows = yield wait_identical(self.b, self.a)
+        self.assertEqual(len(rows), READINGS)
+
+        @inlineCallbacks
+        def caught_up():
+            entry = yield self.a_entry_for_b()
+            return entry.get("authenticated") and entry.get("lag") == {}
+
+        yield wait_for(caught_up, CONVERGE, "A to see B caught up")
+        no_tracebacks(self, self.a, self.b)
+
+    @inlineCallbacks
+    def test_rewritten_claims(self):
+        """
+        The issue's attack: B's HAVE and ACK rewritten to claim it holds
+        all of A's readings. Each rewritten line fails its MAC.
+        """
+        yield self.start_pair(lambda direction: LineTamper(
+            lambda number, line: self.claim_all(line) if direction == FROM_DIALLER else [line]
+        ))
+        yield self.assertNotBelieved("bad MAC")
+        yield self.assertHeals()
+
+    @inlineCallbacks
+    def test_stripped_seal(self):
+        """
+        The same claims sent without a seal at all are refused as unsealed.
+        """
+        def strip(line: bytes) -> list:
+            [claim] = self.claim_all(line)
+            return [message_and_seal(claim)[0] if claim != line else line]
+
+        yield self.start_pair(lambda direction: LineTamper(
+            lambda number, line: strip(line) if direction == FROM_DIALLER else [line]
+        ))
+        yield self.assertNotBelieved("unsealed message")
+        yield self.assertHeals()
+
+    @inlineCallbacks
+    def test_replayed_and_dropped_lines(self):
+        """
+        A's lines to B replayed (each sent twice) or B's lines to A dropped
+        (every second one after the handshake): the receiver sees the
+        sequence broken and closes the link; the copies converge after.
+        """
+        yield self.start_pair(lambda direction: LineTamper(
+            lambda number, line: [line, line] if direction == FROM_ACCEPTOR and number >= 2 else [line]
+        ))
+        seen = []
+
+        @inlineCallbacks
+        def b_dropped():
+            entries = yield peer_entries(self.b)
+            seen[:] = [entries]
+            return any(
+                "out of sequence" in e.get("trouble_counts", {})
+                for e in entries.get(self.a.node_id, [])
+            )
+
+        yield wait_for(b_dropped, CONVERGE, lambda: f"B to drop A's replayed lines ({seen})")
+        self.assertIn("out of sequence: line", self.b.log_text())
+        self.assertLess(len(copy_of(self.b, self.a)), READINGS)
+
+        self.proxy.tamper = lambda direction: LineTamper(
+            lambda number, line: [] if direction == FROM_DIALLER and number >= 2 and number % 2 else [line]
+        )
+        self.proxy.drop_all()
+        yield wait_for(
+            lambda: "out of sequence: line" in self.a.log_text(), CONVERGE,
+            "A to drop B's link with lines missing",
+        )
+        yield self.assertHeals()
