@@ -9,12 +9,17 @@ the path is honest again.
 from __future__ import annotations
 
 import json
+import random
 
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from p2pstore.records import Signer
+
 from .nodes import NodeProcess, wait_for
-from .proxy import FROM_ACCEPTOR, FROM_DIALLER, LineTamper, Proxy
+from .proxy import FROM_ACCEPTOR, FROM_DIALLER, LineTamper, Proxy, Tamper
 from .test_cluster import (
     CONVERGE,
     cluster_key,
@@ -25,6 +30,7 @@ from .test_cluster import (
     own,
     peer_entries,
     sensor_lines,
+    verify_rows,
     wait_identical,
 )
 
@@ -181,3 +187,65 @@ class LinkIntegrityTests(TestCase):
             "A to drop B's link with lines missing",
         )
         yield self.assertHeals()
+
+
+class NoisyTamper(Tamper):
+    """
+    Flips one random bit in about every C{every} bytes that pass.
+    """
+
+    def __init__(self, rng: random.Random, every: int):
+        self.rng = rng
+        self.every = every
+
+    def data(self, data: bytes) -> bytes:
+        data = bytearray(data)
+        for i in range(len(data)):
+            if self.rng.randrange(self.every) == 0:
+                data[i] ^= 1 << self.rng.randrange(8)
+        return bytes(data)
+
+
+class NoisyLinkTests(TestCase):
+    """
+    A path that damages the bytes it carries, as a bad radio link would.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_noisy_link(self):
+        """
+        A path that flips about one bit in 2,000 bytes both ways for 15 s:
+        every row B holds all along checks against the key and equals A's,
+        B's status names the trouble (links dropped for bad MACs) while it
+        lasts, and once the path is clean B catches up by itself.
+        """
+        key = cluster_key(self)
+        signer = Signer.from_key(key.read_bytes())
+        a = NodeProcess(self, secret_file=key)
+        yield a.start()
+        yield feed(self, a, sensor_lines(2000, "a"))
+        rng = random.Random(2000)
+        proxy = Proxy(a.peer_port)
+        proxy.tamper = lambda direction: NoisyTamper(rng, 2000)
+        yield proxy.start()
+        self.addCleanup(proxy.stop)
+        b = NodeProcess(self, secret_file=key, peers=[f"127.0.0.1:{proxy.port}"])
+        yield b.start()
+        started = reactor.seconds()
+        troubles = set()
+        while reactor.seconds() - started < 15:
+            yield deferLater(reactor, 1, lambda: None)
+            entries = yield peer_entries(b)
+            for entry in entries.get(a.node_id, []):
+                troubles.update(entry["trouble_counts"])
+            held = copy_of(b, a)
+            self.assertEqual(verify_rows(signer, a.node_id, held), [])
+            self.assertEqual(held, own(a)[: len(held)])
+        self.assertIn("bad MAC", troubles)
+        proxy.tamper = None
+        proxy.drop_all()
+        rows = yield wait_identical(b, a)
+        self.assertEqual(len(rows), 2000)
+        no_tracebacks(self, a, b)
