@@ -62,6 +62,8 @@ class Node:
         self.access = None
         # The PeerTLSStatus of its peer links' TLS, when they have it.
         self.tls = None
+        # The damaged databases moved aside at start (p2pstore.damaged).
+        self.set_aside: list = []
         ingestor.observers.append(self._committed)
 
     @property
@@ -146,6 +148,8 @@ class Node:
             snapshot["sensors"].update(self.access.status(ingestor.sensors()))
         if self.tls is not None:
             snapshot["tls"] = self.tls.status()
+        if self.set_aside:
+            snapshot["damaged_files"] = [moved.status() for moved in self.set_aside]
         if replicator.recovering:
             snapshot["recovery"] = replicator.recovery_progress()
         return snapshot

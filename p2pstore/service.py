@@ -150,6 +150,7 @@ class NodeService(MultiService):
         dialers=(),
         write_id=None,
         lock=None,
+        errors=(),
     ):
         super().__init__()
         # The data directory's lock (see lock_data_dir), released at stop.
@@ -163,6 +164,8 @@ class NodeService(MultiService):
         self.peers = peers
         node.dialers = list(dialers)
         self._notes = list(notes)
+        # What went wrong before the start that the user must hear of.
+        self._errors = list(errors)
         self._opening: Optional[Deferred] = None
         for listener in (sensors, status, peers):
             if listener is not None:
@@ -175,6 +178,8 @@ class NodeService(MultiService):
         super().startService()
         for note in self._notes:
             self.log.info("{note}", note=note)
+        for error in self._errors:
+            self.log.error("{error}", error=error)
         self._opening = self.node.start()
         self._opening.addCallbacks(self._opened, self._cannot_open)
 

@@ -8,11 +8,15 @@ SystemExit, which twistd prints as it is), never a traceback.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.python import usage
 
 from .access import ReloadOnHangup, SensorAccess
 from .certificates import subject_name
+from .damaged import SetAside, advice, check_databases
 from .dialer import Dialer
 from .identity import KEY_FILE, load_key, lock_data_dir, prepare_data_dir, resolve_node_id, write_node_id
 from .ingest import Ingestor
@@ -119,6 +123,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         settings = parse_settings(config, reactor)
         data_dir = prepare_data_dir(settings.data_dir)
         lock = lock_data_dir(data_dir)
+        moved = _check_databases(data_dir, reactor)
         key_path = settings.secret_file or data_dir / KEY_FILE
         key, key_made = load_key(key_path, create=settings.secret_file is None)
         node_id, id_made = resolve_node_id(data_dir)
@@ -145,6 +150,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
     replicator = Replicator(node_id, store, signer, reactor)
     node = Node(node_id, store, ingestor, reactor, replicator)
     node.access = SensorAccess(reactor, sensor_tokens, settings.sensor_allow)
+    node.set_aside = moved
 
     def now() -> str:
         return format_utc(reactor.seconds())
@@ -211,10 +217,21 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         dialers=dialers,
         write_id=(lambda: write_node_id(data_dir, node_id)) if id_made else None,
         lock=lock,
+        errors=[advice(m, m.path.name == SELF_DB, bool(settings.peers)) for m in moved],
     )
     # What SIGHUP reads again (see makeService).
     service.reloads = [node.access.reload] + ([http_token.reload_logged] if http_token else [])
     return service
+
+
+def _check_databases(data_dir: Path, reactor) -> list[SetAside]:
+    """
+    Move aside the node's databases SQLite finds damaged (L{p2pstore.damaged}).
+    """
+    try:
+        return check_databases([data_dir / SELF_DB, data_dir / PEER_DB], reactor.seconds())
+    except (sqlite3.Error, OSError) as e:
+        raise ConfigError("data-dir", f"cannot check the databases in {data_dir}: {e}") from None
 
 
 def _load(setting: str, load, path):
