@@ -5,10 +5,13 @@ exponential backoff and jitter whenever the link is down.
 Not ClientService: ClientService resets its backoff as soon as TCP connects,
 so a peer that always fails authentication would be redialled every second
 for ever. Here only a link that authenticated shortens the backoff: one that
-stayed up a while resets it, and any other redials within about a second,
-since it proved the address right and the key shared. A path that damages a
-line now and then (each closes the link) so loses a second per damaged
-line, not a delay that doubles to 30 s.
+stayed up a while resets it; one that carried sealed lines before it broke
+is redialled at once (QUICK_DELAY), since the path works between damaged
+lines; and for RECENT seconds after any link authenticated, every redial
+comes within about a second, since the address was proven right and the key
+shared. A path that damages a line now and then (each closes the link, and
+some damage the handshake) so loses a few milliseconds per damaged line, not
+a delay that doubles to 30 s.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ STABLE_AFTER = 10.0
 # After a link that authenticated but did not stay up, the redial is dial
 # number AUTHENTICATED_ATTEMPT at most: about 2 * MIN_DELAY.
 AUTHENTICATED_ATTEMPT = 1
+# ... and this long after a link authenticated, whatever ends the dials.
+RECENT = 60.0
+# The redial after a short link that carried sealed lines, and after each
+# of up to QUICK_FAILURES dials in a row that fail within RECENT of one.
+QUICK_DELAY = 0.05
+QUICK_FAILURES = 3
 
 
 def backoff(attempt: int, jitter: Callable[[], float] = random.random) -> float:
@@ -55,6 +64,9 @@ class Dialer:
         self._call = None
         self._running = False
         self._complained = False
+        self._quick = False
+        self._quick_failures = QUICK_FAILURES
+        self._authenticated_at: Optional[float] = None
         self.protocol = None
         self.gave_up: Optional[str] = None
 
@@ -103,10 +115,17 @@ class Dialer:
         self.protocol = None
         if protocol.authenticated:
             self._complained = False
+            self._authenticated_at = protocol.authenticated_at
+            # Failed dials are retried at once only after a short link
+            # that carried lines: the path works between damaged lines.
+            self._quick_failures = QUICK_FAILURES
             if self._clock.seconds() - protocol.authenticated_at >= STABLE_AFTER:
                 self._attempt = 0
             else:
                 self._attempt = min(self._attempt, AUTHENTICATED_ATTEMPT)
+                if protocol.carried > 0:
+                    self._quick = True
+                    self._quick_failures = 0
         if not self._running:
             return
         if protocol.itself:
@@ -118,6 +137,19 @@ class Dialer:
         self._retry()
 
     def _retry(self) -> None:
-        delay = backoff(self._attempt, self._jitter)
-        self._attempt += 1
+        since = self._authenticated_at
+        recent = since is not None and self._clock.seconds() - since < RECENT
+        if not self._quick and recent and self._quick_failures < QUICK_FAILURES:
+            # A handshake the path damaged, likely: it worked a moment ago.
+            self._quick_failures += 1
+            self._quick = True
+        if self._quick:
+            self._quick = False
+            delay = QUICK_DELAY * (0.75 + 0.5 * self._jitter())
+        else:
+            attempt = self._attempt
+            if recent:
+                attempt = min(attempt, AUTHENTICATED_ATTEMPT)
+            delay = backoff(attempt, self._jitter)
+            self._attempt += 1
         self._call = self._clock.callLater(delay, self._dial)

@@ -79,6 +79,13 @@ class PeerProtocol(LineOnlyReceiver):
         self._timer = factory.clock.callLater(HANDSHAKE_TIMEOUT, self._handshake_timeout)
         self.handshake.start()
 
+    @property
+    def carried(self) -> int:
+        """
+        How many sealed lines the peer's side of this link delivered intact.
+        """
+        return self._opener.received if self._opener is not None else 0
+
     def _handshake_timeout(self) -> None:
         self._timer = None
         self.drop("did not authenticate within %d s" % HANDSHAKE_TIMEOUT)

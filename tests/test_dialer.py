@@ -16,7 +16,16 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.dialer import MAX_DELAY, MIN_DELAY, STABLE_AFTER, Dialer, backoff
+from p2pstore.dialer import (
+    MAX_DELAY,
+    MIN_DELAY,
+    QUICK_DELAY,
+    QUICK_FAILURES,
+    RECENT,
+    STABLE_AFTER,
+    Dialer,
+    backoff,
+)
 
 ADDRESS = "peer.example:12346"
 
@@ -37,6 +46,7 @@ class FakeLink:
 
     authenticated: bool = False
     authenticated_at: Optional[float] = None
+    carried: int = 0
     itself: bool = False
     close_reason: Optional[str] = None
     on_close: Optional[object] = None
@@ -233,21 +243,66 @@ class DialerTests(SynchronousTestCase):
             delays.append(self.advance_to_next_dial())
         self.assertEqual([round(d, 6) for d in delays], [0.5, 1, 2, 4, 8, 16, 30, 30])
 
+    def short_link(self, carried: int = 0) -> None:
+        """
+        Accept the pending dial, authenticate it, and drop it a second later
+        after the peer's side delivered ``carried`` sealed lines.
+        """
+        link = self.endpoint.accept()
+        link.authenticate(self.clock.seconds())
+        link.carried = carried
+        self.clock.advance(1)
+        link.close("bad MAC: line 3 after the handshake was altered or injected on the link")
+
     def test_short_link_caps_backoff(self):
         """
-        A link that authenticates but drops before STABLE_AFTER (a path that
-        damaged a line, say) is redialled after 2 * MIN_DELAY at most,
-        however often it drops; refused dials after it back off again.
+        A link that authenticates but drops before STABLE_AFTER, carrying
+        nothing, is redialled after 2 * MIN_DELAY at most, however often it
+        drops; refused dials after it stay within that for RECENT seconds,
+        then back off again.
         """
         self.dialer.start()
         self.fail_run(4)
         for _ in range(5):
-            link = self.endpoint.accept()
-            link.authenticate(self.clock.seconds())
-            self.clock.advance(1)
-            link.close("bad MAC: line 3 after the handshake was altered or injected on the link")
+            self.short_link()
             self.assertEqual(self.advance_to_next_dial(), 2 * MIN_DELAY)
+        self.clock.advance(RECENT)
         self.assertEqual(self.fail_run(3), [4 * MIN_DELAY, 8 * MIN_DELAY, 16 * MIN_DELAY])
+
+    def test_link_that_carried_redials_at_once(self):
+        """
+        A short link that delivered sealed lines before it broke (a path
+        that damages a line now and then) is redialled after about
+        QUICK_DELAY, every time.
+        """
+        self.dialer.start()
+        self.fail_run(4)
+        for _ in range(20):
+            self.short_link(carried=5)
+            self.assertAlmostEqual(self.advance_to_next_dial(), QUICK_DELAY)
+
+    def test_failed_handshakes_after_a_link(self):
+        """
+        Right after a link, up to QUICK_FAILURES dials in a row that fail
+        (a handshake damaged on the path, say) are retried at once; more
+        than that go back to about a second, not the long backoff, until
+        RECENT has passed.
+        """
+        self.dialer.start()
+        self.short_link(carried=5)
+        self.assertAlmostEqual(self.advance_to_next_dial(), QUICK_DELAY)
+        delays = []
+        for _ in range(QUICK_FAILURES + 2):
+            self.endpoint.accept().close("malformed message: HELLO payload is not JSON")
+            delays.append(self.advance_to_next_dial())
+        self.assertEqual(
+            [round(d, 6) for d in delays], [QUICK_DELAY] * QUICK_FAILURES + [MIN_DELAY, 2 * MIN_DELAY]
+        )
+        # Another link that carried lines makes failures quick again.
+        self.short_link(carried=1)
+        self.assertAlmostEqual(self.advance_to_next_dial(), QUICK_DELAY)
+        self.endpoint.refuse()
+        self.assertAlmostEqual(self.advance_to_next_dial(), QUICK_DELAY)
 
     def test_stable_link_resets_backoff(self):
         """
