@@ -192,6 +192,10 @@ class LogSender:
         """
         if self.unacked:
             self._shrink()
+        if self.retry is not None and self.retry.active():
+            # The pause after a refusal keeps one link from spinning; a new
+            # link starts afresh (its dialler paced it).
+            self.retry.cancel()
         self.channel = channel
         self.unacked.clear()
         self.sent = {}
