@@ -26,6 +26,11 @@ from .wire import Auth, BadMessage, Hello, Ping, Pong, Records, decode, encode
 # spare; anything longer is not a message this protocol ever sends.
 MAX_LINE = 4 * 1024 * 1024
 
+# A peer's link drops (and the authentications between them) are logged at
+# most once per QUIET_INTERVAL; the rest are counted into the next line.
+# /status keeps every drop by reason.
+QUIET_INTERVAL = 10.0
+
 # Idle links are probed; a link silent for longer than IDLE_TIMEOUT is dead.
 PING_INTERVAL = 10.0
 IDLE_TIMEOUT = 35.0
@@ -103,12 +108,15 @@ class PeerProtocol(LineOnlyReceiver):
         if self.close_reason is None:
             self.close_reason = reason
             who = self.peer_id or "unidentified peer"
-            self.log.warn(
-                "dropping link to {who} at {address}: {reason}",
-                who=who,
-                address=self.address,
-                reason=reason,
-            )
+            more = self.factory.throttle.allow(("drop", self._who_key()))
+            if more is not None:
+                self.log.warn(
+                    "dropping link to {who} at {address}: {reason}{more}",
+                    who=who,
+                    address=self.address,
+                    reason=reason,
+                    more=_more(more, "drop"),
+                )
             self.factory.replicator.link_failed(self, reason)
         self.transport.loseConnection()
 
@@ -183,9 +191,14 @@ class PeerProtocol(LineOnlyReceiver):
             self._timer.cancel()
         self.authenticated = True
         self.authenticated_at = self.factory.clock.seconds()
-        self.log.info(
-            "link to {peer} at {address} authenticated", peer=self.peer_id, address=self.address
-        )
+        more = self.factory.throttle.allow(("up", self._who_key()))
+        if more is not None:
+            self.log.info(
+                "link to {peer} at {address} authenticated{more}",
+                peer=self.peer_id,
+                address=self.address,
+                more=_more(more, "authenticated link"),
+            )
         self._schedule_ping()
         self.factory.replicator.link_up(self)
 
@@ -201,6 +214,13 @@ class PeerProtocol(LineOnlyReceiver):
         self.send(Ping())
         self._schedule_ping()
 
+    def _who_key(self) -> str:
+        # Until the handshake proves the peer's id, its host stands for it:
+        # a claimed id (or a damaged one) would start a key of its own.
+        if self.authenticated and self.peer_id:
+            return self.peer_id
+        return getattr(self.transport.getPeer(), "host", "?")
+
     def lineLengthExceeded(self, line: bytes) -> None:
         self.drop(f"sent a line longer than {self.MAX_LENGTH} bytes")
 
@@ -214,15 +234,58 @@ class PeerProtocol(LineOnlyReceiver):
             # The other side refused our proof: it does not say why, but a
             # different cluster key is by far the likeliest.
             self.close_reason = "closed by the peer during the handshake: does it have the same cluster key?"
-            self.log.warn(
-                "link to {who} at {address} {reason}",
-                who=self.peer_id or "unidentified peer",
-                address=self.address,
-                reason=self.close_reason,
-            )
+            more = self.factory.throttle.allow(("drop", self._who_key()))
+            if more is not None:
+                self.log.warn(
+                    "link to {who} at {address} {reason}{more}",
+                    who=self.peer_id or "unidentified peer",
+                    address=self.address,
+                    reason=self.close_reason,
+                    more=_more(more, "drop"),
+                )
             self.factory.replicator.link_failed(self, self.close_reason)
         if self.on_close is not None:
             self.on_close(self)
+
+
+class LogThrottle:
+    """
+    Lets one log line per key through every C{interval} seconds, so that a
+    link that drops many times a second (a noisy path, redialled at once)
+    does not fill the log.
+    """
+
+    def __init__(self, clock, interval: float = QUIET_INTERVAL):
+        self._clock = clock
+        self._interval = interval
+        self._logged: dict = {}
+        self._held: dict = {}
+
+    def allow(self, key) -> Optional[tuple]:
+        """
+        @return: C{None} to stay quiet; otherwise C{(count, seconds)}: how
+            many lines were held back since the last one, over how long.
+        """
+        now = self._clock.seconds()
+        if len(self._logged) > 1000:
+            # Many hosts: forget the quiet ones rather than grow for ever.
+            for stale in [k for k, t in self._logged.items() if now - t >= self._interval]:
+                del self._logged[stale]
+                self._held.pop(stale, None)
+        last = self._logged.get(key)
+        if last is not None and now - last < self._interval:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._logged[key] = now
+        return (self._held.pop(key, 0), 0.0 if last is None else now - last)
+
+
+def _more(held: tuple, what: str) -> str:
+    count, seconds = held
+    if not count:
+        return ""
+    plural = "" if count == 1 else "s"
+    return f" (and {count} more {what}{plural} in the last {seconds:.0f} s; /status lists the latest)"
 
 
 class PeerFactory(Factory):
@@ -238,6 +301,7 @@ class PeerFactory(Factory):
         self.replicator = replicator
         self.clock = clock
         self.dialled = dialled
+        self.throttle = LogThrottle(clock)
         # Set once the node's store is open.
         self.ready = dialled
 

@@ -51,6 +51,9 @@ class PeerState:
         self.rejected = 0
         self.conflicts = 0
         self.link_errors = 0
+        # Links that authenticated, over the node's uptime: one that climbs
+        # while the peer stays connected is a link that keeps breaking.
+        self.links_opened = 0
         self.last_seen: Optional[float] = None
         # Why its links dropped or its records were refused, lately.
         self.health = LinkHealth(time.time)
@@ -90,6 +93,8 @@ class Replicator:
         )
         self._have_call = None
         self.refused_links = 0
+        # ... by what precedes the reason's first colon.
+        self.refused_reasons: dict[str, int] = {}
         self.recovery = Recovery(node_id, store)
         self.ready = False
         self.stopped = False
@@ -192,6 +197,7 @@ class Replicator:
     def link_up(self, link) -> None:
         peer = self._peer(link.peer_id)
         peer.links.append(link)
+        peer.links_opened += 1
         if peer.sender.channel is None:
             # What the peer holds is known once its HAVE on this link comes.
             peer.sender.channel = link
@@ -222,6 +228,8 @@ class Replicator:
             peer.health.dropped(reason.split(":")[0], reason)
         else:
             self.refused_links += 1
+            kind = reason.split(":")[0]
+            self.refused_reasons[kind] = self.refused_reasons.get(kind, 0) + 1
 
     # -- messages ---------------------------------------------------------
 
@@ -358,6 +366,7 @@ class Replicator:
             "rejected": peer.rejected,
             "conflicts": peer.conflicts,
             "link_errors": peer.link_errors,
+            "links_opened": peer.links_opened,
             "lag": sender.lag() if sender else {},
             # Below the largest on a link that damages batches.
             "batch_size": sender.batch_size if sender else self.batch_size,
@@ -389,4 +398,5 @@ class Replicator:
             for key in ("sent", "received", "rejected", "conflicts", "link_errors")
         }
         totals["refused_links"] = self.refused_links
+        totals["refused_reasons"] = dict(self.refused_reasons)
         return peers, totals

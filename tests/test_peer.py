@@ -8,13 +8,22 @@ from __future__ import annotations
 
 from attrs import define, field
 from twisted.internet.error import ConnectionDone
+from twisted.logger import capturedLogs, formatEvent
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.peer import IDLE_TIMEOUT, MAX_LINE, PING_INTERVAL, PeerFactory
+from p2pstore.peer import (
+    IDLE_TIMEOUT,
+    MAX_LINE,
+    PING_INTERVAL,
+    QUIET_INTERVAL,
+    LogThrottle,
+    PeerFactory,
+    _more,
+)
 from p2pstore.handshake import HANDSHAKE_TIMEOUT, Handshake
 from p2pstore.sealing import Opener, Sealer
 from p2pstore.wire import (
@@ -466,6 +475,65 @@ class PeerProtocolTests(SynchronousTestCase):
         self.assertEqual(self.replicator.named("link_down"), [("link_down", self.proto)])
         self.assertEqual(closed, [self.proto])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class DropLogTests(SynchronousTestCase):
+    """
+    A link that drops many times a second (a noisy path, redialled at once)
+    logs once per QUIET_INTERVAL per peer, and the next line counts the rest.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.replicator = StubReplicator()
+        self.factory = PeerFactory(ACCEPTOR, KEY, self.replicator, self.clock, dialled=False)
+        self.factory.ready = True
+
+    def garbage_link(self) -> None:
+        proto = self.factory.buildProtocol(None)
+        proto.makeConnection(StringTransport())
+        proto.dataReceived(b"garbage\n")
+        proto.connectionLost(Failure(ConnectionDone()))
+
+    def drops(self, events) -> list:
+        return [formatEvent(e) for e in events if "dropping link" in formatEvent(e)]
+
+    def test_drops_logged_once_per_interval(self):
+        """
+        Five drops within QUIET_INTERVAL log one line; every drop still
+        reaches replication (which keeps the count for /status). The first
+        drop after the interval logs again and says how many were held.
+        """
+        with capturedLogs() as events:
+            for _ in range(5):
+                self.garbage_link()
+                self.clock.advance(0.1)
+        self.assertEqual(len(self.drops(events)), 1)
+        self.assertEqual(len(self.replicator.named("link_failed")), 5)
+        self.clock.advance(QUIET_INTERVAL)
+        with capturedLogs() as events:
+            self.garbage_link()
+        [line] = self.drops(events)
+        self.assertIn("malformed message", line)
+        self.assertIn("and 4 more drops in the last 11 s", line)
+
+    def test_throttle_keys_apart(self):
+        """
+        Each key has its own interval: a drop from one peer does not hide
+        another's.
+        """
+        throttle = LogThrottle(self.clock, 10.0)
+        self.assertEqual(throttle.allow(("drop", "a")), (0, 0.0))
+        self.assertIsNone(throttle.allow(("drop", "a")))
+        self.assertEqual(throttle.allow(("drop", "b")), (0, 0.0))
+        self.assertEqual(throttle.allow(("up", "a")), (0, 0.0))
+        self.clock.advance(9.9)
+        self.assertIsNone(throttle.allow(("drop", "a")))
+        self.clock.advance(0.1)
+        self.assertEqual(throttle.allow(("drop", "a")), (2, 10.0))
+        self.assertEqual(_more((2, 10.0), "drop"), " (and 2 more drops in the last 10 s; /status lists the latest)")
+        self.assertEqual(_more((0, 10.0), "drop"), "")
 
 
 class PeerFactoryTests(SynchronousTestCase):

@@ -749,6 +749,7 @@ class StatusTests(ReplicatorTestCase):
                 "rejected": 1,
                 "conflicts": 1,
                 "link_errors": 0,
+                "links_opened": 1,
                 "lag": {A: 7},
                 "batch_size": 10,
             },
@@ -810,7 +811,8 @@ class StatusTests(ReplicatorTestCase):
         _, totals = self.replicator.status()
         self.assertEqual(
             totals,
-            {"sent": 0, "received": 5, "rejected": 1, "conflicts": 0, "link_errors": 1, "refused_links": 1},
+            {"sent": 0, "received": 5, "rejected": 1, "conflicts": 0, "link_errors": 1, "refused_links": 1,
+             "refused_reasons": {"cluster keys differ": 1}},
         )
 
 
