@@ -8,6 +8,7 @@ a parameter.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -30,7 +31,32 @@ from .opening import (
 from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, parse_value_unit
 from .rows import Appended, continues, reading_ids
 from .statements import Statements
-from .schema import ENTRY_SQL, ENTRY_VALID_SQL, EPOCH, PEER_DB, ROW_SQL, Schema, StoreError, table_name
+from .schema import (
+    ENTRY_SQL,
+    ENTRY_VALID_SQL,
+    EPOCH,
+    PEER_DB,
+    ROW_SQL,
+    TABLES_SQL,
+    Schema,
+    StoreError,
+    origin_of,
+    table_name,
+)
+
+
+class BadEntry(StoreError):
+    """
+    A read of a log for peers found one of its entries missing or not a
+    valid record.
+    """
+
+    def __init__(self, message: str, origin: str, epoch: str, index: int):
+        super().__init__(message)
+        self.origin = origin
+        self.epoch = epoch
+        self.index = index
+
 
 @frozen
 class Applied:
@@ -261,8 +287,9 @@ class Store:
         as stored, each peer checking what it receives.
 
         Rows are not built into records, but SQLite checks each has what a
-        record needs: a bad or missing one fails the read with a
-        L{StoreError} naming it, rather than reach a peer.
+        record needs: the read stops before a bad or missing one, and a
+        read that starts at one fails with a L{BadEntry} naming it, rather
+        than reach a peer.
 
         @return: a Deferred firing with a list of tuples.
         """
@@ -278,20 +305,178 @@ class Store:
             (epoch, after, limit),
         )
         entries = txn.fetchall()
-        # Consecutive from after + 1, or a row was missing or left out.
+        # Consecutive from after + 1, or a row was missing or left out: the
+        # records before it go, and a read from it fails.
         if entries and entries[-1][ENTRY_INDEX] != after + len(entries):
             missing = next(
                 index
                 for index, entry in enumerate(entries, after + 1)
                 if entry[ENTRY_INDEX] != index
             )
-            raise StoreError(
+            if missing > after + 1:
+                return entries[: missing - after - 1]
+            raise BadEntry(
                 f"entry {missing} of log {origin}/{epoch} in {self._path_of(db)} (table {table}) "
-                f"is missing or not a valid record: the file was changed by another program. "
-                f"It cannot be sent to peers; restore the file from a backup, or move it aside "
-                f"so this node fetches its records back from its peers"
+                f"is missing or not a valid record: the file was changed by another program, "
+                f"or the row is in quarantine. It cannot be sent to peers until a peer sends "
+                f"this node a good copy",
+                origin,
+                epoch,
+                missing,
             )
         return entries
+
+    # -- the scrub and repairs (p2pstore.scrub) ------------------------------
+
+    def readings_tables(self) -> Deferred:
+        """
+        Every readings table of both files, as C{[(db, origin)]}.
+        """
+
+        def run(txn):
+            found = []
+            for db in ("main", "peer"):
+                for (name,) in txn.execute(TABLES_SQL.format(db=db)).fetchall():
+                    origin = origin_of(name)
+                    if origin is not None:
+                        found.append((db, origin))
+            return found
+
+        return self._reader.runInteraction(run)
+
+    def scrub_rows(self, db: str, origin: str, after_rowid: int, limit: int) -> Deferred:
+        """
+        Up to ``limit`` rows of a readings table after ``after_rowid``, in
+        rowid order, as C{[(rowid, row)]} (L{p2pstore.schema.ROW_COLUMNS}),
+        nothing left out: the scrub checks them all.
+        """
+        d = self._reader.runQuery(
+            f"SELECT rowid, {ROW_SQL} FROM {db}.{table_name(origin)} "
+            f"WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            (after_rowid, limit),
+        )
+        return d.addCallback(lambda rows: [(row[0], tuple(row[1:])) for row in rows])
+
+    def last_rowid(self, db: str, origin: str) -> Deferred:
+        d = self._reader.runQuery(f"SELECT max(rowid) FROM {db}.{table_name(origin)}")
+        return d.addCallback(lambda rows: rows[0][0] or 0)
+
+    def row_at(self, origin: str, epoch: str, index: int) -> Deferred:
+        """
+        The stored row at one position of a log, whatever it holds, or
+        C{None}.
+        """
+        d = self._reader.runQuery(
+            f"SELECT {ROW_SQL} FROM {self._db_of(origin)}.{table_name(origin)} "
+            f"WHERE epoch = ? AND entry_index = ?",
+            (epoch, index),
+        )
+        return d.addCallback(lambda rows: tuple(rows[0]) if rows else None)
+
+    def quarantine(
+        self, origin: str, epoch: str, index: int, row: Optional[tuple], reason: str, found_at: str
+    ) -> Deferred:
+        """
+        Move the row at one position of a log (C{None}: there is none) to
+        the quarantine table, unless it changed since it was read or the
+        position is in quarantine already. The log's position stays: the
+        node still owes that record, and fetches it again.
+
+        @return: a Deferred firing with whether it was quarantined.
+        """
+        return self._pool.runInteraction(self._quarantine, origin, epoch, index, row, reason, found_at)
+
+    def _quarantine(self, txn, origin, epoch, index, row, reason, found_at) -> bool:
+        db = self._db_of(origin)
+        table = table_name(origin)
+        txn.execute("BEGIN IMMEDIATE")
+        pending = txn.execute(
+            "SELECT 1 FROM main.quarantine WHERE origin = ? AND epoch = ? AND entry_index = ? "
+            "AND repaired_at IS NULL",
+            (origin, epoch, index),
+        ).fetchone()
+        if pending:
+            return False
+        where = f"FROM {db}.{table} WHERE epoch = ? AND entry_index = ?"
+        now = txn.execute(f"SELECT {ROW_SQL} {where}", (epoch, index)).fetchone()
+        if (tuple(now) if now else None) != (tuple(row) if row else None):
+            return False
+        if now is not None:
+            txn.execute(f"DELETE {where}", (epoch, index))
+        txn.execute(
+            "INSERT INTO main.quarantine (found_at, db, origin, epoch, entry_index, reason, row) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (found_at, db, origin, epoch, index, reason, json.dumps(row, default=_as_json)),
+        )
+        return True
+
+    def quarantined(self) -> Deferred:
+        """
+        The positions in quarantine, not repaired yet, as
+        C{[(origin, epoch, index)]}, and how many were repaired.
+        """
+
+        def run(txn):
+            pending = txn.execute(
+                "SELECT origin, epoch, entry_index FROM main.quarantine "
+                "WHERE repaired_at IS NULL ORDER BY id"
+            ).fetchall()
+            (repaired,) = txn.execute(
+                "SELECT count(*) FROM main.quarantine WHERE repaired_at IS NOT NULL"
+            ).fetchone()
+            return [tuple(p) for p in pending], repaired
+
+        return self._reader.runInteraction(run)
+
+    def entries_at(self, origin: str, epoch: str, indexes: Sequence[int]) -> Deferred:
+        """
+        The valid entries held at these positions of a log, to send a peer
+        that asked for them; the peer checks each HMAC.
+        """
+        marks = ", ".join("?" * len(indexes))
+        return self._reader.runQuery(
+            f"SELECT {ENTRY_SQL} FROM {self._db_of(origin)}.{table_name(origin)} "
+            f"WHERE epoch = ? AND entry_index IN ({marks}) AND {ENTRY_VALID_SQL} "
+            f"ORDER BY entry_index",
+            (epoch, *indexes),
+        ).addCallback(lambda rows: [tuple(row) for row in rows])
+
+    def repair(self, origin: str, epoch: str, entries: list, repaired_at: str) -> Deferred:
+        """
+        Put back, from entries already checked against their HMACs, the
+        rows of a log that are in quarantine; entries for any other
+        position are ignored.
+
+        @return: a Deferred firing with the indexes repaired.
+        """
+        return self._pool.runInteraction(self._repair, origin, epoch, entries, repaired_at)
+
+    def _repair(self, txn, origin, epoch, entries, repaired_at) -> list:
+        db = self._db_of(origin)
+        table = table_name(origin)
+        txn.execute("BEGIN IMMEDIATE")
+        repaired = []
+        for entry in entries:
+            index = entry[ENTRY_INDEX]
+            pending = txn.execute(
+                "SELECT id FROM main.quarantine WHERE origin = ? AND epoch = ? "
+                "AND entry_index = ? AND repaired_at IS NULL",
+                (origin, epoch, index),
+            ).fetchall()
+            if not pending:
+                continue
+            held = txn.execute(
+                f"SELECT 1 FROM {db}.{table} WHERE epoch = ? AND entry_index = ?", (epoch, index)
+            ).fetchone()
+            if not held:
+                self._statements.insert(txn, db, table, [_row(epoch, entry)])
+            txn.execute(
+                "UPDATE main.quarantine SET repaired_at = ? WHERE origin = ? AND epoch = ? "
+                "AND entry_index = ? AND repaired_at IS NULL",
+                (repaired_at, origin, epoch, index),
+            )
+            repaired.append(index)
+        return repaired
 
     def finish_recovery(self) -> Deferred:
         """
@@ -342,6 +527,11 @@ def _row(epoch: str, entry: tuple) -> tuple:
     # are not replicated (yet): a peer's copy holds none.
     value, unit = parse_value_unit(entry[SENSOR_DATA])
     return (*entry, value, unit, epoch)
+
+
+def _as_json(value):
+    # What json cannot hold of a row another program changed: bytes.
+    return value.hex() if isinstance(value, bytes) else repr(value)
 
 
 def _record(origin: str, row: tuple) -> Record:

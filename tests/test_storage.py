@@ -19,7 +19,7 @@ from p2pstore.rows import OwnRows
 from p2pstore.schema import VERSION as SCHEMA_VERSION, Schema, StoreError, table_name
 from p2pstore.opening import Opened
 from p2pstore.statements import _LOOKUP_CHUNK
-from p2pstore.storage import Store
+from p2pstore.storage import BadEntry, Store
 from p2pstore.wire import Records, decode, encode
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
@@ -228,9 +228,9 @@ class AppendTests(StoreTestCase):
     async def test_bad_rows_not_sent(self) -> None:
         """
         A row changed by another program so that it is no record (a
-        negative sensor_index, bytes for text), or a row deleted, fails
-        the read of entries for peers with an error naming it; the rows
-        after it are read as usual.
+        negative sensor_index, bytes for text), or a row deleted, ends a
+        read of entries for peers before it, and fails one that starts at
+        it with an error naming it; the rows after it are read as usual.
         """
         store, opened = await self.open_store()
         await self.append(store, [(reading(n), 1) for n in range(1, 7)])
@@ -240,14 +240,17 @@ class AppendTests(StoreTestCase):
             conn.execute(f"UPDATE {TABLE} SET sensor_data = X'3539' WHERE entry_index = 4")
             conn.execute(f"DELETE FROM {TABLE} WHERE entry_index = 5")
         conn.close()
-        self.assertEqual(
-            [entry[0] for entry in await store.read_entries(NODE_ID, opened.epoch, 0, 2)], [1, 2]
-        )
-        for after, bad in [(0, 3), (3, 4), (4, 5)]:
-            with self.assertRaises(StoreError) as caught:
+        for limit in (2, 10):
+            self.assertEqual(
+                [entry[0] for entry in await store.read_entries(NODE_ID, opened.epoch, 0, limit)],
+                [1, 2],
+            )
+        for after, bad in [(2, 3), (3, 4), (4, 5)]:
+            with self.assertRaises(BadEntry) as caught:
                 await store.read_entries(NODE_ID, opened.epoch, after, 10)
             self.assertIn(f"entry {bad} of log {NODE_ID}/{opened.epoch}", str(caught.exception))
             self.assertIn("changed by another program", str(caught.exception))
+            self.assertEqual(caught.exception.index, bad)
         self.assertEqual(
             [entry[0] for entry in await store.read_entries(NODE_ID, opened.epoch, 5, 10)], [6]
         )
