@@ -32,8 +32,12 @@ ACK = b"ACK"
 PING = b"PING"
 PONG = b"PONG"
 LINKS = b"LINKS"
+WANT = b"WANT"
+REPAIR = b"REPAIR"
 
-VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS)
+VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR)
+# Positions one WANT asks for, at most.
+MAX_WANTED = 100
 
 
 class BadMessage(ValueError):
@@ -95,6 +99,31 @@ class Ack:
 
 
 @frozen
+class Want:
+    """
+    The sender lost these records of a log (they failed their check on its
+    disk, or were gone): a receiver that holds them answers L{Repair}.
+    """
+
+    origin: str
+    epoch: str
+    indexes: tuple
+
+
+@frozen
+class Repair:
+    """
+    Records of one log that a L{Want} asked for, not necessarily
+    consecutive; the receiver checks each HMAC and stores only those it
+    has in quarantine.
+    """
+
+    origin: str
+    epoch: str
+    entries: list
+
+
+@frozen
 class Links:
     """
     The nodes the sender has an authenticated link to now: a peer linked to
@@ -135,6 +164,14 @@ def encode(message) -> bytes:
         )
     if isinstance(message, Ack):
         return _dump(ACK, {"origin": message.origin, "epoch": message.epoch, "have": message.last_index})
+    if isinstance(message, Want):
+        return _dump(
+            WANT, {"origin": message.origin, "epoch": message.epoch, "indexes": list(message.indexes)}
+        )
+    if isinstance(message, Repair):
+        return _dump(
+            REPAIR, {"origin": message.origin, "epoch": message.epoch, "records": message.entries}
+        )
     if isinstance(message, Links):
         return _dump(LINKS, {"nodes": sorted(message.node_ids)})
     if isinstance(message, Ping):
@@ -172,17 +209,17 @@ def _index(value, name: str) -> int:
 _NoneType = type(None)
 
 
-def _entries(rows) -> list[tuple]:
+def _entries(rows, verb: str = "RECORDS", consecutive: bool = True) -> list[tuple]:
     """
-    The entries of a RECORDS payload, each field checked by the rule of
-    L{p2pstore.records.ENTRY} (and the indexes within SQLite's integers and
-    consecutive), a column at a time: this runs for every record a node
-    receives.
+    The entries of a RECORDS (or REPAIR) payload, each field checked by the
+    rule of L{p2pstore.records.ENTRY} (and the indexes within SQLite's
+    integers and, for RECORDS, consecutive; for REPAIR, rising), a column
+    at a time: this runs for every record a node receives.
     """
     if not isinstance(rows, list) or not rows:
-        raise BadMessage("RECORDS has no records")
+        raise BadMessage(f"{verb} has no records")
     if len(rows) > MAX_RECORDS:
-        raise BadMessage(f"RECORDS has {len(rows)} records, more than {MAX_RECORDS}")
+        raise BadMessage(f"{verb} has {len(rows)} records, more than {MAX_RECORDS}")
     if set(map(type, rows)) != {list} or set(map(len, rows)) != {len(ENTRY)}:
         raise BadMessage(f"a record is not a list of {len(ENTRY)} fields")
     columns = list(zip(*rows))
@@ -199,8 +236,11 @@ def _entries(rows) -> list[tuple]:
             raise BadMessage(f"{field.name} is not {field.wanted}")
     entry_indexes = columns[ENTRY_INDEX]
     first = entry_indexes[0]
-    if entry_indexes != tuple(range(first, first + len(rows))):
-        raise BadMessage("RECORDS indexes are not consecutive")
+    if consecutive:
+        if entry_indexes != tuple(range(first, first + len(rows))):
+            raise BadMessage("RECORDS indexes are not consecutive")
+    elif any(a >= b for a, b in zip(entry_indexes, entry_indexes[1:])):
+        raise BadMessage(f"{verb} indexes are not rising")
     return list(zip(*columns))
 
 
@@ -250,6 +290,21 @@ def decode(line: bytes):
             _node(payload.get("origin"), "origin"),
             _node(payload.get("epoch"), "epoch"),
             _index(payload.get("have"), "have"),
+        )
+    if verb == WANT:
+        indexes = payload.get("indexes")
+        if not isinstance(indexes, list) or not 0 < len(indexes) <= MAX_WANTED:
+            raise BadMessage(f"WANT has no list of 1 to {MAX_WANTED} indexes")
+        return Want(
+            _node(payload.get("origin"), "origin"),
+            _node(payload.get("epoch"), "epoch"),
+            tuple(_index(i, "index") for i in indexes),
+        )
+    if verb == REPAIR:
+        return Repair(
+            _node(payload.get("origin"), "origin"),
+            _node(payload.get("epoch"), "epoch"),
+            _entries(payload.get("records"), "REPAIR", consecutive=False),
         )
     if verb == LINKS:
         nodes = payload.get("nodes")

@@ -19,12 +19,15 @@ from p2pstore.wire import (
     BadMessage,
     MAX_INTEGER,
     MAX_RECORDS,
+    MAX_WANTED,
     Have,
     Hello,
     Links,
     Ping,
     Pong,
     Records,
+    Repair,
+    Want,
     decode,
     encode,
 )
@@ -96,6 +99,13 @@ messages = st.one_of(
     st.builds(Ack, node_ids, node_ids, st.integers(min_value=0)),
     st.just(Ping()),
     st.just(Pong()),
+    st.builds(
+        Want,
+        node_ids,
+        node_ids,
+        st.lists(st.integers(min_value=0, max_value=MAX_INTEGER), min_size=1, max_size=MAX_WANTED).map(tuple),
+    ),
+    records_messages().map(lambda r: Repair(r.origin, r.epoch, r.entries)),
 )
 
 json_values = st.recursive(
@@ -125,6 +135,8 @@ class RoundTripTests(SynchronousTestCase):
             Links(frozenset()),
             Ping(),
             Pong(),
+            Want(ORIGIN, EPOCH, (3, 9)),
+            Repair(ORIGIN, EPOCH, [entry(3), entry(9)]),
         ]:
             self.assertEqual(decode(encode(message)), message)
 
@@ -402,6 +414,35 @@ class RefusalTests(SynchronousTestCase):
             records_line([row(2), row(1)]),
             records_line([row(1), row(1)]),
             records_line([row(1), row(2), row(2)]),
+        )
+
+    def test_want_fields(self):
+        """
+        WANT names a log and 1 to MAX_WANTED indexes.
+        """
+        self.assertEqual(
+            decode(line("WANT", {"origin": ORIGIN, "epoch": EPOCH, "indexes": [4, 2]})),
+            Want(ORIGIN, EPOCH, (4, 2)),
+        )
+        self.assertRefused(
+            line("WANT", {"origin": ORIGIN, "epoch": EPOCH, "indexes": []}),
+            line("WANT", {"origin": ORIGIN, "epoch": EPOCH, "indexes": list(range(MAX_WANTED + 1))}),
+            line("WANT", {"origin": ORIGIN, "epoch": EPOCH, "indexes": [-1]}),
+            line("WANT", {"origin": ORIGIN, "epoch": EPOCH, "indexes": "1"}),
+            line("WANT", {"origin": "x", "epoch": EPOCH, "indexes": [1]}),
+        )
+
+    def test_repair_indexes(self):
+        """
+        REPAIR's records need not be consecutive, but their indexes rise.
+        """
+        repair = decode(line("REPAIR", {"origin": ORIGIN, "epoch": EPOCH, "records": [row(2), row(7)]}))
+        self.assertEqual([e[0] for e in repair.entries], [2, 7])
+        self.assertRefused(
+            line("REPAIR", {"origin": ORIGIN, "epoch": EPOCH, "records": [row(7), row(2)]}),
+            line("REPAIR", {"origin": ORIGIN, "epoch": EPOCH, "records": [row(2), row(2)]}),
+            line("REPAIR", {"origin": ORIGIN, "epoch": EPOCH, "records": []}),
+            line("REPAIR", {"origin": ORIGIN, "epoch": EPOCH, "records": [row(2, sensor_index=-1)]}),
         )
 
     def test_records_indexes_too_large(self):
