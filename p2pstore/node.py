@@ -64,6 +64,8 @@ class Node:
         self.tls = None
         # The damaged databases moved aside at start (p2pstore.damaged).
         self.set_aside: list = []
+        # The scrub of its stored records (p2pstore.scrub), when it has one.
+        self.scrub = None
         ingestor.observers.append(self._committed)
 
     @property
@@ -95,6 +97,10 @@ class Node:
                 self.log.warn(
                     "this node's own database was missing or empty: taking new "
                     "readings in a new epoch while fetching earlier ones from peers"
+                )
+            if self.scrub is not None:
+                self.scrub.start().addErrback(
+                    lambda f: self.log.failure("the scrub of stored records could not start", f)
                 )
 
         return d.addCallback(opened)
@@ -148,6 +154,8 @@ class Node:
             snapshot["sensors"].update(self.access.status(ingestor.sensors()))
         if self.tls is not None:
             snapshot["tls"] = self.tls.status()
+        if self.scrub is not None:
+            snapshot["scrub"] = self.scrub.status()
         if self.set_aside:
             snapshot["damaged_files"] = [moved.status() for moved in self.set_aside]
         if replicator.recovering:

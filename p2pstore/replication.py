@@ -24,7 +24,7 @@ from .linkhealth import LinkHealth
 from .records import ENTRY_INDEX, Signer
 from .recovery import Recovery
 from .sending import Log, LogSender, LogSource
-from .wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records
+from .wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records, Repair, Want
 
 # HAVE announcements are coalesced over this long.
 HAVE_DELAY = 0.05
@@ -92,6 +92,9 @@ class Replicator:
             store, signer, window, self._applied, self._apply_failed, self._applied_all
         )
         self._have_call = None
+        self._store = store
+        # The scrub that keeps the quarantine (p2pstore.scrub), once set.
+        self.scrub = None
         self.refused_links = 0
         # ... by what precedes the reason's first colon.
         self.refused_reasons: dict[str, int] = {}
@@ -185,6 +188,7 @@ class Replicator:
                 self.window,
                 skip=skip,
                 idle=self._maybe_idle,
+                refused=self._refused,
             )
             if self.stopped:
                 peer.sender.stop()
@@ -205,6 +209,8 @@ class Replicator:
         peer.last_seen = self._clock.seconds()
         link.send(Have(self._have_payload()))
         self._announce_links()
+        if self.scrub is not None and self.scrub.pending:
+            self.scrub.ask()
 
     def link_down(self, link) -> None:
         peer = self.peers.get(link.peer_id)
@@ -251,8 +257,64 @@ class Replicator:
         elif isinstance(message, Links):
             peer.linked_to = message.node_ids
             peer.sender.pump()
+        elif isinstance(message, Want):
+            self._wanted(peer, link, message)
+        elif isinstance(message, Repair):
+            self._repair(peer, message)
         else:
             raise BadMessage(f"unexpected {type(message).__name__.upper()}")
+
+    # -- repairs of records in quarantine (p2pstore.scrub) -----------------
+
+    def want(self, origin: str, epoch: str, indexes: list) -> None:
+        """
+        Ask every linked peer for these records of a log, lost here.
+        """
+        if self.stopped:
+            return
+        message = Want(origin, epoch, tuple(indexes))
+        for peer in self.peers.values():
+            if peer.links:
+                peer.links[0].send(message)
+
+    def _refused(self, log: Log, index: int) -> None:
+        # A peer refused this record of ours, or it is missing: check it.
+        if self.scrub is not None and not self.stopped:
+            d = self.scrub.check_now(log[0], log[1], index)
+            d.addErrback(lambda f: self.log.failure("could not check a refused record", f))
+
+    def _wanted(self, peer: PeerState, link, message: Want) -> None:
+        d = self._store.entries_at(message.origin, message.epoch, message.indexes)
+
+        def answer(entries: list) -> None:
+            if entries and not self.stopped and link.authenticated and link in peer.links:
+                link.send(Repair(message.origin, message.epoch, entries))
+
+        d.addCallback(answer)
+        d.addErrback(lambda f: self.log.failure("could not read records a peer asked for", f))
+
+    def _repair(self, peer: PeerState, message: Repair) -> None:
+        if self.scrub is None or self.stopped:
+            return
+        good = [
+            entry
+            for entry in message.entries
+            if self._signer.valid_prefix(message.origin, message.epoch, [entry]) == 1
+        ]
+        if len(good) < len(message.entries):
+            peer.rejected += len(message.entries) - len(good)
+            peer.health.refused(f"checksum mismatch in a repair of {message.origin} {message.epoch}")
+        if not good:
+            return
+        d = self.scrub.repair(message.origin, message.epoch, good, peer.node_id)
+
+        def repaired(indexes: list) -> None:
+            if indexes:
+                for other in self.peers.values():
+                    other.sender.pump()
+
+        d.addCallback(repaired)
+        d.addErrback(lambda f: self.log.failure("could not store repaired records", f))
 
     def salvage(self, link, message: Records) -> None:
         """

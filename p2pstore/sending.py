@@ -26,6 +26,7 @@ from typing import Callable, Optional
 from twisted.logger import Logger
 
 from .records import ENTRY_INDEX
+from .storage import BadEntry
 
 Log = tuple  # (origin, epoch)
 
@@ -120,6 +121,7 @@ class LogSender:
         window: int,
         skip: Callable[[Log], bool] = lambda log: False,
         idle: Callable[[], None] = lambda: None,
+        refused: Callable[[Log, int], None] = lambda log, index: None,
         read_batches: int = READ_BATCHES,
         retry_delay: float = RETRY_DELAY,
     ):
@@ -134,6 +136,11 @@ class LogSender:
         self._skip = skip
         # Called when a read ends, for a stop that waits for them.
         self._idle = idle
+        # Called with (log, index) of a record the destination refused, or
+        # that a read found missing: this node's copy may be bad.
+        self._refused = refused
+        # The (log, index) a read last found missing, logged once.
+        self._missing = None
         self._read_batches = read_batches
         self._retry_delay = retry_delay
         self.channel = None
@@ -229,6 +236,7 @@ class LogSender:
                 # A record of this batch was refused, not just the batch
                 # sent after one refused before it.
                 self._shrink()
+                self._refused(log, last_index + 1)
             self._retry_later()
             return
         self.batch_size = min(self.batch_size * 2, self.max_batch_size)
@@ -308,6 +316,24 @@ class LogSender:
         self.reading = False
         if self.stopped:
             self._idle()
+            return
+        if failure.check(BadEntry):
+            # A record in quarantine, or changed on disk: the scrub checks
+            # it and asks peers for a good copy; until then, wait.
+            missing = (log, failure.value.index)
+            if missing != self._missing:
+                self._missing = missing
+                self.log.warn(
+                    "cannot send {destination} log {origin}/{epoch} from entry {index} on: "
+                    "{reason}; sending it once repaired",
+                    destination=self.name,
+                    origin=log[0],
+                    epoch=log[1],
+                    index=failure.value.index,
+                    reason=failure.getErrorMessage(),
+                )
+            self._refused(log, failure.value.index)
+            self._retry_later()
             return
         self.log.failure(
             "could not read log {log} to send to {destination}; will retry",

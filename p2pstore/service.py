@@ -226,6 +226,8 @@ class NodeService(MultiService):
             for link in list(peer.links):
                 link.close()
         yield self.node.replicator.stop()
+        if self.node.scrub is not None:
+            yield self.node.scrub.stop()
         yield self.sensors.stopService()
         for sensor in ingestor.sensors():
             sensor.pause("stopping")

@@ -49,7 +49,11 @@ DEFAULTS = {
     "tls-key": None,
     "peer-ca": None,
     "peer-tls-fingerprints": "",
+    "scrub-rate": "50",
 }
+# Records a second the scrub may check, at most (0: only at start and on a
+# peer's refusal).
+MAX_SCRUB_RATE = 100000
 
 _HOSTNAME = re.compile(
     r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -119,6 +123,8 @@ class Settings:
     http_token_file: Optional[Path] = None
     # TLS on the peer port and to tls: peers; None: plain TCP.
     peer_tls: Optional[PeerCredentials] = None
+    # Stored records the scrub checks again a second (p2pstore.scrub).
+    scrub_rate: int = 50
 
 
 def _port_number(setting: str, text: str, what: str = "") -> int:
@@ -217,6 +223,12 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
             "max-line",
             f"{values['max-line']!r} is not a number of bytes between {MIN_LINE} and {MAX_LINE}",
         )
+    scrub_rate = str(values["scrub-rate"]).strip()
+    if not _NUMBER.match(scrub_rate) or int(scrub_rate) > MAX_SCRUB_RATE:
+        raise ConfigError(
+            "scrub-rate",
+            f"{values['scrub-rate']!r} is not a number of records a second from 0 to {MAX_SCRUB_RATE}",
+        )
     sync = str(values["sync"]).strip().lower()
     if sync not in SYNC_MODES:
         raise ConfigError("sync", f"{values['sync']!r} is not one of {', '.join(SYNC_MODES)}")
@@ -254,6 +266,7 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         sensor_allow=sensor_allow,
         http_token_file=_token_file("http-token-file", values["http-token-file"], load_http_token),
         peer_tls=_peer_tls(values, peers),
+        scrub_rate=int(scrub_rate),
     )
 
 

@@ -27,6 +27,7 @@ from .records import Signer
 from .replication import Replicator
 from .rows import OwnRows
 from .schema import PEER_DB, SELF_DB
+from .scrub import Scrub
 from .sensor import SensorFactory
 from .service import Listener, NodeService, ProcessTuning
 from .settings import DEFAULT_PEER_PORT, DEFAULTS, ConfigError, Settings, check_settings
@@ -50,6 +51,10 @@ _HELP = {
     ),
     "max-line": "The longest sensor line accepted, in bytes.",
     "sync": "SQLite's synchronous setting: full or normal.",
+    "scrub-rate": (
+        "Stored records checked again against their HMACs each second, in the background "
+        "(0: only the newest 1,000 of each log at start, and those peers refuse)."
+    ),
     "unterminated-readings": (
         "accept: also take readings from sensors that send no line ends (the proof of "
         "concept's), unanswered; refuse: only lines ended by a newline are readings."
@@ -149,6 +154,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
     ingestor = Ingestor(store, OwnRows(node_id, signer), reactor)
     replicator = Replicator(node_id, store, signer, reactor)
     node = Node(node_id, store, ingestor, reactor, replicator)
+    node.scrub = replicator.scrub = Scrub(store, signer, reactor, replicator.want, settings.scrub_rate)
     node.access = SensorAccess(reactor, sensor_tokens, settings.sensor_allow)
     node.set_aside = moved
 

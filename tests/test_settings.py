@@ -100,6 +100,9 @@ class CheckSettingsTests(SynchronousTestCase):
             ("max-line", "ten"),
             ("max-line", "²⁵⁶"),
             ("sync", "sometimes"),
+            ("scrub-rate", "-1"),
+            ("scrub-rate", "fast"),
+            ("scrub-rate", "1000001"),
         ]
         for setting, value in bad:
             error = self.assertRaises(ConfigError, self.check, {setting: value})
