@@ -151,6 +151,10 @@ class FakeStore:
     def _entries(self, origin: str, epoch: str, after: int, limit: int) -> list:
         return self.log(origin, epoch)[after : after + limit]
 
+    def entries_at(self, origin: str, epoch: str, indexes) -> Deferred:
+        wanted = set(indexes)
+        return succeed([entry for entry in self.log(origin, epoch) if entry[0] in wanted])
+
     def finish_recovery(self) -> Deferred:
         self.finished += 1
         return succeed(None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Optional
 
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,7 +19,7 @@ from zope.interface import implementer
 from p2pstore.interfaces import ILink
 from p2pstore.replication import HAVE_DELAY, Replicator
 from p2pstore.sending import READ_BATCHES, RETRY_DELAY
-from p2pstore.wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records, decode, encode
+from p2pstore.wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records, Repair, Want, decode, encode
 
 from .replication_fakes import (
     A,
@@ -814,6 +815,106 @@ class StatusTests(ReplicatorTestCase):
             {"sent": 0, "received": 5, "rejected": 1, "conflicts": 0, "link_errors": 1, "refused_links": 1,
              "refused_reasons": {"cluster keys differ": 1}},
         )
+
+
+class FakeScrub:
+    """
+    What replication tells the scrub: records to check, repairs.
+    """
+
+    def __init__(self):
+        self.pending: dict = {}
+        self.checked: list = []
+        self.repairs: list = []
+        self.asked = 0
+
+    def check_now(self, origin, epoch, index):
+        self.checked.append((origin, epoch, index))
+        return succeed(None)
+
+    def repair(self, origin, epoch, entries, peer):
+        self.repairs.append((origin, epoch, entries, peer))
+        return succeed([entry[0] for entry in entries])
+
+    def ask(self):
+        self.asked += 1
+
+
+class RepairTests(ReplicatorTestCase):
+    """
+    WANT and REPAIR between A and its peers, and what A's senders tell
+    the scrub.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.scrub = self.replicator.scrub = FakeScrub()
+
+    def test_want_answered(self):
+        """
+        A WANT for records A holds is answered with a REPAIR of those it
+        holds; one for records it lacks gets no answer.
+        """
+        self.store.preload(C, EPOCH_C, 1, 5)
+        self.open()
+        link = self.link()
+        link.take()
+        self.replicator.received(link, Want(C, EPOCH_C, (2, 4, 9)))
+        [repair] = link.take(Repair)
+        self.assertEqual((repair.origin, repair.epoch), (C, EPOCH_C))
+        self.assertEqual([e[0] for e in repair.entries], [2, 4])
+        self.replicator.received(link, Want(C, EPOCH_C, (9,)))
+        self.assertEqual(link.take(Repair), [])
+
+    def test_want_sent_to_every_peer(self):
+        """
+        Replication asks one link of every linked peer.
+        """
+        self.open()
+        b, c = self.link(B), self.link(C)
+        b.take(), c.take()
+        self.replicator.want(A, EPOCH_A, [3])
+        self.assertEqual(b.take(Want), [Want(A, EPOCH_A, (3,))])
+        self.assertEqual(c.take(Want), [Want(A, EPOCH_A, (3,))])
+
+    def test_forged_repair(self):
+        """
+        Only the records of a REPAIR whose HMAC checks reach the scrub; a
+        forged one is counted as rejected and named in the peer's trouble.
+        """
+        self.open()
+        link = self.link()
+        good = record(A, EPOCH_A, 3)
+        forged = record(A, EPOCH_A, 4, signer=FORGER)
+        self.replicator.received(link, Repair(A, EPOCH_A, [good, forged]))
+        self.assertEqual(self.scrub.repairs, [(A, EPOCH_A, [good], B)])
+        entry = self.peer_status()
+        self.assertEqual(entry["rejected"], 1)
+        self.assertIn("repair", entry["troubles"][-1]["reason"])
+        self.replicator.received(link, Repair(A, EPOCH_A, [forged]))
+        self.assertEqual(len(self.scrub.repairs), 1)
+
+    def test_refused_record_checked(self):
+        """
+        A record the peer refuses is handed to the scrub to check at once.
+        """
+        self.store.preload(A, EPOCH_A, 1, 5)
+        self.open()
+        link = self.link()
+        self.have(link, {})
+        self.ack(link, 2)
+        self.assertEqual(self.scrub.checked, [(A, EPOCH_A, 3)])
+
+    def test_link_up_asks(self):
+        """
+        A new link asks for what is in quarantine.
+        """
+        self.open()
+        self.link()
+        self.assertEqual(self.scrub.asked, 0)
+        self.scrub.pending[(A, EPOCH_A, 3)] = None
+        self.link(C)
+        self.assertEqual(self.scrub.asked, 1)
 
 
 class StopTests(ReplicatorTestCase):

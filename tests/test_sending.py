@@ -6,10 +6,13 @@ destination, on a task.Clock, over a store whose reads wait for the test
 
 from __future__ import annotations
 
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.records import ENTRY_INDEX
+from p2pstore.storage import BadEntry
 from p2pstore.sending import READ_BATCHES, RETRY_DELAY, LogSender, LogSource
 
 from .replication_fakes import A, B, EPOCH_A, EPOCH_B, OLD_EPOCH_A, FakeStore, records
@@ -60,6 +63,47 @@ class SenderTestCase(SynchronousTestCase):
     def take(self) -> list:
         sent, self.sent = self.sent, []
         return sent
+
+
+class BadEntryTests(SenderTestCase):
+    """
+    A read for the destination that starts at a missing or bad row.
+    """
+
+    def test_waits_and_tells(self) -> None:
+        """
+        The sender logs once what it cannot send and why, hands the position
+        to the refused hook each time it tries, sends nothing, and retries
+        after RETRY_DELAY until the read succeeds.
+        """
+        refused = []
+        self.sender = self.make_sender(refused=lambda log, index: refused.append((log, index)))
+        self.on_disk(LOG, 30)
+        self.store.hold_reads = False
+        bad = BadEntry("entry 1 of log is missing or not a valid record", A, EPOCH_A, 1)
+        self.patch(self.store, "read_entries", lambda *args: fail(bad))
+        with capturedLogs() as events:
+            self.sender.switch("link")
+            self.clock.advance(RETRY_DELAY)
+        self.assertEqual(refused, [(LOG, 1), (LOG, 1)])
+        self.assertEqual(self.sent, [])
+        [line] = [formatEvent(e) for e in events]
+        self.assertIn("cannot send peer log", line)
+        self.assertIn("missing or not a valid record", line)
+        del self.store.read_entries
+        self.clock.advance(RETRY_DELAY)
+        self.assertEqual(self.take(), [("link", LOG, 1, 10), ("link", LOG, 11, 20)])
+
+    def test_refused_record(self) -> None:
+        """
+        A record of a batch the destination refused goes to the hook.
+        """
+        refused = []
+        self.sender = self.make_sender(refused=lambda log, index: refused.append((log, index)))
+        self.live(LOG, 1, 20)
+        self.sender.switch("link")
+        self.sender.acked(LOG, 4)
+        self.assertEqual(refused, [(LOG, 5)])
 
 
 class TailAndDiskTests(SenderTestCase):
