@@ -643,6 +643,41 @@ class PageTests(MonitorCase):
         api = app.test_client().get("/api/servers").get_json()
         self.assertEqual(api["servers"][0]["sensors_unterminated"], 2)
 
+    def test_trouble_and_warnings(self):
+        """
+        A server whose peer links are in trouble says how many and the
+        first one's trouble line (cut short when long); records in quarantine and damaged files
+        moved aside are warnings under its state, on the page and in its
+        JSON. A server without them shows neither.
+        """
+        status = node_status(
+            peers=[
+                {"address": "127.0.0.1:22346", "node_id": ID_B, "connected": True,
+                 "trouble": "12 links dropped (bad MAC) in the last 5 min" + "; more detail" * 40},
+                {"address": "127.0.0.1:32346", "node_id": ID_C, "connected": True, "trouble": None},
+            ],
+            scrub={"checked": 100, "found": 2, "quarantined": 2, "repaired": 0},
+            damaged_files=[{"moved_to": "/x/self_sensor_data.db.damaged-1"}],
+        )
+        node = FakeNode(self, status=status)
+        calm = FakeNode(self, status=node_status(ID_B))
+        app = self.monitor(node.address, calm.address)
+        app.extensions["monitor"].poll_once()
+        html = app.test_client().get("/").get_data(as_text=True)
+        rows = re.findall(r'<tr class="server".*?</tr>', html, re.S)
+        self.assertIn("1 in trouble", rows[0])
+        # Longer than the page shows (the status has it whole): cut short.
+        self.assertIn("127.0.0.1:22346: 12 links dropped (bad MAC) in the last 5 min; more detail", rows[0])
+        self.assertIn("…", rows[0])
+        self.assertIn("2 records failed their check on disk, waiting for a good copy from a peer", rows[0])
+        self.assertIn("1 damaged database file moved aside at start", rows[0])
+        self.assertNotIn("in trouble", rows[1])
+        self.assertNotIn("warning", rows[1])
+        api = app.test_client().get("/api/servers").get_json()["servers"]
+        self.assertEqual((api[0]["links_trouble"], api[1]["links_trouble"]), (1, 0))
+        self.assertEqual(len(api[0]["warnings"]), 2)
+        self.assertEqual(api[1]["warnings"], [])
+
     def test_matrix(self):
         """
         The matrix has a row per origin and a column per server: how many of

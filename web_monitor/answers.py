@@ -23,6 +23,8 @@ MAX_ORIGINS = 1000
 MAX_PEERS = 1000
 MAX_READINGS = 10000
 MAX_TEXT = 200
+# A peer's trouble line names what went wrong, with its reason: longer.
+MAX_TROUBLE = 2000
 
 _NODE_ID = re.compile(r"[0-9a-f]{32}\Z")
 
@@ -63,6 +65,10 @@ class NodeStatus:
     sensors_unterminated: Optional[int]
     origins: Optional[dict]
     peers: Optional[tuple]
+    # Records that failed their check on the node's disk, waiting for a
+    # good copy from a peer (its scrub), and files moved aside at start.
+    quarantined: Optional[int] = None
+    damaged_files: Optional[int] = None
 
     @property
     def own_readings(self) -> Optional[int]:
@@ -83,6 +89,13 @@ class NodeStatus:
     @property
     def links_down(self) -> Optional[int]:
         return None if self.peers is None else sum(1 for p in self.peers if not p.connected)
+
+    @property
+    def peers_in_trouble(self) -> tuple:
+        """
+        The peers whose links dropped or whose records were refused lately.
+        """
+        return () if self.peers is None else tuple(p for p in self.peers if p.trouble)
 
 
 @frozen
@@ -141,6 +154,8 @@ def parse_status(data: Any) -> NodeStatus:
         if len(peers_data) > MAX_PEERS:
             raise BadAnswer(f"'peers' lists more than {MAX_PEERS} peers")
         peers = tuple(_peer(_Object(p, f"peers[{n}]")) for n, p in enumerate(peers_data))
+    scrub = status.object("scrub")
+    damaged = status.field("damaged_files", lambda v: isinstance(v, list), "a list")
     return NodeStatus(
         node_id=node_id,
         state=state,
@@ -152,6 +167,8 @@ def parse_status(data: Any) -> NodeStatus:
         and sensors.field("unterminated_connected", _is_count, "a whole number >= 0"),
         origins=origins,
         peers=peers,
+        quarantined=scrub and scrub.field("quarantined", _is_count, "a whole number >= 0"),
+        damaged_files=None if damaged is None else len(damaged),
     )
 
 
@@ -160,7 +177,9 @@ def _peer(peer: "_Object") -> Peer:
         address=peer.field("address", _is_text, "a string"),
         node_id=peer.field("node_id", _is_node_id, "a node id"),
         connected=peer.field("connected", lambda v: isinstance(v, bool), "true or false", True),
-        trouble=peer.field("trouble", _is_text, "a string or null"),
+        trouble=peer.field(
+            "trouble", _is_trouble, f"a string of 1 to {MAX_TROUBLE} characters or null"
+        ),
         link_errors=peer.field("link_errors", _is_count, "a whole number >= 0"),
         rejected=peer.field("rejected", _is_count, "a whole number >= 0"),
     )
@@ -240,6 +259,10 @@ def _is_node_id(value) -> bool:
 
 def _is_text(value) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_TEXT
+
+
+def _is_trouble(value) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_TROUBLE
 
 
 def _is_number(value) -> bool:
