@@ -6,6 +6,7 @@ test client, and in a real headless Chromium driven by Playwright.
 from __future__ import annotations
 
 import os
+import random
 import re
 import threading
 import time
@@ -18,7 +19,11 @@ from werkzeug.serving import make_server
 from web_monitor import create_app
 from web_monitor.cli import QuietRequestHandler
 
-from .nodes import NodeProcess, send_lines, wait_for
+from .damage import edit
+from .nodes import SELF_DB, NodeProcess, send_lines, wait_for
+from .proxy import Proxy
+from .test_cluster import cluster_key, feed, sensor_lines
+from .test_link_integrity import NoisyTamper
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's chromium, headless, touching nothing outside this machine.
@@ -226,3 +231,75 @@ class BrowserTests(TestCase):
         self.assertIn("The monitor does not answer", page.locator("#stale").text_content())
         self.assertTrue(page.evaluate("window.notReloaded === true"), "the page was reloaded")
         page.screenshot(path=str(shots / "stale.png"), full_page=True)
+
+    @inlineCallbacks
+    def test_trouble_and_quarantine_shown(self):
+        """
+        B reaches A through a path that flips bits: the page, updated
+        without a reload, shows B's links "in trouble" with the reason. A
+        node alone whose stored record was edited (no peer to repair it)
+        shows the record waiting in quarantine.
+        """
+        browser = self.launch_browser()
+        shots = Path(self.mktemp())
+        shots.mkdir(parents=True)
+        key = cluster_key(self)
+        a = NodeProcess(self, secret_file=key)
+        yield a.start()
+        yield feed(self, a, sensor_lines(300, "a"))
+        lonely = NodeProcess(self, secret_file=key)
+        yield lonely.start()
+        yield feed(self, lonely, sensor_lines(5, "lonely"))
+        yield lonely.stop()
+        edit(lonely.data_dir / SELF_DB,
+             f"UPDATE server_id_{lonely.node_id} SET sensor_data = '99C', value = 99 WHERE entry_index = 2")
+        yield lonely.start()
+        rng = random.Random(7)
+        proxy = Proxy(a.peer_port)
+        proxy.tamper = lambda direction: NoisyTamper(rng, 500)
+        yield proxy.start()
+        self.addCleanup(proxy.stop)
+        # Started once the page shows the others: its trouble comes live.
+        b = NodeProcess(self, secret_file=key, peers=[f"127.0.0.1:{proxy.port}"])
+
+        app = create_app({
+            "SERVERS": [status_address(n) for n in (a, lonely, b)],
+            "INTERVAL": 1.0,
+            "CONSOLE": lambda line: None,
+        })
+        self.addCleanup(app.extensions["monitor"].stop)
+        url = serve(self, app)
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        problems = []
+        page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+        page.goto(url)
+        page.evaluate("window.notReloaded = true")
+        page.wait_for_function(
+            "() => document.querySelectorAll('tr.server[data-state=\"Running\"]').length === 2",
+            timeout=15000,
+        )
+        warning = page.locator('tr.server[data-index="1"] .why.warning')
+        warning.wait_for(timeout=5000)
+        self.assertEqual(
+            warning.text_content(), "1 record failed their check on disk, waiting for a good copy from a peer"
+        )
+        self.assertEqual(page.locator("tr.server .trouble").count(), 0)
+
+        yield b.start()
+        trouble = page.locator('tr.server[data-index="2"] .links .trouble')
+        try:
+            # Not trouble.wait_for: the proxy runs in this reactor, which
+            # must go on turning meanwhile.
+            yield wait_for(lambda: trouble.count() > 0, 30, "the page to show B's links in trouble", 0.2)
+        except Exception:
+            page.screenshot(path=str(shots / "no-trouble.png"), full_page=True)
+            raise
+        self.assertEqual(trouble.text_content(), "1 in trouble")
+        why = page.locator('tr.server[data-index="2"] .links .why').text_content()
+        self.assertIn(f"127.0.0.1:{proxy.port}", why)
+        # A, whose end of the same links is in trouble too, is shown, not
+        # refused for the length of its trouble line.
+        self.assertEqual(page.locator('tr.server[data-index="0"]').get_attribute("data-state"), "Running")
+        self.assertTrue(page.evaluate("window.notReloaded === true"), "the page was reloaded")
+        page.screenshot(path=str(shots / "trouble.png"), full_page=True)
+        self.assertEqual(problems, [])

@@ -84,6 +84,9 @@ def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
         "rejected_lines": status.sensors_rejected if status else None,
         "links_up": status.links_up if status else None,
         "links_down": status.links_down if status else None,
+        "links_trouble": len(status.peers_in_trouble) if status else 0,
+        "trouble": _trouble(status.peers_in_trouble) if status else None,
+        "warnings": _warnings(status) if status else [],
         "last_answer": None,
         "readings": [],
         "readings_error": result.readings_error,
@@ -110,6 +113,40 @@ def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
                 "max": _number(max(values)),
             })
     return row
+
+
+# Characters of a peer's trouble line the page shows; the node's /status
+# has it whole.
+TROUBLE_SHOWN = 200
+
+
+def _trouble(peers: tuple) -> Optional[str]:
+    # The first peer's trouble line, named by its address.
+    if not peers:
+        return None
+    peer = peers[0]
+    who = peer.address or _short_id(peer.node_id) or "a peer"
+    more = f" (and {len(peers) - 1} more)" if len(peers) > 1 else ""
+    trouble = peer.trouble
+    if len(trouble) > TROUBLE_SHOWN:
+        trouble = trouble[: TROUBLE_SHOWN - 1] + "…"
+    return f"{who}: {trouble}{more}"
+
+
+def _warnings(status) -> list:
+    """
+    What the server says puts its data at risk, one line each.
+    """
+    warnings = []
+    if status.quarantined:
+        plural = "record" if status.quarantined == 1 else "records"
+        warnings.append(
+            f"{status.quarantined} {plural} failed their check on disk, waiting for a good copy from a peer"
+        )
+    if status.damaged_files:
+        plural = "file" if status.damaged_files == 1 else "files"
+        warnings.append(f"{status.damaged_files} damaged database {plural} moved aside at start")
+    return warnings
 
 
 def chart_series(result: ServerResult) -> dict:

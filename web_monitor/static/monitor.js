@@ -65,6 +65,10 @@
         " · ",
         el("span", { class: s.links_down ? "down" : "none" }, s.links_down + " down"),
       ];
+      if (s.links_trouble) {
+        links.push(" · ", el("span", { class: "trouble" }, s.links_trouble + " in trouble"),
+                   el("div", { class: "why" }, s.trouble));
+      }
     }
     return el(
       "tr",
@@ -75,7 +79,8 @@
         { class: "state" },
         badge(s),
         s.message && el("div", { class: "why" }, s.message),
-        s.last_answer && el("div", { class: "why" }, s.last_answer)
+        s.last_answer && el("div", { class: "why" }, s.last_answer),
+        ...(s.warnings || []).map((w) => el("div", { class: "why warning" }, w))
       ),
       el("td", { class: "mono", title: s.node_id }, value(s.node_short)),
       el("td", {}, value(s.uptime)),
