@@ -131,6 +131,7 @@ class Node:
         name: str = "node",
         secret_file: Optional[Path] = None,
         peers: Iterable[str] = (),
+        extra_args: Iterable[str] = (),
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +141,8 @@ class Node:
         self.sync = sync
         self.secret_file = secret_file
         self.peers = list(peers)
+        # More options of twistd p2pstore, at every start (may be changed).
+        self.extra_args = list(extra_args)
         self.sensor_port, self.status_port, self.peer_port = free_ports(3)
         self.process: subprocess.Popen | None = None
         self.started_at: float | None = None
@@ -165,6 +168,7 @@ class Node:
             command += ["--secret-file", str(self.secret_file)]
         if self.peers:
             command += ["--peers", ",".join(self.peers)]
+        command += self.extra_args
         # Appended to: a restarted node keeps the log of its earlier runs.
         with open(self.log_path, "ab") as log:
             self.started_at = time.perf_counter()
