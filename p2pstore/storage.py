@@ -37,6 +37,7 @@ from .schema import (
     EPOCH,
     PEER_DB,
     ROW_SQL,
+    SENSOR_NAME,
     TABLES_SQL,
     Schema,
     StoreError,
@@ -459,7 +460,7 @@ class Store:
         for entry in entries:
             index = entry[ENTRY_INDEX]
             pending = txn.execute(
-                "SELECT id FROM main.quarantine WHERE origin = ? AND epoch = ? "
+                "SELECT row FROM main.quarantine WHERE origin = ? AND epoch = ? "
                 "AND entry_index = ? AND repaired_at IS NULL",
                 (origin, epoch, index),
             ).fetchall()
@@ -469,7 +470,11 @@ class Store:
                 f"SELECT 1 FROM {db}.{table} WHERE epoch = ? AND entry_index = ?", (epoch, index)
             ).fetchone()
             if not held:
-                self._statements.insert(txn, db, table, [_row(epoch, entry)])
+                row = _row(epoch, entry)
+                name = _quarantined_name(pending[0][0])
+                if name is not None:
+                    row = (*row, name)
+                self._statements.insert(txn, db, table, [row])
             txn.execute(
                 "UPDATE main.quarantine SET repaired_at = ? WHERE origin = ? AND epoch = ? "
                 "AND entry_index = ? AND repaired_at IS NULL",
@@ -527,6 +532,19 @@ def _row(epoch: str, entry: tuple) -> tuple:
     # are not replicated (yet): a peer's copy holds none.
     value, unit = parse_value_unit(entry[SENSOR_DATA])
     return (*entry, value, unit, epoch)
+
+
+def _quarantined_name(saved: Optional[str]) -> Optional[str]:
+    # The sensor name of a quarantined row, kept through its repair: peers'
+    # copies hold none. Like every sensor name it is not signed.
+    try:
+        row = json.loads(saved) if saved else None
+    except ValueError:
+        return None
+    if not isinstance(row, list) or len(row) <= SENSOR_NAME:
+        return None
+    name = row[SENSOR_NAME]
+    return name if isinstance(name, str) else None
 
 
 def _as_json(value):

@@ -13,6 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs, formatEvent
 
+from p2pstore.records import SENSOR_DATA
 from p2pstore.scrub import Scrub
 from p2pstore.storage import BadEntry
 
@@ -144,6 +145,24 @@ class ScrubTests(StoreTestCase):
         again = self.scrub(store, rate=0)
         await again.start()
         self.assertEqual((again.status()["quarantined"], again.status()["repaired"]), (0, 1))
+
+    async def test_repair_keeps_the_sensor_name(self):
+        """
+        A repaired row keeps the sensor name of the row it replaces: peers'
+        copies hold none, so it comes from the quarantined row.
+        """
+        store, opened = await self.filled()
+        self.edit(f"UPDATE {TABLE} SET sensor_name = 'boiler'")
+        good = await store.read_entries(NODE_ID, opened.epoch, 0, 30)
+        self.edit(f"UPDATE {TABLE} SET sensor_data = '99C' WHERE entry_index = 9")
+        scrub = self.scrub(store, rate=0)
+        await scrub.start()
+        await scrub.check_now(NODE_ID, opened.epoch, 9)
+        self.assertEqual(await scrub.repair(NODE_ID, opened.epoch, [good[8]], "b" * 32), [9])
+        self.assertEqual(
+            self.query(f"SELECT sensor_data, sensor_name FROM {TABLE} WHERE entry_index = 9"),
+            [(good[8][SENSOR_DATA], "boiler")],
+        )
 
     async def test_good_record_left_alone(self):
         """
