@@ -31,6 +31,13 @@ MOVE_ASIDE = (
     "(or restore the file from a backup)"
 )
 
+# A row that fails its check in a file SQLite still reads whole: the node's
+# scrub finds it and puts a peer's good copy in its place.
+REPAIRS = (
+    "start the node with its peers: it quarantines the row and puts a peer's good copy in "
+    "its place (first check that --secret-file is the cluster's key)"
+)
+
 
 @frozen
 class Problem:
@@ -256,7 +263,7 @@ def check_table(conn, signer, name, table, origin, quarantined, report, progress
             if wrong == BAD_CHECKSUM:
                 report.bad_checksums += 1
                 wrong += " (the row was changed after it was stored, or the key is not this cluster's)"
-            report.add(Problem(where, wrong, MOVE_ASIDE), kind=f"{name} {table} records")
+            report.add(Problem(where, wrong, REPAIRS), kind=f"{name} {table} records")
         if type(index) is int:
             log = logs.get(epoch)
             if log is None:

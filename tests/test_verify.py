@@ -177,7 +177,7 @@ class VerifyTests(TestCase):
             lines[0].startswith(f"{SELF_DB} {table} log {a.node_id}/{epoch} entry 42: checksum mismatch"),
             lines[0],
         )
-        self.assertIn("start the node with its peers", lines[0])
+        self.assertIn("quarantines the row and puts a peer's good copy in its place", lines[0])
         self.assertEqual(lines[1], "checked 400 records in 2 logs of 2 databases: 1 problem")
         self.assertEqual(result.stderr, "")
 
