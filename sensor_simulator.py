@@ -240,6 +240,7 @@ class Simulator:
         self._out = out
         self._protocol: Optional[SensorClientProtocol] = None
         self._link = "new"  # "new", then "up" or "down"; a line is printed only when it changes
+        self._name: Optional[str] = None  # the name the node answered "OK auth" with
         self._loop: Optional[task.LoopingCall] = None
         self.accepted = 0
         self.finished = False
@@ -260,10 +261,16 @@ class Simulator:
 
     # Connection events, from the protocol and the endpoint.
 
-    def connected(self, protocol: SensorClientProtocol) -> None:
-        """A connection is up: send everything unanswered, oldest first, then new readings."""
+    def connected(self, protocol: SensorClientProtocol, name: Optional[str] = None) -> None:
+        """
+        A connection is up (authenticated as C{name} with a token): send
+        everything unanswered, oldest first, then new readings.
+        """
         self._protocol = protocol
         self.queue.connection_lost()
+        if name is not None and name != self._name:
+            self._name = name
+            self._out("Authenticated to {} as sensor {}".format(self._where, name))
         if self._link == "down":
             self._out(
                 "Connected to {}; sending {} unacknowledged readings".format(
@@ -392,7 +399,8 @@ class SensorClientProtocol(LineOnlyReceiver):
         if self._authenticating:
             self._authenticating = False
             if line.startswith(b"OK auth "):
-                self.simulator.connected(self)
+                name = line[len(b"OK auth "):].decode("utf-8", "replace")[:200]
+                self.simulator.connected(self, name)
             else:
                 self.simulator.auth_refused(line.decode("utf-8", "replace")[:200])
                 self.transport.loseConnection()

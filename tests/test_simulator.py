@@ -724,6 +724,20 @@ class TokenTests(SynchronousTestCase):
         h.answer(b"OK auth kitchen")
         self.assertEqual(h.sent(), ["run-1", "run-2"])
 
+    def test_name_said_once(self):
+        """
+        The name the node knows the sensor by is printed on the first
+        connection, not again on each reconnection.
+        """
+        h = Harness(interval=0, count=5, token=b"t0ken-0123456789")
+        for _ in range(2):
+            h.connect()
+            h.answer(b"OK auth kitchen")
+            h.drop()
+        named = [line for line in h.out if "as sensor" in line]
+        self.assertEqual(len(named), 1, h.out)
+        self.assertIn("as sensor kitchen", named[0])
+
     def test_refused_said_once(self):
         h = Harness(interval=0, count=2, token=b"wrong-0123456789")
         for _ in range(3):
