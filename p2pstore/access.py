@@ -185,8 +185,8 @@ class SensorAccess:
         """
         if self.tokens is not None and self.tokens.reload():
             self.log.info(
-                "reloaded {path}: {count} sensors known",
-                path=str(self.tokens.path), count=len(self.tokens.value),
+                "reloaded {path}: {known}",
+                path=str(self.tokens.path), known=sensors_known(len(self.tokens.value)),
             )
 
     def status(self, sensors: Iterable) -> dict:
@@ -268,3 +268,10 @@ class ReloadOnHangup(Service):
                 action()
             except Exception:
                 self.log.failure("a reload on SIGHUP failed; please report this bug")
+
+
+def sensors_known(count: int) -> str:
+    """
+    How many sensors a tokens file names, for the log.
+    """
+    return "1 sensor known" if count == 1 else f"{count} sensors known"

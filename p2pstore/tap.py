@@ -14,7 +14,7 @@ from pathlib import Path
 from twisted.internet.endpoints import HostnameEndpoint, serverFromString
 from twisted.python import usage
 
-from .access import ReloadOnHangup, SensorAccess
+from .access import ReloadOnHangup, SensorAccess, sensors_known
 from .certificates import subject_name
 from .damaged import SetAside, advice, check_databases
 from .dialer import Dialer
@@ -254,7 +254,7 @@ def _access_notes(settings: Settings, sensor_tokens, http_token) -> list[str]:
     notes = []
     if sensor_tokens is not None:
         notes.append(
-            f"sensors need a token: {len(sensor_tokens.value)} sensors known from "
+            f"sensors need a token: {sensors_known(len(sensor_tokens.value))} from "
             f"{settings.sensor_tokens} (reloaded on SIGHUP)"
         )
     if settings.sensor_allow:

@@ -180,7 +180,7 @@ class TokenTests(SensorTestCase):
         self.path.write_text(f"cellar {'c' * 20}\n")
         with capturedLogs() as events:
             self.access.reload()
-        self.assertTrue(any(": 1 sensors known" in formatEvent(e) for e in events))
+        self.assertTrue(any(": 1 sensor known" in formatEvent(e) for e in events))
         protocol, transport = self.connect()
         protocol.dataReceived(b"AUTH " + b"c" * 20 + b"\n")
         self.assertEqual(transport.value(), b"OK auth cellar\n")
