@@ -36,9 +36,12 @@ class Pending:
     @ivar error: the reason each of them is refused (an ``ERR`` answer).
     @ivar silent: the lines came from a sensor that sends no line ends, and
         so reads no answers: they are not sent.
+    @ivar copies: the nodes that must hold the readings before they are
+        answered OK (L{p2pstore.copies.CopyWait}), this one included.
+    @ivar reply: an answer of its own (to a line that is not a reading).
     """
 
-    __slots__ = ("sensor", "readings", "rows", "indexes", "error", "silent")
+    __slots__ = ("sensor", "readings", "rows", "indexes", "error", "silent", "copies", "reply")
 
     def __init__(
         self,
@@ -46,6 +49,8 @@ class Pending:
         readings: Sequence[Reading] = (),
         error: Optional[str] = None,
         silent: bool = False,
+        copies: int = 1,
+        reply: Optional[bytes] = None,
     ):
         self.sensor = sensor
         self.readings = readings
@@ -53,10 +58,12 @@ class Pending:
         self.rows: Optional[list] = None
         self.indexes: Optional[Sequence[int]] = None
         self.error = error
+        self.copies = copies
+        self.reply = reply
 
     @property
     def answered(self) -> bool:
-        return self.indexes is not None or self.error is not None
+        return self.indexes is not None or self.error is not None or self.reply is not None
 
 
 class Ingestor:
@@ -87,6 +94,9 @@ class Ingestor:
         # Called in turn with the Appended of each commit that added
         # readings (replication, and whatever else attaches).
         self.observers: list[Callable[[Appended], None]] = []
+        # Where readings that need copies on other nodes wait for them
+        # (p2pstore.copies.CopyWait), once set.
+        self.copy_wait = None
         self._max_batch = max_batch
         self._high_water = high_water
         self._low_water = low_water
@@ -279,8 +289,12 @@ class Ingestor:
         start = 0
         for pending in batch:
             end = start + len(pending.readings)
-            pending.indexes = indexes[start:end]
+            stored = indexes[start:end]
             start = end
+            if pending.copies > 1 and stored and self.copy_wait is not None and not pending.silent:
+                self.copy_wait.wait(pending, stored, pending.copies)
+            else:
+                pending.indexes = stored
         self._answer(batch)
         if appended.rows:
             for observer in self.observers:

@@ -66,6 +66,9 @@ class Node:
         self.set_aside: list = []
         # The scrub of its stored records (p2pstore.scrub), when it has one.
         self.scrub = None
+        # The answers that wait for copies on other nodes (p2pstore.copies).
+        self.copy_wait = None
+        self.ack_copies = 1
         ingestor.observers.append(self._committed)
 
     @property
@@ -104,6 +107,31 @@ class Node:
                 )
 
         return d.addCallback(opened)
+
+    def own_log(self) -> tuple:
+        """
+        This node's current log, ``(node id, epoch)``.
+        """
+        return (self.node_id, self.store.epoch)
+
+    def cluster_size(self) -> int:
+        """
+        The nodes this node knows of: itself, its peers (linked, dialled or
+        heard of through them) and the origins of the logs it holds.
+        """
+        replicator = self.replicator
+        known = {self.node_id, *replicator.peers, *replicator.holdings.nodes()}
+        known.update(origin for origin, _ in replicator.positions)
+        dialled = sum(1 for dialer in self.dialers if dialer.gave_up is None)
+        return max(len(known), 1 + dialled)
+
+    def why_no_copies(self) -> str:
+        """
+        Why readings lack copies, for the 'ERR copies' answer.
+        """
+        if not any(peer.links for peer in self.replicator.peers.values()):
+            return "no peer connected"
+        return "peers behind"
 
     def _committed(self, appended) -> None:
         self.replicator.appended(self.store.epoch, appended.last_index, appended.entries)
@@ -156,6 +184,14 @@ class Node:
             snapshot["tls"] = self.tls.status()
         if self.scrub is not None:
             snapshot["scrub"] = self.scrub.status()
+        if self.copy_wait is not None:
+            snapshot["ack_copies"] = self.ack_copies
+            copies = snapshot["copies"] = self.copy_wait.status()
+            copies["under_copied"] = (
+                replicator.holdings.under_copied(replicator.positions, self.ack_copies)
+                if self.opened and self.ack_copies > 1
+                else []
+            )
         if self.set_aside:
             snapshot["damaged_files"] = [moved.status() for moved in self.set_aside]
         if replicator.recovering:

@@ -19,12 +19,13 @@ from typing import Callable, Optional
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from .copies import HeldRelay, Holdings
 from .inbound import Inbound
 from .linkhealth import LinkHealth
 from .records import ENTRY_INDEX, Signer
 from .recovery import Recovery
 from .sending import Log, LogSender, LogSource
-from .wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records, Repair, Want
+from .wire import MAX_RECORDS, Ack, BadMessage, Have, Held, Links, Records, Repair, Want
 
 # HAVE announcements are coalesced over this long.
 HAVE_DELAY = 0.05
@@ -99,6 +100,9 @@ class Replicator:
         # ... by what precedes the reason's first colon.
         self.refused_reasons: dict[str, int] = {}
         self.recovery = Recovery(node_id, store)
+        # Who else holds how much of each log (p2pstore.copies).
+        self.holdings = Holdings(node_id, clock)
+        self.relay = HeldRelay(node_id, self.holdings, clock, self._send_held, self._linked)
         self.ready = False
         self.stopped = False
         self._idle_waiters: list = []
@@ -124,6 +128,7 @@ class Replicator:
         after the restart.
         """
         self.stopped = True
+        self.relay.stop()
         if self._have_call is not None and self._have_call.active():
             self._have_call.cancel()
         for peer in self.peers.values():
@@ -163,6 +168,7 @@ class Replicator:
     def _added(self, log: Log, last_index: int, entries: Callable[[], list]) -> None:
         # No peer has ever linked: nothing to keep a tail for.
         self.source.added(log, last_index, entries, keep=bool(self.peers))
+        self.holdings.stored(log, last_index)
         for peer in self.peers.values():
             peer.sender.pump()
         self._announce()
@@ -252,6 +258,8 @@ class Replicator:
         elif isinstance(message, Records):
             self.inbound.received(link, peer, message)
         elif isinstance(message, Ack):
+            # Sent after the peer's commit: it holds the log that far.
+            self.holdings.heard((message.origin, message.epoch), peer.node_id, message.last_index)
             if link is peer.sender.channel:
                 peer.sender.acked((message.origin, message.epoch), message.last_index)
         elif isinstance(message, Links):
@@ -261,6 +269,9 @@ class Replicator:
             self._wanted(peer, link, message)
         elif isinstance(message, Repair):
             self._repair(peer, message)
+        elif isinstance(message, Held):
+            for holder, last in message.holders.items():
+                self.holdings.heard((message.origin, message.epoch), holder, last)
         else:
             raise BadMessage(f"unexpected {type(message).__name__.upper()}")
 
@@ -334,6 +345,16 @@ class Replicator:
         has = {(o, e): n for o, epochs in message.positions.items() for e, n in epochs.items()}
         self.recovery.heard(has, self.positions)
         peer.sender.told(has, on_channel=link is peer.sender.channel)
+        self.holdings.told(peer.node_id, has)
+
+    def _linked(self, node_id: str) -> bool:
+        peer = self.peers.get(node_id)
+        return peer is not None and bool(peer.links)
+
+    def _send_held(self, node_id: str, message: Held) -> None:
+        peer = self.peers.get(node_id)
+        if peer is not None and peer.links and not self.stopped:
+            peer.links[0].send(message)
 
     def _links(self) -> Links:
         return Links(frozenset(p.node_id for p in self.peers.values() if p.links))
@@ -378,7 +399,10 @@ class Replicator:
         if good:
             # The sender holds what it sent (logs have no gaps): do not send
             # it back, nor count it as lacking.
-            peer.sender.holds((message.origin, message.epoch), good[-1][ENTRY_INDEX])
+            log = (message.origin, message.epoch)
+            peer.sender.holds(log, good[-1][ENTRY_INDEX])
+            self.holdings.heard(log, peer.node_id, good[-1][ENTRY_INDEX])
+            self.relay.came_from(log, peer.node_id)
         peer.received += len(result.added)
         if result.conflicts:
             peer.conflicts += result.conflicts

@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from .access import AUTH_TIMEOUT
+from .copies import parse_ack_line
 from .ingest import Ingestor, Pending
 from .interfaces import ISensor
 from .lines import (
@@ -46,6 +47,8 @@ def _cancel(call) -> None:
 
 def _answer(pending: Pending) -> bytes:
     # The answer lines of an answered Pending.
+    if pending.reply is not None:
+        return pending.reply
     if pending.error is not None:
         return error_answer(pending.error, len(pending.readings) or 1)
     return ok_answers(pending.indexes)
@@ -76,6 +79,10 @@ class SensorProtocol(Protocol):
     With ``access`` (L{p2pstore.access.SensorAccess}), a connection from
     elsewhere is closed at once; with tokens, its first line must be ``AUTH
     <token>``, answered ``OK auth <name>``, or ``ERR not authenticated`` and closed.
+
+    With ``acks`` (L{p2pstore.copies.AckCopies}), readings are answered OK
+    once that many nodes hold them; an ``ACK <k>`` line before the first
+    reading asks for ``k`` instead.
     """
 
     sensor_index = 0
@@ -89,9 +96,15 @@ class SensorProtocol(Protocol):
         clock=None,
         unterminated: bool = True,
         access=None,
+        acks=None,
     ):
         self._ingestor = ingestor
         self._access = access
+        self._acks = acks
+        # The nodes that must hold a reading before its OK; until the first
+        # reading, an ACK line may change it.
+        self.ack_copies = acks.default if acks is not None else 1
+        self._ack_open = acks is not None
         # Reads the AUTH line, until the sensor has sent it.
         self._first_line = access.first_line(max_line) if access and access.asks_tokens else None
         self._auth_call = None
@@ -255,6 +268,10 @@ class SensorProtocol(Protocol):
                 continue
             if line.endswith(b"\r"):
                 line = line[:-1]
+            if line.startswith(b"ACK ") and self._acks is not None:
+                readings = self._submit(readings)
+                self._ack(line)
+                continue
             if len(line) > self._max_line:
                 readings = self._submit(readings)
                 self._reject(line, "line too long")
@@ -313,10 +330,22 @@ class SensorProtocol(Protocol):
         """
         if not readings:
             return readings
-        pending = Pending(self, readings, silent=self._framing)
+        self._ack_open = False
+        pending = Pending(self, readings, silent=self._framing, copies=self.ack_copies)
         self._answers.append(pending)
         self._ingestor.submit(pending)
         return []
+
+    def _ack(self, line: bytes) -> None:
+        # ACK <k>: the copies this connection's readings need.
+        if not self._ack_open:
+            self._reject(line, "ACK <k> comes before the first reading")
+            return
+        copies, answer = parse_ack_line(line, self._acks.cluster_size())
+        if copies is not None:
+            self.ack_copies = copies
+        self._answers.append(Pending(self, reply=answer))
+        self.answers_ready()
 
     def _reject(self, raw: bytes, reason: str) -> None:
         self._answers.append(Pending(self, error=reason, silent=self._framing))
@@ -384,6 +413,7 @@ class SensorFactory(Factory):
         clock=None,
         unterminated: bool = True,
         access=None,
+        acks=None,
     ):
         self.ingestor = ingestor
         self.max_line = max_line
@@ -393,8 +423,11 @@ class SensorFactory(Factory):
         self.unterminated = unterminated
         # Which connections are let in (p2pstore.access.SensorAccess), or None: all.
         self.access = access
+        # The copies readings need before their OK (p2pstore.copies.AckCopies).
+        self.acks = acks
 
     def buildProtocol(self, addr) -> SensorProtocol:
         return SensorProtocol(
-            self.ingestor, self.max_line, self.now, self.clock, self.unterminated, self.access
+            self.ingestor, self.max_line, self.now, self.clock, self.unterminated, self.access,
+            self.acks,
         )

@@ -234,6 +234,9 @@ class NodeService(MultiService):
         if self._opening is not None:
             yield self._opening
         yield ingestor.drain()
+        if self.node.copy_wait is not None:
+            # The links are closed: no copy can be confirmed now.
+            self.node.copy_wait.stop()
         lost = ingestor.unsaved_rejected + ingestor.dropped_rejected
         if lost:
             self.log.warn(

@@ -50,10 +50,19 @@ DEFAULTS = {
     "peer-ca": None,
     "peer-tls-fingerprints": "",
     "scrub-rate": "50",
+    "ack-copies": "1",
+    "ack-timeout": "10s",
 }
 # Records a second the scrub may check, at most (0: only at start and on a
 # peer's refusal).
 MAX_SCRUB_RATE = 100000
+# Nodes an OK may wait for, at most; the cluster's size bounds it too.
+MAX_ACK_COPIES = 100
+# The longest an OK may wait for copies.
+MAX_ACK_TIMEOUT = 3600.0
+# A duration: a number and a unit.
+_DURATION = re.compile(r"\A([0-9]{1,9}(?:\.[0-9]{1,6})?)(ms|s|m|h|d)\Z")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 _HOSTNAME = re.compile(
     r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -125,6 +134,10 @@ class Settings:
     peer_tls: Optional[PeerCredentials] = None
     # Stored records the scrub checks again a second (p2pstore.scrub).
     scrub_rate: int = 50
+    # The nodes that must hold a reading before it is answered OK, this
+    # one included, and how long its answer waits for them (seconds).
+    ack_copies: int = 1
+    ack_timeout: float = 10.0
 
 
 def _port_number(setting: str, text: str, what: str = "") -> int:
@@ -207,6 +220,23 @@ def _token_file(setting: str, text, load) -> Optional[Path]:
     return path
 
 
+def parse_duration(setting: str, text, lowest: float, highest: float) -> float:
+    """
+    A duration such as ``10s``, ``500ms``, ``5m``, ``12h`` or ``30d``, in
+    seconds, from ``lowest`` to ``highest``.
+    """
+    found = _DURATION.match(str(text).strip().lower())
+    if found is None:
+        raise ConfigError(
+            setting,
+            f"{text!r} is not a duration: give a number and a unit, ms, s, m, h or d (10s, 500ms, 5m)",
+        )
+    seconds = float(found.group(1)) * _UNITS[found.group(2)]
+    if not lowest <= seconds <= highest:
+        raise ConfigError(setting, f"{text!r} is not from {lowest:g} s to {highest:g} s")
+    return seconds
+
+
 def check_settings(given: Mapping[str, object], reactor) -> Settings:
     """
     Check every setting; those not given take their defaults.
@@ -229,6 +259,14 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
             "scrub-rate",
             f"{values['scrub-rate']!r} is not a number of records a second from 0 to {MAX_SCRUB_RATE}",
         )
+    ack_copies = str(values["ack-copies"]).strip()
+    if not _NUMBER.match(ack_copies) or not 1 <= int(ack_copies) <= MAX_ACK_COPIES:
+        raise ConfigError(
+            "ack-copies",
+            f"{values['ack-copies']!r} is not a number of nodes from 1 (this node alone) to "
+            f"{MAX_ACK_COPIES}",
+        )
+    ack_timeout = parse_duration("ack-timeout", values["ack-timeout"], 0.01, MAX_ACK_TIMEOUT)
     sync = str(values["sync"]).strip().lower()
     if sync not in SYNC_MODES:
         raise ConfigError("sync", f"{values['sync']!r} is not one of {', '.join(SYNC_MODES)}")
@@ -267,6 +305,8 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         http_token_file=_token_file("http-token-file", values["http-token-file"], load_http_token),
         peer_tls=_peer_tls(values, peers),
         scrub_rate=int(scrub_rate),
+        ack_copies=int(ack_copies),
+        ack_timeout=ack_timeout,
     )
 
 

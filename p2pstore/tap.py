@@ -16,6 +16,7 @@ from twisted.python import usage
 
 from .access import ReloadOnHangup, SensorAccess, sensors_known
 from .certificates import subject_name
+from .copies import AckCopies, CopyWait
 from .damaged import SetAside, advice, check_databases
 from .dialer import Dialer
 from .identity import KEY_FILE, load_key, lock_data_dir, prepare_data_dir, resolve_node_id, write_node_id
@@ -76,6 +77,16 @@ _HELP = {
         "mutual TLS, and tls: peers are dialled with it. See docs/tls.md."
     ),
     "tls-key": "The private key (PEM, unencrypted) of --tls-cert.",
+    "ack-copies": (
+        "The nodes that must hold a reading, each on its disk, before it is answered OK: "
+        "1 is this node alone, 2 this node and one peer. A sensor may ask for another "
+        "number with an 'ACK <k>' line first."
+    ),
+    "ack-timeout": (
+        "How long an answer waits for --ack-copies (10s, 500ms, 1m); then it is "
+        "'ERR copies: ...', the reading kept, and the same reading sent again is answered "
+        "OK once the copies exist."
+    ),
     "peer-ca": "Peer TLS: the cluster CA (PEM); a peer's certificate must be signed by it.",
     "peer-tls-fingerprints": (
         "Peer TLS: comma-separated sha256:HEX of the peers' certificates (each node logs "
@@ -157,6 +168,11 @@ def makeNode(config: Options, reactor=None) -> NodeService:
     node.scrub = replicator.scrub = Scrub(store, signer, reactor, replicator.want, settings.scrub_rate)
     node.access = SensorAccess(reactor, sensor_tokens, settings.sensor_allow)
     node.set_aside = moved
+    node.copy_wait = ingestor.copy_wait = CopyWait(
+        replicator.holdings, reactor, settings.ack_timeout, node.own_log, node.why_no_copies
+    )
+    node.ack_copies = settings.ack_copies
+    acks = AckCopies(settings.ack_copies, node.cluster_size)
 
     def now() -> str:
         return format_utc(reactor.seconds())
@@ -166,7 +182,8 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         settings.sensor_port,
         serverFromString(reactor, settings.sensor_port),
         SensorFactory(
-            ingestor, settings.max_line, now, reactor, settings.unterminated_readings, node.access
+            ingestor, settings.max_line, now, reactor, settings.unterminated_readings, node.access,
+            acks,
         ),
     )
     status = Listener(
@@ -198,6 +215,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         f"peers on {settings.peer_port}",
         f"dialling peers: {', '.join(map(str, settings.peers)) or 'none'}",
         *_access_notes(settings, sensor_tokens, http_token),
+        _copies_note(settings),
     ]
     if tls is not None:
         node.tls = tls.status
@@ -245,6 +263,26 @@ def _load(setting: str, load, path):
         return load(path)
     except AccessFileError as e:
         raise ConfigError(setting, str(e)) from None
+
+
+def _copies_note(settings: Settings) -> str:
+    """
+    The start's line about what an OK promises.
+    """
+    if settings.ack_copies == 1:
+        return "answers OK once a reading is on this node's disk (--ack-copies 1)"
+    others = settings.ack_copies - 1
+    note = (
+        f"answers OK once a reading is on this node's disk and on {others} other "
+        f"node{'s' if others > 1 else ''} (--ack-copies {settings.ack_copies}), "
+        f"or 'ERR copies' after {settings.ack_timeout:g} s"
+    )
+    if len(settings.peers) < others:
+        note += (
+            f"; warning: only {len(settings.peers)} peers are given with --peers, so unless "
+            "others dial this node every reading will be answered 'ERR copies'"
+        )
+    return note
 
 
 def _access_notes(settings: Settings, sensor_tokens, http_token) -> list[str]:

@@ -16,7 +16,8 @@ from attrs import frozen
 from .records import ENTRY, ENTRY_INDEX, is_node_id
 
 # 2: lines after the handshake are sealed (p2pstore.sealing).
-PROTOCOL_VERSION = 2
+# 3: WANT and REPAIR (records in quarantine), HELD (copies beyond a relay).
+PROTOCOL_VERSION = 3
 # SQLite's largest integer.
 MAX_INTEGER = 2**63 - 1
 NONCE_BYTES = 32
@@ -34,8 +35,9 @@ PONG = b"PONG"
 LINKS = b"LINKS"
 WANT = b"WANT"
 REPAIR = b"REPAIR"
+HELD = b"HELD"
 
-VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR)
+VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR, HELD)
 # Positions one WANT asks for, at most.
 MAX_WANTED = 100
 
@@ -124,6 +126,19 @@ class Repair:
 
 
 @frozen
+class Held:
+    """
+    Other nodes hold ``(origin, epoch)`` up to these indexes, after their
+    commits: ``{node id: last_index}``. A relay sends it towards the origin
+    when a node it forwarded the log to acknowledges it.
+    """
+
+    origin: str
+    epoch: str
+    holders: dict
+
+
+@frozen
 class Links:
     """
     The nodes the sender has an authenticated link to now: a peer linked to
@@ -172,6 +187,8 @@ def encode(message) -> bytes:
         return _dump(
             REPAIR, {"origin": message.origin, "epoch": message.epoch, "records": message.entries}
         )
+    if isinstance(message, Held):
+        return _dump(HELD, {"origin": message.origin, "epoch": message.epoch, "nodes": message.holders})
     if isinstance(message, Links):
         return _dump(LINKS, {"nodes": sorted(message.node_ids)})
     if isinstance(message, Ping):
@@ -305,6 +322,15 @@ def decode(line: bytes):
             _node(payload.get("origin"), "origin"),
             _node(payload.get("epoch"), "epoch"),
             _entries(payload.get("records"), "REPAIR", consecutive=False),
+        )
+    if verb == HELD:
+        holders = payload.get("nodes")
+        if not isinstance(holders, dict) or not holders:
+            raise BadMessage("HELD has no nodes")
+        return Held(
+            _node(payload.get("origin"), "origin"),
+            _node(payload.get("epoch"), "epoch"),
+            {_node(n, "node"): _index(i, "last_index") for n, i in holders.items()},
         )
     if verb == LINKS:
         nodes = payload.get("nodes")

@@ -26,6 +26,7 @@ from twisted.trial.unittest import TestCase
 
 from p2pstore.records import BadRecord, Record, Signer
 from p2pstore.peer import MAX_LINE
+from p2pstore.wire import PROTOCOL_VERSION
 
 from .nodes import (
     PEER_DB,
@@ -519,7 +520,7 @@ def hello_line(node_id: str, nonce: bytes = b"") -> bytes:
     A well-formed HELLO from ``node_id`` (with a fresh nonce unless one is given).
     """
     return b"HELLO " + json.dumps(
-        {"v": 2, "node": node_id, "nonce": (nonce or os.urandom(32)).hex()}, separators=(",", ":")
+        {"v": PROTOCOL_VERSION, "node": node_id, "nonce": (nonce or os.urandom(32)).hex()}, separators=(",", ":")
     ).encode("ascii")
 
 

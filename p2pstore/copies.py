@@ -1,0 +1,337 @@
+"""
+Copies: who holds how much of each log, as far as this node has heard on
+authenticated links, and the sensor answers that wait until enough nodes
+hold their readings (C{--ack-copies}).
+
+A node hears that another holds a log up to an index from that node's own
+messages, each sent only after the commit it reports: its C{ACK} of a batch,
+its C{HAVE}, and the records it sends (it holds what it sends). It hears of
+nodes beyond its peers from C{HELD}, which a relay sends towards a log's
+origin when a node it forwarded the log to acknowledges it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Optional
+
+from attrs import define
+from twisted.logger import Logger
+
+from .sending import Log
+from .wire import Held
+
+# Where this node has heard a log is held, kept per log for /status: the
+# time each range of it was first held here, at most this many ranges.
+MAX_MARKS = 1000
+
+
+class Holdings:
+    """
+    How far each other node holds each log: ``{log: {node id: last index}}``.
+
+    Listeners are called with ``(log, holder, last)`` for every rise.
+    """
+
+    def __init__(self, node_id: str, clock):
+        self.node_id = node_id
+        self._clock = clock
+        self._held: dict[Log, dict[str, int]] = {}
+        # When the ranges of each log held here were first held here, as
+        # rising (last index, time) marks: what /status calls "since".
+        self._marks: dict[Log, deque] = {}
+        self.listeners: list[Callable[[Log, str, int], None]] = []
+
+    def heard(self, log: Log, holder: str, last: int) -> None:
+        """
+        ``holder`` holds ``log`` up to ``last`` at least.
+        """
+        holders = self._held.setdefault(log, {})
+        if holder == self.node_id or last <= holders.get(holder, 0):
+            return
+        holders[holder] = last
+        for listener in self.listeners:
+            listener(log, holder, last)
+
+    def told(self, holder: str, positions: dict) -> None:
+        """
+        ``holder``'s own word on every log it holds (its HAVE): a log it does
+        not name, or names lower than before (it lost a file), counts for
+        what it says now.
+        """
+        for log, holders in self._held.items():
+            if holder in holders and positions.get(log, 0) < holders[holder]:
+                holders[holder] = positions.get(log, 0)
+        for log, last in positions.items():
+            self.heard(log, holder, last)
+
+    def stored(self, log: Log, last: int) -> None:
+        """
+        This node now holds ``log`` up to ``last``.
+        """
+        marks = self._marks.setdefault(log, deque())
+        if marks and marks[-1][0] >= last:
+            return
+        marks.append((last, self._clock.seconds()))
+        if len(marks) > MAX_MARKS:
+            # Keep the oldest time of each pair: "since" errs early.
+            kept = list(marks)[::2]
+            marks.clear()
+            marks.extend(kept)
+
+    def holders(self, log: Log) -> dict:
+        return dict(self._held.get(log, {}))
+
+    def nodes(self) -> set:
+        """
+        Every node heard of as holding something.
+        """
+        return {holder for holders in self._held.values() for holder in holders}
+
+    def others(self, log: Log, index: int) -> int:
+        """
+        How many other nodes are known to hold the record at ``index``.
+        """
+        return sum(1 for last in self._held.get(log, {}).values() if last >= index)
+
+    def copied_to(self, log: Log, others: int) -> int:
+        """
+        The highest index that at least ``others`` other nodes hold.
+        """
+        if others <= 0:
+            return 2**63 - 1
+        held = sorted(self._held.get(log, {}).values(), reverse=True)
+        return held[others - 1] if len(held) >= others else 0
+
+    def under_copied(self, positions: dict, copies: int) -> list:
+        """
+        The ranges of the logs this node holds that fewer than ``copies``
+        nodes (this one included) hold, and since when they have been held
+        here.
+        """
+        ranges = []
+        for log, last in sorted(positions.items()):
+            first = self.copied_to(log, copies - 1) + 1
+            if first > last:
+                self._marks.pop(log, None)
+                continue
+            marks = self._marks.get(log)
+            while marks and len(marks) > 1 and marks[0][0] < first:
+                marks.popleft()
+            since = marks[0][1] if marks else None
+            ranges.append(
+                {
+                    "origin": log[0],
+                    "epoch": log[1],
+                    "first": first,
+                    "last": last,
+                    "copies": 1 + self.others(log, first),
+                    "since": since,
+                }
+            )
+        return ranges
+
+
+class HeldRelay:
+    """
+    Tells each log's origin (or, when this node is not linked to it, the
+    peer that sent this node that log) which other nodes hold the log, as
+    this node hears of them: so the origin counts the copies beyond its
+    peers. News about one log to one peer goes out once a reactor turn.
+
+    @param send: called with ``(peer id, Held)``; it sends when the peer is
+        linked.
+    @param linked: whether a peer is linked now.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        holdings: Holdings,
+        clock,
+        send: Callable[[str, Held], None],
+        linked: Callable[[str], bool],
+    ):
+        self.node_id = node_id
+        self._clock = clock
+        self._send = send
+        self._linked = linked
+        # The peer each log last came from: the way towards its origin.
+        self._upstream: dict[Log, str] = {}
+        self._out: dict[str, dict[Log, dict]] = {}
+        self._call = None
+        self.stopped = False
+        holdings.listeners.append(self._heard)
+
+    def came_from(self, log: Log, peer_id: str) -> None:
+        self._upstream[log] = peer_id
+
+    def _heard(self, log: Log, holder: str, last: int) -> None:
+        origin = log[0]
+        if origin == self.node_id or self.stopped:
+            return
+        target = origin if self._linked(origin) else self._upstream.get(log)
+        if target is None or target == holder:
+            return
+        self._out.setdefault(target, {}).setdefault(log, {})[holder] = last
+        if self._call is None:
+            self._call = self._clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        out, self._out = self._out, {}
+        for target, logs in out.items():
+            for (origin, epoch), holders in logs.items():
+                self._send(target, Held(origin, epoch, holders))
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+
+class CopyWait:
+    """
+    The answers of readings that wait for copies: a reading asked for with
+    ``k`` copies is answered ``OK <index>`` once ``k - 1`` other nodes hold
+    it, or ``ERR copies: ...`` after ``timeout`` seconds; it stays stored
+    either way, and replicates when it can.
+
+    @param own_log: this node's current log.
+    @param why: why copies are lacking, for the ERR.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        holdings: Holdings,
+        clock,
+        timeout: float,
+        own_log: Callable[[], Log],
+        why: Callable[[], str],
+    ):
+        self._holdings = holdings
+        self._clock = clock
+        self.timeout = timeout
+        self._own_log = own_log
+        self._why = why
+        # By copies wanted, in the order they were stored:
+        # (deadline, highest index, pending, indexes).
+        self._waiting: dict[int, deque] = {}
+        self._timer = None
+        self.waiting = 0
+        self.timeouts = 0
+        self.confirmed = 0
+        holdings.listeners.append(self._heard)
+
+    def wait(self, pending, indexes, copies: int) -> None:
+        """
+        Answer ``pending``'s readings, stored at ``indexes`` of this node's
+        log, once ``copies`` nodes hold them: now, if they already do.
+        """
+        last = max(indexes)
+        if self._holdings.others(self._own_log(), last) >= copies - 1:
+            pending.indexes = indexes
+            self.confirmed += len(indexes)
+            return
+        queue = self._waiting.setdefault(copies, deque())
+        queue.append((self._clock.seconds() + self.timeout, last, pending, indexes))
+        self.waiting += len(indexes)
+        if self._timer is None:
+            self._timer = self._clock.callLater(self.timeout, self._expire)
+
+    def _heard(self, log: Log, holder: str, last: int) -> None:
+        if log != self._own_log() or not self.waiting:
+            return
+        sensors = set()
+        for copies, queue in self._waiting.items():
+            # Everything up to the index that many others hold.
+            upto = self._holdings.copied_to(log, copies - 1)
+            while queue and queue[0][1] <= upto:
+                _, _, pending, indexes = queue.popleft()
+                pending.indexes = indexes
+                self.waiting -= len(indexes)
+                self.confirmed += len(indexes)
+                sensors.add(pending.sensor)
+        for sensor in sensors:
+            sensor.answers_ready()
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self._clock.seconds()
+        self._give_up(lambda deadline: deadline <= now, self._why())
+        deadlines = [queue[0][0] for queue in self._waiting.values() if queue]
+        if deadlines:
+            self._timer = self._clock.callLater(max(min(deadlines) - now, 0), self._expire)
+
+    def _give_up(self, due: Callable[[float], bool], why: str) -> None:
+        own = self._own_log()
+        sensors = set()
+        count = 0
+        for copies, queue in self._waiting.items():
+            while queue and due(queue[0][0]):
+                _, last, pending, indexes = queue.popleft()
+                held = 1 + self._holdings.others(own, last)
+                pending.error = f"copies: {held} of {copies} ({why}); kept, send again to confirm"
+                self.waiting -= len(indexes)
+                count += len(indexes)
+                sensors.add(pending.sensor)
+        if count:
+            self.timeouts += count
+            self.log.warn(
+                "{count} readings were answered 'ERR copies' ({why}): they are stored here "
+                "and replicate when they can; sensors that send them again are answered OK "
+                "once enough nodes hold them. Check the peers' links in /status.",
+                count=count,
+                why=why,
+            )
+        for sensor in sensors:
+            sensor.answers_ready()
+
+    def stop(self) -> None:
+        """
+        Answer everything still waiting, at a stop.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._give_up(lambda deadline: True, "this node is stopping")
+
+    def status(self) -> dict:
+        return {
+            "ack_timeout_s": self.timeout,
+            "waiting_for_copies": self.waiting,
+            "copies_timeouts": self.timeouts,
+            "confirmed": self.confirmed,
+        }
+
+
+@define
+class AckCopies:
+    """
+    The copies a sensor's readings need before their OK: the node's
+    C{--ack-copies}, unless the sensor asks otherwise with ``ACK <k>``, up
+    to the nodes of the cluster.
+    """
+
+    default: int = 1
+    cluster_size: Callable[[], int] = lambda: 1
+
+
+def parse_ack_line(line: bytes, cluster_size: int) -> tuple[Optional[int], bytes]:
+    """
+    A sensor's ``ACK <k>`` line: the copies it asks for (None: refused)
+    and the answer line.
+    """
+    text = line[4:].strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) < 1:
+        return None, b"ERR ack: give ACK <k>, k a number of copies from 1 to %d\n" % cluster_size
+    copies = int(text)
+    if copies > cluster_size:
+        nodes = "node" if cluster_size == 1 else "nodes"
+        return None, b"ERR ack: %d copies asked, but the cluster has %d %s\n" % (
+            copies, cluster_size, nodes.encode()
+        )
+    return copies, b"OK ack %d\n" % copies
