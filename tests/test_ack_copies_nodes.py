@@ -40,11 +40,15 @@ class AckCopiesTests(TestCase):
 
     timeout = 240
 
-    def nodes(self, count: int, a_args=(), **peers) -> list[NodeProcess]:
+    def nodes(self, count: int, a_args=()) -> list[NodeProcess]:
+        """
+        ``count`` nodes sharing a key, the first (A) started with ``a_args``.
+        """
         key = cluster_key(self)
-        nodes = [NodeProcess(self, secret_file=key) for _ in range(count)]
-        nodes[0]._extra_args += list(a_args)
-        return nodes
+        return [
+            NodeProcess(self, secret_file=key, extra_args=a_args if n == 0 else ())
+            for n in range(count)
+        ]
 
     @inlineCallbacks
     def test_every_ok_is_on_the_peer(self):
