@@ -117,7 +117,10 @@ class BadAnswer(ValueError):
 
 
 class NodeBusy(Exception):
-    """The node could not store a reading just now (``ERR retry: ...``): send it again later."""
+    """
+    The node could not store a reading just now (``ERR retry: ...``), or stored it but could not
+    confirm the copies asked for (``ERR copies: ...``): send it again later.
+    """
 
 
 @frozen
@@ -310,7 +313,12 @@ class Simulator:
 
     def node_busy(self, reason: str) -> None:
         """The node could not store a reading; the protocol drops the connection to resend it."""
-        self._out("Node at {} could not store a reading ({}); reconnecting to resend".format(self._where, reason))
+        if reason.startswith("copies"):
+            # Stored there, not yet on enough nodes (--ack-copies): the resend confirms it.
+            what = "kept a reading but could not confirm its copies"
+        else:
+            what = "could not store a reading"
+        self._out("Node at {} {} ({}); reconnecting to resend".format(self._where, what, reason))
         self._link = "down"
 
     def bad_answer(self, problem: str) -> None:
@@ -322,7 +330,7 @@ class Simulator:
 
     def answer(self, answer: Answer) -> None:
         """Apply the node's answer to the oldest reading in flight."""
-        if not answer.ok and answer.reason.startswith("retry"):
+        if not answer.ok and answer.reason.startswith(("retry", "copies")):
             # Keep the reading: it goes again, first, on the next connection.
             raise NodeBusy(answer.reason)
         reading = self.queue.answered()

@@ -234,6 +234,27 @@ class SimulatorTests(SynchronousTestCase):
         h.connect()
         self.assertEqual(h.sent()[0], "run-2")
 
+    def test_copies_answer_keeps_the_reading(self):
+        """
+        ``ERR copies: ...`` (stored, but not yet on as many nodes as asked) keeps the reading
+        too: the simulator says the node kept it, and sends it again on the next connection,
+        where the node answers it OK once the copies exist.
+        """
+        h = Harness(interval=1)
+        h.connect()
+        h.simulator.start()
+        h.clock.pump([1])
+        h.answer(b"OK 1", b"ERR copies: 1 of 2 (no peer connected); kept, send again to confirm")
+        self.assertTrue(h.transport.disconnecting)
+        self.assertEqual([r.reading_id for r in h.simulator.queue], ["run-2"])
+        [said] = [line for line in h.out if "copies" in line]
+        self.assertIn("kept a reading but could not confirm its copies", said)
+        h.drop()
+        h.connect()
+        self.assertEqual(h.sent()[0], "run-2")
+        h.answer(b"OK 2")
+        self.assertEqual(h.simulator.accepted, 2)
+
     def test_resends_unacknowledged_in_order_after_reconnect(self):
         """
         After a reconnect the unanswered readings go out again, oldest first, before new ones,
