@@ -114,6 +114,8 @@ class CompiledStream:
         self.lost_early: list[str] = []
         self.latencies = array("d")
         self.held_back = 0
+        # Answers "ERR copies: ..." (--ack-copies), counted by the client.
+        self.err_copies = 0
         self.stderr = ""
         self.process = None
         self._out = None
@@ -203,8 +205,9 @@ class CompiledStream:
         return int(ok)
 
     async def drain(self, timeout: float, stop: bool = True) -> None:
-        _, _, held = (await self._ask("stop", "drained", timeout)).split()
+        _, _, held, err_copies = (await self._ask("stop", "drained", timeout)).split()
         self.held_back = int(held)
+        self.err_copies = int(err_copies)
 
     async def finish(self) -> list:
         """

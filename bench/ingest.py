@@ -29,12 +29,19 @@ a gap, nothing unknown was stored, the fields are as sent and a sample of
 HMACs verifies under the cluster key. Any failure prints FAILED and exits
 non-zero.
 
+``--ack-copies 1,2`` measures each K in turn within each repeat, every run
+on fresh nodes with the measured node started with ``--ack-copies K`` and
+the same max(--peers, K - 1) peers replicating live, and compares the
+rates; at K > 1 every line answered OK must also be in the peer database
+of K - 1 peers, at its index, read as soon as the answers are all in.
+
     python bench/ingest.py                      # 100 connections, 20 s
     python bench/ingest.py --repeat 3           # medians of 3 runs
     python bench/ingest.py --connections 1000 --json /tmp/ingest.json
     python bench/ingest.py --window 24          # latency near 70,000 readings/s
     python bench/ingest.py --rate 70000         # latency at a paced load
     python bench/ingest.py --peers 1            # with a peer replicating live
+    python bench/ingest.py --ack-copies 1,2     # OK after 1 copy, then after 2, interleaved
     python bench/ingest.py --quick              # smoke run, well under a minute
 """
 
@@ -58,7 +65,7 @@ from core import BenchFailure, sleep
 from harness import add_node_options, apply_node_options, run
 from load import SPREAD, Stream, line_at, line_of
 from logread import check_hmac_sample
-from nodes import SELF_DB, Http, Node, make_secret
+from nodes import PEER_DB, SELF_DB, Http, Node, make_secret
 from procfs import driver_cpu, machine_cpu, peak_rss_mb, process_cpu, raise_fd_limit
 from report import calibrate, calibration_span, machine, machine_line, medians, percentile, print_table
 
@@ -104,10 +111,11 @@ class Run:
     One benchmark run: a node, N connections, the figures and the check.
     """
 
-    def __init__(self, reactor, args, number: int):
+    def __init__(self, reactor, args, number: int, copies: int = 1):
         self.reactor = reactor
         self.args = args
         self.number = number
+        self.copies = copies
         self.tag = "r%d%04x" % (number, random.getrandbits(16))
         self.stream = None
         self.sensors: list = []
@@ -118,7 +126,8 @@ class Run:
         args = self.args
         workdir = Path(tempfile.mkdtemp(prefix="p2pstore-bench-ingest-", dir=args.tmpdir))
         secret = make_secret(workdir / "cluster.key") if args.peers else None
-        node = Node(workdir / "node", args.sync, "node", secret)
+        node = Node(workdir / "node", args.sync, "node", secret,
+                    extra_args=["--ack-copies", str(self.copies)])
         self.peer_nodes = [
             Node(workdir / f"peer{i}", args.sync, f"peer{i}", secret, peers=[node.peer_address])
             for i in range(1, args.peers + 1)
@@ -209,11 +218,16 @@ class Run:
         mach1 = machine_cpu()
         self._check_alive(node)
 
-        # Stop sending; every line in flight must be answered.
+        # Stop sending; every line in flight must be answered (an ERR
+        # copies comes after --ack-timeout).
         await stream.drain(60)
         status = await self.http.status(node)
         rss = peak_rss_mb(node.pid)
         cpu_total, _ = process_cpu(node.pid)
+        self.sensors = await stream.finish()
+        # --ack-copies K > 1: the peers hold every OK'd line now, before
+        # they had time to catch up.
+        short = self.short_of_copies(node) if self.copies > 1 else 0
         caught_up = None
         if self.peer_nodes:
             caught_up = await self.peers_caught_up(
@@ -221,7 +235,6 @@ class Run:
             )
 
         # Stop the node as a user would, then read what it stored.
-        self.sensors = await stream.finish()
         # SIGTERM, then the exit code and the log must say it stopped cleanly.
         await node.stop(self.reactor, 60)
         calibration_after = calibrate()
@@ -268,6 +281,12 @@ class Run:
             "other_cpu_cores": round(
                 busy_cores - (cpu1 - cpu0 + drv1 - drv0 + outside_driver) / period, 3
             ),
+            "ack_copies": self.copies,
+            # Answers "ERR copies" as the client counted them, and as the
+            # node did (/status copies.copies_timeouts).
+            "err_copies": stream.err_copies,
+            "node_copies_timeouts": status.get("copies", {}).get("copies_timeouts", 0),
+            "ok_short_of_copies": short,
             "acknowledged_total": sum(s.acked for s in self.sensors),
             "sent_total": sum(s.sent for s in self.sensors),
             "status_accepted": status["sensors"]["accepted"],
@@ -284,6 +303,37 @@ class Run:
         }
         result["check"] = self.check(node, result)
         return result
+
+    def short_of_copies(self, node: Node) -> int:
+        """
+        The lines answered OK that fewer than K - 1 peers hold at the index
+        they were answered with (read-only from each peer's database).
+        """
+        sensors = {s.number: s for s in self.sensors}
+        held = {n: bytearray(s.acked) for n, s in sensors.items()}
+        by_id = self.args.reading_ids
+        for peer in self.peer_nodes:
+            db = sqlite3.connect(f"file:{peer.data_dir / PEER_DB}?mode=ro", uri=True, timeout=10)
+            try:
+                for reading_id, entry_index, stamp in db.execute(
+                    f"SELECT reading_id, entry_index, timestamp FROM {table_name(node.node_id)}"
+                ):
+                    try:
+                        number, seq = line_of(reading_id, self.tag) if by_id else line_at(stamp)
+                        if sensors[number].indexes[seq] == entry_index:
+                            held[number][seq] += 1
+                    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+                        continue
+            except sqlite3.OperationalError:
+                pass  # no such table: that peer holds nothing of it
+            finally:
+                db.close()
+        return sum(
+            1
+            for n, s in sensors.items()
+            for seq, index in enumerate(s.indexes)
+            if index >= 0 and held[n][seq] < self.copies - 1
+        )
 
     def _check_alive(self, node: Node) -> None:
         if not node.alive():
@@ -314,6 +364,11 @@ class Run:
             problem(f"/status counts {result['status_rejected']} rejected lines")
         if result["peers"] and result["peers_caught_up_s"] is None:
             problem("the peers did not hold the node's whole log 60 s after its last answer")
+        if result["ok_short_of_copies"]:
+            problem(
+                f"{result['ok_short_of_copies']} lines answered OK were held by fewer than "
+                f"{self.copies - 1} peer(s) once every line was answered"
+            )
 
         node_id = node.node_id
         table = table_name(node_id)
@@ -359,7 +414,7 @@ class Run:
                     counts[seq] += 1
                 if counts[seq] == 2:
                     problem(f"line {line} stored more than once")
-                if seq < sensor.acked and sensor.indexes[seq] != entry_index:
+                if seq < sensor.acked and sensor.indexes[seq] not in (entry_index, -1):
                     problem(
                         f"line {line} was answered OK {sensor.indexes[seq]} "
                         f"but stored at entry_index {entry_index}"

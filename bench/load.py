@@ -210,6 +210,8 @@ class Stream:
         self.acked = 0
         self.ok = 0
         self.errors: list[str] = []
+        # Answers "ERR copies: ..." (--ack-copies).
+        self.err_copies = 0
         self.lost_early: list[str] = []
         self.closing = False
         self.recording = False
@@ -247,6 +249,8 @@ class Stream:
     # From the clients.
 
     def error(self, client, line: bytes) -> None:
+        if line.startswith(b"ERR copies"):
+            self.err_copies += 1
         if len(self.errors) < 10:
             self.errors.append(f"connection {client.number}: {line[:200]!r}")
         elif len(self.errors) == 10:

@@ -18,8 +18,9 @@
  *   pace RATE TICK WINDOW BUDGET   start sending RATE lines/s in all
  *   record / unrecord              start / stop keeping each answer's latency
  *                                  (unrecord answers "recorded OKS SECONDS")
- *   stop                           stop sending; "drained SENT ACKED HELD_BACK"
- *                                  once every line sent is answered
+ *   stop                           stop sending; "drained SENT ACKED HELD_BACK
+ *                                  ERR_COPIES" once every line sent is answered
+ *                                  (ERR_COPIES: answers "ERR copies: ...")
  *   close                          write OUT_PREFIX.idx and .lat, "closed", exit
  * Reports on stdout: "connected N", "error CONN LINE" (the first 10 answers
  * other than OK), "lost CONN REASON", "fatal REASON" (then exit 2).
@@ -64,7 +65,7 @@ typedef struct {
 
 static Conn *conns;
 static int nconn, seed_lines, epfd;
-static int64_t window, budget, held_back, recorded_ok;
+static int64_t window, budget, held_back, recorded_ok, err_copies;
 static int sending, pacing, recording, stopping, closing, errors_told;
 static double rate, tick, pace_t0, record_t0, deadline, next_tick;
 static int64_t pace_due, pace_next;
@@ -153,7 +154,8 @@ static void maybe_drained(void) {
     if (stopping == 1 && all_answered()) {
         int64_t sent = 0, acked = 0;
         for (int i = 0; i < nconn; i++) { sent += conns[i].sent; acked += conns[i].acked; }
-        printf("drained %lld %lld %lld\n", (long long)sent, (long long)acked, (long long)held_back);
+        printf("drained %lld %lld %lld %lld\n", (long long)sent, (long long)acked,
+               (long long)held_back, (long long)err_copies);
         fflush(stdout);
         stopping = 2;
     }
@@ -181,6 +183,7 @@ static void answers(Conn *c, double t) {
                 value = value * 10 + (*q - '0');
             }
         }
+        if (value < 0 && nl - start >= 10 && memcmp(start, "ERR copies", 10) == 0) err_copies++;
         if (value < 0 && errors_told < 10) {
             errors_told++;
             printf("error %d %.*s\n", c->number, (int)(nl - start > 200 ? 200 : nl - start), start);

@@ -18,8 +18,10 @@ from typing import Callable, Optional
 from attrs import define
 from twisted.logger import Logger
 
-from .sending import Log
 from .wire import Held
+
+# A log, (origin, epoch), as in p2pstore.sending.
+Log = tuple[str, str]
 
 # Where this node has heard a log is held, kept per log for /status: the
 # time each range of it was first held here, at most this many ranges.
