@@ -313,9 +313,12 @@ class Simulator:
 
     def node_busy(self, reason: str) -> None:
         """The node could not store a reading; the protocol drops the connection to resend it."""
-        if reason.startswith("copies"):
+        if reason.startswith("copies: "):
             # Stored there, not yet on enough nodes (--ack-copies): the resend confirms it.
+            # "copies: 1 of 2 (no peer connected); kept, ..." says "1 of 2, no peer connected".
+            held = reason[len("copies: "):].split(";")[0].replace(" (", ", ").rstrip(")")
             what = "kept a reading but could not confirm its copies"
+            reason = held
         else:
             what = "could not store a reading"
         self._out("Node at {} {} ({}); reconnecting to resend".format(self._where, what, reason))

@@ -510,6 +510,47 @@ def bottleneck(median: dict, client: str) -> str:
     return "the node, waiting (neither it nor the client is CPU-bound: disk or latency)"
 
 
+def print_details(args, info: dict, runs: list[dict], median: dict) -> None:
+    """
+    The runs of one --ack-copies, their medians, and who was the bottleneck.
+    """
+    client = runs[0]["client"]
+    print()
+    print_runs(runs, median)
+    if args.peers:
+        print(
+            f"\n{args.peers} peer(s) replicating live; each held the whole log "
+            + ", ".join(
+                "never (60 s)" if r["peers_caught_up_s"] is None else f"{r['peers_caught_up_s']:.2f} s"
+                for r in runs
+            )
+            + " after the last answer"
+        )
+    if any(r["ack_copies"] > 1 or r["err_copies"] for r in runs):
+        print(
+            "answers 'ERR copies' (client / node count): "
+            + ", ".join(f"{r['err_copies']} / {r['node_copies_timeouts']}" for r in runs)
+        )
+    busy = median["machine_busy"]
+    print(
+        f"\nnode {median['node_cpu_cores']:.2f} cores (reactor thread "
+        f"{median['node_main_thread_cores']:.2f}, database thread(s) "
+        f"{median['node_other_threads_cores']:.2f}); client ({client}) "
+        f"{median['client_cpu_cores']:.2f} cores; this script {median['driver_cpu_cores']:.2f} "
+        f"cores; machine {busy:.0%} of {info['cores']} cores busy "
+        f"({median['machine_iowait']:.0%} iowait, {median['machine_steal']:.0%} steal); "
+        f"{median['other_cpu_cores']:.2f} cores used by other processes and the kernel"
+    )
+    if median["other_cpu_cores"] > 0.3:
+        print("warning: other load on the machine during the runs; figures may be low")
+    print(f"bottleneck: {bottleneck(median, client)}")
+    if args.rate and median["window_held_back"]:
+        print(
+            f"the node fell behind --rate: the window held lines back "
+            f"{median['window_held_back']:.0f} times (connection ticks)"
+        )
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Ingestion benchmark of one p2pstore node (see bench/README.md)."
@@ -543,6 +584,10 @@ def parse_args(argv=None):
     parser.add_argument("--client", choices=["auto", "c", "python"], default="auto",
                         help="who sends the lines: the compiled bench/loadclient.c (c), this "
                              "Python process (python), or c if it builds (auto, the default)")
+    parser.add_argument("--ack-copies", type=copies_list, default=[1], metavar="LIST",
+                        help="the measured node's --ack-copies, each K of the comma-separated "
+                             "LIST in turn in every repeat (1,2: K=1 run 1, K=2 run 1, K=1 run 2, "
+                             "...), each run with max(--peers, K - 1) peers for every K (1)")
     parser.add_argument("--pid-file", metavar="PATH",
                         help="write each node's pid here once it runs (to attach a profiler)")
     add_node_options(parser, "the node's")
@@ -556,7 +601,19 @@ def parse_args(argv=None):
         parser.error("--duration must be positive and --warmup not negative")
     if args.connections > SPREAD:
         parser.error(f"--connections: at most {SPREAD}")
+    # The same peers at every K: the only difference is the option.
+    args.peers = max(args.peers, max(args.ack_copies) - 1)
     return args
+
+
+def copies_list(text: str) -> list[int]:
+    try:
+        ks = [int(k) for k in text.split(",")]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of distinct numbers of copies, e.g. 1,2")
+    return ks
 
 
 def main(argv=None) -> int:
@@ -576,63 +633,69 @@ def main(argv=None) -> int:
         f"{args.warmup:g} s warm-up + {args.duration:g} s measured, {args.repeat} run(s)",
         flush=True,
     )
-    runs: list[dict] = []
+    by_copies: dict[int, list] = {k: [] for k in args.ack_copies}
+    several = args.ack_copies != [1]
+    if several:
+        print(f"--ack-copies {','.join(map(str, args.ack_copies))}, interleaved, each with "
+              f"{args.peers} peer(s) replicating live")
     # Nothing may outlive this: warm-up, period, drain, stop and check of
     # every run, with room for slow starts.
-    budget = args.repeat * (args.warmup + args.duration + 300)
+    budget = args.repeat * len(args.ack_copies) * (args.warmup + args.duration + 300)
 
     async def all_runs(reactor):
         for number in range(1, args.repeat + 1):
-            result = await Run(reactor, args, number).execute()
-            runs.append(result)
-            check = result["check"]
-            print(
-                f"  run {number}: {result['readings_per_s']:,.0f} readings/s, p99 "
-                f"{result['latency_p99_ms']:.1f} ms, node {result['node_cpu_cores']:.2f} cores, "
-                f"client {result['client_cpu_cores']:.2f} cores, calibration "
-                f"{result['calibration_fastest_us']:.2f}-{result['calibration_slowest_us']:.2f} us; check "
-                f"{'ok' if check['ok'] else 'FAILED'} ({check['rows']:,} rows, "
-                f"{check['acknowledged']:,} acknowledged, {check['hmacs_checked']} HMACs)",
-                flush=True,
-            )
-            print(f"    the node imported p2pstore from {result['node_code']}")
-            for p in check["problems"]:
-                print(f"    {p}")
+            for copies in args.ack_copies:
+                result = await Run(reactor, args, number, copies).execute()
+                by_copies[copies].append(result)
+                check = result["check"]
+                print(
+                    f"  run {number}{f' (--ack-copies {copies})' if several else ''}: "
+                    f"{result['readings_per_s']:,.0f} readings/s, p50 {result['latency_p50_ms']:.1f} "
+                    f"p99 {result['latency_p99_ms']:.1f} ms, node {result['node_cpu_cores']:.2f} cores, "
+                    f"client {result['client_cpu_cores']:.2f} cores, calibration "
+                    f"{result['calibration_fastest_us']:.2f}-{result['calibration_slowest_us']:.2f} us; "
+                    f"{result['err_copies']} ERR copies; check "
+                    f"{'ok' if check['ok'] else 'FAILED'} ({check['rows']:,} rows, "
+                    f"{check['acknowledged']:,} acknowledged, {check['hmacs_checked']} HMACs)",
+                    flush=True,
+                )
+                print(f"    the node imported p2pstore from {result['node_code']}")
+                for p in check["problems"]:
+                    print(f"    {p}")
 
     # The reactor, the watchdog, and every node killed however it ends.
     error = run(all_runs, budget)
 
-    median = medians(runs) if runs else None
-    if runs:
-        client = runs[0]["client"]
-        print()
-        print_runs(runs, median)
-        if args.peers:
-            print(
-                f"\n{args.peers} peer(s) replicating live; each held the whole log "
-                + ", ".join(
-                    "never (60 s)" if r["peers_caught_up_s"] is None else f"{r['peers_caught_up_s']:.2f} s"
-                    for r in runs
-                )
-                + " after the last answer"
-            )
-        busy = median["machine_busy"]
-        print(
-            f"\nnode {median['node_cpu_cores']:.2f} cores (reactor thread "
-            f"{median['node_main_thread_cores']:.2f}, database thread(s) "
-            f"{median['node_other_threads_cores']:.2f}); client ({client}) "
-            f"{median['client_cpu_cores']:.2f} cores; this script {median['driver_cpu_cores']:.2f} "
-            f"cores; machine {busy:.0%} of {info['cores']} cores busy "
-            f"({median['machine_iowait']:.0%} iowait, {median['machine_steal']:.0%} steal); "
-            f"{median['other_cpu_cores']:.2f} cores used by other processes and the kernel"
+    runs = [r for k in args.ack_copies for r in by_copies[k]]
+    median_of = {k: medians(rs) for k, rs in by_copies.items() if rs}
+    for copies, median in median_of.items():
+        print(f"\n--ack-copies {copies}:" if several else "")
+        print_details(args, info, by_copies[copies], median)
+    first = args.ack_copies[0]
+    ratio = {
+        k: round(m["readings_per_s"] / median_of[first]["readings_per_s"], 3)
+        for k, m in median_of.items() if first in median_of and median_of[first]["readings_per_s"]
+    }
+    if len(median_of) > 1:
+        print(f"\nmedians of {args.repeat} run(s) each, interleaved:")
+        print_table(
+            ["--ack-copies", "readings/s", "p50 ms", "p99 ms", "node cores", "client cores",
+             "ERR copies", f"rate / K={first}"],
+            [
+                [str(k), f"{m['readings_per_s']:,.0f}", f"{m['latency_p50_ms']:.1f}",
+                 f"{m['latency_p99_ms']:.1f}", f"{m['node_cpu_cores']:.2f}",
+                 f"{m['client_cpu_cores']:.2f}", str(sum(r["err_copies"] for r in by_copies[k])),
+                 f"{ratio[k]:.2f}" if k in ratio else "-"]
+                for k, m in median_of.items()
+            ],
+            first_left=False,
         )
-        if median["other_cpu_cores"] > 0.3:
-            print("warning: other load on the machine during the runs; figures may be low")
-        print(f"bottleneck: {bottleneck(median, client)}")
-        if args.rate and median["window_held_back"]:
+        if first == 1 and 2 in ratio:
             print(
-                f"the node fell behind --rate: the window held lines back "
-                f"{median['window_held_back']:.0f} times (connection ticks)"
+                f"rate at K=2 / K=1: {ratio[2]:.2f} (target: at least 0.8); answer p50 at K=2: "
+                f"{median_of[2]['latency_p50_ms']:.1f} ms"
+                + (" (target for one reading at a time: under 10 ms)"
+                   if args.connections == 1 and args.window == 1 else "")
             )
     ok = error is None and bool(runs) and all(r["check"]["ok"] for r in runs)
     if args.json:
@@ -644,10 +707,13 @@ def main(argv=None) -> int:
                     "config": {
                         k: getattr(args, k)
                         for k in ("connections", "window", "rate", "tick", "reading_ids", "peers",
-                                  "duration", "warmup", "sync", "repeat", "max_readings", "quick",
-                                  "node_code", "client")
+                                  "ack_copies", "duration", "warmup", "sync", "repeat",
+                                  "max_readings", "quick", "node_code", "client")
                     },
-                    "median": median,
+                    # The first K's (compare.py reads it); every K's beside.
+                    "median": median_of.get(first),
+                    "median_by_ack_copies": {str(k): m for k, m in median_of.items()},
+                    "rate_ratio_by_ack_copies": {str(k): r for k, r in ratio.items()},
                     "runs": runs,
                     "ok": ok,
                     "error": error,

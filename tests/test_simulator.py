@@ -248,7 +248,9 @@ class SimulatorTests(SynchronousTestCase):
         self.assertTrue(h.transport.disconnecting)
         self.assertEqual([r.reading_id for r in h.simulator.queue], ["run-2"])
         [said] = [line for line in h.out if "copies" in line]
-        self.assertIn("kept a reading but could not confirm its copies", said)
+        self.assertIn(
+            "kept a reading but could not confirm its copies (1 of 2, no peer connected)", said
+        )
         h.drop()
         h.connect()
         self.assertEqual(h.sent()[0], "run-2")
