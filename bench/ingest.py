@@ -178,6 +178,9 @@ class Run:
             await sleep(self.reactor, 0.05)
         return None
 
+    def peers_cpu(self) -> float:
+        return sum(process_cpu(peer.pid)[0] for peer in self.peer_nodes)
+
     def client_cpu(self) -> float:
         pid = self.stream.pid
         return driver_cpu() if pid is None else process_cpu(pid)[0]
@@ -204,6 +207,7 @@ class Run:
 
         # The measured period.
         cpu0, main0 = process_cpu(node.pid)
+        peers0 = self.peers_cpu()
         client0 = self.client_cpu()
         drv0 = driver_cpu()
         mach0 = machine_cpu()
@@ -213,6 +217,7 @@ class Run:
         ok = await stream.stop_recording()
         t1 = time.perf_counter()
         cpu1, main1 = process_cpu(node.pid)
+        peers1 = self.peers_cpu()
         client1 = self.client_cpu()
         drv1 = driver_cpu()
         mach1 = machine_cpu()
@@ -269,6 +274,8 @@ class Run:
             "node_cpu_s_whole_run": round(cpu_total, 2),
             "node_peak_rss_mb": round(rss, 1),
             "client_cpu_cores": round((client1 - client0) / period, 3),
+            # --peers: all of them together.
+            "peers_cpu_cores": round((peers1 - peers0) / period, 3),
             "driver_cpu_cores": round((drv1 - drv0) / period, 3),
             "machine_busy": round(
                 1 - ((mach1[1] - mach0[1]) + (mach1[2] - mach0[2])) / mach_total, 3
@@ -276,10 +283,11 @@ class Run:
             "machine_iowait": round((mach1[2] - mach0[2]) / mach_total, 3) if mach_total else None,
             "machine_steal": round((mach1[3] - mach0[3]) / mach_total, 3) if mach_total else None,
             # Everything else: other processes on the machine, kernel work
-            # not charged to the node, the client or this script (loopback
-            # softirqs, journal).
+            # not charged to the node, its peers, the client or this script
+            # (loopback softirqs, journal).
             "other_cpu_cores": round(
-                busy_cores - (cpu1 - cpu0 + drv1 - drv0 + outside_driver) / period, 3
+                busy_cores - (cpu1 - cpu0 + peers1 - peers0 + drv1 - drv0 + outside_driver) / period,
+                3,
             ),
             "ack_copies": self.copies,
             # Answers "ERR copies" as the client counted them, and as the
@@ -364,6 +372,8 @@ class Run:
             problem(f"/status counts {result['status_rejected']} rejected lines")
         if result["peers"] and result["peers_caught_up_s"] is None:
             problem("the peers did not hold the node's whole log 60 s after its last answer")
+        if result["err_copies"]:
+            problem(f"{result['err_copies']} answers 'ERR copies' (--ack-copies {self.copies})")
         if result["ok_short_of_copies"]:
             problem(
                 f"{result['ok_short_of_copies']} lines answered OK were held by fewer than "
@@ -471,6 +481,7 @@ COLUMNS = [
     ("node_other_threads_cores", "db thr", "{:.2f}"),
     ("node_peak_rss_mb", "peak RSS MB", "{:.1f}"),
     ("client_cpu_cores", "client cores", "{:.2f}"),
+    ("peers_cpu_cores", "peer cores", "{:.2f}"),
     ("driver_cpu_cores", "driver cores", "{:.2f}"),
     ("machine_busy", "machine busy", "{:.0%}"),
     ("other_cpu_cores", "other cores", "{:.2f}"),
@@ -536,9 +547,11 @@ def print_details(args, info: dict, runs: list[dict], median: dict) -> None:
         f"\nnode {median['node_cpu_cores']:.2f} cores (reactor thread "
         f"{median['node_main_thread_cores']:.2f}, database thread(s) "
         f"{median['node_other_threads_cores']:.2f}); client ({client}) "
-        f"{median['client_cpu_cores']:.2f} cores; this script {median['driver_cpu_cores']:.2f} "
-        f"cores; machine {busy:.0%} of {info['cores']} cores busy "
-        f"({median['machine_iowait']:.0%} iowait, {median['machine_steal']:.0%} steal); "
+        f"{median['client_cpu_cores']:.2f} cores; "
+        + (f"peers {median['peers_cpu_cores']:.2f} cores; " if args.peers else "")
+        + f"this script {median['driver_cpu_cores']:.2f} cores; machine {busy:.0%} of "
+        f"{info['cores']} cores busy ({median['machine_iowait']:.0%} iowait, "
+        f"{median['machine_steal']:.0%} steal); "
         f"{median['other_cpu_cores']:.2f} cores used by other processes and the kernel"
     )
     if median["other_cpu_cores"] > 0.3:
@@ -680,11 +693,12 @@ def main(argv=None) -> int:
         print(f"\nmedians of {args.repeat} run(s) each, interleaved:")
         print_table(
             ["--ack-copies", "readings/s", "p50 ms", "p99 ms", "node cores", "client cores",
-             "ERR copies", f"rate / K={first}"],
+             "peer cores", "ERR copies", f"rate / K={first}"],
             [
                 [str(k), f"{m['readings_per_s']:,.0f}", f"{m['latency_p50_ms']:.1f}",
                  f"{m['latency_p99_ms']:.1f}", f"{m['node_cpu_cores']:.2f}",
-                 f"{m['client_cpu_cores']:.2f}", str(sum(r["err_copies"] for r in by_copies[k])),
+                 f"{m['client_cpu_cores']:.2f}", f"{m['peers_cpu_cores']:.2f}",
+                 str(sum(r["err_copies"] for r in by_copies[k])),
                  f"{ratio[k]:.2f}" if k in ratio else "-"]
                 for k, m in median_of.items()
             ],

@@ -55,17 +55,16 @@ class Holdings:
         for listener in self.listeners:
             listener(log, holder, last)
 
-    def told(self, holder: str, positions: dict) -> None:
+    def forget(self, holder: str) -> None:
         """
-        ``holder``'s own word on every log it holds (its HAVE): a log it does
-        not name, or names lower than before (it lost a file), counts for
-        what it says now.
+        Forget what ``holder`` was heard to hold: it linked again after all
+        its links were down, and may have lost a file meanwhile; its HAVE on
+        the new link says what it holds now. (A HAVE is not taken as
+        lowering what is known: one sent on another link may arrive after a
+        newer ACK.)
         """
-        for log, holders in self._held.items():
-            if holder in holders and positions.get(log, 0) < holders[holder]:
-                holders[holder] = positions.get(log, 0)
-        for log, last in positions.items():
-            self.heard(log, holder, last)
+        for holders in self._held.values():
+            holders.pop(holder, None)
 
     def stored(self, log: Log, last: int) -> None:
         """

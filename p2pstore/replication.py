@@ -206,6 +206,9 @@ class Replicator:
 
     def link_up(self, link) -> None:
         peer = self._peer(link.peer_id)
+        if not peer.links:
+            # Back after all its links were down: what it holds comes anew.
+            self.holdings.forget(peer.node_id)
         peer.links.append(link)
         peer.links_opened += 1
         if peer.sender.channel is None:
@@ -345,7 +348,8 @@ class Replicator:
         has = {(o, e): n for o, epochs in message.positions.items() for e, n in epochs.items()}
         self.recovery.heard(has, self.positions)
         peer.sender.told(has, on_channel=link is peer.sender.channel)
-        self.holdings.told(peer.node_id, has)
+        for log, last in has.items():
+            self.holdings.heard(log, peer.node_id, last)
 
     def _linked(self, node_id: str) -> bool:
         peer = self.peers.get(node_id)
