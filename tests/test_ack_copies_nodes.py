@@ -189,3 +189,25 @@ class AckCopiesTests(TestCase):
         yield wait_for(lambda: len(copy_of(b, a)) == 1, CONVERGE, "B to hold A's reading")
         again = yield send_lines(a.sensor_port, lines, timeout=20)
         self.assertEqual(again, [b"OK 1"])
+
+    @inlineCallbacks
+    def test_stop_answers_what_waits(self):
+        """
+        A node stopped (SIGTERM) while readings wait for copies answers each
+        'ERR copies: ... (this node is stopping)' before it closes, and has
+        stored them.
+        """
+        a, b = self.nodes(2, ["--ack-copies", "2", "--ack-timeout", "60s"])
+        mesh([a, b])
+        yield a.start()
+        lines = lines_with_ids("stopping", 3)
+        answering = send_lines(a.sensor_port, lines, timeout=30)
+        yield wait_for(
+            lambda: len(a.rows(SELF_DB, f"server_id_{a.node_id}")) == 3, CONVERGE, "A to store 3"
+        )
+        yield a.stop()
+        answers = yield answering
+        self.assertEqual(
+            answers,
+            [b"ERR copies: 1 of 2 (this node is stopping); kept, send again to confirm"] * 3,
+        )
