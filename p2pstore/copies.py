@@ -26,6 +26,9 @@ Log = tuple[str, str]
 # Where this node has heard a log is held, kept per log for /status: the
 # time each range of it was first held here, at most this many ranges.
 MAX_MARKS = 1000
+# Readings whose answers wait for copies, at most: past it, the connections
+# that send more are not read until half of them are answered.
+MAX_WAITING = 100_000
 
 
 class Holdings:
@@ -212,8 +215,12 @@ class CopyWait:
         timeout: float,
         own_log: Callable[[], Log],
         why: Callable[[], str],
+        max_waiting: int = MAX_WAITING,
     ):
         self._holdings = holdings
+        self.max_waiting = max_waiting
+        # Sensor connections not read while too many answers wait.
+        self._paused: set = set()
         self._clock = clock
         self.timeout = timeout
         self._own_log = own_log
@@ -240,6 +247,9 @@ class CopyWait:
         queue = self._waiting.setdefault(copies, deque())
         queue.append((self._clock.seconds() + self.timeout, last, pending, indexes))
         self.waiting += len(indexes)
+        if self.waiting > self.max_waiting and pending.sensor not in self._paused:
+            self._paused.add(pending.sensor)
+            pending.sensor.pause("copies")
         if self._timer is None:
             self._timer = self._clock.callLater(self.timeout, self._expire)
 
@@ -256,8 +266,15 @@ class CopyWait:
                 self.waiting -= len(indexes)
                 self.confirmed += len(indexes)
                 sensors.add(pending.sensor)
+        self._answer(sensors)
+
+    def _answer(self, sensors: set) -> None:
         for sensor in sensors:
             sensor.answers_ready()
+        if self._paused and self.waiting <= self.max_waiting // 2:
+            paused, self._paused = self._paused, set()
+            for sensor in paused:
+                sensor.resume("copies")
 
     def _expire(self) -> None:
         self._timer = None
@@ -288,8 +305,7 @@ class CopyWait:
                 count=count,
                 why=why,
             )
-        for sensor in sensors:
-            sensor.answers_ready()
+        self._answer(sensors)
 
     def stop(self) -> None:
         """
