@@ -12,7 +12,10 @@ origin when a node it forwarded the log to acknowledges it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
+from heapq import heapify, heappop, heappush
+from itertools import count
 from typing import Callable, Optional
 
 from attrs import define
@@ -73,15 +76,26 @@ class Holdings:
         """
         This node now holds ``log`` up to ``last``.
         """
-        marks = self._marks.setdefault(log, deque())
+        marks = self._marks.setdefault(log, [])
         if marks and marks[-1][0] >= last:
             return
         marks.append((last, self._clock.seconds()))
         if len(marks) > MAX_MARKS:
-            # Keep the oldest time of each pair: "since" errs early.
-            kept = list(marks)[::2]
-            marks.clear()
-            marks.extend(kept)
+            # Merge the older half's marks in pairs, each pair one mark
+            # reaching as far as the later with the time of the earlier: the
+            # recent ranges keep their times, and an old one's "since" errs
+            # early, never late.
+            half = len(marks) // 2 // 2 * 2
+            merged = [(marks[i + 1][0], marks[i][1]) for i in range(0, half, 2)]
+            marks[:half] = merged
+
+    def _since(self, log: Log, first: int) -> Optional[float]:
+        # When this node stored the record at ``first``, or a little before.
+        marks = self._marks.get(log)
+        if not marks:
+            return None
+        at = bisect_left(marks, first, key=lambda mark: mark[0])
+        return marks[min(at, len(marks) - 1)][1]
 
     def holders(self, log: Log) -> dict:
         return dict(self._held.get(log, {}))
@@ -117,12 +131,8 @@ class Holdings:
         for log, last in sorted(positions.items()):
             first = self.copied_to(log, copies - 1) + 1
             if first > last:
-                self._marks.pop(log, None)
                 continue
-            marks = self._marks.get(log)
-            while marks and len(marks) > 1 and marks[0][0] < first:
-                marks.popleft()
-            since = marks[0][1] if marks else None
+            since = self._since(log, first)
             ranges.append(
                 {
                     "origin": log[0],
@@ -195,6 +205,21 @@ class HeldRelay:
         self._call = None
 
 
+class _Waiting:
+    """
+    Readings of one L{Pending} waiting for copies.
+    """
+
+    __slots__ = ("deadline", "last", "pending", "indexes", "done")
+
+    def __init__(self, deadline: float, last: int, pending, indexes):
+        self.deadline = deadline
+        self.last = last
+        self.pending = pending
+        self.indexes = indexes
+        self.done = False
+
+
 class CopyWait:
     """
     The answers of readings that wait for copies: a reading asked for with
@@ -225,9 +250,12 @@ class CopyWait:
         self.timeout = timeout
         self._own_log = own_log
         self._why = why
-        # By copies wanted, in the order they were stored:
-        # (deadline, highest index, pending, indexes).
-        self._waiting: dict[int, deque] = {}
+        # By copies wanted: what waits in the order it was stored (so by
+        # deadline), and as a heap by its highest index (a resent reading's
+        # index is below the newer ones'); an entry leaves both lazily.
+        self._by_deadline: dict[int, deque] = {}
+        self._by_index: dict[int, list] = {}
+        self._order = count()
         self._timer = None
         self.waiting = 0
         self.timeouts = 0
@@ -244,8 +272,9 @@ class CopyWait:
             pending.indexes = indexes
             self.confirmed += len(indexes)
             return
-        queue = self._waiting.setdefault(copies, deque())
-        queue.append((self._clock.seconds() + self.timeout, last, pending, indexes))
+        entry = _Waiting(self._clock.seconds() + self.timeout, last, pending, indexes)
+        self._by_deadline.setdefault(copies, deque()).append(entry)
+        heappush(self._by_index.setdefault(copies, []), (last, next(self._order), entry))
         self.waiting += len(indexes)
         if self.waiting > self.max_waiting and pending.sensor not in self._paused:
             self._paused.add(pending.sensor)
@@ -253,19 +282,24 @@ class CopyWait:
         if self._timer is None:
             self._timer = self._clock.callLater(self.timeout, self._expire)
 
+    def _confirm(self, entry: "_Waiting"):
+        entry.done = True
+        entry.pending.indexes = entry.indexes
+        self.waiting -= len(entry.indexes)
+        self.confirmed += len(entry.indexes)
+        return entry.pending.sensor
+
     def _heard(self, log: Log, holder: str, last: int) -> None:
         if log != self._own_log() or not self.waiting:
             return
         sensors = set()
-        for copies, queue in self._waiting.items():
+        for copies, heap in self._by_index.items():
             # Everything up to the index that many others hold.
             upto = self._holdings.copied_to(log, copies - 1)
-            while queue and queue[0][1] <= upto:
-                _, _, pending, indexes = queue.popleft()
-                pending.indexes = indexes
-                self.waiting -= len(indexes)
-                self.confirmed += len(indexes)
-                sensors.add(pending.sensor)
+            while heap and heap[0][0] <= upto:
+                entry = heappop(heap)[2]
+                if not entry.done:
+                    sensors.add(self._confirm(entry))
         self._answer(sensors)
 
     def _answer(self, sensors: set) -> None:
@@ -280,29 +314,42 @@ class CopyWait:
         self._timer = None
         now = self._clock.seconds()
         self._give_up(lambda deadline: deadline <= now, self._why())
-        deadlines = [queue[0][0] for queue in self._waiting.values() if queue]
+        deadlines = [queue[0].deadline for queue in self._by_deadline.values() if queue]
         if deadlines:
             self._timer = self._clock.callLater(max(min(deadlines) - now, 0), self._expire)
 
     def _give_up(self, due: Callable[[float], bool], why: str) -> None:
         own = self._own_log()
         sensors = set()
-        count = 0
-        for copies, queue in self._waiting.items():
-            while queue and due(queue[0][0]):
-                _, last, pending, indexes = queue.popleft()
-                held = 1 + self._holdings.others(own, last)
-                pending.error = f"copies: {held} of {copies} ({why}); kept, send again to confirm"
-                self.waiting -= len(indexes)
-                count += len(indexes)
-                sensors.add(pending.sensor)
-        if count:
-            self.timeouts += count
+        given_up = 0
+        for copies, queue in self._by_deadline.items():
+            while queue and due(queue[0].deadline):
+                entry = queue.popleft()
+                if entry.done:
+                    continue
+                held = 1 + self._holdings.others(own, entry.last)
+                if held >= copies:
+                    sensors.add(self._confirm(entry))
+                    continue
+                entry.done = True
+                entry.pending.error = (
+                    f"copies: {held} of {copies} ({why}); kept, send again to confirm"
+                )
+                self.waiting -= len(entry.indexes)
+                given_up += len(entry.indexes)
+                sensors.add(entry.pending.sensor)
+        for copies, heap in self._by_index.items():
+            if len(heap) > 2 * self.waiting + 64:
+                # Entries given up wait there for copies that may never come.
+                heap[:] = [item for item in heap if not item[2].done]
+                heapify(heap)
+        if given_up:
+            self.timeouts += given_up
             self.log.warn(
                 "{count} readings were answered 'ERR copies' ({why}): they are stored here "
                 "and replicate when they can; sensors that send them again are answered OK "
                 "once enough nodes hold them. Check the peers' links in /status.",
-                count=count,
+                count=given_up,
                 why=why,
             )
         self._answer(sensors)
