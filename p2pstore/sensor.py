@@ -268,7 +268,8 @@ class SensorProtocol(Protocol):
                 continue
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if line.startswith(b"ACK ") and self._acks is not None:
+            if line.startswith(b"ACK ") and b"," not in line and self._acks is not None:
+                # Not a reading (one has a comma, as "ACK 2,5C" would be).
                 readings = self._submit(readings)
                 self._ack(line)
                 continue
