@@ -10,7 +10,7 @@ from pathlib import Path
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.settings import DEFAULTS, ConfigError, Peer, Settings, check_settings
+from p2pstore.settings import DEFAULTS, ConfigError, Peer, Settings, check_settings, parse_duration
 
 
 class CheckSettingsTests(SynchronousTestCase):
@@ -110,6 +110,79 @@ class CheckSettingsTests(SynchronousTestCase):
             self.assertTrue(error.problem, f"{setting}={value!r}")
             self.assertEqual(str(error), f"--{setting}: {error.problem}")
             self.assertNotIn("\n", str(error))
+
+
+class AckSettingsTests(SynchronousTestCase):
+    """
+    --ack-copies, the nodes that must hold a reading before its OK, and
+    --ack-timeout, how long its answer waits for them.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+
+    def check(self, given: dict) -> Settings:
+        return check_settings(given, self.reactor)
+
+    def assertRefused(self, setting: str, value) -> ConfigError:
+        error = self.assertRaises(ConfigError, self.check, {setting: value})
+        self.assertEqual(error.setting, setting, f"{setting}={value!r}")
+        self.assertTrue(str(error).startswith(f"--{setting}: "), str(error))
+        self.assertNotIn("\n", str(error))
+        return error
+
+    def test_defaults(self) -> None:
+        """
+        By default an OK waits for this node's disk alone, and an answer
+        waiting for copies waits 10 seconds.
+        """
+        settings = self.check({})
+        self.assertEqual((settings.ack_copies, settings.ack_timeout), (1, 10.0))
+
+    def test_ack_copies(self) -> None:
+        """
+        A number of nodes from 1 to 100, as text or a number, spaces around
+        it allowed.
+        """
+        for value, copies in [("2", 2), (" 3 ", 3), (1, 1), ("100", 100)]:
+            self.assertEqual(self.check({"ack-copies": value}).ack_copies, copies, repr(value))
+
+    def test_ack_copies_refused(self) -> None:
+        """
+        Zero, more than 100, a negative number, text or a non-ASCII digit
+        is refused, naming --ack-copies.
+        """
+        for value in ["0", "101", 0, "-1", "two", "²", "", "1.5"]:
+            self.assertRefused("ack-copies", value)
+
+    def test_ack_timeout(self) -> None:
+        """
+        A duration with its unit: 10s, 500ms, 1m, and fractions; case and
+        spaces around do not matter.
+        """
+        for value, seconds in [("10s", 10), ("500ms", 0.5), ("1m", 60), ("1.5s", 1.5),
+                               (" 2S ", 2), ("1h", 3600)]:
+            self.assertEqual(self.check({"ack-timeout": value}).ack_timeout, seconds, value)
+
+    def test_ack_timeout_refused(self) -> None:
+        """
+        A number without its unit, text, a duration beyond an hour, or one
+        too short to wait for any peer is refused, naming --ack-timeout.
+        """
+        for value in ["10", "ten", "2h", "1d", "0s", "5ms", "-1s", "", "1 s", "1e3s", 10]:
+            self.assertRefused("ack-timeout", value)
+
+    def test_parse_duration(self) -> None:
+        """
+        parse_duration gives seconds for each unit, within its bounds, and
+        names the setting it checks when refusing.
+        """
+        self.assertEqual(parse_duration("x", "12h", 0, 86400), 43200)
+        self.assertEqual(parse_duration("x", "1d", 0, 86400), 86400)
+        self.assertEqual(parse_duration("x", "250ms", 0, 1), 0.25)
+        error = self.assertRaises(ConfigError, parse_duration, "scrub-every", "2d", 0, 86400)
+        self.assertEqual(error.setting, "scrub-every")
+        self.assertIn("'2d'", str(error))
 
 
 class AccessSettingsTests(SynchronousTestCase):

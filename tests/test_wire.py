@@ -21,6 +21,7 @@ from p2pstore.wire import (
     MAX_RECORDS,
     MAX_WANTED,
     Have,
+    Held,
     Hello,
     Links,
     Ping,
@@ -139,6 +140,27 @@ class RoundTripTests(SynchronousTestCase):
             Repair(ORIGIN, EPOCH, [entry(3), entry(9)]),
         ]:
             self.assertEqual(decode(encode(message)), message)
+
+    def test_held(self):
+        """
+        HELD, which nodes hold a log up to where, comes back unchanged.
+        """
+        for message in [
+            Held(ORIGIN, EPOCH, {ORIGIN: 3}),
+            Held(ORIGIN, EPOCH, {ORIGIN: 0, EPOCH: MAX_INTEGER}),
+        ]:
+            self.assertEqual(decode(encode(message)), message)
+            self.assertTrue(encode(message).startswith(b"HELD "))
+
+    @given(node_ids, node_ids, st.dictionaries(node_ids, st.integers(min_value=0, max_value=MAX_INTEGER), min_size=1, max_size=5))
+    def test_any_held(self, origin, epoch, holders):
+        """
+        Any HELD naming at least one node round-trips on one line.
+        """
+        message = Held(origin, epoch, holders)
+        encoded = encode(message)
+        self.assertNotIn(b"\n", encoded)
+        self.assertEqual(decode(encoded), message)
 
     def test_links_refused(self):
         """
@@ -432,6 +454,28 @@ class RefusalTests(SynchronousTestCase):
             line("WANT", {"origin": "x", "epoch": EPOCH, "indexes": [1]}),
         )
 
+    def test_held_fields(self):
+        """
+        HELD names a log by node ids and at least one node id, each with a
+        non-negative integer index: no nodes, a bad node id or a negative
+        (or non-integer) index is refused.
+        """
+        good = {"origin": ORIGIN, "epoch": EPOCH, "nodes": {EPOCH: 4}}
+        self.assertEqual(decode(line("HELD", good)), Held(ORIGIN, EPOCH, {EPOCH: 4}))
+        bad = [
+            {"origin": ORIGIN, "epoch": EPOCH},
+            {**good, "nodes": {}},
+            {**good, "nodes": []},
+            {**good, "nodes": [EPOCH, 4]},
+            {**good, "nodes": None},
+        ]
+        bad += [{**good, "nodes": {node: 4}} for node in self.bad_node_ids() if isinstance(node, str)]
+        bad += [{**good, "nodes": {EPOCH: 4, node: 4}} for node in self.bad_node_ids() if isinstance(node, str)]
+        bad += [{**good, "nodes": {EPOCH: n}} for n in self.bad_indexes()]
+        bad += [{**good, "origin": node} for node in self.bad_node_ids()]
+        bad += [{**good, "epoch": node} for node in self.bad_node_ids()]
+        self.assertRefused(*[line("HELD", payload) for payload in bad])
+
     def test_repair_indexes(self):
         """
         REPAIR's records need not be consecutive, but their indexes rise.
@@ -503,6 +547,27 @@ class NeverRaisesOtherwiseTests(SynchronousTestCase):
         own keys, so that the shape checks themselves are exercised.
         """
         self.assertDecodesOrRefuses(line(verb, payload))
+
+    @given(
+        st.dictionaries(
+            st.sampled_from(["origin", "epoch", "nodes"]) | node_ids,
+            json_values | st.dictionaries(node_ids | st.text(), json_values, max_size=4),
+        )
+    )
+    def test_held_arbitrary_json(self, payload):
+        """
+        HELD with an arbitrary JSON object that uses its own keys (and
+        objects of node ids) decodes or is refused, and what decodes names
+        only node ids with non-negative integer indexes.
+        """
+        try:
+            message = decode(line("HELD", payload))
+        except BadMessage:
+            return
+        self.assertTrue(message.holders)
+        for node, last in message.holders.items():
+            self.assertEqual((len(node), type(last)), (32, int))
+            self.assertGreaterEqual(last, 0)
 
     @given(
         st.lists(
