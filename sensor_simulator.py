@@ -333,7 +333,7 @@ class Simulator:
 
     def answer(self, answer: Answer) -> None:
         """Apply the node's answer to the oldest reading in flight."""
-        if not answer.ok and answer.reason.startswith(("retry", "copies")):
+        if not answer.ok and answer.reason.startswith(("retry", "copies", "full")):
             # Keep the reading: it goes again, first, on the next connection.
             raise NodeBusy(answer.reason)
         reading = self.queue.answered()

@@ -12,6 +12,7 @@ from typing import Callable
 
 from twisted.logger import Logger
 
+from .disk import is_full
 from .records import CHECKSUM, ENTRY_INDEX, Signer
 from .sending import Log
 from .wire import BadMessage, Records
@@ -79,6 +80,8 @@ class Inbound:
         self._storing: list = []
         self.applying = False
         self.stopped = False
+        # The disk under the store (p2pstore.disk.Disk), once set.
+        self.disk = None
 
     def received(self, link, peer, message: Records) -> None:
         """
@@ -138,13 +141,18 @@ class Inbound:
         d.addBoth(self._done)
 
     def _applied(self, results: list, batch: list) -> None:
+        if self.disk is not None:
+            self.disk.wrote()
         for (link, peer, message, good), result in zip(batch, results):
             self._on_applied(link, peer, message, good, result)
 
     def _failed(self, failure, batch: list) -> None:
-        self.log.failure(
-            "could not store replicated records; their senders will send them again", failure
-        )
+        if self.disk is not None and is_full(failure):
+            self.disk.filled("records from peers")
+        else:
+            self.log.failure(
+                "could not store replicated records; their senders will send them again", failure
+            )
         for link, peer, message, _ in batch:
             self._on_failed(link, peer, message)
 

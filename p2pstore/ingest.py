@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .disk import FULL_DISK, is_full
 from .interfaces import ISensor
 from .lines import RETRY_STORAGE, Reading, Rejected
 from .opening import Opened
@@ -97,6 +98,9 @@ class Ingestor:
         # Where readings that need copies on other nodes wait for them
         # (p2pstore.copies.CopyWait), once set.
         self.copy_wait = None
+        # The disk under the store (p2pstore.disk.Disk), which tells a
+        # full disk from other failures, once set.
+        self.disk = None
         self._max_batch = max_batch
         self._high_water = high_water
         self._low_water = low_water
@@ -117,6 +121,8 @@ class Ingestor:
         # Answers 'ERR retry' given because a commit failed (a reading sent
         # again and failing again counts again).
         self.not_stored = 0
+        # Answers 'ERR full' given because the disk was full.
+        self.not_full = 0
 
     @property
     def connected(self) -> int:
@@ -272,6 +278,13 @@ class Ingestor:
         if not batch and not rejected:
             self._notify_drained()
             return
+        if self.disk is not None and batch and self.disk.refusing():
+            self._refuse_full(batch, rejected)
+            if self._idle():
+                self._notify_drained()
+            else:
+                self._schedule()
+            return
         self._busy = True
         rows = self._rows.batch(
             (p.readings, p.sensor.sensor_index, p.sensor.sensor_name, p.rows) for p in batch
@@ -283,6 +296,8 @@ class Ingestor:
         d.addBoth(self._done)
 
     def _committed(self, appended: Appended, batch: list[Pending]) -> None:
+        if self.disk is not None:
+            self.disk.wrote()
         self.refused.committed()
         self._rows.committed(appended.last_index, self._queued)
         indexes = appended.indexes
@@ -302,6 +317,11 @@ class Ingestor:
 
     def _failed(self, failure, batch: list[Pending], rejected: list[Rejected]) -> None:
         count = sum(len(pending.readings) for pending in batch)
+        if self.disk is not None and is_full(failure):
+            # Said once for the whole time the disk is full (p2pstore.disk).
+            self.disk.filled(f"{count} readings")
+            self._refuse_full(batch, rejected)
+            return
         what, then = [], []
         if count:
             what.append("{count} readings")
@@ -325,6 +345,15 @@ class Ingestor:
         self._rows.failed(self._queued)
         for pending in batch:
             pending.error = RETRY_STORAGE
+        self._answer(batch)
+
+    def _refuse_full(self, batch: list[Pending], rejected: list[Rejected]) -> None:
+        # Not stored for lack of space: answered ERR full, to be sent again.
+        self.refused.failed(rejected)
+        self.not_full += sum(len(pending.readings) for pending in batch)
+        self._rows.failed(self._queued)
+        for pending in batch:
+            pending.error = FULL_DISK
         self._answer(batch)
 
     def _commit_held(self) -> None:

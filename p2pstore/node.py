@@ -66,6 +66,8 @@ class Node:
         self.set_aside: list = []
         # The scrub of its stored records (p2pstore.scrub), when it has one.
         self.scrub = None
+        # The disk under its databases (p2pstore.disk).
+        self.disk = None
         # The answers that wait for copies on other nodes (p2pstore.copies).
         self.copy_wait = None
         self.ack_copies = 1
@@ -184,6 +186,8 @@ class Node:
             snapshot["tls"] = self.tls.status()
         if self.scrub is not None:
             snapshot["scrub"] = self.scrub.status()
+        if self.disk is not None:
+            snapshot["disk"] = self.disk.status()
         if self.copy_wait is not None:
             snapshot["ack_copies"] = self.ack_copies
             copies = snapshot["copies"] = self.copy_wait.status()

@@ -253,6 +253,14 @@ class NodeService(MultiService):
             yield self.node.store.mark_stopped()
         self.node.store.close()
         Service.stopService(self)
+        if ingestor.not_full:
+            self.log.warn(
+                "{count} readings were answered 'ERR full' while the disk was full: they were "
+                "not stored here (sensors that keep unanswered readings send them again). Free "
+                "space on the disk of {path} before restarting.",
+                count=ingestor.not_full,
+                path=str(self.node.store.path.parent),
+            )
         if ingestor.not_stored:
             self.log.warn(
                 "stopped; every reading received was answered, but {count} answers were "

@@ -18,6 +18,7 @@ from .access import ReloadOnHangup, SensorAccess, sensors_known
 from .certificates import subject_name
 from .copies import AckCopies, CopyWait
 from .damaged import SetAside, advice, check_databases
+from .disk import Disk
 from .dialer import Dialer
 from .identity import KEY_FILE, load_key, lock_data_dir, prepare_data_dir, resolve_node_id, write_node_id
 from .ingest import Ingestor
@@ -139,6 +140,8 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         settings = parse_settings(config, reactor)
         data_dir = prepare_data_dir(settings.data_dir)
         lock = lock_data_dir(data_dir)
+        disk = Disk(data_dir / SELF_DB, data_dir / PEER_DB, reactor)
+        disk.prepare()
         moved = _check_databases(data_dir, reactor)
         key_path = settings.secret_file or data_dir / KEY_FILE
         key, key_made = load_key(key_path, create=settings.secret_file is None)
@@ -171,6 +174,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
     node.copy_wait = ingestor.copy_wait = CopyWait(
         replicator.holdings, reactor, settings.ack_timeout, node.own_log, node.why_no_copies
     )
+    node.disk = ingestor.disk = replicator.inbound.disk = disk
     node.ack_copies = settings.ack_copies
     acks = AckCopies(settings.ack_copies, node.cluster_size)
 

@@ -1,0 +1,189 @@
+"""
+The disk under a node's databases: how much they take, how much room the
+filesystem has, and whether a failed write means that the disk is full.
+
+A full disk is a state the node lives through, not an error per commit: it
+is logged once when writes start failing for lack of space (with what to
+do) and once when they succeed again, and sensors are answered ``ERR full:
+...`` meanwhile.
+
+A node keeps a reserve file in its data directory (L{RESERVE_BYTES}). On a
+disk full to the last byte SQLite cannot even open a database in WAL mode
+(it must create the ``-shm`` file), so a node that starts on such a disk
+deletes the reserve to open its databases, and refuses readings, without
+trying to store them, until the filesystem has room for the reserve again.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from pathlib import Path
+from typing import Optional
+
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+# The answer to readings that could not be stored for lack of space.
+FULL_DISK = (
+    "full: the disk holding this node's data is full; free space there, or send again "
+    "later (the node resumes by itself)"
+)
+
+
+def is_full(failure: Failure) -> bool:
+    """
+    Whether a failed write failed for lack of space.
+    """
+    value = failure.value
+    if isinstance(value, sqlite3.Error):
+        return getattr(value, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or (
+            "database or disk is full" in str(value)
+        )
+    return isinstance(value, OSError) and value.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+# The reserve file's name in the data directory, and its size.
+RESERVE_FILE = "space.reserve"
+RESERVE_BYTES = 1024 * 1024
+
+
+def file_bytes(path: Path) -> int:
+    """
+    What a database takes on disk: its file, its WAL and its shared memory.
+    """
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            total += os.stat(f"{path}{suffix}").st_blocks * 512
+        except OSError:
+            pass
+    return total
+
+
+class Disk:
+    """
+    The databases of one node and the filesystem they are on.
+    """
+
+    log = Logger()
+
+    def __init__(self, own_path: Path, peer_path: Path, clock):
+        self._clock = clock
+        self.own_path = own_path
+        self.peer_path = peer_path
+        # Why writes fail now (a FULL_DISK-like reason), or None.
+        self.full: Optional[str] = None
+        self.full_since: Optional[float] = None
+        # Writes refused for lack of space, since the start.
+        self.full_failures = 0
+        self.reserve = own_path.parent / RESERVE_FILE
+        # The reserve was deleted to open the databases on a full disk.
+        self.released = False
+
+    def prepare(self) -> None:
+        """
+        At start, before the databases open: release the reserve on a full
+        disk, or make it when there is room.
+        """
+        free = self.free_bytes()
+        if free is None:
+            return
+        if self.reserve.exists() and free < RESERVE_BYTES:
+            self.reserve.unlink()
+            self.released = True
+            self.full = "the filesystem is full"
+            self.full_since = self._clock.seconds()
+            self.log.error(
+                "the disk holding {path} is full ({free} bytes free): deleted {reserve} to open "
+                "the databases. Readings are answered 'ERR full' until {room} bytes are free; "
+                "then the node stores them again by itself. Free space on that filesystem.",
+                path=str(self.own_path.parent),
+                free=free,
+                reserve=str(self.reserve),
+                room=2 * RESERVE_BYTES,
+            )
+        elif not self.reserve.exists() and free >= 2 * RESERVE_BYTES:
+            self._make_reserve()
+
+    def _make_reserve(self) -> None:
+        try:
+            with open(self.reserve, "wb") as f:
+                try:
+                    os.posix_fallocate(f.fileno(), 0, RESERVE_BYTES)
+                except OSError:
+                    f.write(b"\0" * RESERVE_BYTES)
+                os.fsync(f.fileno())
+        except OSError as e:
+            self.log.warn("could not make the reserve file {path}: {e}", path=str(self.reserve), e=e)
+            self.reserve.unlink(missing_ok=True)
+
+    def refusing(self) -> bool:
+        """
+        Whether to refuse writes without trying them: the reserve was
+        released and there is not yet room to make it again.
+        """
+        if not self.released:
+            return False
+        free = self.free_bytes()
+        if free is None or free < 2 * RESERVE_BYTES:
+            return True
+        self.released = False
+        self._make_reserve()
+        self.wrote()
+        return False
+
+    def free_bytes(self) -> Optional[int]:
+        try:
+            stat = os.statvfs(self.own_path.parent)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
+    def filled(self, what: str) -> None:
+        """
+        A write of ``what`` failed for lack of space.
+        """
+        self.full_failures += 1
+        if self.full is not None:
+            return
+        self.full = "the filesystem is full"
+        self.full_since = self._clock.seconds()
+        self.log.error(
+            "the disk holding {path} is full ({free} bytes free): {what} could not be stored. "
+            "Sensors are answered 'ERR full' and peers send their records again later; the "
+            "node stays up and resumes by itself once there is room. Free space on that "
+            "filesystem.",
+            path=str(self.own_path.parent),
+            free=self.free_bytes(),
+            what=what,
+        )
+
+    def wrote(self) -> None:
+        """
+        A write succeeded.
+        """
+        if self.full is None:
+            return
+        self.full = None
+        self.full_since = None
+        self.log.info(
+            "the disk holding {path} has room again ({free} bytes free): storing readings",
+            path=str(self.own_path.parent),
+            free=self.free_bytes(),
+        )
+
+    def status(self) -> dict:
+        own = file_bytes(self.own_path)
+        peer = file_bytes(self.peer_path)
+        return {
+            "used_bytes": own + peer,
+            "own_bytes": own,
+            "peer_bytes": peer,
+            "free_bytes": self.free_bytes(),
+            "budget_bytes": None,
+            "full": self.full or False,
+            "full_since": self.full_since,
+            "full_failures": self.full_failures,
+        }
