@@ -255,13 +255,14 @@ class NodeService(MultiService):
         Service.stopService(self)
         if ingestor.not_full:
             self.log.warn(
-                "{count} readings were answered 'ERR full' while the disk was full: they were "
-                "not stored here (sensors that keep unanswered readings send them again). Free "
-                "space on the disk of {path} before restarting.",
+                "stopped; every reading received was answered, but {count} readings were "
+                "answered 'ERR full' for lack of space: those were not stored here (sensors "
+                "that keep unanswered readings send them again). Free space on the disk of "
+                "{path}, or raise --max-disk, before restarting.",
                 count=ingestor.not_full,
                 path=str(self.node.store.path.parent),
             )
-        if ingestor.not_stored:
+        elif ingestor.not_stored:
             self.log.warn(
                 "stopped; every reading received was answered, but {count} answers were "
                 "'ERR retry' after failed commits: those readings were not stored here "

@@ -19,6 +19,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
+from p2pstore.disk import FULL_DISK
 from p2pstore.schema import SELF_DB
 from p2pstore.node import RUNNING
 from p2pstore.tap import Options, makeNode
@@ -77,23 +78,22 @@ class FullDiskTests(TestCase):
     @inlineCallbacks
     def test_refused_lines_kept_and_stop_says_what_was_not_stored(self):
         """
-        While the disk is full, readings are answered ``ERR retry`` and the
-        error log says to check the disk; a refused line sent then is stored
-        in rejected_lines once the disk takes writes again, and the stop
-        says how many readings were not stored.
+        While the disk is full, readings are answered ``ERR full: ...`` and
+        the error log says once, without a traceback, that the disk is full
+        and to free space; a refused line sent then is stored in
+        rejected_lines once the disk takes writes again, and the stop says
+        how many readings were not stored.
         """
         yield self.disk_full(True)
         lines = [READING % i for i in range(50)] + [b"bad line while full"]
         with capturedLogs() as events:
             answers = yield send_lines(self.sensor_port, lines)
-        self.assertEqual(answers, [b"ERR retry: storage failure"] * 50 + [b"ERR missing value"])
-        errors = self.flushLoggedErrors(sqlite3.OperationalError)
-        self.assertTrue(errors)
-        self.assertIn("full", str(errors[0].value))
-        texts = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.critical]
-        self.assertTrue(texts)
-        self.assertIn("answered 'ERR retry'", texts[0])
-        self.assertIn("Check the disk", texts[0])
+        self.assertEqual(answers, [b"ERR " + FULL_DISK.encode()] * 50 + [b"ERR missing value"])
+        self.assertEqual(self.flushLoggedErrors(sqlite3.OperationalError), [])
+        texts = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.error]
+        self.assertEqual(len(texts), 1, texts)
+        self.assertIn("is full", texts[0])
+        self.assertIn("Free space on that filesystem", texts[0])
 
         yield self.disk_full(False)
         answers = yield send_lines(self.sensor_port, [READING % 50])
@@ -107,7 +107,7 @@ class FullDiskTests(TestCase):
             yield self.service.stopService()
         [last] = [e for e in events if "stopped;" in e.get("log_format", "")]
         self.assertEqual(last["log_level"], LogLevel.warn)
-        self.assertIn("50 answers were 'ERR retry' after failed commits", formatEvent(last))
+        self.assertIn("50 readings were answered 'ERR full'", formatEvent(last))
 
     @inlineCallbacks
     def test_held_lines_do_not_block_readings(self):
@@ -155,7 +155,7 @@ class FullDiskTests(TestCase):
         # Refused lines are answered at once, and stored after.
         ingestor = self.service.node.ingestor
         yield wait_for(lambda: ingestor.unsaved_rejected == 70, 10, "their commit to fail")
-        self.assertTrue(self.flushLoggedErrors(sqlite3.OperationalError))
+        self.assertEqual(self.service.node.disk.full, "the filesystem is full")
 
         with capturedLogs() as events:
             yield self.service.stopService()
