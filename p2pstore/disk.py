@@ -44,6 +44,10 @@ def is_full(failure: Failure) -> bool:
     return isinstance(value, OSError) and value.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+# At most this share of --max-disk goes to copies of peers' logs; this
+# node's own readings may use the whole budget.
+PEER_SHARE = 0.5
+
 # The reserve file's name in the data directory, and its size.
 RESERVE_FILE = "space.reserve"
 RESERVE_BYTES = 1024 * 1024
@@ -69,8 +73,10 @@ class Disk:
 
     log = Logger()
 
-    def __init__(self, own_path: Path, peer_path: Path, clock):
+    def __init__(self, own_path: Path, peer_path: Path, clock, budget: Optional[int] = None):
         self._clock = clock
+        # --max-disk: the most both databases may take, or None.
+        self.budget = budget
         self.own_path = own_path
         self.peer_path = peer_path
         # Why writes fail now (a FULL_DISK-like reason), or None.
@@ -119,20 +125,51 @@ class Disk:
             self.log.warn("could not make the reserve file {path}: {e}", path=str(self.reserve), e=e)
             self.reserve.unlink(missing_ok=True)
 
-    def refusing(self) -> bool:
+    def refusing(self) -> Optional[str]:
         """
-        Whether to refuse writes without trying them: the reserve was
-        released and there is not yet room to make it again.
+        Why this node's own readings are refused without being tried (the
+        answer after ``ERR``), or None: the reserve was released and there
+        is not yet room to make it again, or the databases take the budget.
         """
-        if not self.released:
-            return False
-        free = self.free_bytes()
-        if free is None or free < 2 * RESERVE_BYTES:
-            return True
-        self.released = False
-        self._make_reserve()
-        self.wrote()
-        return False
+        if self.released:
+            free = self.free_bytes()
+            if free is None or free < 2 * RESERVE_BYTES:
+                return FULL_DISK
+            self.released = False
+            self._make_reserve()
+            self.wrote()
+        if self.budget is not None:
+            used = file_bytes(self.own_path) + file_bytes(self.peer_path)
+            if used >= self.budget:
+                return (
+                    f"full: this node's data takes {size_text(used)} of its --max-disk "
+                    f"{size_text(self.budget)}; raise --max-disk or move the node's readings "
+                    "elsewhere, then send again"
+                )
+        return None
+
+    def peer_refusing(self) -> Optional[str]:
+        """
+        Why copies of peers' records are refused now, or None: the disk is
+        full, or they take their share of the budget (L{PEER_SHARE}), or the
+        databases take all of it.
+        """
+        if self.full is not None or self.released:
+            free = self.free_bytes()
+            if free is None or free < 2 * RESERVE_BYTES:
+                return "its disk is full"
+        if self.budget is None:
+            return None
+        peer = file_bytes(self.peer_path)
+        share = int(self.budget * PEER_SHARE)
+        if peer >= share:
+            return (
+                f"peers' copies take {size_text(peer)}, their share of --max-disk "
+                f"{size_text(self.budget)}"
+            )
+        if peer + file_bytes(self.own_path) >= self.budget:
+            return f"its data takes all of --max-disk {size_text(self.budget)}"
+        return None
 
     def free_bytes(self) -> Optional[int]:
         try:
@@ -182,8 +219,19 @@ class Disk:
             "own_bytes": own,
             "peer_bytes": peer,
             "free_bytes": self.free_bytes(),
-            "budget_bytes": None,
+            "budget_bytes": self.budget,
+            "peer_share_bytes": int(self.budget * PEER_SHARE) if self.budget else None,
             "full": self.full or False,
             "full_since": self.full_since,
             "full_failures": self.full_failures,
         }
+
+
+def size_text(size: int) -> str:
+    """
+    A size for people: ``12.0 MB``, ``512 kB``.
+    """
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"

@@ -69,6 +69,7 @@ class Inbound:
         applied: Callable,
         failed: Callable,
         done: Callable[[], None],
+        no_room: Callable = lambda link, peer, message, why: None,
     ):
         self._store = store
         self._signer = signer
@@ -76,6 +77,7 @@ class Inbound:
         self._on_applied = applied
         self._on_failed = failed
         self._on_done = done
+        self._on_no_room = no_room
         self._inbox: deque = deque()
         self._storing: list = []
         self.applying = False
@@ -133,6 +135,13 @@ class Inbound:
         while self._inbox:
             link, peer, message = self._inbox.popleft()
             batch.append((link, peer, message, self._verified(peer, message)))
+        refusing = self.disk.peer_refusing() if self.disk is not None else None
+        if refusing is not None:
+            # No room for them (p2pstore.disk): each sender is told so.
+            for link, peer, message, _ in batch:
+                self._on_no_room(link, peer, message, refusing)
+            self._on_done()
+            return
         self.applying = True
         self._storing = batch
         d = self._store.apply([(m.origin, m.epoch, good) for _, _, m, good in batch], plan_apply)

@@ -278,8 +278,9 @@ class Ingestor:
         if not batch and not rejected:
             self._notify_drained()
             return
-        if self.disk is not None and batch and self.disk.refusing():
-            self._refuse_full(batch, rejected)
+        refusing = self.disk.refusing() if self.disk is not None and batch else None
+        if refusing is not None:
+            self._refuse_full(batch, rejected, refusing)
             if self._idle():
                 self._notify_drained()
             else:
@@ -319,7 +320,9 @@ class Ingestor:
         count = sum(len(pending.readings) for pending in batch)
         if self.disk is not None and is_full(failure):
             # Said once for the whole time the disk is full (p2pstore.disk).
-            self.disk.filled(f"{count} readings")
+            what = [f"{count} readings"] if count else []
+            what += [f"{len(rejected)} refused lines"] if rejected else []
+            self.disk.filled(" and ".join(what))
             self._refuse_full(batch, rejected)
             return
         what, then = [], []
@@ -347,13 +350,13 @@ class Ingestor:
             pending.error = RETRY_STORAGE
         self._answer(batch)
 
-    def _refuse_full(self, batch: list[Pending], rejected: list[Rejected]) -> None:
+    def _refuse_full(self, batch: list[Pending], rejected: list[Rejected], why: str = FULL_DISK) -> None:
         # Not stored for lack of space: answered ERR full, to be sent again.
         self.refused.failed(rejected)
         self.not_full += sum(len(pending.readings) for pending in batch)
         self._rows.failed(self._queued)
         for pending in batch:
-            pending.error = FULL_DISK
+            pending.error = why
         self._answer(batch)
 
     def _commit_held(self) -> None:

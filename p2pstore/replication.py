@@ -25,7 +25,7 @@ from .linkhealth import LinkHealth
 from .records import ENTRY_INDEX, Signer
 from .recovery import Recovery
 from .sending import Log, LogSender, LogSource
-from .wire import MAX_RECORDS, Ack, BadMessage, Have, Held, Links, Records, Repair, Want
+from .wire import MAX_RECORDS, Ack, BadMessage, Full, Have, Held, Links, Records, Repair, Want
 
 # HAVE announcements are coalesced over this long.
 HAVE_DELAY = 0.05
@@ -90,7 +90,8 @@ class Replicator:
         self.source = LogSource(store)
         self.peers: dict[str, PeerState] = {}
         self.inbound = Inbound(
-            store, signer, window, self._applied, self._apply_failed, self._applied_all
+            store, signer, window, self._applied, self._apply_failed, self._applied_all,
+            self._no_room,
         )
         self._have_call = None
         self._store = store
@@ -272,6 +273,8 @@ class Replicator:
             self._wanted(peer, link, message)
         elif isinstance(message, Repair):
             self._repair(peer, message)
+        elif isinstance(message, Full):
+            peer.sender.no_room(message.reason)
         elif isinstance(message, Held):
             for holder, last in message.holders.items():
                 self.holdings.heard((message.origin, message.epoch), holder, last)
@@ -430,6 +433,12 @@ class Replicator:
         # in its window for ever, and stall.
         self._answer(link, peer, message, self.positions.get((message.origin, message.epoch), 0))
 
+    def _no_room(self, link, peer: PeerState, message: Records, why: str) -> None:
+        # Not stored for lack of room: the sender backs off, then sends again.
+        if link.authenticated and link in peer.links:
+            link.send(Full(why))
+        self._apply_failed(link, peer, message)
+
     def _applied_all(self) -> None:
         self.recovery.check(self.positions)
         self._maybe_idle()
@@ -467,6 +476,9 @@ class Replicator:
             ),
             "troubles": peer.health.events(),
             "trouble_counts": dict(peer.health.counts),
+            # The peer has no room for this node's records, and since when.
+            "full": sender.full if sender else None,
+            "full_since": sender.full_since if sender else None,
         }
 
     def status(self, dialling: Optional[dict] = None) -> tuple[list, dict]:

@@ -39,6 +39,8 @@ TAIL = 4096
 READ_BATCHES = 4
 # How long before records a destination refused are sent again.
 RETRY_DELAY = 1.0
+# How long a destination that said it has no room is left alone.
+FULL_BACKOFF = 10.0
 
 
 class LogSource:
@@ -154,6 +156,10 @@ class LogSender:
         self.retry = None
         self.stopped = False
         self.sent_count = 0
+        # Why the destination has no room for more records (its budget or
+        # its disk), and since when; None while it takes them.
+        self.full: Optional[str] = None
+        self.full_since: Optional[float] = None
 
     @property
     def inflight(self) -> int:
@@ -209,6 +215,25 @@ class LogSender:
         self.known = channel is not None
         self.pump()
 
+    def no_room(self, reason: str, backoff: float = FULL_BACKOFF) -> None:
+        """
+        The destination has no room for records: what is in flight comes
+        back unstored, and nothing more is sent for ``backoff`` seconds.
+        """
+        if self.full is None:
+            self.full_since = self._clock.seconds()
+            self.log.warn(
+                "peer {destination} has no room for records ({reason}): sending again every "
+                "{backoff:g} s",
+                destination=self.name,
+                reason=reason,
+                backoff=backoff,
+            )
+        self.full = reason
+        if self.retry is not None and self.retry.active():
+            self.retry.cancel()
+        self.retry = self._clock.callLater(backoff, self.pump)
+
     def acked(self, log: Log, last_index: int) -> None:
         """
         The destination acknowledged the oldest batch in flight: it holds
@@ -228,6 +253,10 @@ class LogSender:
             self._retry_later()
             return
         self.has[log] = last_index
+        if last_index < end and self.full is not None:
+            # Not stored for lack of room: sent again after the backoff.
+            self.sent[log] = last_index
+            return
         if last_index < end:
             # The destination refused part of what was sent (a record failed
             # its check): send it again, after a pause.
@@ -240,6 +269,9 @@ class LogSender:
             self._retry_later()
             return
         self.batch_size = min(self.batch_size * 2, self.max_batch_size)
+        if self.full is not None:
+            self.log.info("peer {destination} takes records again", destination=self.name)
+            self.full = self.full_since = None
         self.pump()
 
     def _shrink(self) -> None:

@@ -50,6 +50,7 @@ DEFAULTS = {
     "peer-ca": None,
     "peer-tls-fingerprints": "",
     "scrub-rate": "50",
+    "max-disk": None,
     "ack-copies": "1",
     "ack-timeout": "10s",
 }
@@ -63,6 +64,14 @@ MAX_ACK_TIMEOUT = 3600.0
 # A duration: a number and a unit.
 _DURATION = re.compile(r"\A([0-9]{1,9}(?:\.[0-9]{1,6})?)(ms|s|m|h|d)\Z")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# A size: a number and a unit, decimal (MB) or binary (MiB).
+_SIZE = re.compile(r"\A([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)\Z")
+_SIZE_UNITS = {
+    "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+# The smallest --max-disk: room for the schema, a few batches and the reserve.
+MIN_DISK = 4 * 10**6
 
 _HOSTNAME = re.compile(
     r"\A(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -138,6 +147,8 @@ class Settings:
     # one included, and how long its answer waits for them (seconds).
     ack_copies: int = 1
     ack_timeout: float = 10.0
+    # --max-disk: the most both databases may take, in bytes, or None.
+    max_disk: Optional[int] = None
 
 
 def _port_number(setting: str, text: str, what: str = "") -> int:
@@ -237,6 +248,23 @@ def parse_duration(setting: str, text, lowest: float, highest: float) -> float:
     return seconds
 
 
+def parse_size(setting: str, text, lowest: int) -> int:
+    """
+    A size such as ``500MB``, ``2GiB`` or ``12 MB``, in bytes, at least ``lowest``.
+    """
+    found = _SIZE.match(str(text).strip().lower())
+    if found is None:
+        raise ConfigError(
+            setting,
+            f"{text!r} is not a size: give a number and a unit, MB or GB (powers of 1000) or "
+            "MiB or GiB (powers of 1024): 500MB, 2GiB",
+        )
+    size = int(float(found.group(1)) * _SIZE_UNITS[found.group(2)])
+    if size < lowest:
+        raise ConfigError(setting, f"{text!r} is less than the smallest, {lowest // 10**6} MB")
+    return size
+
+
 def check_settings(given: Mapping[str, object], reactor) -> Settings:
     """
     Check every setting; those not given take their defaults.
@@ -307,6 +335,7 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         scrub_rate=int(scrub_rate),
         ack_copies=int(ack_copies),
         ack_timeout=ack_timeout,
+        max_disk=parse_size("max-disk", values["max-disk"], MIN_DISK) if values["max-disk"] else None,
     )
 
 

@@ -78,6 +78,11 @@ _HELP = {
         "mutual TLS, and tls: peers are dialled with it. See docs/tls.md."
     ),
     "tls-key": "The private key (PEM, unencrypted) of --tls-cert.",
+    "max-disk": (
+        "The most the node's databases may take together (500MB, 2GiB); past it own "
+        "readings are answered 'ERR full: ...', and peers' copies get at most half of it. "
+        "[default: no budget]"
+    ),
     "ack-copies": (
         "The nodes that must hold a reading, each on its disk, before it is answered OK: "
         "1 is this node alone, 2 this node and one peer. A sensor may ask for another "
@@ -140,7 +145,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         settings = parse_settings(config, reactor)
         data_dir = prepare_data_dir(settings.data_dir)
         lock = lock_data_dir(data_dir)
-        disk = Disk(data_dir / SELF_DB, data_dir / PEER_DB, reactor)
+        disk = Disk(data_dir / SELF_DB, data_dir / PEER_DB, reactor, settings.max_disk)
         disk.prepare()
         moved = _check_databases(data_dir, reactor)
         key_path = settings.secret_file or data_dir / KEY_FILE

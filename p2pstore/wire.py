@@ -16,7 +16,8 @@ from attrs import frozen
 from .records import ENTRY, ENTRY_INDEX, is_node_id
 
 # 2: lines after the handshake are sealed (p2pstore.sealing).
-# 3: WANT and REPAIR (records in quarantine), HELD (copies beyond a relay).
+# 3: WANT and REPAIR (records in quarantine), HELD (copies beyond a relay),
+# FULL (no room for a peer's records).
 PROTOCOL_VERSION = 3
 # SQLite's largest integer.
 MAX_INTEGER = 2**63 - 1
@@ -36,8 +37,11 @@ LINKS = b"LINKS"
 WANT = b"WANT"
 REPAIR = b"REPAIR"
 HELD = b"HELD"
+FULL = b"FULL"
 
-VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR, HELD)
+VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR, HELD, FULL)
+# The longest reason a FULL carries.
+MAX_REASON = 300
 # Positions one WANT asks for, at most.
 MAX_WANTED = 100
 
@@ -139,6 +143,16 @@ class Held:
 
 
 @frozen
+class Full:
+    """
+    The sender has no room for the receiver's records (its disk budget or
+    its disk): the batches it answers next were not stored; send again later.
+    """
+
+    reason: str
+
+
+@frozen
 class Links:
     """
     The nodes the sender has an authenticated link to now: a peer linked to
@@ -189,6 +203,8 @@ def encode(message) -> bytes:
         )
     if isinstance(message, Held):
         return _dump(HELD, {"origin": message.origin, "epoch": message.epoch, "nodes": message.holders})
+    if isinstance(message, Full):
+        return _dump(FULL, {"reason": message.reason[:MAX_REASON]})
     if isinstance(message, Links):
         return _dump(LINKS, {"nodes": sorted(message.node_ids)})
     if isinstance(message, Ping):
@@ -332,6 +348,11 @@ def decode(line: bytes):
             _node(payload.get("epoch"), "epoch"),
             {_node(n, "node"): _index(i, "last_index") for n, i in holders.items()},
         )
+    if verb == FULL:
+        reason = payload.get("reason")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise BadMessage(f"FULL has no reason of up to {MAX_REASON} characters")
+        return Full(reason)
     if verb == LINKS:
         nodes = payload.get("nodes")
         if not isinstance(nodes, list):

@@ -753,6 +753,8 @@ class StatusTests(ReplicatorTestCase):
                 "links_opened": 1,
                 "lag": {A: 7},
                 "batch_size": 10,
+                "full": None,
+                "full_since": None,
             },
         )
 
