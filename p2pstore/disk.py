@@ -48,6 +48,11 @@ def is_full(failure: Failure) -> bool:
 # node's own readings may use the whole budget.
 PEER_SHARE = 0.5
 
+# What a replicated record takes in the peer database, about (its row, its
+# index entries, its WAL frame before a checkpoint): the records one
+# transaction may add to a node with a budget are its room over this.
+RECORD_BYTES = 400
+
 # The reserve file's name in the data directory, and its size.
 RESERVE_FILE = "space.reserve"
 RESERVE_BYTES = 1024 * 1024
@@ -148,6 +153,16 @@ class Disk:
                 )
         return None
 
+    def peer_room(self) -> Optional[int]:
+        """
+        How many more bytes peers' copies may take (None: no budget).
+        """
+        if self.budget is None:
+            return None
+        peer = file_bytes(self.peer_path)
+        used = peer + file_bytes(self.own_path)
+        return max(min(int(self.budget * PEER_SHARE) - peer, self.budget - used), 0)
+
     def peer_refusing(self) -> Optional[str]:
         """
         Why copies of peers' records are refused now, or None: the disk is
@@ -235,3 +250,13 @@ def size_text(size: int) -> str:
         if size >= scale:
             return f"{size / scale:.1f} {unit}"
     return f"{size} bytes"
+
+
+def wal_limit(budget: Optional[int]) -> Optional[int]:
+    """
+    The most each WAL file may keep under a disk budget: a sixteenth of it,
+    from 256 KiB to 4 MiB (None without a budget: SQLite's defaults).
+    """
+    if budget is None:
+        return None
+    return min(max(budget // 16, 256 * 1024), 4 * 1024 * 1024)

@@ -12,7 +12,7 @@ from typing import Callable
 
 from twisted.logger import Logger
 
-from .disk import is_full
+from .disk import RECORD_BYTES, is_full
 from .records import CHECKSUM, ENTRY_INDEX, Signer
 from .sending import Log
 from .wire import BadMessage, Records
@@ -131,17 +131,24 @@ class Inbound:
     def _apply(self) -> None:
         if self.stopped or self.applying or not self._inbox:
             return
+        refusing = self.disk.peer_refusing() if self.disk is not None else None
+        if refusing is not None:
+            # No room for them (p2pstore.disk): each sender is told so.
+            while self._inbox:
+                self._on_no_room(*self._inbox.popleft(), refusing)
+            self._on_done()
+            return
+        room = self.disk.peer_room() if self.disk is not None else None
         batch = []
         while self._inbox:
             link, peer, message = self._inbox.popleft()
             batch.append((link, peer, message, self._verified(peer, message)))
-        refusing = self.disk.peer_refusing() if self.disk is not None else None
-        if refusing is not None:
-            # No room for them (p2pstore.disk): each sender is told so.
-            for link, peer, message, _ in batch:
-                self._on_no_room(link, peer, message, refusing)
-            self._on_done()
-            return
+            if room is not None:
+                room -= len(message.entries) * RECORD_BYTES
+                if room <= 0:
+                    # What the budget has room for in one transaction; the
+                    # rest waits for the next, which checks the sizes again.
+                    break
         self.applying = True
         self._storing = batch
         d = self._store.apply([(m.origin, m.epoch, good) for _, _, m, good in batch], plan_apply)

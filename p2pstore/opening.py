@@ -72,11 +72,14 @@ def read_only(path: Path) -> str:
     return f"file:{quote(str(path.absolute()))}?mode=ro"
 
 
-def configure_writer(conn, peer_path: Path, synchronous: str) -> int:
+def configure_writer(
+    conn, peer_path: Path, synchronous: str, wal_limit: Optional[int] = None
+) -> int:
     """
     Set up the writing connection: the peer database attached as ``peer``,
     both in WAL mode (so the sqlite3 tool can read them while the node
-    runs) with ``synchronous``.
+    runs) with ``synchronous``; with ``wal_limit``, each WAL file is
+    checkpointed once it holds about that many bytes and cut back to them.
 
     @return: how many host parameters one statement may have.
     """
@@ -84,6 +87,10 @@ def configure_writer(conn, peer_path: Path, synchronous: str) -> int:
     for db in ("main", "peer"):
         conn.execute(f"PRAGMA {db}.journal_mode = WAL")
         conn.execute(f"PRAGMA {db}.synchronous = {synchronous}")
+        if wal_limit is not None:
+            conn.execute(f"PRAGMA {db}.journal_size_limit = {int(wal_limit)}")
+    if wal_limit is not None:
+        conn.execute(f"PRAGMA wal_autocheckpoint = {max(int(wal_limit) // 4096, 16)}")
     conn.execute("PRAGMA busy_timeout = 10000")
     return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 

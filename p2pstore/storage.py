@@ -94,6 +94,9 @@ class Store:
     # node.id was kept and peers are there to recover from: a missing or
     # empty own database means a lost one, to be fetched back.
     recover_if_empty: bool = False
+    # The most each WAL file keeps after a checkpoint, in bytes (and the
+    # checkpoint's cadence), for a node with a disk budget; None: SQLite's.
+    wal_limit: Optional[int] = None
     epoch: Optional[str] = None
     schema: Schema = attrs.Factory(Schema)
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
@@ -148,7 +151,9 @@ class Store:
         return d.addCallback(opened)
 
     def _configure(self, conn) -> None:
-        self._statements = Statements(configure_writer(conn, self.peer_path, self.synchronous))
+        self._statements = Statements(
+            configure_writer(conn, self.peer_path, self.synchronous, self.wal_limit)
+        )
 
     def append(
         self,

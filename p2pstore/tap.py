@@ -18,7 +18,7 @@ from .access import ReloadOnHangup, SensorAccess, sensors_known
 from .certificates import subject_name
 from .copies import AckCopies, CopyWait
 from .damaged import SetAside, advice, check_databases
-from .disk import Disk
+from .disk import Disk, wal_limit
 from .dialer import Dialer
 from .identity import KEY_FILE, load_key, lock_data_dir, prepare_data_dir, resolve_node_id, write_node_id
 from .ingest import Ingestor
@@ -169,6 +169,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         reactor=reactor,
         peer_path=data_dir / PEER_DB,
         recover_if_empty=not id_made and bool(settings.peers),
+        wal_limit=wal_limit(settings.max_disk),
     )
     ingestor = Ingestor(store, OwnRows(node_id, signer), reactor)
     replicator = Replicator(node_id, store, signer, reactor)
