@@ -682,7 +682,8 @@ def main(argv=None) -> int:
     runs = [r for k in args.ack_copies for r in by_copies[k]]
     median_of = {k: medians(rs) for k, rs in by_copies.items() if rs}
     for copies, median in median_of.items():
-        print(f"\n--ack-copies {copies}:" if several else "")
+        if several:
+            print(f"\n--ack-copies {copies}:")
         print_details(args, info, by_copies[copies], median)
     first = args.ack_copies[0]
     ratio = {
