@@ -57,7 +57,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 import shlex
 import shutil
@@ -72,10 +71,10 @@ from pathlib import Path
 from typing import Optional
 
 import core  # noqa: F401  (first: this checkout's p2pstore)
-from core import BenchFailure, sleep
+from core import sleep
 from harness import add_node_options, apply_node_options, run
 from ingest import Run as IngestRun, choose_client, open_stream
-from nodes import PEER_DB, SELF_DB, Http, Node
+from nodes import PEER_DB, SELF_DB, Node
 from procfs import driver_cpu, machine_cpu, peak_rss_mb, process_cpu, raise_fd_limit
 from report import calibrate, calibration_span, fmt, machine, machine_line, medians, percentile, print_table
 
