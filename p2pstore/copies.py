@@ -18,7 +18,6 @@ from heapq import heapify, heappop, heappush
 from itertools import count
 from typing import Callable, Optional
 
-from attrs import define
 from twisted.logger import Logger
 
 from .wire import Held
@@ -376,32 +375,3 @@ class CopyWait:
             "copies_timeouts": self.timeouts,
             "confirmed": self.confirmed,
         }
-
-
-@define
-class AckCopies:
-    """
-    The copies a sensor's readings need before their OK: the node's
-    C{--ack-copies}, unless the sensor asks otherwise with ``ACK <k>``, up
-    to the nodes of the cluster.
-    """
-
-    default: int = 1
-    cluster_size: Callable[[], int] = lambda: 1
-
-
-def parse_ack_line(line: bytes, cluster_size: int) -> tuple[Optional[int], bytes]:
-    """
-    A sensor's ``ACK <k>`` line: the copies it asks for (None: refused)
-    and the answer line.
-    """
-    text = line[4:].strip()
-    if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) < 1:
-        return None, b"ERR ack: give ACK <k>, k a number of copies from 1 to %d\n" % cluster_size
-    copies = int(text)
-    if copies > cluster_size:
-        nodes = "node" if cluster_size == 1 else "nodes"
-        return None, b"ERR ack: %d copies asked, but the cluster has %d %s\n" % (
-            copies, cluster_size, nodes.encode()
-        )
-    return copies, b"OK ack %d\n" % copies

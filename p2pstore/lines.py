@@ -12,7 +12,7 @@ import re
 from datetime import datetime, timezone
 from typing import Callable, Iterable, NamedTuple, Optional
 
-from attrs import frozen
+from attrs import define, frozen
 
 # The column widths of the proof of concept, which its sensors keep to.
 MAX_SENSOR_TYPE = 40
@@ -272,3 +272,32 @@ def is_whole_unterminated(buffer: bytes) -> bool:
     """
     match = _SEED_READING.fullmatch(buffer)
     return match is not None and (match.group(1) is None or len(match.group(1)) == 7)
+
+
+@define
+class AckCopies:
+    """
+    The copies a sensor's readings need before their OK: the node's
+    C{--ack-copies}, unless the sensor asks otherwise with ``ACK <k>``, up
+    to the nodes of the cluster.
+    """
+
+    default: int = 1
+    cluster_size: Callable[[], int] = lambda: 1
+
+
+def parse_ack_line(line: bytes, cluster_size: int) -> tuple[Optional[int], bytes]:
+    """
+    A sensor's ``ACK <k>`` line: the copies it asks for (None: refused)
+    and the answer line.
+    """
+    text = line[4:].strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) < 1:
+        return None, b"ERR ack: give ACK <k>, k a number of copies from 1 to %d\n" % cluster_size
+    copies = int(text)
+    if copies > cluster_size:
+        nodes = "node" if cluster_size == 1 else "nodes"
+        return None, b"ERR ack: %d copies asked, but the cluster has %d %s\n" % (
+            copies, cluster_size, nodes.encode()
+        )
+    return copies, b"OK ack %d\n" % copies

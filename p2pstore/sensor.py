@@ -17,7 +17,6 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from .access import AUTH_TIMEOUT
-from .copies import parse_ack_line
 from .ingest import Ingestor, Pending
 from .interfaces import ISensor
 from .lines import (
@@ -27,6 +26,7 @@ from .lines import (
     error_answer,
     is_whole_unterminated,
     ok_answers,
+    parse_ack_line,
     parse_line,
     parse_plain_lines,
     split_unterminated,
@@ -80,7 +80,7 @@ class SensorProtocol(Protocol):
     elsewhere is closed at once; with tokens, its first line must be ``AUTH
     <token>``, answered ``OK auth <name>``, or ``ERR not authenticated`` and closed.
 
-    With ``acks`` (L{p2pstore.copies.AckCopies}), readings are answered OK
+    With ``acks`` (L{p2pstore.lines.AckCopies}), readings are answered OK
     once that many nodes hold them; an ``ACK <k>`` line before the first
     reading asks for ``k`` instead.
     """
@@ -424,7 +424,7 @@ class SensorFactory(Factory):
         self.unterminated = unterminated
         # Which connections are let in (p2pstore.access.SensorAccess), or None: all.
         self.access = access
-        # The copies readings need before their OK (p2pstore.copies.AckCopies).
+        # The copies readings need before their OK (p2pstore.lines.AckCopies).
         self.acks = acks
 
     def buildProtocol(self, addr) -> SensorProtocol:

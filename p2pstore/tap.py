@@ -16,13 +16,13 @@ from twisted.python import usage
 
 from .access import ReloadOnHangup, SensorAccess, sensors_known
 from .certificates import subject_name
-from .copies import AckCopies, CopyWait
+from .copies import CopyWait
 from .damaged import SetAside, advice, check_databases
 from .disk import Disk, wal_limit
 from .dialer import Dialer
 from .identity import KEY_FILE, load_key, lock_data_dir, prepare_data_dir, resolve_node_id, write_node_id
 from .ingest import Ingestor
-from .lines import format_utc
+from .lines import AckCopies, format_utc
 from .node import Node
 from .peer import PeerFactory
 from .records import Signer

@@ -15,7 +15,8 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from p2pstore.copies import MAX_MARKS, AckCopies, CopyWait, HeldRelay, Holdings, parse_ack_line
+from p2pstore.copies import MAX_MARKS, CopyWait, HeldRelay, Holdings
+from p2pstore.lines import AckCopies, parse_ack_line
 from p2pstore.ingest import Ingestor, Pending
 from p2pstore.lines import Reading
 from p2pstore.node import Node
