@@ -155,6 +155,8 @@ class HeldRelay:
     @param send: called with ``(peer id, Held)``; it sends when the peer is
         linked.
     @param linked: whether a peer is linked now.
+    @param reaches: whether a node says (its LINKS) it is linked to an
+        origin: that origin hears from it directly, so nothing is relayed.
     """
 
     def __init__(
@@ -164,11 +166,13 @@ class HeldRelay:
         clock,
         send: Callable[[str, Held], None],
         linked: Callable[[str], bool],
+        reaches: Callable[[str, str], bool] = lambda holder, origin: False,
     ):
         self.node_id = node_id
         self._clock = clock
         self._send = send
         self._linked = linked
+        self._reaches = reaches
         # The peer each log last came from: the way towards its origin.
         self._upstream: dict[Log, str] = {}
         self._out: dict[str, dict[Log, dict]] = {}
@@ -181,7 +185,8 @@ class HeldRelay:
 
     def _heard(self, log: Log, holder: str, last: int) -> None:
         origin = log[0]
-        if origin == self.node_id or self.stopped:
+        if origin == self.node_id or self.stopped or self._reaches(holder, origin):
+            # In a full mesh every node hears of every other directly.
             return
         target = origin if self._linked(origin) else self._upstream.get(log)
         if target is None or target == holder:

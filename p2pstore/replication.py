@@ -103,7 +103,9 @@ class Replicator:
         self.recovery = Recovery(node_id, store)
         # Who else holds how much of each log (p2pstore.copies).
         self.holdings = Holdings(node_id, clock)
-        self.relay = HeldRelay(node_id, self.holdings, clock, self._send_held, self._linked)
+        self.relay = HeldRelay(
+            node_id, self.holdings, clock, self._send_held, self._linked, self._reaches
+        )
         self.ready = False
         self.stopped = False
         self._idle_waiters: list = []
@@ -357,6 +359,10 @@ class Replicator:
     def _linked(self, node_id: str) -> bool:
         peer = self.peers.get(node_id)
         return peer is not None and bool(peer.links)
+
+    def _reaches(self, holder: str, origin: str) -> bool:
+        peer = self.peers.get(holder)
+        return peer is not None and bool(peer.links) and origin in peer.linked_to
 
     def _send_held(self, node_id: str, message: Held) -> None:
         peer = self.peers.get(node_id)

@@ -530,9 +530,12 @@ class HeldRelayTests(SynchronousTestCase):
         self.holdings = Holdings(B, self.clock)
         self.sent: list = []
         self.linked: set = set()
+        # (holder, origin) pairs whose LINKS say they are linked.
+        self.reaching: set = set()
         self.relay = HeldRelay(
             B, self.holdings, self.clock, lambda peer, message: self.sent.append((peer, message)),
             lambda node: node in self.linked,
+            lambda holder, origin: (holder, origin) in self.reaching,
         )
         self.log = (A, EPOCH_A)
 
@@ -546,6 +549,17 @@ class HeldRelayTests(SynchronousTestCase):
         self.assertEqual(self.sent, [])
         self.clock.advance(0)
         self.assertEqual(self.sent, [(A, Held(A, EPOCH_A, {C: 4}))])
+
+    def test_not_when_the_holder_reaches_the_origin(self) -> None:
+        """
+        A holder linked to the origin itself (its LINKS say so) is heard by
+        the origin directly: in a full mesh nothing is relayed.
+        """
+        self.linked = {A, C}
+        self.reaching = {(C, A)}
+        self.holdings.heard(self.log, C, 4)
+        self.clock.advance(0)
+        self.assertEqual(self.sent, [])
 
     def test_to_the_way_it_came(self) -> None:
         """
