@@ -137,14 +137,13 @@ class Disk:
         is not yet room to make it again, or the databases take the budget.
         """
         if self.released:
-            free = self.free_bytes()
-            if free is None or free < 2 * RESERVE_BYTES:
+            if self._short_of_room():
                 return FULL_DISK
             self.released = False
             self._make_reserve()
             self.wrote()
         if self.budget is not None:
-            used = file_bytes(self.own_path) + file_bytes(self.peer_path)
+            used = sum(self._sizes())
             if used >= self.budget:
                 return (
                     f"full: this node's data takes {size_text(used)} of its --max-disk "
@@ -159,9 +158,8 @@ class Disk:
         """
         if self.budget is None:
             return None
-        peer = file_bytes(self.peer_path)
-        used = peer + file_bytes(self.own_path)
-        return max(min(int(self.budget * PEER_SHARE) - peer, self.budget - used), 0)
+        own, peer = self._sizes()
+        return max(min(int(self.budget * PEER_SHARE) - peer, self.budget - own - peer), 0)
 
     def peer_refusing(self) -> Optional[str]:
         """
@@ -169,22 +167,29 @@ class Disk:
         full, or they take their share of the budget (L{PEER_SHARE}), or the
         databases take all of it.
         """
-        if self.full is not None or self.released:
-            free = self.free_bytes()
-            if free is None or free < 2 * RESERVE_BYTES:
-                return "its disk is full"
+        if (self.full is not None or self.released) and self._short_of_room():
+            return "its disk is full"
         if self.budget is None:
             return None
-        peer = file_bytes(self.peer_path)
+        own, peer = self._sizes()
         share = int(self.budget * PEER_SHARE)
         if peer >= share:
             return (
                 f"peers' copies take {size_text(peer)}, their share of --max-disk "
                 f"{size_text(self.budget)}"
             )
-        if peer + file_bytes(self.own_path) >= self.budget:
+        if own + peer >= self.budget:
             return f"its data takes all of --max-disk {size_text(self.budget)}"
         return None
+
+    def _sizes(self) -> tuple[int, int]:
+        # What the own and the peer database take now.
+        return file_bytes(self.own_path), file_bytes(self.peer_path)
+
+    def _short_of_room(self) -> bool:
+        # Less free than the reserve needs twice over (or unknown).
+        free = self.free_bytes()
+        return free is None or free < 2 * RESERVE_BYTES
 
     def free_bytes(self) -> Optional[int]:
         try:
@@ -227,8 +232,7 @@ class Disk:
         )
 
     def status(self) -> dict:
-        own = file_bytes(self.own_path)
-        peer = file_bytes(self.peer_path)
+        own, peer = self._sizes()
         return {
             "used_bytes": own + peer,
             "own_bytes": own,
