@@ -17,6 +17,7 @@ from attrs import frozen
 from twisted.enterprise import adbapi
 from twisted.logger import Logger
 
+from .gaps import pruned_ranges
 from .records import is_node_id
 from .schema import ROW_COLUMNS, TABLES_SQL, Schema, StoreError, backup, origin_of, table_name
 
@@ -33,6 +34,8 @@ class Opened:
     @ivar recovering: this node's own database was found missing or empty
         while its node.id was kept: its earlier readings are to be fetched
         from peers.
+    @ivar firsts: the first index held of each log that starts past 1.
+    @ivar pruned: the L{PrunedRange}s of both databases.
     """
 
     epoch: str
@@ -42,6 +45,8 @@ class Opened:
     rejected: int
     positions: dict = attrs.Factory(dict)
     recovering: bool = False
+    firsts: dict = attrs.Factory(dict)
+    pruned: list = attrs.Factory(list)
 
 
 def connect(database: str, configure, reactor=None, **kwargs) -> adbapi.ConnectionPool:
@@ -78,13 +83,16 @@ def configure_writer(
     """
     Set up the writing connection: the peer database attached as ``peer``,
     both in WAL mode (so the sqlite3 tool can read them while the node
-    runs) with ``synchronous``; with ``wal_limit``, each WAL file is
+    runs) with ``synchronous``, and new files with incremental vacuum; with ``wal_limit``, each WAL file is
     checkpointed once it holds about that many bytes and cut back to them.
 
     @return: how many host parameters one statement may have.
     """
     conn.execute("ATTACH DATABASE ? AS peer", (str(peer_path),))
     for db in ("main", "peer"):
+        # Pages freed by pruning go back to the filesystem (PRAGMA
+        # incremental_vacuum); this takes only on a file with no table yet.
+        conn.execute(f"PRAGMA {db}.auto_vacuum = INCREMENTAL")
         conn.execute(f"PRAGMA {db}.journal_mode = WAL")
         conn.execute(f"PRAGMA {db}.synchronous = {synchronous}")
         if wal_limit is not None:
@@ -132,6 +140,10 @@ def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
     for target, statements in schema.upgrades(version):
         txn.execute("BEGIN IMMEDIATE")
         try:
+            # The tables of the version being left, so that an upgrader may
+            # alter them (a version 1 file may predate log_positions).
+            for statement in attrs.evolve(schema, version=target - 1).create():
+                txn.execute(statement)
             for statement in statements:
                 txn.execute(statement)
             for db in ("main", "peer"):
@@ -237,29 +249,31 @@ def open_logs(
             ("running", "1"),
         ],
     )
-    count, last_index, last_sensor = txn.execute(
+    count, last_row, last_sensor = txn.execute(
         f"SELECT count(*), coalesce(max(entry_index), 0), "
         f"coalesce(max(sensor_index), 0) FROM {table} WHERE epoch = ?",
         (epoch,),
     ).fetchone()
-    # The rows are the truth for the node's own current epoch (and a
-    # database from before log_positions existed has only them).
-    txn.execute(
-        "INSERT OR REPLACE INTO main.log_positions (origin, epoch, last_index) VALUES (?, ?, ?)",
-        (node_id, epoch, last_index),
-    )
+    # The rows and the position agree, but a database from before
+    # log_positions existed has only rows, and one whose rows were all
+    # pruned only the position.
+    last_index = max(last_row, own_last_index(txn, node_id, epoch))
+    set_position(txn, "main", node_id, epoch, last_index)
     total = txn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
     rejected, rejected_sensor = txn.execute(
         "SELECT count(*), coalesce(max(sensor_index), 0) FROM rejected_lines"
     ).fetchone()
     last_sensor_index = max(int(meta.get("last_sensor_index", 0)), last_sensor, rejected_sensor)
-    positions = {}
+    positions, firsts, pruned = {}, {}, []
     for db in ("main", "peer"):
-        for origin, log_epoch, n in txn.execute(
-            f"SELECT origin, epoch, last_index FROM {db}.log_positions"
+        for origin, log_epoch, n, first in txn.execute(
+            f"SELECT origin, epoch, last_index, first_index FROM {db}.log_positions"
         ).fetchall():
             if is_node_id(origin) and is_node_id(log_epoch):
                 positions[(origin, log_epoch)] = n
+                if first > 1:
+                    firsts[(origin, log_epoch)] = first
+        pruned.extend(pruned_ranges(txn, db))
     peer_tables = set(readings_tables(txn, "peer"))
     opened = Opened(
         epoch=epoch,
@@ -269,5 +283,29 @@ def open_logs(
         rejected=rejected,
         positions=positions,
         recovering=recovering,
+        firsts=firsts,
+        pruned=pruned,
     )
     return opened, peer_tables
+
+
+def own_last_index(txn, origin: str, epoch: str) -> int:
+    """
+    The last index ``main.log_positions`` gives a log, 0 for none.
+    """
+    row = txn.execute(
+        "SELECT last_index FROM main.log_positions WHERE origin = ? AND epoch = ?",
+        (origin, epoch),
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def set_position(txn, db: str, origin: str, epoch: str, last_index: int) -> None:
+    """
+    Move a log's last index in ``db``'s log_positions, keeping its first.
+    """
+    txn.execute(
+        f"INSERT INTO {db}.log_positions (origin, epoch, last_index) VALUES (?, ?, ?) "
+        f"ON CONFLICT (origin, epoch) DO UPDATE SET last_index = excluded.last_index",
+        (origin, epoch, last_index),
+    )

@@ -18,7 +18,7 @@ from attrs import frozen
 from .records import ENTRY, ENTRY_FIELDS, is_node_id
 
 # The schema version this p2pstore writes (meta's schema_version).
-VERSION = 2
+VERSION = 3
 
 SELF_DB = "self_sensor_data.db"
 PEER_DB = "peer_sensor_data.db"

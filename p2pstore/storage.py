@@ -9,6 +9,7 @@ a parameter.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -17,6 +18,8 @@ from attrs import define, frozen
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
+from . import gaps
+from .gaps import Gap
 from .lines import Rejected
 from .opening import (
     Opened,
@@ -26,6 +29,7 @@ from .opening import (
     connect,
     open_logs,
     read_only,
+    set_position,
     upgrade,
 )
 from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, parse_value_unit
@@ -69,11 +73,14 @@ class Applied:
     @ivar conflicts: records for positions already held whose content
         differs from the stored one (the stored one is kept).
     @ivar last_index: how far the log is held now.
+    @ivar gap: the L{gaps.PrunedRange} recorded for a L{Gap} the batch
+        brought (a range its sender no longer holds), or None.
     """
 
     added: list[tuple]
     conflicts: int
     last_index: int
+    gap: Optional[gaps.PrunedRange] = None
 
 
 @define
@@ -97,6 +104,10 @@ class Store:
     # The most each WAL file keeps after a checkpoint, in bytes (and the
     # checkpoint's cadence), for a node with a disk budget; None: SQLite's.
     wal_limit: Optional[int] = None
+    # The clock of the marks retention prunes by (p2pstore.gaps.mark), and
+    # how often each log is marked, at most.
+    now: Callable[[], float] = time.time
+    mark_interval: float = 60.0
     epoch: Optional[str] = None
     schema: Schema = attrs.Factory(Schema)
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
@@ -108,6 +119,8 @@ class Store:
     _statements: Statements = attrs.field(factory=Statements, init=False, repr=False)
     # The last_sensor_index committed to meta, not written again unchanged.
     _saved_sensor_index: Optional[int] = attrs.field(default=None, init=False)
+    # When each (db, origin, epoch) was last marked.
+    _marked: dict = attrs.field(factory=dict, init=False)
 
 
     def __attrs_post_init__(self) -> None:
@@ -184,9 +197,13 @@ class Store:
     def _append(self, txn, rows, rejected, last_sensor_index, renumber) -> Appended:
         table = table_name(self.node_id)
         txn.execute("BEGIN IMMEDIATE")
+        # The position, for a log whose records were all pruned; the rows,
+        # for one written before positions were kept.
         (last,) = txn.execute(
-            f"SELECT coalesce(max(entry_index), 0) FROM {table} WHERE epoch = ?",
-            (self.epoch,),
+            f"SELECT max(coalesce((SELECT max(entry_index) FROM {table} WHERE epoch = ?), 0), "
+            f"coalesce((SELECT last_index FROM main.log_positions "
+            f"WHERE origin = ? AND epoch = ?), 0))",
+            (self.epoch, self.node_id, self.epoch),
         ).fetchone()
         ids = reading_ids(rows)
         distinct = set(ids)
@@ -214,13 +231,13 @@ class Store:
             self._set_position(txn, "main", self.node_id, self.epoch, last)
         return Appended(origin=self.node_id, indexes=indexes, rows=rows, last_index=last)
 
-    @staticmethod
-    def _set_position(txn, db: str, origin: str, epoch: str, last_index: int) -> None:
-        txn.execute(
-            f"INSERT OR REPLACE INTO {db}.log_positions (origin, epoch, last_index) "
-            f"VALUES (?, ?, ?)",
-            (origin, epoch, last_index),
-        )
+    def _set_position(self, txn, db: str, origin: str, epoch: str, last_index: int) -> None:
+        set_position(txn, db, origin, epoch, last_index)
+        now = self.now()
+        key = (db, origin, epoch)
+        if now - self._marked.get(key, float("-inf")) >= self.mark_interval:
+            gaps.mark(txn, db, origin, epoch, last_index, now)
+            self._marked[key] = now
 
     def _db_of(self, origin: str) -> str:
         return "main" if origin == self.node_id else "peer"
@@ -232,7 +249,8 @@ class Store:
         """
         Store replicated records, already checked against their HMACs, in one
         transaction: each batch ``(origin, epoch, entries)`` holds consecutive
-        records of one log as RECORDS entries (see L{p2pstore.wire.Records}).
+        records of one log as RECORDS entries (see L{p2pstore.wire.Records}),
+        or a L{Gap}: a range its sender no longer holds.
 
         @param policy: decides what of a batch to store, given this node's
             own current log, the batch's log and how far it is held, and the
@@ -251,10 +269,21 @@ class Store:
             db = self._db_of(origin)
             table = table_name(origin)
             row = txn.execute(
-                f"SELECT last_index FROM {db}.log_positions WHERE origin = ? AND epoch = ?",
+                f"SELECT last_index, first_index FROM {db}.log_positions "
+                f"WHERE origin = ? AND epoch = ?",
                 (origin, epoch),
             ).fetchone()
-            position = row[0] if row else 0
+            position, first_held = row if row else (0, 1)
+            if isinstance(entries, Gap):
+                recorded = gaps.skip(txn, db, origin, epoch, position, entries, self.now())
+                if recorded is not None:
+                    position = recorded.last
+                results.append(Applied([], 0, position, gap=recorded))
+                continue
+            if entries and entries[0][ENTRY_INDEX] < first_held:
+                # Records this node pruned already: neither kept again nor
+                # compared with what is no longer there.
+                entries = entries[first_held - entries[0][ENTRY_INDEX] :]
             if not entries:
                 # Nothing passed its check: answer the position, and make no
                 # table for an origin that may be a corrupted name.
@@ -487,6 +516,47 @@ class Store:
             )
             repaired.append(index)
         return repaired
+
+    # -- pruning (p2pstore.pruning) -------------------------------------------
+
+    def prune(self, origin: str, epoch: str, upto: int, reason: str, limit: int) -> Deferred:
+        """
+        Delete up to ``limit`` of a log's oldest records, none past
+        ``upto``, recording the range as pruned for ``reason``.
+
+        @return: a Deferred firing with a L{gaps.Prune}, or None when
+            nothing up to ``upto`` is held.
+        """
+        return self._pool.runInteraction(
+            gaps.prune, self._db_of(origin), origin, epoch, upto, reason, limit, self.now()
+        )
+
+    def stored_by(self, cutoff: float) -> Deferred:
+        """
+        How far each log was held by ``cutoff`` (L{gaps.stored_by}), as
+        C{{(origin, epoch): index}}.
+        """
+        d = self._reader.runInteraction(gaps.stored_by, cutoff)
+        return d.addCallback(lambda rows: {(o, e): i for _, o, e, i in rows})
+
+    def reusable(self) -> Deferred:
+        """
+        The bytes of free pages in the own and the peer file, as a tuple.
+        """
+        return self._pool.runInteraction(gaps.reusable_bytes)
+
+    def vacuum(self, pages: int) -> Deferred:
+        """
+        Give back to the filesystem up to ``pages`` free pages of each file
+        made with incremental vacuum (new files are); older files reuse
+        their free pages for new rows instead.
+        """
+
+        def run(txn):
+            for db in ("main", "peer"):
+                txn.execute(f"PRAGMA {db}.incremental_vacuum({int(pages)})").fetchall()
+
+        return self._pool.runInteraction(run)
 
     def finish_recovery(self) -> Deferred:
         """

@@ -209,6 +209,22 @@ def _positions(conn: sqlite3.Connection) -> dict:
     return {(origin, epoch): last for origin, epoch, last in rows}
 
 
+def _pruned(conn: sqlite3.Connection) -> dict:
+    # The ranges each log no longer holds (schema version 3), by design.
+    try:
+        rows = conn.execute("SELECT origin, epoch, first_index, last_index FROM pruned").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    pruned: dict = {}
+    for origin, epoch, first, last in rows:
+        pruned.setdefault((origin, epoch), []).append((first, last))
+    return pruned
+
+
+def _is_pruned(pruned: dict, log: tuple, index: int) -> bool:
+    return any(first <= index <= last for first, last in pruned.get(log, ()))
+
+
 def _ranges(indexes: list[int]) -> Iterator[tuple[int, int]]:
     # Consecutive runs of sorted indexes, as (first, last).
     start = previous = None
@@ -238,9 +254,10 @@ class _Log:
     missing: list = attrs.Factory(list)
 
 
-def check_table(conn, signer, name, table, origin, quarantined, report, progress) -> dict:
+def check_table(conn, signer, name, table, origin, quarantined, report, progress, pruned=None) -> dict:
     """
-    Check every row of one readings table, in log order.
+    Check every row of one readings table, in log order; what ``pruned``
+    (L{_pruned}) says is gone is no gap.
 
     @return: what each log of the table holds, ``{epoch: _Log}``.
     """
@@ -274,6 +291,7 @@ def check_table(conn, signer, name, table, origin, quarantined, report, progress
                 log.last = index
         progress.tick(done, total, f"{name} {table}")
     for epoch, log in logs.items():
+        log.missing = [i for i in log.missing if not _is_pruned(pruned or {}, (origin, epoch), i)]
         waiting = [i for i in log.missing if (origin, epoch, i) in quarantined]
         lost = [i for i in log.missing if (origin, epoch, i) not in quarantined]
         for first, last in _ranges(lost):
@@ -298,11 +316,13 @@ def check_table(conn, signer, name, table, origin, quarantined, report, progress
     return logs
 
 
-def check_positions(name, positions, held, quarantined, report) -> None:
+def check_positions(name, positions, held, quarantined, report, pruned=None) -> None:
     """
     C{log_positions} against the rows: each log held as far as it says,
-    no further, and every log with rows has a position.
+    no further (but for what ``pruned`` says is gone), and every log with
+    rows has a position.
     """
+    pruned = pruned or {}
     for (origin, epoch), log in held.items():
         position = positions.get((origin, epoch))
         where = f"{name} log_positions {origin}/{epoch}"
@@ -311,7 +331,11 @@ def check_positions(name, positions, held, quarantined, report) -> None:
                 Problem(where, f"missing, though the table holds entries up to {log.last}", MOVE_ASIDE)
             )
         elif position > log.last:
-            tail = [i for i in range(log.last + 1, position + 1) if (origin, epoch, i) in quarantined]
+            tail = [
+                i
+                for i in range(log.last + 1, position + 1)
+                if (origin, epoch, i) in quarantined or _is_pruned(pruned, (origin, epoch), i)
+            ]
             if len(tail) < position - log.last:
                 report.add(
                     Problem(
@@ -326,7 +350,12 @@ def check_positions(name, positions, held, quarantined, report) -> None:
                 Problem(where, f"says {position} but the rows go on to {log.last}", MOVE_ASIDE)
             )
     for (origin, epoch), position in positions.items():
-        if (origin, epoch) not in held and position > 0:
+        gone = sum(
+            min(last, position) - first + 1
+            for first, last in pruned.get((origin, epoch), ())
+            if first <= position
+        )
+        if (origin, epoch) not in held and position > gone:
             report.add(
                 Problem(
                     f"{name} log_positions {origin}/{epoch}",
@@ -357,6 +386,7 @@ def check_database(path, db, node_id, signer, report, progress, quarantine_from)
             check_integrity(conn, name, report)
             quarantined = _quarantined(quarantine_from or conn, db)
             positions = _positions(conn)
+            pruned = _pruned(conn)
             tables = [
                 (name_, origin)
                 for (name_,) in conn.execute(TABLES_SQL.format(db="main")).fetchall()
@@ -376,13 +406,15 @@ def check_database(path, db, node_id, signer, report, progress, quarantine_from)
                     )
                 )
             try:
-                logs = check_table(conn, signer, name, table, origin, quarantined, report, progress)
+                logs = check_table(
+                    conn, signer, name, table, origin, quarantined, report, progress, pruned
+                )
             except sqlite3.DatabaseError as e:
                 report.add(Problem(f"{name} {table}", f"cannot be read to the end ({e})", MOVE_ASIDE))
                 continue
             held.update({(origin, epoch): log for epoch, log in logs.items()})
         report.logs += len(held)
-        check_positions(name, positions, held, quarantined, report)
+        check_positions(name, positions, held, quarantined, report, pruned)
     finally:
         conn.close()
 

@@ -39,6 +39,10 @@ MAIN_V1 = {
 PEER_V1 = {("table", "log_positions")}
 # Version 2 adds the quarantine table (and a column to readings tables).
 MAIN_V2 = MAIN_V1 | {("table", "quarantine")}
+# Version 3 adds the pruned ranges and the marks retention prunes by.
+GAP_TABLES = {("table", "pruned"), ("table", "log_marks")}
+MAIN_V3 = MAIN_V2 | GAP_TABLES
+PEER_V3 = PEER_V1 | GAP_TABLES
 PEER_TABLE_V1 = {
     ("table", f"server_id_{PEER_ID}"),
     ("index", f"server_id_{PEER_ID}_timestamp"),
@@ -129,21 +133,22 @@ class SchemaSQLTests(SynchronousTestCase):
 
     def test_version(self) -> None:
         """
-        This p2pstore writes schema version 2, and Schema() is that version.
+        This p2pstore writes schema version 3, and Schema() is that version.
         """
-        self.assertEqual(VERSION, 2)
-        self.assertEqual(Schema().version, 2)
+        self.assertEqual(VERSION, 3)
+        self.assertEqual(Schema().version, 3)
 
     def test_create(self) -> None:
         """
-        create() makes meta, rejected_lines, log_positions and quarantine in
-        main, and log_positions in peer, and nothing else.
+        create() makes meta, rejected_lines, log_positions, quarantine,
+        pruned and log_marks in main, and log_positions, pruned and
+        log_marks in peer, and nothing else.
         """
         conn = self.connect()
         for statement in Schema().create():
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V2 - {n for n in MAIN_V2 if "server_id_" in n[1]})
-        self.assertEqual(names(conn, "peer"), PEER_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V3 - {n for n in MAIN_V3 if "server_id_" in n[1]})
+        self.assertEqual(names(conn, "peer"), PEER_V3)
 
     def test_create_twice(self) -> None:
         """
@@ -153,7 +158,7 @@ class SchemaSQLTests(SynchronousTestCase):
         for _ in range(2):
             for statement in Schema().create():
                 conn.execute(statement)
-        self.assertEqual(names(conn, "peer"), PEER_V1)
+        self.assertEqual(names(conn, "peer"), PEER_V3)
 
     def test_readings_tables(self) -> None:
         """
@@ -169,8 +174,8 @@ class SchemaSQLTests(SynchronousTestCase):
             conn.execute(statement)
         for statement in schema.readings_table(PEER_ID, "peer", own=False):
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V2)
-        self.assertEqual(names(conn, "peer"), PEER_V1 | PEER_TABLE_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V3)
+        self.assertEqual(names(conn, "peer"), PEER_V3 | PEER_TABLE_V1)
         for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
             info = conn.execute(f"PRAGMA {db}.table_info(server_id_{origin})").fetchall()
             self.assertEqual({row[1] for row in info}, set(ROW_COLUMNS))
@@ -194,23 +199,24 @@ class SchemaSQLTests(SynchronousTestCase):
 
 class FreshStoreTests(StoreTestCase):
     """
-    A store opened on a new file has the tables and indexes of version 2.
+    A store opened on a new file has the tables and indexes of version 3.
     """
 
     async def test_fresh_store(self) -> None:
         """
         sqlite_master of a fresh node's two files holds exactly the names of
-        version 2: meta, rejected_lines, log_positions, quarantine and the
-        node's own table with its timestamp and reading_id indexes; the peer
-        file only log_positions until a peer's records arrive.
+        version 3: meta, rejected_lines, log_positions, quarantine, pruned,
+        log_marks and the node's own table with its timestamp and reading_id
+        indexes; the peer file only log_positions, pruned and log_marks
+        until a peer's records arrive.
         """
         store, _ = await self.open_store()
         store.close()
         conn = sqlite3.connect(self.path)
         self.addCleanup(conn.close)
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.path.with_name("peer_sensor_data.db")),))
-        self.assertEqual(names(conn, "main"), MAIN_V2)
-        self.assertEqual(names(conn, "peer"), PEER_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V3)
+        self.assertEqual(names(conn, "peer"), PEER_V3)
 
 
 class TableNameTests(SynchronousTestCase):

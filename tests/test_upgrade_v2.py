@@ -1,9 +1,9 @@
 """
-Tests for the real upgrade from schema version 1 to 2: a node's two files
-as p2pstore 0.1 wrote them (made here with the version 1 SQL files the
-package keeps, and rows of that version's ten columns) open with every
-readings table given its sensor_name column, their rows, names and indexes
-kept, and a backup of each file beside it.
+Tests for the real upgrade from schema version 1 (through 2, to the current
+version): a node's two files as p2pstore 0.1 wrote them (made here with the
+version 1 SQL files the package keeps, and rows of that version's ten columns)
+open with every readings table given its sensor_name column, their rows,
+names and indexes kept, and a backup of each file beside it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from p2pstore.records import Record
 from p2pstore.rows import OwnRows
 from p2pstore.schema import PEER_DB, SENSOR_NAME, Schema, table_name
 
-from .test_schema import MAIN_V1, PEER_TABLE_V1, PEER_V1, PEER_ID, names
+from .test_schema import MAIN_V3, PEER_TABLE_V1, PEER_V3, PEER_ID, names
 from .test_storage import NODE_ID, TABLE, StoreTestCase, own_rows, reading
 
 EPOCH = "e" * 32
@@ -97,7 +97,7 @@ class UpgradeToV2Tests(StoreTestCase):
 
     async def test_upgraded(self) -> None:
         """
-        After the upgrade both files are at version 2: every readings table
+        After the upgrade both files are at version 3 (through 2): every readings table
         has sensor_name, NULL in every old row; the rows, the positions and
         the names users know are as they were, and quarantine is there.
         """
@@ -106,11 +106,11 @@ class UpgradeToV2Tests(StoreTestCase):
         opened = await store.open()
         self.assertEqual((opened.epoch, opened.count, opened.last_index), (EPOCH, 5, 5))
         self.assertEqual(opened.positions, {(NODE_ID, EPOCH): 5, (PEER_ID, PEER_EPOCH): 4})
-        self.assertEqual(self.query("SELECT value FROM meta WHERE key = 'schema_version'"), [("2",)])
+        self.assertEqual(self.query("SELECT value FROM meta WHERE key = 'schema_version'"), [("3",)])
         conn = self.connect()
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.peer_path),))
-        self.assertEqual(names(conn, "main"), MAIN_V1 | {("table", "quarantine")})
-        self.assertEqual(names(conn, "peer"), PEER_V1 | PEER_TABLE_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V3)
+        self.assertEqual(names(conn, "peer"), PEER_V3 | PEER_TABLE_V1)
         for db, table, count in (("main", TABLE, 5), ("peer", table_name(PEER_ID), 4)):
             columns = [row[1] for row in conn.execute(f"PRAGMA {db}.table_info({table})")]
             self.assertEqual(columns, [*V1_COLUMNS, "sensor_name"])

@@ -1,0 +1,1 @@
+-- From schema version 2 to 3, for each readings table: nothing changes.
