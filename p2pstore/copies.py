@@ -35,7 +35,9 @@ MAX_WAITING = 100_000
 
 class Holdings:
     """
-    How far each other node holds each log: ``{log: {node id: last index}}``.
+    How far each other node holds each log: ``{log: {node id: last index}}``,
+    and from where, for those that said they hold it from past 1 (their
+    ``HAVE``).
 
     Listeners are called with ``(log, holder, last)`` for every rise.
     """
@@ -44,17 +46,26 @@ class Holdings:
         self.node_id = node_id
         self._clock = clock
         self._held: dict[Log, dict[str, int]] = {}
+        self._firsts: dict[Log, dict[str, int]] = {}
         # When the ranges of each log held here were first held here, as
         # rising (last index, time) marks: what /status calls "since".
         self._marks: dict[Log, deque] = {}
         self.listeners: list[Callable[[Log, str, int], None]] = []
 
-    def heard(self, log: Log, holder: str, last: int) -> None:
+    def heard(self, log: Log, holder: str, last: int, first: Optional[int] = None) -> None:
         """
-        ``holder`` holds ``log`` up to ``last`` at least.
+        ``holder`` holds ``log`` up to ``last`` at least, and from ``first``
+        when it says so (its HAVE): what it pruned no longer counts.
         """
         holders = self._held.setdefault(log, {})
-        if holder == self.node_id or last <= holders.get(holder, 0):
+        if holder == self.node_id:
+            return
+        if first is not None:
+            if first > 1:
+                self._firsts.setdefault(log, {})[holder] = first
+            else:
+                self._firsts.get(log, {}).pop(holder, None)
+        if last <= holders.get(holder, 0):
             return
         holders[holder] = last
         for listener in self.listeners:
@@ -68,7 +79,7 @@ class Holdings:
         lowering what is known: one sent on another link may arrive after a
         newer ACK.)
         """
-        for holders in self._held.values():
+        for holders in (*self._held.values(), *self._firsts.values()):
             holders.pop(holder, None)
 
     def stored(self, log: Log, last: int) -> None:
@@ -109,7 +120,31 @@ class Holdings:
         """
         How many other nodes are known to hold the record at ``index``.
         """
-        return sum(1 for last in self._held.get(log, {}).values() if last >= index)
+        firsts = self._firsts.get(log, {})
+        return sum(
+            1
+            for holder, last in self._held.get(log, {}).items()
+            if firsts.get(holder, 1) <= index <= last
+        )
+
+    def held_from(self, log: Log, first: int, others: int) -> int:
+        """
+        The highest index up to which at least ``others`` other nodes hold
+        every record of ``log`` from ``first`` on (``first - 1`` when they
+        do not): how far this node may prune it.
+        """
+        if others <= 0:
+            return 2**63 - 1
+        firsts = self._firsts.get(log, {})
+        held = sorted(
+            (
+                last
+                for holder, last in self._held.get(log, {}).items()
+                if firsts.get(holder, 1) <= first
+            ),
+            reverse=True,
+        )
+        return max(held[others - 1], first - 1) if len(held) >= others else first - 1
 
     def copied_to(self, log: Log, others: int) -> int:
         """

@@ -15,7 +15,8 @@ from twisted.logger import Logger
 from .disk import RECORD_BYTES, is_full
 from .records import CHECKSUM, ENTRY_INDEX, Signer
 from .sending import Log
-from .wire import BadMessage, Records
+from .gaps import Gap
+from .wire import BadMessage, Pruned, Records
 
 
 def plan_apply(own: Log, log: Log, position: int, entries: list, stored: dict) -> tuple[list, int]:
@@ -45,6 +46,11 @@ def plan_apply(own: Log, log: Log, position: int, entries: list, stored: dict) -
         return beyond, conflicts
     # After a gap, whose missing records are sent again first.
     return [], conflicts
+
+
+# How a range a peer no longer held is recorded: "not held by peer <id>:
+# <its reason>", kept as it is when passed on.
+NOT_HELD = "not held by peer"
 
 
 class Inbound:
@@ -109,10 +115,16 @@ class Inbound:
         self.stopped = True
         self._inbox.clear()
 
-    def _verified(self, peer, message: Records) -> list:
+    def _verified(self, peer, message: Records):
         """
-        The entries up to the first whose checksum is wrong.
+        The entries up to the first whose checksum is wrong; for a
+        L{Pruned}, the L{Gap} to record, with who no longer held it.
         """
+        if isinstance(message, Pruned):
+            reason = message.reason
+            if not reason.startswith(NOT_HELD):
+                reason = f"{NOT_HELD} {peer.node_id}: {reason}"
+            return Gap(message.first, message.last, reason)
         entries = message.entries
         valid = self._signer.valid_prefix(message.origin, message.epoch, entries)
         if valid < len(entries):

@@ -20,12 +20,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from .copies import HeldRelay, Holdings
+from .gaps import Gap
 from .inbound import Inbound
 from .linkhealth import LinkHealth
 from .records import ENTRY_INDEX, Signer
 from .recovery import Recovery
 from .sending import Log, LogSender, LogSource
-from .wire import MAX_RECORDS, Ack, BadMessage, Full, Have, Held, Links, Records, Repair, Want
+from .wire import (
+    MAX_RECORDS, Ack, BadMessage, Full, Have, Held, Links, Pruned, Records, Repair, Want,
+)
 
 # HAVE announcements are coalesced over this long.
 HAVE_DELAY = 0.05
@@ -109,6 +112,9 @@ class Replicator:
         self.ready = False
         self.stopped = False
         self._idle_waiters: list = []
+        # Called with each range recorded as not held by a peer
+        # (p2pstore.gaps.PrunedRange).
+        self.gap_listeners: list = []
 
     # -- this node's own logs --------------------------------------------
 
@@ -119,8 +125,11 @@ class Replicator:
         """
         return self.source.positions
 
-    def opened(self, positions: dict, recovering: bool) -> None:
+    def opened(self, positions: dict, recovering: bool, firsts=None, pruned=()) -> None:
         self.source.positions = dict(positions)
+        self.source.firsts = dict(firsts or {})
+        for gone in pruned:
+            self.source.lost((gone.origin, gone.epoch), gone.first, gone.last, gone.reason)
         self.recovery.active = recovering
         self.ready = True
 
@@ -204,8 +213,11 @@ class Replicator:
         return peer
 
     @staticmethod
-    def _transmit(link, log: Log, entries: list) -> None:
-        link.send(Records(log[0], log[1], entries))
+    def _transmit(link, log: Log, entries) -> None:
+        if isinstance(entries, Gap):
+            link.send(Pruned(log[0], log[1], entries.first, entries.last, entries.reason))
+        else:
+            link.send(Records(log[0], log[1], entries))
 
     def link_up(self, link) -> None:
         peer = self._peer(link.peer_id)
@@ -261,7 +273,7 @@ class Replicator:
         peer.last_seen = self._clock.seconds()
         if isinstance(message, Have):
             self._have(peer, link, message)
-        elif isinstance(message, Records):
+        elif isinstance(message, (Records, Pruned)):
             self.inbound.received(link, peer, message)
         elif isinstance(message, Ack):
             # Sent after the peer's commit: it holds the log that far.
@@ -354,7 +366,7 @@ class Replicator:
         self.recovery.heard(has, self.positions)
         peer.sender.told(has, on_channel=link is peer.sender.channel)
         for log, last in has.items():
-            self.holdings.heard(log, peer.node_id, last)
+            self.holdings.heard(log, peer.node_id, last, message.firsts.get(log, 1))
 
     def _linked(self, node_id: str) -> bool:
         peer = self.peers.get(node_id)
@@ -397,7 +409,7 @@ class Replicator:
 
     def _send_have(self) -> None:
         self._have_call = None
-        message = Have(self._have_payload())
+        message = Have(self._have_payload(), dict(self.source.firsts))
         for peer in self.peers.values():
             for link in peer.links:
                 link.send(message)
@@ -409,7 +421,10 @@ class Replicator:
         A received batch was stored, as far as ``result`` says: answer it,
         and send on what it added.
         """
-        if good:
+        if result.gap is not None:
+            # A range the sender no longer held: recorded, and held past.
+            self._skipped(message, result)
+        elif isinstance(good, list) and good:
             # The sender holds what it sent (logs have no gaps): do not send
             # it back, nor count it as lacking.
             log = (message.origin, message.epoch)
@@ -429,6 +444,34 @@ class Replicator:
             )
         self.committed(message.origin, message.epoch, result.added)
         self._answer(link, peer, message, result.last_index)
+
+    def _skipped(self, message: Pruned, result) -> None:
+        log, gap = (message.origin, message.epoch), result.gap
+        self.source.lost(log, gap.first, gap.last, gap.reason)
+        self.source.positions[log] = max(self.source.positions.get(log, 0), result.last_index)
+        for listener in self.gap_listeners:
+            listener(gap)
+        self.log.warn(
+            "records {first} to {last} of log {origin}/{epoch} are not held by the peer that was "
+            "asked for them ({reason}): recorded as pruned here; /status lists them under "
+            "disk.pruned",
+            first=gap.first,
+            last=gap.last,
+            origin=message.origin,
+            epoch=message.epoch,
+            reason=gap.reason,
+        )
+        for peer in self.peers.values():
+            peer.sender.pump()
+        self._announce()
+
+    def pruned(self, log: Log, first: int, last: int, reason: str) -> None:
+        """
+        This node pruned records ``first`` to ``last`` of a log: peers that
+        lack them are told so, and every peer hears where the log starts.
+        """
+        self.source.lost(log, first, last, reason)
+        self._announce()
 
     def _answer(self, link, peer: PeerState, message: Records, last_index: int) -> None:
         if link.authenticated and link in peer.links:

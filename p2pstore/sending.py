@@ -25,6 +25,7 @@ from typing import Callable, Optional
 
 from twisted.logger import Logger
 
+from .gaps import Gap
 from .records import ENTRY_INDEX
 from .storage import BadEntry
 
@@ -46,15 +47,39 @@ FULL_BACKOFF = 10.0
 class LogSource:
     """
     The logs a node holds, for its senders: ``positions`` (``{log:
-    last_index}``), a tail of recent records per log, and the store to read
-    older ones from.
+    last_index}``), where the logs that start past 1 start (``firsts``),
+    the ranges it no longer holds (``gaps``: ``{log: [Gap]}``), a tail of
+    recent records per log, and the store to read older ones from.
     """
 
     def __init__(self, store, tail: int = TAIL):
         self._store = store
         self._tail_size = tail
         self.positions: dict = {}
+        self.firsts: dict = {}
+        self.gaps: dict = {}
         self._tails: dict = {}
+
+    def lost(self, log: Log, first: int, last: int, reason: str) -> None:
+        """
+        This node no longer holds records ``first`` to ``last`` of a log:
+        a range extended, or a new one.
+        """
+        ranges = self.gaps.setdefault(log, [])
+        if ranges and ranges[-1].last == first - 1 and ranges[-1].reason == reason:
+            first = ranges.pop().first
+        ranges.append(Gap(first, last, reason))
+        if self.firsts.get(log, 1) >= first:
+            self.firsts[log] = last + 1
+
+    def gap_at(self, log: Log, index: int) -> Optional[Gap]:
+        """
+        The range this node no longer holds that has ``index``, or None.
+        """
+        for gap in self.gaps.get(log, ()):
+            if gap.first <= index <= gap.last:
+                return gap
+        return None
 
     def added(self, log: Log, last_index: int, entries: Callable[[], list], keep: bool) -> None:
         """
@@ -307,6 +332,11 @@ class LogSender:
             if log is None:
                 return
             start = self.next_to_send(log)
+            gap = self._source.gap_at(log, start)
+            if gap is not None:
+                # In order with the batches, answered like one.
+                self._send(log, gap)
+                continue
             end = min(start + self.batch_size - 1, positions[log])
             entries = self._source.from_tail(log, start, end)
             if entries is None:
@@ -375,20 +405,26 @@ class LogSender:
         )
         self.retry = self._clock.callLater(self._retry_delay, self.pump)
 
-    def _send(self, log: Log, entries: list) -> None:
+    def _send(self, log: Log, entries) -> None:
+        # entries: a batch of records, or a Gap in their place.
         self._transmit(self.channel, log, entries)
-        last = entries[-1][ENTRY_INDEX]
+        if isinstance(entries, Gap):
+            first, last = self.next_to_send(log), entries.last
+        else:
+            first, last = entries[0][ENTRY_INDEX], entries[-1][ENTRY_INDEX]
+            self.sent_count += len(entries)
         self.sent[log] = last
-        self.unacked.append((log, entries[0][ENTRY_INDEX], last))
-        self.sent_count += len(entries)
+        self.unacked.append((log, first, last))
 
     def lag(self) -> dict:
         """
         How many records of each origin the destination is known to lack.
         """
         lag: dict = {}
+        firsts = self._source.firsts
         for log, position in self._source.positions.items():
-            missing = position - self.has.get(log, 0)
+            # Not what this node no longer holds itself.
+            missing = position - max(self.has.get(log, 0), firsts.get(log, 1) - 1)
             if missing > 0:
                 lag[log[0]] = lag.get(log[0], 0) + missing
         return lag

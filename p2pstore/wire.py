@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 from attrs import frozen
 
 from .records import ENTRY, ENTRY_INDEX, is_node_id
@@ -18,7 +19,9 @@ from .records import ENTRY, ENTRY_INDEX, is_node_id
 # 2: lines after the handshake are sealed (p2pstore.sealing).
 # 3: WANT and REPAIR (records in quarantine), HELD (copies beyond a relay),
 # FULL (no room for a peer's records).
-PROTOCOL_VERSION = 3
+# 4: HAVE may say where a log starts ([first, last]), PRUNED (a range the
+# sender no longer holds).
+PROTOCOL_VERSION = 4
 # SQLite's largest integer.
 MAX_INTEGER = 2**63 - 1
 NONCE_BYTES = 32
@@ -38,9 +41,10 @@ WANT = b"WANT"
 REPAIR = b"REPAIR"
 HELD = b"HELD"
 FULL = b"FULL"
+PRUNED = b"PRUNED"
 
-VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR, HELD, FULL)
-# The longest reason a FULL carries.
+VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR, HELD, FULL, PRUNED)
+# The longest reason a FULL or PRUNED carries.
 MAX_REASON = 300
 # Positions one WANT asks for, at most.
 MAX_WANTED = 100
@@ -67,10 +71,14 @@ class Auth:
 @frozen
 class Have:
     """
-    How far the sender holds each log: ``{origin: {epoch: last_index}}``.
+    How far the sender holds each log: ``{origin: {epoch: last_index}}``,
+    and where each log it holds from past 1 starts: ``{(origin, epoch):
+    first_index}`` (on the wire such a log's position is ``[first,
+    last]``).
     """
 
     positions: dict
+    firsts: dict = attrs.Factory(dict)
 
 
 @frozen
@@ -153,6 +161,24 @@ class Full:
 
 
 @frozen
+class Pruned:
+    """
+    The sender no longer holds records ``first`` to ``last`` of ``(origin,
+    epoch)``, for ``reason`` (its retention, its disk budget): sent in
+    order with the records, in place of those, to a peer that lacks them.
+    The receiver records the range and answers L{Ack} as for a batch.
+    """
+
+    origin: str
+    epoch: str
+    first: int
+    last: int
+    reason: str
+    # No records: what L{Records} has, for what counts them.
+    entries = ()
+
+
+@frozen
 class Links:
     """
     The nodes the sender has an authenticated link to now: a peer linked to
@@ -186,7 +212,27 @@ def encode(message) -> bytes:
     if isinstance(message, Auth):
         return _dump(AUTH, {"proof": message.proof.hex()})
     if isinstance(message, Have):
-        return _dump(HAVE, message.positions)
+        positions = {
+            origin: {
+                epoch: [message.firsts[(origin, epoch)], last]
+                if (origin, epoch) in message.firsts
+                else last
+                for epoch, last in epochs.items()
+            }
+            for origin, epochs in message.positions.items()
+        }
+        return _dump(HAVE, positions)
+    if isinstance(message, Pruned):
+        return _dump(
+            PRUNED,
+            {
+                "origin": message.origin,
+                "epoch": message.epoch,
+                "first": message.first,
+                "last": message.last,
+                "reason": message.reason[:MAX_REASON],
+            },
+        )
     if isinstance(message, Records):
         return _dump(
             RECORDS, {"origin": message.origin, "epoch": message.epoch, "records": message.entries}
@@ -307,13 +353,35 @@ def decode(line: bytes):
     if verb == AUTH:
         return Auth(_hex(payload.get("proof"), "proof", 32))
     if verb == HAVE:
-        positions = {}
+        positions, firsts = {}, {}
         for origin, epochs in payload.items():
             _node(origin, "origin")
             if not isinstance(epochs, dict):
                 raise BadMessage("HAVE positions are not objects")
-            positions[origin] = {_node(e, "epoch"): _index(n, "last_index") for e, n in epochs.items()}
-        return Have(positions)
+            held = positions[origin] = {}
+            for e, n in epochs.items():
+                _node(e, "epoch")
+                if isinstance(n, list):
+                    if len(n) != 2:
+                        raise BadMessage("a HAVE range is not [first, last]")
+                    first, n = _index(n[0], "first_index"), _index(n[1], "last_index")
+                    if not 1 <= first <= n + 1:
+                        raise BadMessage("a HAVE range's first index is not from 1 to last + 1")
+                    if first > 1:
+                        firsts[(origin, e)] = first
+                held[e] = _index(n, "last_index")
+        return Have(positions, firsts)
+    if verb == PRUNED:
+        first, last = _index(payload.get("first"), "first"), _index(payload.get("last"), "last")
+        reason = payload.get("reason")
+        if not 1 <= first <= last:
+            raise BadMessage("PRUNED has no range from 1 on")
+        if not isinstance(reason, str) or len(reason) > MAX_REASON:
+            raise BadMessage(f"PRUNED has no reason of up to {MAX_REASON} characters")
+        return Pruned(
+            _node(payload.get("origin"), "origin"), _node(payload.get("epoch"), "epoch"),
+            first, last, reason,
+        )
     if verb == RECORDS:
         origin = _node(payload.get("origin"), "origin")
         epoch = _node(payload.get("epoch"), "epoch")
