@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from collections import deque
 from pathlib import Path
 from typing import Optional
 
@@ -56,6 +57,12 @@ RECORD_BYTES = 400
 # The reserve file's name in the data directory, and its size.
 RESERVE_FILE = "space.reserve"
 RESERVE_BYTES = 1024 * 1024
+# The databases' size is sampled this often (seconds), and the growth over
+# the last SAMPLES samples (an hour) gives the days left.
+SAMPLE_EVERY = 10.0
+SAMPLES = 360
+# The days left are estimated once the samples span this long (seconds).
+MIN_SPAN = 60.0
 
 
 def file_bytes(path: Path) -> int:
@@ -92,6 +99,13 @@ class Disk:
         self.reserve = own_path.parent / RESERVE_FILE
         # The reserve was deleted to open the databases on a full disk.
         self.released = False
+        # The bytes of free pages inside the own and the peer file, which
+        # new rows take before the files grow (set by p2pstore.pruning).
+        self.reusable = (0, 0)
+        # Why --on-full evict-safe finds nothing to remove, while it does not.
+        self.nothing_safe: Optional[str] = None
+        # (time, bytes used) now and then, for the days left.
+        self._samples: deque = deque(maxlen=SAMPLES)
 
     def prepare(self) -> None:
         """
@@ -143,12 +157,13 @@ class Disk:
             self._make_reserve()
             self.wrote()
         if self.budget is not None:
-            used = sum(self._sizes())
+            used = self.used_bytes()
             if used >= self.budget:
+                why = f" ({self.nothing_safe})" if self.nothing_safe else ""
                 return (
                     f"full: this node's data takes {size_text(used)} of its --max-disk "
-                    f"{size_text(self.budget)}; raise --max-disk or move the node's readings "
-                    "elsewhere, then send again"
+                    f"{size_text(self.budget)}{why}; raise --max-disk, connect its peers, or "
+                    "set --retain, then send again"
                 )
         return None
 
@@ -183,8 +198,49 @@ class Disk:
         return None
 
     def _sizes(self) -> tuple[int, int]:
-        # What the own and the peer database take now.
-        return file_bytes(self.own_path), file_bytes(self.peer_path)
+        # What the own and the peer database take now, without the free
+        # pages inside them.
+        own, peer = file_bytes(self.own_path), file_bytes(self.peer_path)
+        return max(own - self.reusable[0], 0), max(peer - self.reusable[1], 0)
+
+    def used_bytes(self) -> int:
+        return sum(self._sizes())
+
+    def near_full(self, share: float) -> bool:
+        """
+        Whether the data takes ``share`` of the budget, or the filesystem
+        is full.
+        """
+        if (self.full is not None or self.released) and self._short_of_room():
+            return True
+        return self.budget is not None and self.used_bytes() >= share * self.budget
+
+    def sample(self) -> None:
+        """
+        Note how much the databases take now, at most every SAMPLE_EVERY.
+        """
+        now = self._clock.seconds()
+        if not self._samples or now - self._samples[-1][0] >= SAMPLE_EVERY:
+            self._samples.append((now, self.used_bytes()))
+
+    def days_left(self) -> Optional[float]:
+        """
+        At the growth of the last hour, the days until the data takes the
+        budget or the filesystem's room: None while that is unknown (less
+        than a minute sampled) or the data is not growing.
+        """
+        if len(self._samples) < 2:
+            return None
+        (then, before), (now, used) = self._samples[0], self._samples[-1]
+        if now - then < MIN_SPAN or used <= before:
+            return None
+        room = self.free_bytes()
+        if self.budget is not None:
+            room = self.budget - used if room is None else min(room, self.budget - used)
+        if room is None:
+            return None
+        rate = (used - before) / (now - then)
+        return round(max(room, 0) / rate / 86400, 2)
 
     def _short_of_room(self) -> bool:
         # Less free than the reserve needs twice over (or unknown).
@@ -243,6 +299,7 @@ class Disk:
             "full": self.full or False,
             "full_since": self.full_since,
             "full_failures": self.full_failures,
+            "days_left": self.days_left(),
         }
 
 

@@ -68,6 +68,9 @@ class Node:
         self.scrub = None
         # The disk under its databases (p2pstore.disk).
         self.disk = None
+        # What prunes its logs by retention and its full-disk policy
+        # (p2pstore.pruning), when it has one.
+        self.pruner = None
         # The answers that wait for copies on other nodes (p2pstore.copies).
         self.copy_wait = None
         self.ack_copies = 1
@@ -89,8 +92,13 @@ class Node:
 
         def opened(opened):
             self.ingestor.opened(opened)
-            self.replicator.opened(opened.positions, opened.recovering)
+            self.replicator.opened(
+                opened.positions, opened.recovering, opened.firsts, opened.pruned
+            )
             self.opened = True
+            if self.pruner is not None:
+                self.replicator.gap_listeners.append(self.pruner.recorded)
+                self.pruner.start(opened.pruned)
             self.log.info(
                 "node {node_id} {state}: {count} readings of its own stored, epoch {epoch}",
                 node_id=self.node_id,
@@ -145,13 +153,25 @@ class Node:
         ingestor = self.ingestor
         replicator = self.replicator
         origins: dict = {}
+        logs = []
         if self.opened:
             origins[self.node_id] = {"count": 0, "last_index": 0, "self": True}
-            for (origin, epoch), position in replicator.positions.items():
+            source = replicator.source
+            for log, position in replicator.positions.items():
+                origin, epoch = log
                 entry = origins.setdefault(origin, {"count": 0, "last_index": 0, "self": False})
-                entry["count"] += position
+                gone = sum(
+                    min(gap.last, position) - gap.first + 1
+                    for gap in source.gaps.get(log, ())
+                    if gap.first <= position
+                )
+                entry["count"] += position - gone
                 if origin != self.node_id or epoch == self.store.epoch:
                     entry["last_index"] = max(entry["last_index"], position)
+                logs.append(
+                    {"origin": origin, "epoch": epoch, "first": source.firsts.get(log, 1),
+                     "last": position, "held": position - gone}
+                )
         peers, totals = replicator.status(
             {
                 dialer.address: dialer.protocol is not None
@@ -177,6 +197,7 @@ class Node:
                 "unterminated_accepted": ingestor.accepted_unterminated,
             },
             "origins": origins,
+            "logs": sorted(logs, key=lambda entry: (entry["origin"], entry["epoch"])),
             "peers": peers,
             "replication": totals,
         }
@@ -188,6 +209,8 @@ class Node:
             snapshot["scrub"] = self.scrub.status()
         if self.disk is not None:
             snapshot["disk"] = self.disk.status()
+            if self.pruner is not None:
+                snapshot["disk"]["pruned"] = self.pruner.status()
         if self.copy_wait is not None:
             snapshot["ack_copies"] = self.ack_copies
             copies = snapshot["copies"] = self.copy_wait.status()

@@ -228,6 +228,10 @@ class NodeService(MultiService):
         yield self.node.replicator.stop()
         if self.node.scrub is not None:
             yield self.node.scrub.stop()
+        if self.node.pruner is not None:
+            # A batch under way commits or not, whole: the next start
+            # prunes on from where the log starts then.
+            yield self.node.pruner.stop()
         yield self.sensors.stopService()
         for sensor in ingestor.sensors():
             sensor.pause("stopping")

@@ -51,6 +51,9 @@ DEFAULTS = {
     "peer-tls-fingerprints": "",
     "scrub-rate": "50",
     "max-disk": None,
+    "retain": None,
+    "min-copies": "1",
+    "on-full": "reject",
     "ack-copies": "1",
     "ack-timeout": "10s",
 }
@@ -61,6 +64,9 @@ MAX_SCRUB_RATE = 100000
 MAX_ACK_COPIES = 100
 # The longest an OK may wait for copies.
 MAX_ACK_TIMEOUT = 3600.0
+# --retain: from a second to ten years.
+MIN_RETAIN, MAX_RETAIN = 1.0, 3650 * 86400.0
+ON_FULL = ("reject", "evict-safe")
 # A duration: a number and a unit.
 _DURATION = re.compile(r"\A([0-9]{1,9}(?:\.[0-9]{1,6})?)(ms|s|m|h|d)\Z")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -149,6 +155,11 @@ class Settings:
     ack_timeout: float = 10.0
     # --max-disk: the most both databases may take, in bytes, or None.
     max_disk: Optional[int] = None
+    # --retain in seconds (None: for ever), the other nodes that must hold
+    # an own reading before it is pruned, and what a full budget does.
+    retain: Optional[float] = None
+    min_copies: int = 1
+    on_full: str = "reject"
 
 
 def _port_number(setting: str, text: str, what: str = "") -> int:
@@ -295,6 +306,18 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
             f"{MAX_ACK_COPIES}",
         )
     ack_timeout = parse_duration("ack-timeout", values["ack-timeout"], 0.01, MAX_ACK_TIMEOUT)
+    retain = values["retain"]
+    if retain:
+        retain = parse_duration("retain", retain, MIN_RETAIN, MAX_RETAIN)
+    min_copies = str(values["min-copies"]).strip()
+    if not _NUMBER.match(min_copies) or int(min_copies) > MAX_ACK_COPIES:
+        raise ConfigError(
+            "min-copies",
+            f"{values['min-copies']!r} is not a number of other nodes from 0 to {MAX_ACK_COPIES}",
+        )
+    on_full = str(values["on-full"]).strip().lower()
+    if on_full not in ON_FULL:
+        raise ConfigError("on-full", f"{values['on-full']!r} is not one of {', '.join(ON_FULL)}")
     sync = str(values["sync"]).strip().lower()
     if sync not in SYNC_MODES:
         raise ConfigError("sync", f"{values['sync']!r} is not one of {', '.join(SYNC_MODES)}")
@@ -336,6 +359,9 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         ack_copies=int(ack_copies),
         ack_timeout=ack_timeout,
         max_disk=parse_size("max-disk", values["max-disk"], MIN_DISK) if values["max-disk"] else None,
+        retain=retain or None,
+        min_copies=int(min_copies),
+        on_full=on_full,
     )
 
 

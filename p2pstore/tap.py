@@ -29,6 +29,7 @@ from .records import Signer
 from .replication import Replicator
 from .rows import OwnRows
 from .schema import PEER_DB, SELF_DB
+from .pruning import Pruner, mark_interval
 from .scrub import Scrub
 from .sensor import SensorFactory
 from .service import Listener, NodeService, ProcessTuning
@@ -82,6 +83,19 @@ _HELP = {
         "The most the node's databases may take together (500MB, 2GiB); past it own "
         "readings are answered 'ERR full: ...', and peers' copies get at most half of it. "
         "[default: no budget]"
+    ),
+    "retain": (
+        "Prune readings stored longer ago than this (30d, 12h, 5s): peers' copies, and this "
+        "node's own once --min-copies other nodes hold them. [default: keep for ever]"
+    ),
+    "min-copies": (
+        "The other nodes that must hold one of this node's readings before retention or "
+        "--on-full evict-safe may remove it here (0: none)."
+    ),
+    "on-full": (
+        "At --max-disk or on a full filesystem: reject answers new readings 'ERR full: ...'; "
+        "evict-safe first removes this node's oldest readings that --min-copies other nodes "
+        "hold, and rejects only when none is."
     ),
     "ack-copies": (
         "The nodes that must hold a reading, each on its disk, before it is answered OK: "
@@ -170,6 +184,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         peer_path=data_dir / PEER_DB,
         recover_if_empty=not id_made and bool(settings.peers),
         wal_limit=wal_limit(settings.max_disk),
+        mark_interval=mark_interval(settings.retain),
     )
     ingestor = Ingestor(store, OwnRows(node_id, signer), reactor)
     replicator = Replicator(node_id, store, signer, reactor)
@@ -181,6 +196,7 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         replicator.holdings, reactor, settings.ack_timeout, node.own_log, node.why_no_copies
     )
     node.disk = ingestor.disk = replicator.inbound.disk = disk
+    node.pruner = Pruner(node, reactor, settings.retain, settings.min_copies, settings.on_full)
     node.ack_copies = settings.ack_copies
     acks = AckCopies(settings.ack_copies, node.cluster_size)
 
