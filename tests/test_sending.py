@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pstore.gaps import Gap
 from p2pstore.records import ENTRY_INDEX
 from p2pstore.storage import BadEntry
 from p2pstore.sending import READ_BATCHES, RETRY_DELAY, LogSender, LogSource
@@ -357,3 +358,62 @@ class BatchSizeTests(SenderTestCase):
         self.assertEqual(self.sender.batch_size, 10)
         self.sender.switch(None)
         self.assertEqual(self.sender.batch_size, 10)
+
+
+class GapTests(SenderTestCase):
+    """
+    A range this node no longer holds goes to a destination that lacks it
+    as a Gap, in order with the batches, and is answered like one.
+    """
+
+    def transmit(self, channel, log, entries) -> None:
+        if isinstance(entries, Gap):
+            self.sent.append((channel, log, "gap", entries.first, entries.last))
+        else:
+            super().transmit(channel, log, entries)
+
+    def test_gap_then_records(self) -> None:
+        """
+        A log pruned to 30 goes to a destination that holds none of it as
+        the gap 1..30, then records from 31; the gap is not counted as lag
+        once acknowledged, and what was pruned is never lag of its own.
+        """
+        self.live(LOG, 31, 45)
+        self.source.lost(LOG, 1, 30, "retention")
+        self.assertEqual(self.source.firsts, {LOG: 31})
+        self.assertEqual(self.sender.lag(), {A: 15})
+        self.sender.switch("link")
+        self.assertEqual(
+            self.take(), [("link", LOG, "gap", 1, 30), ("link", LOG, 31, 40)]
+        )
+        self.sender.acked(LOG, 30)
+        self.assertEqual(self.take(), [("link", LOG, 41, 45)])
+        self.sender.acked(LOG, 40)
+        self.sender.acked(LOG, 45)
+        self.assertEqual(self.sender.lag(), {})
+
+    def test_no_gap_for_a_destination_past_it(self) -> None:
+        """
+        A destination that holds past the range gets only what it lacks.
+        """
+        self.live(LOG, 31, 45)
+        self.source.lost(LOG, 1, 30, "retention")
+        self.sender.told({LOG: 35}, on_channel=False)
+        self.sender.switch("link")
+        self.assertEqual(self.take(), [("link", LOG, 36, 45)])
+
+    def test_ranges_merge(self) -> None:
+        """
+        Batches pruned one after another are one range; another reason is
+        a range of its own; gap_at finds the one that holds an index.
+        """
+        self.source.lost(LOG, 1, 10, "retention")
+        self.source.lost(LOG, 11, 20, "retention")
+        self.source.lost(LOG, 21, 25, "evicted")
+        self.assertEqual(
+            [(g.first, g.last, g.reason) for g in self.source.gaps[LOG]],
+            [(1, 20, "retention"), (21, 25, "evicted")],
+        )
+        self.assertEqual(self.source.gap_at(LOG, 22).reason, "evicted")
+        self.assertIsNone(self.source.gap_at(LOG, 26))
+        self.assertEqual(self.source.firsts, {LOG: 26})

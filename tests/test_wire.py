@@ -18,6 +18,7 @@ from p2pstore.wire import (
     Auth,
     BadMessage,
     MAX_INTEGER,
+    MAX_REASON,
     MAX_RECORDS,
     MAX_WANTED,
     Have,
@@ -26,6 +27,7 @@ from p2pstore.wire import (
     Links,
     Ping,
     Pong,
+    Pruned,
     Records,
     Repair,
     Want,
@@ -138,6 +140,9 @@ class RoundTripTests(SynchronousTestCase):
             Pong(),
             Want(ORIGIN, EPOCH, (3, 9)),
             Repair(ORIGIN, EPOCH, [entry(3), entry(9)]),
+            Have({ORIGIN: {EPOCH: 7, ORIGIN: 9}}, {(ORIGIN, EPOCH): 5}),
+            Have({ORIGIN: {EPOCH: 7}}, {(ORIGIN, EPOCH): 8}),
+            Pruned(ORIGIN, EPOCH, 1, 40, "retention"),
         ]:
             self.assertEqual(decode(encode(message)), message)
 
@@ -333,6 +338,41 @@ class RefusalTests(SynchronousTestCase):
 
     def bad_indexes(self) -> list:
         return [-1, True, False, 1.0, 1.5, "1", None, [1]]
+
+    def test_have_ranges(self):
+        """
+        A log held from past 1 is [first, last] in HAVE; one held from 1
+        may be sent either way and reads as a plain position; a first
+        index past last + 1, below 1, or a range not of two is refused.
+        """
+        self.assertEqual(
+            encode(Have({ORIGIN: {EPOCH: 7}}, {(ORIGIN, EPOCH): 5})),
+            b'HAVE {"' + ORIGIN.encode() + b'":{"' + EPOCH.encode() + b'":[5,7]}}',
+        )
+        self.assertEqual(decode(line("HAVE", {ORIGIN: {EPOCH: [1, 7]}})), Have({ORIGIN: {EPOCH: 7}}))
+        self.assertRefused(
+            *[
+                line("HAVE", {ORIGIN: {EPOCH: bad}})
+                for bad in ([9, 7], [0, 7], [1], [1, 2, 3], [1, -1], ["1", 2])
+            ]
+        )
+
+    def test_pruned_fields(self):
+        """
+        PRUNED needs a range from 1 on and a reason of at most MAX_REASON
+        characters.
+        """
+        good = {"origin": ORIGIN, "epoch": EPOCH, "first": 1, "last": 4, "reason": "retention"}
+        self.assertEqual(decode(line("PRUNED", good)), Pruned(ORIGIN, EPOCH, 1, 4, "retention"))
+        self.assertRefused(
+            *[
+                line("PRUNED", {**good, **change})
+                for change in (
+                    {"first": 0}, {"first": 5}, {"last": None}, {"reason": None},
+                    {"reason": "x" * (MAX_REASON + 1)}, {"origin": "nope"},
+                )
+            ]
+        )
 
     def test_have_fields(self):
         """
