@@ -678,6 +678,34 @@ class PageTests(MonitorCase):
         self.assertEqual(len(api[0]["warnings"]), 2)
         self.assertEqual(api[1]["warnings"], [])
 
+    def test_disk_warnings(self):
+        """
+        A full disk stands out as a warning with the node's reason; a disk
+        at 90% of its budget, or with less than a week left at the last
+        hour's growth, is a warning too; a roomy disk is none.
+        """
+        full = FakeNode(self, status=node_status(ID_A, disk={
+            "used_bytes": 12_000_000, "budget_bytes": 12_000_000, "days_left": None,
+            "full": "full: this node's data takes 12.0 MB of its --max-disk 12.0 MB"}))
+        near = FakeNode(self, status=node_status(ID_B, disk={
+            "used_bytes": 9_500_000, "budget_bytes": 10_000_000, "days_left": 2.5, "full": False}))
+        roomy = FakeNode(self, status=node_status(ID_C, disk={
+            "used_bytes": 1_000, "budget_bytes": None, "days_left": 300.0, "full": False}))
+        app = self.monitor(full.address, near.address, roomy.address)
+        app.extensions["monitor"].poll_once()
+        api = app.test_client().get("/api/servers").get_json()["servers"]
+        self.assertEqual(
+            api[0]["warnings"], ["disk full: this node's data takes 12.0 MB of its --max-disk 12.0 MB"]
+        )
+        self.assertEqual(
+            api[1]["warnings"],
+            ["disk at 95% of its --max-disk (9.5 MB of 10.0 MB)",
+             "disk full in about 2.5 days at the last hour's growth"],
+        )
+        self.assertEqual(api[2]["warnings"], [])
+        html = app.test_client().get("/").get_data(as_text=True)
+        self.assertIn("disk full: this node", html)
+
     def test_matrix(self):
         """
         The matrix has a row per origin and a column per server: how many of

@@ -69,6 +69,13 @@ class NodeStatus:
     # good copy from a peer (its scrub), and files moved aside at start.
     quarantined: Optional[int] = None
     damaged_files: Optional[int] = None
+    # The node's disk (its /status "disk"): bytes its databases take, its
+    # --max-disk, the days left at the last hour's growth, and why it is
+    # full (None while it is not).
+    disk_used: Optional[int] = None
+    disk_budget: Optional[int] = None
+    disk_days_left: Optional[float] = None
+    disk_full: Optional[str] = None
 
     @property
     def own_readings(self) -> Optional[int]:
@@ -156,6 +163,10 @@ def parse_status(data: Any) -> NodeStatus:
         peers = tuple(_peer(_Object(p, f"peers[{n}]")) for n, p in enumerate(peers_data))
     scrub = status.object("scrub")
     damaged = status.field("damaged_files", lambda v: isinstance(v, list), "a list")
+    disk = status.object("disk")
+    full = disk and disk.field(
+        "full", lambda v: v is False or _is_trouble(v), f"false or a string of 1 to {MAX_TROUBLE} characters"
+    )
     return NodeStatus(
         node_id=node_id,
         state=state,
@@ -169,6 +180,10 @@ def parse_status(data: Any) -> NodeStatus:
         peers=peers,
         quarantined=scrub and scrub.field("quarantined", _is_count, "a whole number >= 0"),
         damaged_files=None if damaged is None else len(damaged),
+        disk_used=disk and disk.field("used_bytes", _is_count, "a whole number >= 0"),
+        disk_budget=disk and disk.field("budget_bytes", _is_count, "a whole number >= 0 or null"),
+        disk_days_left=disk and disk.field("days_left", _is_duration, "a number >= 0 or null"),
+        disk_full=full or None,
     )
 
 

@@ -146,7 +146,37 @@ def _warnings(status) -> list:
     if status.damaged_files:
         plural = "file" if status.damaged_files == 1 else "files"
         warnings.append(f"{status.damaged_files} damaged database {plural} moved aside at start")
+    warnings.extend(_disk_warnings(status))
     return warnings
+
+
+# A disk budget this full, or this few days left, is a warning.
+DISK_WARN_SHARE = 0.9
+DISK_WARN_DAYS = 7
+
+
+def _disk_warnings(status) -> list:
+    if status.disk_full:
+        full = status.disk_full
+        if len(full) > TROUBLE_SHOWN:
+            full = full[: TROUBLE_SHOWN - 1] + "…"
+        return [f"disk {full}"]
+    warnings = []
+    used, budget = status.disk_used, status.disk_budget
+    if used is not None and budget and used >= DISK_WARN_SHARE * budget:
+        warnings.append(
+            f"disk at {100 * used // budget}% of its --max-disk ({size_text(used)} of {size_text(budget)})"
+        )
+    if status.disk_days_left is not None and status.disk_days_left < DISK_WARN_DAYS:
+        warnings.append(f"disk full in about {status.disk_days_left:.1f} days at the last hour's growth")
+    return warnings
+
+
+def size_text(size: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 def chart_series(result: ServerResult) -> dict:
