@@ -43,12 +43,14 @@ def v1_rows(signer, origin: str, epoch: str, count: int) -> list[tuple]:
     return [row[:SENSOR_NAME] for row in rows]
 
 
-def make_v1(path: Path, signer, own: int, peer: int) -> None:
+def make_files(path: Path, version: int, columns: str, own_rows: list, peer_rows: list) -> None:
     """
-    A node's two files at schema version 1, stopped cleanly, holding
-    ``own`` readings of its own and ``peer`` of PEER_ID's.
+    A node's two files at schema ``version`` (made with that version's SQL
+    files, which the package keeps), stopped cleanly, holding ``own_rows``
+    of its own log (epoch EPOCH) and ``peer_rows`` of PEER_ID's (epoch
+    PEER_EPOCH), each row of ``columns``.
     """
-    schema = Schema(version=1)
+    schema = Schema(version=version)
     conn = sqlite3.connect(path)
     try:
         conn.execute("ATTACH DATABASE ? AS peer", (str(path.with_name(PEER_DB)),))
@@ -58,25 +60,33 @@ def make_v1(path: Path, signer, own: int, peer: int) -> None:
             conn.execute(statement)
         for statement in schema.readings_table(PEER_ID, "peer", own=False):
             conn.execute(statement)
-        marks = ", ".join("?" * len(V1_COLUMNS))
+        marks = ", ".join("?" * len(columns.split(",")))
+        conn.executemany(f"INSERT INTO main.{TABLE} ({columns}) VALUES ({marks})", own_rows)
         conn.executemany(
-            f"INSERT INTO main.{TABLE} ({V1_ROW}) VALUES ({marks})",
-            v1_rows(signer, NODE_ID, EPOCH, own),
-        )
-        conn.executemany(
-            f"INSERT INTO peer.{table_name(PEER_ID)} ({V1_ROW}) VALUES ({marks})",
-            v1_rows(signer, PEER_ID, PEER_EPOCH, peer),
+            f"INSERT INTO peer.{table_name(PEER_ID)} ({columns}) VALUES ({marks})", peer_rows
         )
         conn.executemany(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
-            [("schema_version", "1"), ("epoch", EPOCH), ("running", "0"),
+            [("schema_version", str(version)), ("epoch", EPOCH), ("running", "0"),
              ("recovering", "0"), ("last_sensor_index", "1")],
         )
-        conn.execute("INSERT INTO main.log_positions VALUES (?, ?, ?)", (NODE_ID, EPOCH, own))
-        conn.execute("INSERT INTO peer.log_positions VALUES (?, ?, ?)", (PEER_ID, PEER_EPOCH, peer))
+        conn.execute("INSERT INTO main.log_positions VALUES (?, ?, ?)", (NODE_ID, EPOCH, len(own_rows)))
+        conn.execute(
+            "INSERT INTO peer.log_positions VALUES (?, ?, ?)", (PEER_ID, PEER_EPOCH, len(peer_rows))
+        )
         conn.commit()
     finally:
         conn.close()
+
+
+def make_v1(path: Path, signer, own: int, peer: int) -> None:
+    """
+    A node's two files at schema version 1, stopped cleanly, holding
+    ``own`` readings of its own and ``peer`` of PEER_ID's.
+    """
+    make_files(
+        path, 1, V1_ROW, v1_rows(signer, NODE_ID, EPOCH, own), v1_rows(signer, PEER_ID, PEER_EPOCH, peer)
+    )
 
 
 class UpgradeToV2Tests(StoreTestCase):

@@ -14,13 +14,12 @@ from pathlib import Path
 
 from p2pstore.records import Record
 from p2pstore.rows import OwnRows
-from p2pstore.schema import PEER_DB, ROW_COLUMNS, ROW_SQL, Schema, table_name
+from p2pstore.schema import PEER_DB, ROW_SQL, table_name
 
 from .test_schema import MAIN_V2, MAIN_V3, PEER_ID, PEER_TABLE_V1, PEER_V1, PEER_V3, names
 from .test_storage import NODE_ID, TABLE, StoreTestCase, reading
+from .test_upgrade_v2 import EPOCH, PEER_EPOCH, make_files
 
-EPOCH = "e" * 32
-PEER_EPOCH = "d" * 32
 
 
 def v2_rows(signer, origin: str, epoch: str, count: int, name=None) -> list[tuple]:
@@ -38,35 +37,11 @@ def make_v2(path: Path, signer, own: int, peer: int) -> None:
     ``own`` readings of its own (from sensor "boiler") and ``peer`` of
     PEER_ID's.
     """
-    schema = Schema(version=2)
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("ATTACH DATABASE ? AS peer", (str(path.with_name(PEER_DB)),))
-        for statement in schema.create():
-            conn.execute(statement)
-        for statement in schema.readings_table(NODE_ID, "main", own=True):
-            conn.execute(statement)
-        for statement in schema.readings_table(PEER_ID, "peer", own=False):
-            conn.execute(statement)
-        marks = ", ".join("?" * len(ROW_COLUMNS))
-        conn.executemany(
-            f"INSERT INTO main.{TABLE} ({ROW_SQL}) VALUES ({marks})",
-            v2_rows(signer, NODE_ID, EPOCH, own, "boiler"),
-        )
-        conn.executemany(
-            f"INSERT INTO peer.{table_name(PEER_ID)} ({ROW_SQL}) VALUES ({marks})",
-            [(*row, None) for row in v2_rows(signer, PEER_ID, PEER_EPOCH, peer)],
-        )
-        conn.executemany(
-            "INSERT INTO meta (key, value) VALUES (?, ?)",
-            [("schema_version", "2"), ("epoch", EPOCH), ("running", "0"),
-             ("recovering", "0"), ("last_sensor_index", "1")],
-        )
-        conn.execute("INSERT INTO main.log_positions VALUES (?, ?, ?)", (NODE_ID, EPOCH, own))
-        conn.execute("INSERT INTO peer.log_positions VALUES (?, ?, ?)", (PEER_ID, PEER_EPOCH, peer))
-        conn.commit()
-    finally:
-        conn.close()
+    make_files(
+        path, 2, ROW_SQL,
+        v2_rows(signer, NODE_ID, EPOCH, own, "boiler"),
+        [(*row, None) for row in v2_rows(signer, PEER_ID, PEER_EPOCH, peer)],
+    )
 
 
 class UpgradeToV3Tests(StoreTestCase):
