@@ -183,6 +183,25 @@ def mark(txn, db: str, origin: str, epoch: str, index: int, now: float) -> None:
     )
 
 
+def mark_tails(txn, now: float, interval: float) -> None:
+    """
+    Mark each log that grew since its last mark, that mark being at least
+    ``interval`` old, at its last index: the records a burst stored after
+    its first commit's mark are then pruned in time too, even if the log
+    grows no more. (They were stored by ``now``: never early.)
+    """
+    txn.execute("BEGIN IMMEDIATE")
+    for db in ("main", "peer"):
+        txn.execute(
+            f"INSERT OR REPLACE INTO {db}.log_marks (origin, epoch, entry_index, stored_at) "
+            f"SELECT p.origin, p.epoch, p.last_index, ? FROM {db}.log_positions p "
+            f"WHERE p.last_index >= p.first_index AND NOT EXISTS (SELECT 1 FROM {db}.log_marks m "
+            f"WHERE m.origin = p.origin AND m.epoch = p.epoch "
+            f"AND (m.entry_index >= p.last_index OR m.stored_at > ?))",
+            (now, now - interval),
+        )
+
+
 def stored_by(txn, cutoff: float) -> list:
     """
     How far each log was held by ``cutoff`` (Unix time), from the marks:

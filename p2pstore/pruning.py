@@ -131,6 +131,7 @@ class Pruner:
         budget = [BATCHES_PER_STEP]
         pruned = 0
         if self.retain is not None:
+            yield node.store.mark_tails()
             cutoff = self._clock.seconds() - self.retain
             stored = yield node.store.stored_by(cutoff)
             for log, upto in sorted(stored.items()):

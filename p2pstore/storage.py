@@ -531,6 +531,13 @@ class Store:
             gaps.prune, self._db_of(origin), origin, epoch, upto, reason, limit, self.now()
         )
 
+    def mark_tails(self) -> Deferred:
+        """
+        Mark the logs that grew since a mark older than the mark interval
+        (L{gaps.mark_tails}).
+        """
+        return self._pool.runInteraction(gaps.mark_tails, self.now(), self.mark_interval)
+
     def stored_by(self, cutoff: float) -> Deferred:
         """
         How far each log was held by ``cutoff`` (L{gaps.stored_by}), as

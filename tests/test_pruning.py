@@ -126,3 +126,18 @@ class PrunerTests(StoreTestCase):
         self.assertEqual(
             [mark_interval(r) for r in (None, 5.0, 3600.0, 30 * 86400.0)], [60.0, 1.0, 36.0, 600.0]
         )
+
+    async def test_burst_then_idle(self) -> None:
+        """
+        A burst of commits within one mark interval, then nothing: the
+        whole burst is pruned once past the retention, not only the part
+        the first commit's mark covered.
+        """
+        store = await self.setup_node(own=5, retain=5.0, min_copies=0)
+        await self.append(store, [(reading(n), 1) for n in range(6, 11)])
+        self.clock.advance(1)
+        await self.pruner.step()
+        self.assertEqual(self.own_rows(), 10)
+        self.clock.advance(5)
+        await self.pruner.step()
+        self.assertEqual(self.own_rows(), 0)
