@@ -452,9 +452,8 @@ class Replicator:
         for listener in self.gap_listeners:
             listener(gap)
         self.log.warn(
-            "records {first} to {last} of log {origin}/{epoch} are not held by the peer that was "
-            "asked for them ({reason}): recorded as pruned here; /status lists them under "
-            "disk.pruned",
+            "records {first} to {last} of log {origin}/{epoch} cannot be had from that peer "
+            "({reason}): recorded as a pruned range here, listed in /status under disk.pruned",
             first=gap.first,
             last=gap.last,
             origin=message.origin,
