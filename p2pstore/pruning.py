@@ -135,7 +135,9 @@ class Pruner:
             cutoff = self._clock.seconds() - self.retain
             stored = yield node.store.stored_by(cutoff)
             for log, upto in sorted(stored.items()):
-                pruned += yield self._prune(log, min(upto, self._safe(log)), RETENTION, budget)
+                pruned += yield self._prune(
+                    log, min(upto, self._safe(log, RETENTION)), RETENTION, budget
+                )
         disk = node.disk
         if self.on_full == "evict-safe" and disk is not None:
             pruned += yield self._evict(disk, budget)
@@ -145,15 +147,19 @@ class Pruner:
             disk.reusable = yield node.store.reusable()
             disk.sample()
 
-    def _safe(self, log) -> int:
+    def _safe(self, log, reason: str) -> int:
         # How far a log may be pruned: to the end for a peer's copy; for
-        # this node's own, as far as --min-copies others hold it.
+        # this node's own, as far as --min-copies others hold it. For
+        # retention a holder that has pruned its copy since (by its own
+        # retention) counts: the reading was copied, and is past the age
+        # the cluster keeps. To evict, only a copy held now counts.
         if log[0] != self.node.node_id:
             return 2**63 - 1
-        source = self.node.replicator.source
-        return self.node.replicator.holdings.held_from(
-            log, source.firsts.get(log, 1), self.min_copies
-        )
+        holdings = self.node.replicator.holdings
+        if reason == RETENTION:
+            return holdings.copied_to(log, self.min_copies)
+        first = self.node.replicator.source.firsts.get(log, 1)
+        return holdings.held_from(log, first, self.min_copies)
 
     @inlineCallbacks
     def _prune(self, log, upto: int, reason: str, budget: list, stop=None):
@@ -201,7 +207,8 @@ class Pruner:
         )
         for log in own:
             total += yield self._prune(
-                log, self._safe(log), EVICTED, budget, stop=lambda: not disk.near_full(EVICT_TO)
+                log, self._safe(log, EVICTED), EVICTED, budget,
+                stop=lambda: not disk.near_full(EVICT_TO),
             )
         if total == 0 and disk.near_full(EVICT_FROM):
             why = (
