@@ -4,9 +4,10 @@ and, with C{--on-full evict-safe}, within its disk budget.
 
 Retention prunes every log's records stored longer ago than C{--retain}
 (by the marks of L{p2pstore.gaps}: never early), but this node's own only
-once at least C{--min-copies} other nodes are known to hold them (their
-authenticated messages, L{p2pstore.copies.Holdings}). Eviction removes this
-node's own oldest records that are as safe, and only those, when its data
+once at least C{--min-copies} other nodes are known to hold them or to have
+held them (their authenticated messages, L{p2pstore.copies.Holdings}).
+Eviction removes this node's own oldest records that other nodes hold now,
+and only those, when its data
 comes near the budget or the filesystem is full: peers' copies are the
 other nodes' safety copies, bounded by their share of the budget and by
 retention, and are never evicted. Nothing is removed silently: each range
@@ -25,6 +26,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from .disk import size_text
+from .settings import ON_FULL
 
 # Records deleted per transaction, at most.
 BATCH = 1000
@@ -45,7 +47,6 @@ STATUS_RANGES = 20
 
 RETENTION = "retention"
 EVICTED = "evicted"
-ON_FULL = ("reject", "evict-safe")
 
 
 def mark_interval(retain: Optional[float]) -> float:
