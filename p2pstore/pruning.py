@@ -145,7 +145,9 @@ class Pruner:
         if pruned:
             yield node.store.vacuum(VACUUM_PAGES)
         if disk is not None:
-            disk.reusable = yield node.store.reusable()
+            if disk.budget is not None:
+                # Only a budget counts them: no transaction a second otherwise.
+                disk.reusable = yield node.store.reusable()
             disk.sample()
 
     def _safe(self, log, reason: str) -> int:
