@@ -102,7 +102,8 @@ class Store:
     # empty own database means a lost one, to be fetched back.
     recover_if_empty: bool = False
     # The most each WAL file keeps after a checkpoint, in bytes (and the
-    # checkpoint's cadence), for a node with a disk budget; None: SQLite's.
+    # checkpoint's cadence), for a node with a disk budget; None: 4 MiB
+    # between checkpoints, no limit after (p2pstore.opening.WAL_BYTES).
     wal_limit: Optional[int] = None
     # The clock of the marks retention prunes by (p2pstore.gaps.mark), and
     # how often each log is marked, at most.

@@ -151,6 +151,33 @@ class OpenTests(StoreTestCase):
         await self.open_store()
         self.assertEqual(self.query("PRAGMA journal_mode"), [("wal",)])
 
+    async def test_new_file_pages(self) -> None:
+        """
+        New files (the node's and the peers') have 1 KiB pages, so a commit
+        writes fewer bytes a reading, and incremental vacuum; a file made
+        with 4 KiB pages keeps them.
+        """
+        store, _ = await self.open_store()
+        peer = sqlite3.connect(f"file:{store.peer_path}?mode=ro", uri=True)
+        self.addCleanup(peer.close)
+        for pragma, value in [("page_size", 1024), ("auto_vacuum", 2)]:
+            self.assertEqual(self.query(f"PRAGMA {pragma}"), [(value,)], pragma)
+            self.assertEqual(peer.execute(f"PRAGMA {pragma}").fetchall(), [(value,)], pragma)
+
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        old = directory / "self_sensor_data.db"
+        conn = sqlite3.connect(old)
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("CREATE TABLE t (x)")
+        conn.close()
+        store = Store(path=old, node_id=NODE_ID)
+        self.addCleanup(store.close)
+        await store.open()
+        conn = sqlite3.connect(f"file:{old}?mode=ro", uri=True)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("PRAGMA page_size").fetchall(), [(4096,)])
+
     async def test_timestamp_index(self) -> None:
         """
         Queries by time are served by an index on timestamp.
