@@ -56,6 +56,7 @@ DEFAULTS = {
     "on-full": "reject",
     "ack-copies": "1",
     "ack-timeout": "10s",
+    "commit-interval": "40ms",
 }
 # Records a second the scrub may check, at most (0: only at start and on a
 # peer's refusal).
@@ -64,6 +65,8 @@ MAX_SCRUB_RATE = 100000
 MAX_ACK_COPIES = 100
 # The longest an OK may wait for copies.
 MAX_ACK_TIMEOUT = 3600.0
+# The longest --commit-interval: every answer may wait that much more.
+MAX_COMMIT_INTERVAL = 1.0
 # --retain: from a second to ten years.
 MIN_RETAIN, MAX_RETAIN = 1.0, 3650 * 86400.0
 ON_FULL = ("reject", "evict-safe")
@@ -153,6 +156,9 @@ class Settings:
     # one included, and how long its answer waits for them (seconds).
     ack_copies: int = 1
     ack_timeout: float = 10.0
+    # The least time from the start of one commit of readings to the next
+    # (seconds): under load, readings that arrive meanwhile share a commit.
+    commit_interval: float = 0.04
     # --max-disk: the most both databases may take, in bytes, or None.
     max_disk: Optional[int] = None
     # --retain in seconds (None: for ever), the other nodes that must hold
@@ -306,6 +312,9 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
             f"{MAX_ACK_COPIES}",
         )
     ack_timeout = parse_duration("ack-timeout", values["ack-timeout"], 0.01, MAX_ACK_TIMEOUT)
+    commit_interval = parse_duration(
+        "commit-interval", values["commit-interval"], 0.0, MAX_COMMIT_INTERVAL
+    )
     retain = values["retain"]
     if retain:
         retain = parse_duration("retain", retain, MIN_RETAIN, MAX_RETAIN)
@@ -358,6 +367,7 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         scrub_rate=int(scrub_rate),
         ack_copies=int(ack_copies),
         ack_timeout=ack_timeout,
+        commit_interval=commit_interval,
         max_disk=parse_size("max-disk", values["max-disk"], MIN_DISK) if values["max-disk"] else None,
         retain=retain or None,
         min_copies=int(min_copies),

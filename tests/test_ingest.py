@@ -450,3 +450,91 @@ class DrainTests(OpenedTestCase):
         self.successResultOf(drained)
         self.assertEqual(len(self.store.rows), 1)
         self.assertEqual(self.transport.value(), b"")
+
+
+class CommitIntervalTests(OpenedTestCase):
+    """
+    With a commit interval, a commit starts no sooner than that long after
+    the one before began: readings arriving meanwhile share the next
+    commit (one fsync), and a reading after a quiet spell commits at once.
+    """
+
+    ingestor_options = dict(commit_interval=0.04, max_batch=5)
+
+    def test_first_at_once(self) -> None:
+        """
+        A reading when no commit was made for the interval commits in the
+        same reactor turn's end, as without an interval.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.assertEqual(len(self.store.waiting), 1)
+        self.store.commit()
+        self.assertEqual(self.answers(self.transport), [b"OK 1"])
+
+    def test_later_readings_share_a_commit(self) -> None:
+        """
+        Readings that arrive while the interval runs wait for its end and
+        are committed together; their answers wait with them.
+        """
+        other, other_transport = self.connect()
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.store.commit()
+        self.clock.advance(0.01)
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.clock.advance(0.01)
+        other.dataReceived(GOOD + b"\n")
+        self.clock.advance(0.019)
+        self.assertEqual(self.store.waiting, [], "the interval has not run out")
+        self.assertEqual(self.answers(self.transport), [b"OK 1"])
+        self.clock.advance(0.001)
+        [call] = self.store.waiting
+        self.assertEqual(len(call.rows), 2)
+        self.store.commit()
+        self.assertEqual(self.answers(self.transport), [b"OK 1", b"OK 2"])
+        self.assertEqual(self.answers(other_transport), [b"OK 3"])
+
+    def test_slow_commit(self) -> None:
+        """
+        A commit that took longer than the interval is followed at once by
+        the next.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.clock.advance(0.05)
+        self.store.commit()
+        self.assertEqual(len(self.store.waiting), 1)
+
+    def test_whole_batch_does_not_wait(self) -> None:
+        """
+        Once a whole batch (max_batch readings) waits, it commits without
+        waiting out the interval.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.store.commit()
+        self.protocol.dataReceived(GOOD + b"\n" * 1)
+        self.turn()
+        self.assertEqual(self.store.waiting, [])
+        self.protocol.dataReceived((GOOD + b"\n") * 4)
+        self.turn()
+        [call] = self.store.waiting
+        self.assertEqual(len(call.rows), 5)
+
+    def test_drain_does_not_wait(self) -> None:
+        """
+        Stopping commits what waits for the interval at once.
+        """
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.store.commit()
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.assertEqual(self.store.waiting, [])
+        drained = self.ingestor.drain()
+        self.turn()
+        self.store.commit()
+        self.successResultOf(drained)
+        self.assertEqual(self.answers(self.transport), [b"OK 1", b"OK 2"])

@@ -172,6 +172,23 @@ class AckSettingsTests(SynchronousTestCase):
         for value in ["10", "ten", "2h", "1d", "0s", "5ms", "-1s", "", "1 s", "1e3s", 10]:
             self.assertRefused("ack-timeout", value)
 
+    def test_commit_interval(self) -> None:
+        """
+        --commit-interval is 40 ms by default, may be 0 (commit as soon as
+        the commit before has) and at most a second.
+        """
+        self.assertEqual(self.check({}).commit_interval, 0.04)
+        for value, seconds in [("0ms", 0), ("20ms", 0.02), ("1s", 1), ("0.5s", 0.5)]:
+            self.assertEqual(self.check({"commit-interval": value}).commit_interval, seconds, value)
+
+    def test_commit_interval_refused(self) -> None:
+        """
+        A number without its unit, text, or more than a second (every
+        answer would wait that long) is refused, naming --commit-interval.
+        """
+        for value in ["40", "fast", "2s", "1m", "-1ms", ""]:
+            self.assertRefused("commit-interval", value)
+
     def test_parse_duration(self) -> None:
         """
         parse_duration gives seconds for each unit, within its bounds, and
