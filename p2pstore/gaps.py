@@ -14,6 +14,7 @@ from typing import Optional
 
 from attrs import frozen
 
+from . import readingids
 from .schema import table_name
 
 
@@ -126,6 +127,9 @@ def prune(txn, db, origin, epoch, upto, reason, limit, now) -> Optional[Prune]:
     stop = min(upto, last, first + limit - 1)
     if stop < first:
         return None
+    if db == "main":
+        # The node's own log: its reading ids go with the rows.
+        readingids.forget(txn, origin, epoch, first, stop)
     txn.execute(
         f"DELETE FROM {db}.{table_name(origin)} WHERE epoch = ? AND entry_index BETWEEN ? AND ?",
         (epoch, first, stop),

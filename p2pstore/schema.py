@@ -18,7 +18,7 @@ from attrs import frozen
 from .records import ENTRY, ENTRY_FIELDS, is_node_id
 
 # The schema version this p2pstore writes (meta's schema_version).
-VERSION = 3
+VERSION = 4
 
 SELF_DB = "self_sensor_data.db"
 PEER_DB = "peer_sensor_data.db"
@@ -114,7 +114,8 @@ class Schema:
     ``own-readings-v<N>.sql`` (one origin's table, for ``{db}`` and
     ``{table}``), and, from version N - 1, ``upgrade-to-v<N>.sql`` and
     ``upgrade-tables-to-v<N>.sql`` (applied to each readings table, for
-    ``{db}`` and ``{table}``).
+    ``{db}`` and ``{table}``) then, where there is one,
+    ``own-upgrade-tables-to-v<N>.sql`` (to a node's own table, in ``main``).
 
     @ivar directory: where the files are; the package's own unless a test
         gives another.
@@ -164,6 +165,9 @@ class Schema:
         """
         names = {"db": db, "table": table_name(origin)}
         script = self._read(f"upgrade-tables-to-v{target}.sql")
+        own = f"own-upgrade-tables-to-v{target}.sql"
+        if db == "main" and (self.directory / own).is_file():
+            script += self._read(own)
         return [statement.format(**names) for statement in statements(script)]
 
 

@@ -33,6 +33,7 @@ from .opening import (
     upgrade,
 )
 from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, parse_value_unit
+from .readingids import IDS_BATCH, ReadingIds
 from .rows import Appended, continues, reading_ids
 from .statements import Statements
 from .schema import (
@@ -109,6 +110,9 @@ class Store:
     # how often each log is marked, at most.
     now: Callable[[], float] = time.time
     mark_interval: float = 60.0
+    # Own reading ids held in memory before they are added to the table of
+    # ids at once (p2pstore.readingids).
+    ids_batch: int = IDS_BATCH
     epoch: Optional[str] = None
     schema: Schema = attrs.Factory(Schema)
     _pool: Optional[adbapi.ConnectionPool] = attrs.field(default=None, init=False)
@@ -122,6 +126,8 @@ class Store:
     _saved_sensor_index: Optional[int] = attrs.field(default=None, init=False)
     # When each (db, origin, epoch) was last marked.
     _marked: dict = attrs.field(factory=dict, init=False)
+    # The reading ids of the own log, once open.
+    _ids: Optional[ReadingIds] = attrs.field(default=None, init=False, repr=False)
 
 
     def __attrs_post_init__(self) -> None:
@@ -150,9 +156,19 @@ class Store:
             )
         )
 
-        def opened(result: tuple[Opened, set]) -> Opened:
+        def opened(result: tuple[Opened, set]) -> Deferred:
             opened, self._peer_tables = result
             self.epoch = opened.epoch
+            ids = ReadingIds(self.node_id, self.ids_batch)
+            d = self._pool.runInteraction(ids.open, self.epoch)
+
+            def ready(_) -> Opened:
+                self._ids = ids
+                return reader(opened)
+
+            return d.addCallback(ready)
+
+        def reader(opened: Opened) -> Opened:
             # Once both files exist with their schema.
             self._reader = connect(
                 read_only(self.path),
@@ -189,8 +205,10 @@ class Store:
         """
         d = self._pool.runInteraction(self._append, rows, rejected, last_sensor_index, renumber)
 
-        def committed(appended: Appended) -> Appended:
+        def committed(result: tuple[Appended, bool]) -> Appended:
+            appended, moved = result
             self._saved_sensor_index = last_sensor_index
+            self._ids.committed(appended.rows, moved)
             return appended
 
         return d.addCallback(committed)
@@ -208,7 +226,7 @@ class Store:
         ).fetchone()
         ids = reading_ids(rows)
         distinct = set(ids)
-        known = self._statements.reading_ids(txn, table, distinct)
+        known = self._ids.known(txn, self._statements.reading_ids, distinct)
         if known or len(distinct) != len(ids) or not continues(rows, last):
             indexes, rows = renumber(rows, last, known)
         else:
@@ -227,10 +245,12 @@ class Store:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_sensor_index', ?)",
                 (str(last_sensor_index),),
             )
+        moved = False
         if rows:
             last = rows[-1][ENTRY_INDEX]
             self._set_position(txn, "main", self.node_id, self.epoch, last)
-        return Appended(origin=self.node_id, indexes=indexes, rows=rows, last_index=last)
+            moved = self._ids.due(txn, self.epoch, len(rows))
+        return Appended(origin=self.node_id, indexes=indexes, rows=rows, last_index=last), moved
 
     def _set_position(self, txn, db: str, origin: str, epoch: str, last_index: int) -> None:
         set_position(txn, db, origin, epoch, last_index)
@@ -310,7 +330,10 @@ class Store:
                 (self.node_id, self.epoch), (origin, epoch), position, entries, stored
             )
             if added:
-                self._statements.insert(txn, db, table, [_row(epoch, entry) for entry in added])
+                rows = [_row(epoch, entry) for entry in added]
+                self._statements.insert(txn, db, table, rows)
+                if db == "main":
+                    self._ids.added(txn, rows)
                 position = added[-1][ENTRY_INDEX]
                 self._set_position(txn, db, origin, epoch, position)
             results.append(Applied(added=added, conflicts=conflicts, last_index=position))
@@ -510,6 +533,8 @@ class Store:
                 if name is not None:
                     row = (*row, name)
                 self._statements.insert(txn, db, table, [row])
+                if db == "main":
+                    self._ids.added(txn, [row])
             txn.execute(
                 "UPDATE main.quarantine SET repaired_at = ? WHERE origin = ? AND epoch = ? "
                 "AND entry_index = ? AND repaired_at IS NULL",

@@ -27,6 +27,7 @@ from twisted.trial.unittest import TestCase
 from p2pstore.records import BadRecord, Record, Signer
 from p2pstore.peer import MAX_LINE
 from p2pstore.wire import PROTOCOL_VERSION
+from p2pstore.schema import origin_of
 
 from .nodes import (
     PEER_DB,
@@ -137,13 +138,15 @@ def copy_of(holder: NodeProcess, origin: NodeProcess) -> list[tuple]:
 
 def readings_tables(node: NodeProcess, db_name: str) -> set[str]:
     """
-    The names of the readings tables (``server_id_...``) in one database of ``node``.
+    The names of the readings tables (``server_id_<node id>``) in one
+    database of ``node``: not the table of an own table's reading ids.
     """
     return {
         name
         for (name,) in node.query(
             db_name, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
         )
+        if origin_of(name) is not None
     }
 
 

@@ -43,6 +43,12 @@ MAIN_V2 = MAIN_V1 | {("table", "quarantine")}
 GAP_TABLES = {("table", "pruned"), ("table", "log_marks")}
 MAIN_V3 = MAIN_V2 | GAP_TABLES
 PEER_V3 = PEER_V1 | GAP_TABLES
+# Version 4 moves the own reading ids from an index to a table
+# (p2pstore.readingids).
+MAIN_V4 = MAIN_V3 - {("index", f"server_id_{NODE_ID}_reading_id")} | {
+    ("table", f"server_id_{NODE_ID}_ids")
+}
+PEER_V4 = PEER_V3
 PEER_TABLE_V1 = {
     ("table", f"server_id_{PEER_ID}"),
     ("index", f"server_id_{PEER_ID}_timestamp"),
@@ -133,10 +139,10 @@ class SchemaSQLTests(SynchronousTestCase):
 
     def test_version(self) -> None:
         """
-        This p2pstore writes schema version 3, and Schema() is that version.
+        This p2pstore writes schema version 4, and Schema() is that version.
         """
-        self.assertEqual(VERSION, 3)
-        self.assertEqual(Schema().version, 3)
+        self.assertEqual(VERSION, 4)
+        self.assertEqual(Schema().version, 4)
 
     def test_create(self) -> None:
         """
@@ -147,8 +153,8 @@ class SchemaSQLTests(SynchronousTestCase):
         conn = self.connect()
         for statement in Schema().create():
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V3 - {n for n in MAIN_V3 if "server_id_" in n[1]})
-        self.assertEqual(names(conn, "peer"), PEER_V3)
+        self.assertEqual(names(conn, "main"), MAIN_V4 - {n for n in MAIN_V4 if "server_id_" in n[1]})
+        self.assertEqual(names(conn, "peer"), PEER_V4)
 
     def test_create_twice(self) -> None:
         """
@@ -158,13 +164,13 @@ class SchemaSQLTests(SynchronousTestCase):
         for _ in range(2):
             for statement in Schema().create():
                 conn.execute(statement)
-        self.assertEqual(names(conn, "peer"), PEER_V3)
+        self.assertEqual(names(conn, "peer"), PEER_V4)
 
     def test_readings_tables(self) -> None:
         """
-        A node's own table gets the timestamp and reading_id indexes; a
-        peer's table only the timestamp index; both have every row column,
-        keyed by (epoch, entry_index).
+        A node's own table gets the timestamp index and a table of its
+        reading ids; a peer's table only the timestamp index; both have
+        every row column, keyed by (epoch, entry_index).
         """
         conn = self.connect()
         schema = Schema()
@@ -174,17 +180,19 @@ class SchemaSQLTests(SynchronousTestCase):
             conn.execute(statement)
         for statement in schema.readings_table(PEER_ID, "peer", own=False):
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V3)
-        self.assertEqual(names(conn, "peer"), PEER_V3 | PEER_TABLE_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V4)
+        self.assertEqual(names(conn, "peer"), PEER_V4 | PEER_TABLE_V1)
         for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
             info = conn.execute(f"PRAGMA {db}.table_info(server_id_{origin})").fetchall()
             self.assertEqual({row[1] for row in info}, set(ROW_COLUMNS))
             key = sorted((row[5], row[1]) for row in info if row[5])
             self.assertEqual(key, [(1, "epoch"), (2, "entry_index")])
-        # TABLES_SQL lists the readings tables of a database, not their indexes.
+        # TABLES_SQL lists the readings tables of a database, not their
+        # indexes; origin_of leaves out the table of reading ids.
         for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
+            found = [name for (name,) in conn.execute(TABLES_SQL.format(db=db)).fetchall()]
             self.assertEqual(
-                conn.execute(TABLES_SQL.format(db=db)).fetchall(), [(f"server_id_{origin}",)]
+                [origin_of(name) for name in found if origin_of(name)], [origin], db
             )
 
     def test_statements_name_the_table(self) -> None:
@@ -215,8 +223,8 @@ class FreshStoreTests(StoreTestCase):
         conn = sqlite3.connect(self.path)
         self.addCleanup(conn.close)
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.path.with_name("peer_sensor_data.db")),))
-        self.assertEqual(names(conn, "main"), MAIN_V3)
-        self.assertEqual(names(conn, "peer"), PEER_V3)
+        self.assertEqual(names(conn, "main"), MAIN_V4)
+        self.assertEqual(names(conn, "peer"), PEER_V4)
 
 
 class TableNameTests(SynchronousTestCase):

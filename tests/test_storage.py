@@ -427,6 +427,70 @@ class ReadingIdTests(StoreTestCase):
         self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(1,)])
 
 
+class ReadingIdTableTests(StoreTestCase):
+    """
+    The own reading ids are added to server_id_<node id>_ids in bulk, not
+    by each commit (p2pstore.readingids): a resent reading is recognised
+    from memory before, from the table after, across a restart, and a
+    pruned reading's id goes with it.
+    """
+
+    IDS = f"{TABLE}_ids"
+
+    def make_store(self, node_id: str = NODE_ID) -> Store:
+        store = Store(path=self.path, node_id=node_id, ids_batch=5)
+        self.addCleanup(store.close)
+        return store
+
+    def ids(self) -> list:
+        return self.query(f"SELECT reading_id, entry_index FROM {self.IDS} ORDER BY entry_index")
+
+    async def send(self, store, names, sensor: int = 1):
+        return await self.append(
+            store, [(reading(n, reading_id=name), sensor) for n, name in enumerate(names, 1)], [], sensor
+        )
+
+    async def test_in_bulk(self) -> None:
+        """
+        Until a batch of ids is due, none is written to the table, and a
+        resent reading is still answered with its index; once due, every
+        id is in the table, in one transaction.
+        """
+        store, _ = await self.open_store()
+        await self.send(store, ["a", "b", "c"])
+        self.assertEqual(self.ids(), [])
+        again = await self.send(store, ["b"])
+        self.assertEqual(again.indexes, [2])
+        await self.send(store, ["d", "e"])
+        self.assertEqual(self.ids(), [("a", 1), ("b", 2), ("c", 3), ("d", 4), ("e", 5)])
+        again = await self.send(store, ["a", "e", "f"])
+        self.assertEqual(again.indexes, [1, 5, 6])
+        self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(6,)])
+
+    async def test_reopened(self) -> None:
+        """
+        Ids still pending when the node stops (or crashes) are added when
+        it opens again, and recognised.
+        """
+        store, _ = await self.open_store()
+        await self.send(store, ["a", "b"])
+        store.close()
+        # Memory lost, as in a crash: the file alone must answer.
+        store, _ = await self.open_store()
+        self.assertEqual(self.ids(), [("a", 1), ("b", 2)])
+        again = await self.send(store, ["b", "c"], sensor=2)
+        self.assertEqual(again.indexes, [2, 3])
+
+    async def test_pruned(self) -> None:
+        """
+        Pruning own readings deletes their ids from the table too.
+        """
+        store, _ = await self.open_store()
+        await self.send(store, ["a", "b", "c", "d", "e", "f"])
+        await store.prune(NODE_ID, store.epoch, 3, "retention", 100)
+        self.assertEqual(self.ids(), [("d", 4), ("e", 5), ("f", 6)])
+
+
 class ApplyTests(StoreTestCase):
     """
     Replicated records, as RECORDS entries, are stored where they continue

@@ -1,0 +1,2 @@
+-- From schema version 3 to 4, for each readings table: nothing changes
+-- (a node's own table: own-upgrade-tables-to-v4.sql).

@@ -1,0 +1,2 @@
+-- From schema version 3 to 4: nothing changes beside the readings tables
+-- (own-upgrade-tables-to-v4.sql).

@@ -1,0 +1,98 @@
+-- The tables of a node's two databases besides the readings tables, as of
+-- schema version 4. self_sensor_data.db is schema "main", and
+-- peer_sensor_data.db is attached to the same connection as "peer".
+-- IF NOT EXISTS: a database written before log_positions existed is
+-- version 1 too, and gets the table when it opens; one upgraded from an
+-- older version gets the newer tables (quarantine, pruned, log_marks) the
+-- same way.
+
+-- schema_version, epoch, running, recovering, last_sensor_index, and
+-- reading_ids_pending (p2pstore.readingids).
+CREATE TABLE IF NOT EXISTS main.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+-- Lines the node refused, kept for diagnosis.
+CREATE TABLE IF NOT EXISTS main.rejected_lines (
+    id INTEGER PRIMARY KEY,
+    received_at TEXT NOT NULL,
+    sensor_index INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+
+-- How far each database holds each log, moved in the same transaction as
+-- the rows: from first_index (past 1 once the log's start is pruned) to
+-- last_index. A log whose records were all pruned has first_index =
+-- last_index + 1.
+CREATE TABLE IF NOT EXISTS main.log_positions (
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    last_index INTEGER NOT NULL,
+    first_index INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (origin, epoch)
+);
+
+CREATE TABLE IF NOT EXISTS peer.log_positions (
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    last_index INTEGER NOT NULL,
+    first_index INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (origin, epoch)
+);
+
+-- Records that failed their HMAC when checked again: moved out of their
+-- log so that they are never served, and fetched again from a peer.
+CREATE TABLE IF NOT EXISTS main.quarantine (
+    id INTEGER PRIMARY KEY,
+    found_at TEXT NOT NULL,
+    db TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    entry_index INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    row TEXT NOT NULL,
+    repaired_at TEXT
+);
+
+-- The ranges of each log that a database no longer holds, and why
+-- ("retention", "evicted", or a peer's reason for a range it no longer
+-- held when this node asked for it): written in the same transaction as
+-- the rows are deleted, so that a gap is never silent. Adjacent ranges of
+-- one reason are one row.
+CREATE TABLE IF NOT EXISTS main.pruned (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    first_index INTEGER NOT NULL,
+    last_index INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    pruned_at REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS peer.pruned (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    first_index INTEGER NOT NULL,
+    last_index INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    pruned_at REAL NOT NULL
+);
+
+-- When each log reached an index in this database (Unix time), written at
+-- most once per mark interval: retention prunes the records up to the last
+-- mark older than --retain, so a record is never pruned early.
+CREATE TABLE IF NOT EXISTS main.log_marks (
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    entry_index INTEGER NOT NULL,
+    stored_at REAL NOT NULL,
+    PRIMARY KEY (origin, epoch, entry_index)
+);
+
+CREATE TABLE IF NOT EXISTS peer.log_marks (
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    entry_index INTEGER NOT NULL,
+    stored_at REAL NOT NULL,
+    PRIMARY KEY (origin, epoch, entry_index)
+);
