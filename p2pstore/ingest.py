@@ -30,6 +30,12 @@ from .rows import Appended, OwnRows
 from .storage import Store
 
 
+# Readings that commit without waiting out the commit interval: a commit
+# this large writes about as few bytes a reading as a larger one, and
+# sensors with many lines unanswered are not held back by the interval.
+ENOUGH_TO_COMMIT = 1000
+
+
 class Pending:
     """
     Lines of one sensor connection waiting for their answers: the readings
@@ -273,12 +279,12 @@ class Ingestor:
         if self._scheduled is None:
             self._scheduled = self._clock.callLater(delay, self._commit)
         elif delay == 0 and self._scheduled.getTime() > self._clock.seconds():
-            # A whole batch waits, or a stop: no need to wait longer.
+            # Enough readings wait, or a stop: no need to wait longer.
             self._scheduled.reset(0)
 
     def _delay(self) -> float:
         if (
-            self._queued >= self._max_batch
+            self._queued >= min(self._max_batch, ENOUGH_TO_COMMIT)
             or self._drain_waiters
             or self.refused.retry_due
         ):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
+from p2pstore import ingest
 from p2pstore.ingest import Ingestor
 from p2pstore.refused import RETRY_INTERVAL as UNSAVED_RETRY_INTERVAL
 from p2pstore.rows import OwnRows
@@ -509,8 +510,8 @@ class CommitIntervalTests(OpenedTestCase):
 
     def test_whole_batch_does_not_wait(self) -> None:
         """
-        Once a whole batch (max_batch readings) waits, it commits without
-        waiting out the interval.
+        Once a whole batch (max_batch readings, or ENOUGH_TO_COMMIT) waits,
+        it commits without waiting out the interval.
         """
         self.protocol.dataReceived(GOOD + b"\n")
         self.turn()
@@ -538,3 +539,21 @@ class CommitIntervalTests(OpenedTestCase):
         self.store.commit()
         self.successResultOf(drained)
         self.assertEqual(self.answers(self.transport), [b"OK 1", b"OK 2"])
+
+    def test_enough_does_not_wait(self) -> None:
+        """
+        Once ENOUGH_TO_COMMIT readings wait, fewer than a batch, they commit
+        without waiting out the interval: senders with many lines unanswered
+        are not slowed to one commit an interval.
+        """
+        self.patch(ingest, "ENOUGH_TO_COMMIT", 3)
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.store.commit()
+        self.protocol.dataReceived((GOOD + b"\n") * 2)
+        self.turn()
+        self.assertEqual(self.store.waiting, [])
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        [call] = self.store.waiting
+        self.assertEqual(len(call.rows), 3)
