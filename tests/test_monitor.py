@@ -616,7 +616,7 @@ class PageTests(MonitorCase):
         self.assertEqual(len(rows), 2)
         cells = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", c)).strip()
                  for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[0], re.S)]
-        self.assertEqual(cells, [node.address, "Running", "aaaaaaaa", "2 min 05 s", "12", "34", "2", "1", "1 up · 1 down"])
+        self.assertEqual(cells, [node.address, "Running", "aaaaaaaa", "2 min 05 s", "12", "34", "2", "1", "—", "1 up · 1 down"])
         self.assertIn('data-state="Down"', rows[1])
         self.assertIn("connection refused", rows[1])
         api = app.test_client().get("/api/servers").get_json()
@@ -703,8 +703,16 @@ class PageTests(MonitorCase):
              "disk full in about 2.5 days at the last hour's growth"],
         )
         self.assertEqual(api[2]["warnings"], [])
+        # Each row shows the disk used, of its budget, and the days left.
+        self.assertEqual(
+            [(s["disk"], s["disk_left"], s["disk_full"]) for s in api],
+            [("12.0 MB of 12.0 MB", "full", True), ("9.5 MB of 10.0 MB", "2.5 days left", False),
+             ("1.0 kB", "300 days left", False)],
+        )
         html = app.test_client().get("/").get_data(as_text=True)
         self.assertIn("disk full: this node", html)
+        self.assertIn('<td class="num disk full">12.0 MB of 12.0 MB<div class="why">full</div></td>', html)
+        self.assertIn("9.5 MB of 10.0 MB<div class=\"why\">2.5 days left</div>", html)
 
     def test_matrix(self):
         """

@@ -207,6 +207,11 @@ class BrowserTests(TestCase):
         )
         page.screenshot(path=str(shots / "running.png"), full_page=True)
         self.assertEqual(problems, [])
+        # Each row, drawn by the page's script, shows what the node's
+        # databases take (these nodes have no --max-disk).
+        for index in (0, 1):
+            disk = page.locator(f'tr.server[data-index="{index}"] td.disk').text_content()
+            self.assertRegex(disk, r"\A[0-9.]+ (kB|MB)", f"server {index}")
 
         stopped_at = time.monotonic()
         yield second.stop()

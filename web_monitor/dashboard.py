@@ -82,6 +82,9 @@ def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
         "sensors_connected": status.sensors_connected if status else None,
         "sensors_unterminated": status.sensors_unterminated if status else None,
         "rejected_lines": status.sensors_rejected if status else None,
+        "disk": _disk_use(status) if status else None,
+        "disk_left": _disk_left(status) if status else None,
+        "disk_full": bool(status and status.disk_full),
         "links_up": status.links_up if status else None,
         "links_down": status.links_down if status else None,
         "links_trouble": len(status.peers_in_trouble) if status else 0,
@@ -153,6 +156,25 @@ def _warnings(status) -> list:
 # A disk budget this full, or this few days left, is a warning.
 DISK_WARN_SHARE = 0.9
 DISK_WARN_DAYS = 7
+
+
+def _disk_use(status) -> Optional[str]:
+    # What the node's databases take, and of what budget.
+    if status.disk_used is None:
+        return None
+    if status.disk_budget is None:
+        return size_text(status.disk_used)
+    return f"{size_text(status.disk_used)} of {size_text(status.disk_budget)}"
+
+
+def _disk_left(status) -> Optional[str]:
+    # How long until the budget or the filesystem is full.
+    if status.disk_full:
+        return "full"
+    days = status.disk_days_left
+    if days is None:
+        return None
+    return f"{days:.1f} days left" if days < 10 else f"{days:,.0f} days left"
 
 
 def _disk_warnings(status) -> list:

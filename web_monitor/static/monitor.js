@@ -93,6 +93,12 @@
         s.sensors_unterminated ? el("div", { class: "why" }, s.sensors_unterminated + " without line ends") : null
       ),
       el("td", { class: "num" }, value(s.rejected_lines)),
+      el(
+        "td",
+        { class: "num disk" + (s.disk_full ? " full" : "") },
+        value(s.disk),
+        s.disk_left ? el("div", { class: "why" }, s.disk_left) : null
+      ),
       el("td", { class: "links" }, ...[].concat(links))
     );
   }
