@@ -7,8 +7,10 @@ one fsync per batch rather than per reading. With a commit interval, a
 commit starts no sooner than that long after the one before began, so under
 load more readings share each commit and fewer pages are written for each
 (less wear on an SD card); a reading that arrives after a quiet spell still
-commits at once. Each reading is answered only once its transaction has
-committed. When the queue grows past its high-water
+commits at once, and so does a commit when every connected sensor has
+readings in it (each waits for its answers, so waiting gains nothing: a
+sensor that sends one reading at a time is not slowed). Each reading is
+answered only once its transaction has committed. When the queue grows past its high-water
 mark every sensor connection stops being read until it drains.
 """
 
@@ -120,6 +122,11 @@ class Ingestor:
         self._high_water = high_water
         self._low_water = low_water
         self._queue: deque[Pending] = deque()
+        # Entries in the queue by sensor, and how many connected sensors
+        # have any: once all have, none can add to the next commit by
+        # waiting (each waits for its answers), so it does not wait.
+        self._queued_by: dict = {}
+        self._sensors_waiting = 0
         # Readings in the queue.
         self._queued = 0
         self.refused = RefusedLines(clock, max_unsaved_rejected, max_unsaved_bytes)
@@ -209,6 +216,8 @@ class Ingestor:
         """
         A sensor went away; what it sent is still stored.
         """
+        if sensor in self._sensors and self._queued_by.get(sensor):
+            self._sensors_waiting -= 1
         self._sensors.discard(sensor)
 
     def sensors(self) -> list:
@@ -228,6 +237,11 @@ class Ingestor:
             sensor = pending.sensor
             pending.rows = self._rows.number(pending.readings, sensor.sensor_index, sensor.sensor_name)
         self._queue.append(pending)
+        sensor = pending.sensor
+        before = self._queued_by.get(sensor, 0)
+        self._queued_by[sensor] = before + 1
+        if not before and sensor in self._sensors:
+            self._sensors_waiting += 1
         self._queued += count
         self.accepted += count
         if pending.silent:
@@ -285,6 +299,7 @@ class Ingestor:
     def _delay(self) -> float:
         if (
             self._queued >= min(self._max_batch, ENOUGH_TO_COMMIT)
+            or self._sensors_waiting >= len(self._sensors)
             or self._drain_waiters
             or self.refused.retry_due
         ):
@@ -303,6 +318,12 @@ class Ingestor:
         queue = self._queue
         while queue and count < self._max_batch:
             pending = queue.popleft()
+            sensor = pending.sensor
+            left = self._queued_by.pop(sensor) - 1
+            if left:
+                self._queued_by[sensor] = left
+            elif sensor in self._sensors:
+                self._sensors_waiting -= 1
             batch.append(pending)
             count += len(pending.readings)
         self._queued -= count

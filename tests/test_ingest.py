@@ -462,6 +462,25 @@ class CommitIntervalTests(OpenedTestCase):
 
     ingestor_options = dict(commit_interval=0.04, max_batch=5)
 
+    def setUp(self) -> None:
+        super().setUp()
+        # A sensor that sends nothing meanwhile: the others' readings could
+        # be joined by its, so they wait.
+        self.idle, _ = self.connect()
+
+    def test_one_sensor_at_a_time(self) -> None:
+        """
+        When every connected sensor has readings waiting, none can add to
+        the commit by waiting (each waits for its answers): a sensor that
+        sends one reading at a time is answered without the interval.
+        """
+        self.idle.connectionLost(None)
+        for n in range(1, 4):
+            self.protocol.dataReceived(GOOD + b"\n")
+            self.turn()
+            self.store.commit()
+            self.assertEqual(len(self.answers(self.transport)), n)
+
     def test_first_at_once(self) -> None:
         """
         A reading when no commit was made for the interval commits in the
