@@ -62,9 +62,10 @@ class UpgradeToV3Tests(StoreTestCase):
 
     async def test_upgraded(self) -> None:
         """
-        After the upgrade both files are at version 3: every log's
-        first_index is 1, pruned and log_marks are there and empty, and
-        the rows, names and positions are as they were.
+        After the upgrade both files are at version 4 (through 3): every
+        log's first_index is 1, pruned and log_marks are there and empty,
+        the reading ids are in their table, and the rows, names and
+        positions are as they were.
         """
         conn = self.connect()
         self.assertEqual(names(conn, "main"), MAIN_V2)
@@ -88,6 +89,11 @@ class UpgradeToV3Tests(StoreTestCase):
             self.assertEqual(conn.execute(f"SELECT count(*) FROM {db}.pruned").fetchone(), (0,))
         self.assertEqual(
             conn.execute(f"SELECT count(*), count(sensor_name) FROM {TABLE}").fetchone(), (6, 6)
+        )
+        # Version 4: the reading ids are in a table of their own, all of them.
+        self.assertEqual(
+            conn.execute(f"SELECT reading_id, entry_index FROM {TABLE}_ids ORDER BY entry_index").fetchall(),
+            [(f"r{n}", n) for n in range(1, 7)],
         )
 
     async def test_backups(self) -> None:
