@@ -10,8 +10,9 @@ load more readings share each commit and fewer pages are written for each
 commits at once, and so does a commit when every connected sensor has
 readings in it (each waits for its answers, so waiting gains nothing: a
 sensor that sends one reading at a time is not slowed). Each reading is
-answered only once its transaction has committed. When the queue grows past its high-water
-mark every sensor connection stops being read until it drains.
+answered only once its transaction has committed. When the queue grows past
+its high-water mark every sensor connection stops being read until it
+drains.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from .records import ENTRY_INDEX, READING_ID
 from .schema import table_name
 
 # Own readings whose ids are held in memory before they are added in bulk;
-# memory for about 3 MB of them.
+# a few MB of memory at most.
 IDS_BATCH = 30_000
 PENDING = "reading_ids_pending"
 
@@ -111,7 +111,7 @@ class ReadingIds:
         Add the pending ids to the table of ids in their order there, and
         mark every own row of ``epoch`` stored so far as added.
         """
-        row = txn.execute(f"SELECT value FROM main.meta WHERE key = ?", (PENDING,)).fetchone()
+        row = txn.execute("SELECT value FROM main.meta WHERE key = ?", (PENDING,)).fetchone()
         if row is not None:
             pending_epoch, after = row[0].rsplit(" ", 1)
             txn.execute(
