@@ -61,7 +61,6 @@ class ReadingIds:
     """
 
     def __init__(self, node_id: str, batch: int = IDS_BATCH):
-        self._node_id = node_id
         self._table = f"main.{table_name(node_id)}"
         self._ids = ids_table(node_id)
         self._batch = batch
