@@ -90,7 +90,7 @@ class Replicator:
         self._clock = clock
         self.batch_size = batch_size
         self.window = window
-        self.source = LogSource(store)
+        self.source = LogSource(store, clock=clock)
         self.peers: dict[str, PeerState] = {}
         self.inbound = Inbound(
             store, signer, window, self._applied, self._apply_failed, self._applied_all,
@@ -126,7 +126,7 @@ class Replicator:
         return self.source.positions
 
     def opened(self, positions: dict, recovering: bool, firsts=None, pruned=()) -> None:
-        self.source.positions = dict(positions)
+        self.source.opened(positions)
         self.source.firsts = dict(firsts or {})
         for gone in pruned:
             self.source.lost((gone.origin, gone.epoch), gone.first, gone.last, gone.reason)
@@ -515,6 +515,7 @@ class Replicator:
             "link_errors": peer.link_errors,
             "links_opened": peer.links_opened,
             "lag": sender.lag() if sender else {},
+            "lag_s": sender.lag_seconds() if sender else {},
             # Below the largest on a link that damages batches.
             "batch_size": sender.batch_size if sender else self.batch_size,
             "max_batch_size": sender.max_batch_size if sender else self.batch_size,

@@ -19,6 +19,7 @@ intact, but carries most batches of a few.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from itertools import islice
 from typing import Callable, Optional
@@ -42,6 +43,64 @@ READ_BATCHES = 4
 RETRY_DELAY = 1.0
 # How long a destination that said it has no room is left alone.
 FULL_BACKOFF = 10.0
+# When each log's records came to be held is marked at most once a second,
+# and the last hour of marks is kept (a few hundred kB at most per log).
+MARK_SPACING = 1.0
+MARKS_KEPT = 3600
+
+
+class HeldTimes:
+    """
+    When this node came to hold each log's records, to within
+    ``spacing`` seconds: for the replication lag in seconds (how long the
+    oldest record a destination lacks has been waiting for it).
+
+    A mark is one commit's (last index, time), one a log per ``spacing``
+    (a later commit within it moves that mark's index on, so a record may
+    look up to ``spacing`` older than it is). Records held before the
+    oldest mark kept count as held since that mark: a lag is then at
+    least what is said.
+    """
+
+    def __init__(self, clock, spacing: float = MARK_SPACING, kept: int = MARKS_KEPT):
+        self._clock = clock
+        self._spacing = spacing
+        self._kept = kept
+        # {log: ([last index], [time])}, oldest first.
+        self._marks: dict = {}
+
+    def held(self, log: Log, last_index: int) -> None:
+        """
+        This node now holds ``log`` up to ``last_index``.
+        """
+        now = self._clock.seconds()
+        marks = self._marks.get(log)
+        if marks is None:
+            marks = self._marks[log] = ([], [])
+        indexes, times = marks
+        if indexes and last_index <= indexes[-1]:
+            return
+        if times and 0 <= now - times[-1] < self._spacing:
+            indexes[-1] = last_index
+            return
+        indexes.append(last_index)
+        times.append(now)
+        if len(indexes) > 2 * self._kept:
+            # In bulk, so the trim costs nothing per commit.
+            del indexes[: self._kept]
+            del times[: self._kept]
+
+    def since(self, log: Log, index: int) -> Optional[float]:
+        """
+        When this node came to hold record ``index`` of ``log`` (or the
+        oldest mark kept, for an older one); None if it was never marked.
+        """
+        marks = self._marks.get(log)
+        if not marks:
+            return None
+        indexes, times = marks
+        at = bisect_left(indexes, index)
+        return times[min(at, len(times) - 1)]
 
 
 class LogSource:
@@ -52,13 +111,25 @@ class LogSource:
     recent records per log, and the store to read older ones from.
     """
 
-    def __init__(self, store, tail: int = TAIL):
+    def __init__(self, store, tail: int = TAIL, clock=None):
         self._store = store
         self._tail_size = tail
         self.positions: dict = {}
         self.firsts: dict = {}
         self.gaps: dict = {}
         self._tails: dict = {}
+        # When the records came to be held (for lag in seconds), with a clock.
+        self.held = HeldTimes(clock) if clock is not None else None
+
+    def opened(self, positions: dict) -> None:
+        """
+        The logs as the store opened: held since now, as far as the lag
+        can tell.
+        """
+        self.positions = dict(positions)
+        if self.held is not None:
+            for log, position in self.positions.items():
+                self.held.held(log, position)
 
     def lost(self, log: Log, first: int, last: int, reason: str) -> None:
         """
@@ -87,6 +158,8 @@ class LogSource:
         which are kept in its tail when ``keep`` (someone may send them).
         """
         self.positions[log] = last_index
+        if self.held is not None:
+            self.held.held(log, last_index)
         if keep:
             tail = self._tails.get(log)
             if tail is None:
@@ -427,4 +500,24 @@ class LogSender:
             missing = position - max(self.has.get(log, 0), firsts.get(log, 1) - 1)
             if missing > 0:
                 lag[log[0]] = lag.get(log[0], 0) + missing
+        return lag
+
+    def lag_seconds(self) -> dict:
+        """
+        How long the oldest record of each origin the destination is known
+        to lack has been held here (seconds; the origins of L{lag} only).
+        """
+        held = self._source.held
+        if held is None:
+            return {}
+        now = self._clock.seconds()
+        lag: dict = {}
+        firsts = self._source.firsts
+        for log, position in self._source.positions.items():
+            oldest = max(self.has.get(log, 0), firsts.get(log, 1) - 1) + 1
+            if oldest > position:
+                continue
+            since = held.since(log, oldest)
+            if since is not None:
+                lag[log[0]] = max(lag.get(log[0], 0.0), round(max(now - since, 0.0), 3))
         return lag

@@ -715,7 +715,7 @@ class StatusTests(ReplicatorTestCase):
         Each peer has its address, id, link state, when it was last heard
         from, the records sent to and received from it, the rejected and
         conflicting ones, and per origin how many records it is known to
-        lack.
+        lack and how long the oldest of them has been held here.
         """
         self.store.preload(A, EPOCH_A, 1, 10)
         self.store.preload(C, EPOCH_C, 1, 5)
@@ -731,6 +731,7 @@ class StatusTests(ReplicatorTestCase):
         self.replicator.received(link, Records(B, EPOCH_B, bad))
         self.replicator.received(link, Records(B, EPOCH_B, [record(B, EPOCH_B, 1, data="0C")]))
         self.ingest(7)
+        self.clock.advance(3)
         entry = self.peer_status()
         troubles = entry.pop("troubles")
         self.assertEqual([t["kind"] for t in troubles], ["refused record"])
@@ -752,6 +753,7 @@ class StatusTests(ReplicatorTestCase):
                 "link_errors": 0,
                 "links_opened": 1,
                 "lag": {A: 7},
+                "lag_s": {A: 3.0},
                 "batch_size": 10,
                 "full": None,
                 "full_since": None,

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pstore.gaps import Gap
 from p2pstore.records import ENTRY_INDEX
 from p2pstore.storage import BadEntry
-from p2pstore.sending import READ_BATCHES, RETRY_DELAY, LogSender, LogSource
+from p2pstore.sending import READ_BATCHES, RETRY_DELAY, HeldTimes, LogSender, LogSource
 
 from .replication_fakes import A, B, EPOCH_A, EPOCH_B, OLD_EPOCH_A, FakeStore, records
 
@@ -295,6 +295,84 @@ class ChannelTests(SenderTestCase):
         self.sender.told({LOG: 10, LOG_B: 10}, on_channel=False)
         self.assertEqual(self.sender.lag(), {A: 25})
         self.assertEqual(self.sent, [])
+
+
+class LagSecondsTests(SenderTestCase):
+    """
+    lag_seconds(): how long the oldest record a destination lacks has been
+    held here, per origin, over a LogSource with a clock.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.clock.advance(1000)
+        self.source = LogSource(self.store, clock=self.clock)
+        self.sender = self.make_sender()
+
+    def test_oldest_lacking(self) -> None:
+        """
+        The age of the oldest record lacked, the oldest over an origin's
+        logs; none for an origin the destination lacks nothing of.
+        """
+        self.source.opened({OLD_LOG: 5})
+        self.clock.advance(10)
+        self.live(LOG, 1, 30)
+        self.clock.advance(5)
+        self.live(LOG, 31, 40)
+        self.live(LOG_B, 1, 10)
+        self.clock.advance(2)
+        self.assertEqual(self.sender.lag_seconds(), {A: 17.0, B: 2.0})
+        self.sender.told({OLD_LOG: 5, LOG: 30, LOG_B: 10}, on_channel=False)
+        self.assertEqual(self.sender.lag_seconds(), {A: 2.0})
+        self.assertEqual(self.sender.lag(), {A: 10})
+        self.sender.told({OLD_LOG: 5, LOG: 40, LOG_B: 10}, on_channel=False)
+        self.assertEqual(self.sender.lag_seconds(), {})
+
+    def test_no_clock(self) -> None:
+        """
+        A LogSource without a clock keeps no times: no lag in seconds.
+        """
+        self.source = LogSource(self.store)
+        self.sender = self.make_sender()
+        self.live(LOG, 1, 30)
+        self.assertEqual(self.sender.lag_seconds(), {})
+
+
+class HeldTimesTests(SynchronousTestCase):
+    """
+    HeldTimes: when each record came to be held, one mark a second.
+    """
+
+    def test_marks(self) -> None:
+        """
+        A record is held since the first mark at or past its index; commits
+        within the spacing share a mark (the earlier time); an index past the
+        marks or before them counts from the nearest; an unknown log has none.
+        """
+        clock = Clock()
+        held = HeldTimes(clock, spacing=1.0)
+        self.assertIsNone(held.since(LOG, 1))
+        held.held(LOG, 10)
+        clock.advance(0.5)
+        held.held(LOG, 20)
+        clock.advance(0.5)
+        held.held(LOG, 30)
+        clock.advance(3)
+        held.held(LOG, 40)
+        self.assertEqual([held.since(LOG, i) for i in (1, 15, 20, 21, 30, 31, 40)],
+                         [0, 0, 0, 1.0, 1.0, 4.0, 4.0])
+
+    def test_kept(self) -> None:
+        """
+        Only the newest marks are kept (trimmed in bulk): older records count
+        from the oldest kept.
+        """
+        clock = Clock()
+        held = HeldTimes(clock, spacing=1.0, kept=2)
+        for index in range(1, 6):
+            held.held(LOG, index)
+            clock.advance(1)
+        self.assertEqual([held.since(LOG, i) for i in range(1, 6)], [2.0, 2.0, 2.0, 3.0, 4.0])
 
 
 class BatchSizeTests(SenderTestCase):
