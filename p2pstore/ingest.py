@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from .disk import FULL_DISK, is_full
+from .histogram import COMMIT_READINGS, COMMIT_SECONDS, Histogram
 from .interfaces import ISensor
 from .lines import RETRY_STORAGE, Reading, Rejected
 from .opening import Opened
@@ -146,6 +147,9 @@ class Ingestor:
         self.not_stored = 0
         # Answers 'ERR full' given because the disk was full.
         self.not_full = 0
+        # How long each commit of readings took, and how many it stored.
+        self.commit_seconds = Histogram(COMMIT_SECONDS)
+        self.commit_readings = Histogram(COMMIT_READINGS)
 
     @property
     def connected(self) -> int:
@@ -354,6 +358,10 @@ class Ingestor:
     def _committed(self, appended: Appended, batch: list[Pending]) -> None:
         if self.disk is not None:
             self.disk.wrote()
+        if batch:
+            # Per commit, not per reading: two bisects.
+            self.commit_seconds.observe(self._clock.seconds() - self._last_commit)
+            self.commit_readings.observe(sum(len(pending.readings) for pending in batch))
         self.refused.committed()
         self._rows.committed(appended.last_index, self._queued)
         indexes = appended.indexes

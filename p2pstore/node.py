@@ -195,6 +195,14 @@ class Node:
                 "queued": ingestor.queued,
                 "unterminated_connected": ingestor.unterminated_connected,
                 "unterminated_accepted": ingestor.accepted_unterminated,
+                "rejected_reasons": dict(ingestor.refused.reasons),
+                # Readings answered ERR retry (a failed commit) or ERR full.
+                "not_stored": ingestor.not_stored,
+                "not_full": ingestor.not_full,
+            },
+            "commits": {
+                "seconds": ingestor.commit_seconds.status(),
+                "readings": ingestor.commit_readings.status(),
             },
             "origins": origins,
             "logs": sorted(logs, key=lambda entry: (entry["origin"], entry["epoch"])),

@@ -31,6 +31,7 @@ class RefusedLines:
     The refused lines of one node not yet in ``rejected_lines``.
 
     @ivar count: lines refused since the node started.
+    @ivar reasons: ... by the reason they were answered (``{reason: n}``).
     @ivar dropped: held lines given up on because too many were held.
     """
 
@@ -53,6 +54,7 @@ class RefusedLines:
         self._tried: Optional[float] = None
         self.retry_due = False
         self.count = 0
+        self.reasons: dict[str, int] = {}
         self.dropped = 0
 
     @property
@@ -72,6 +74,7 @@ class RefusedLines:
     def add(self, rejected: Rejected) -> None:
         self._new.append(rejected)
         self.count += 1
+        self.reasons[rejected.reason] = self.reasons.get(rejected.reason, 0) + 1
 
     def take(self) -> list[Rejected]:
         """

@@ -225,6 +225,37 @@ class FailureTests(OpenedTestCase):
         self.assertEqual(self.ingestor.not_stored, 2)
 
 
+class CommitStatsTests(OpenedTestCase):
+    """
+    Each commit of readings is counted in the two commit histograms.
+    """
+
+    def test_observed(self) -> None:
+        """
+        A commit's readings, and its time from its start to its outcome, go
+        to the histograms; a failed commit and one of refused lines only
+        do not.
+        """
+        self.protocol.dataReceived(GOOD + b"\n" + GOOD + b"\n" + GOOD + b"\n")
+        self.turn()
+        self.clock.advance(0.02)
+        self.store.commit()
+        self.protocol.dataReceived(b"no comma\n")
+        self.commit_all()
+        self.protocol.dataReceived(GOOD + b"\n")
+        self.turn()
+        self.store.fail(OSError(5, "I/O error"))
+        self.flushLoggedErrors(OSError)
+        seconds = self.ingestor.commit_seconds.status()
+        self.assertEqual(seconds["count"], 1)
+        self.assertAlmostEqual(seconds["sum"], 0.02, places=5)
+        self.assertIn([0.025, 1], seconds["buckets"])
+        self.assertIn([0.01, 0], seconds["buckets"])
+        readings = self.ingestor.commit_readings.status()
+        self.assertEqual((readings["count"], readings["sum"]), (1, 3))
+        self.assertEqual(readings["buckets"][:3], [[1.0, 0], [2.0, 0], [5.0, 1]])
+
+
 class UnsavedRejectedTests(OpenedTestCase):
     """
     Refused lines whose commit failed are held and stored later in a

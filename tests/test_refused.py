@@ -140,3 +140,20 @@ class RetryTests(SynchronousTestCase):
         self.assertFalse(self.refused.waiting)
         self.assertEqual(self.refused.take_held(), [])
         self.assertEqual(self.refused.count, 4)
+
+
+class ReasonTests(SynchronousTestCase):
+    """
+    Refused lines are counted by the reason they were answered.
+    """
+
+    def test_counted(self) -> None:
+        """
+        Each line counts once under its reason, stored or not.
+        """
+        refused = RefusedLines(Clock())
+        for reason in ["bad timestamp", "empty line", "bad timestamp"]:
+            refused.add(Rejected("2020-04-20 23:20:18.231325", 1, reason, b"x"))
+        refused.failed(refused.take())
+        self.assertEqual(refused.reasons, {"bad timestamp": 2, "empty line": 1})
+        self.assertEqual(refused.count, 3)

@@ -180,8 +180,8 @@ class StatusTests(StatusTestCase):
 
     async def test_counts(self) -> None:
         """
-        Status counts connected sensors, accepted and rejected lines, and
-        the node's stored readings.
+        Status counts connected sensors, accepted and rejected lines (by
+        reason), the commits, and the node's stored readings.
         """
         await self.node.start()
         await self.send(b"Temperature,39C", b"Humidity,15% RH", b"garbage", b"Temperature,40C")
@@ -191,6 +191,11 @@ class StatusTests(StatusTestCase):
             {k: status["sensors"][k] for k in ("connected", "accepted", "rejected")},
             {"connected": 2, "accepted": 3, "rejected": 1},
         )
+        self.assertEqual(status["sensors"]["rejected_reasons"], {"missing value": 1})
+        self.assertEqual((status["sensors"]["not_stored"], status["sensors"]["not_full"]), (0, 0))
+        commits = status["commits"]
+        self.assertEqual((commits["readings"]["count"], commits["readings"]["sum"]), (1, 3))
+        self.assertEqual(commits["seconds"]["count"], 1)
         self.assertEqual(status["origins"], {NODE_ID: {"count": 3, "last_index": 3, "self": True}})
 
     async def test_counts_after_restart(self) -> None:
