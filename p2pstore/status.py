@@ -1,5 +1,6 @@
 """
-The status web resource: ``/status`` and ``/readings`` as JSON.
+The status web resources: ``/status`` and ``/readings`` as JSON, and
+``/metrics`` (L{p2pstore.metrics}).
 
 It only serialises what L{Node} says; it holds no state of its own.
 """
@@ -14,12 +15,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from .httpauth import TokenRequired
+from .metrics import MetricsResource
 from .node import Node, NotReady, UnknownOrigin
 from .lines import MAX_SENSOR_TYPE
 from .records import is_node_id
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10000
+NOT_FOUND = "not found: try /status, /metrics or /readings"
 
 
 def _json(request, code: int, body: dict) -> bytes:
@@ -149,20 +152,23 @@ class Root(Resource):
     The status site's root: known paths, and a JSON 404 for the rest.
 
     With ``token`` (L{p2pstore.tokens.ReloadableFile} of
-    ``--http-token-file``), ``/readings`` needs it; ``/status``, which holds
-    no readings, stays open.
+    ``--http-token-file``), ``/readings`` needs it; ``/status`` and
+    ``/metrics``, which hold no readings, stay open.
     """
 
     def __init__(self, node: Node, token=None):
         super().__init__()
         self.putChild(b"status", StatusResource(node))
+        # Open like /status, whose figures it holds (no reading, no secret):
+        # a Prometheus scrape job then needs no credentials.
+        self.putChild(b"metrics", MetricsResource(node))
         self.putChild(b"readings", TokenRequired(ReadingsResource(node), token))
 
     def getChild(self, path, request):
-        return _Error(404, "not found: try /status or /readings")
+        return _Error(404, NOT_FOUND)
 
     def render(self, request):
-        return _Error(404, "not found: try /status or /readings").render(request)
+        return _Error(404, NOT_FOUND).render(request)
 
 
 class _Site(Site):
