@@ -74,6 +74,8 @@ class Node:
         # The answers that wait for copies on other nodes (p2pstore.copies).
         self.copy_wait = None
         self.ack_copies = 1
+        # One p2pstore.export.Exporter per --export destination.
+        self.exporters: list = []
         ingestor.observers.append(self._committed)
 
     @property
@@ -111,6 +113,13 @@ class Node:
                     "this node's own database was missing or empty: taking new "
                     "readings in a new epoch while fetching earlier ones from peers"
                 )
+            for exporter in self.exporters:
+                exporter.start().addErrback(
+                    lambda f, exporter=exporter: self.log.failure(
+                        "export to {destination} could not start", f,
+                        destination=exporter.destination.name,
+                    )
+                )
             if self.scrub is not None:
                 self.scrub.start().addErrback(
                     lambda f: self.log.failure("the scrub of stored records could not start", f)
@@ -145,6 +154,8 @@ class Node:
 
     def _committed(self, appended) -> None:
         self.replicator.appended(self.store.epoch, appended.last_index, appended.entries)
+        for exporter in self.exporters:
+            exporter.appended(self.own_log(), appended.last_index)
 
     def status_snapshot(self) -> dict:
         """
@@ -227,6 +238,8 @@ class Node:
                 if self.opened and self.ack_copies > 1
                 else []
             )
+        if self.exporters:
+            snapshot["exports"] = [exporter.status() for exporter in self.exporters]
         if self.set_aside:
             snapshot["damaged_files"] = [moved.status() for moved in self.set_aside]
         if replicator.recovering:

@@ -158,11 +158,13 @@ class Pruner:
         # the cluster keeps. To evict, only a copy held now counts.
         if log[0] != self.node.node_id:
             return 2**63 - 1
+        # Nor what an export destination has not taken yet.
+        exported = min((e.exported(log) for e in self.node.exporters), default=2**63 - 1)
         holdings = self.node.replicator.holdings
         if reason == RETENTION:
-            return holdings.copied_to(log, self.min_copies)
+            return min(holdings.copied_to(log, self.min_copies), exported)
         first = self.node.replicator.source.firsts.get(log, 1)
-        return holdings.held_from(log, first, self.min_copies)
+        return min(holdings.held_from(log, first, self.min_copies), exported)
 
     @inlineCallbacks
     def _prune(self, log, upto: int, reason: str, budget: list, stop=None):

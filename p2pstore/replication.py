@@ -206,7 +206,7 @@ class Replicator:
                 self.window,
                 skip=skip,
                 idle=self._maybe_idle,
-                refused=self._refused,
+                refused=self.refused,
             )
             if self.stopped:
                 peer.sender.stop()
@@ -308,7 +308,7 @@ class Replicator:
             if peer.links:
                 peer.links[0].send(message)
 
-    def _refused(self, log: Log, index: int) -> None:
+    def refused(self, log: Log, index: int) -> None:
         # A peer refused this record of ours, or it is missing: check it.
         if self.scrub is not None and not self.stopped:
             d = self.scrub.check_now(log[0], log[1], index)

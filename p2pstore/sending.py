@@ -372,6 +372,32 @@ class LogSender:
             self.full = self.full_since = None
         self.pump()
 
+    def took(self, log: Log, last_index: int) -> None:
+        """
+        The destination took the oldest batch in flight up to
+        ``last_index`` only, and wants the rest as another batch (it was
+        too large for one): no refusal, so no pause.
+        """
+        if self.inflight == 0:
+            return
+        self.unacked.popleft()
+        self.has[log] = max(self.has.get(log, 0), last_index)
+        self.sent[log] = last_index
+        self.pump()
+
+    def resend_smaller(self) -> None:
+        """
+        The destination could not take the oldest batch in flight whole
+        (one of its records, or its size): send it again at once in half
+        the size, down to one record, which tells the bad one apart.
+        """
+        if self.inflight == 0:
+            return
+        log, start, _ = self.unacked.popleft()
+        self.sent[log] = start - 1
+        self._shrink()
+        self.pump()
+
     def _shrink(self) -> None:
         self.batch_size = max(self.batch_size // 2, 1)
 

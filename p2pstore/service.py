@@ -226,6 +226,9 @@ class NodeService(MultiService):
             for link in list(peer.links):
                 link.close()
         yield self.node.replicator.stop()
+        # A write in flight is sent again at the next start: its cursor
+        # moves only once the destination has answered.
+        yield DeferredList([exporter.stop() for exporter in self.node.exporters])
         if self.node.scrub is not None:
             yield self.node.scrub.stop()
         if self.node.pruner is not None:

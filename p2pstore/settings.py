@@ -15,6 +15,7 @@ from attrs import frozen
 from twisted.internet.endpoints import serverFromString
 
 from .access import parse_networks
+from .destinations import BadDestination, parse_destination
 from .tokens import AccessFileError, load_http_token, load_sensor_tokens
 from .certificates import (
     CertificateError,
@@ -57,6 +58,9 @@ DEFAULTS = {
     "ack-copies": "1",
     "ack-timeout": "10s",
     "commit-interval": "40ms",
+    # Given any number of times: a list.
+    "export": (),
+    "export-token-file": None,
 }
 # Records a second the scrub may check, at most (0: only at start and on a
 # peer's refusal).
@@ -159,6 +163,8 @@ class Settings:
     # The least time from the start of one commit of readings to the next
     # (seconds): under load, readings that arrive meanwhile share a commit.
     commit_interval: float = 0.04
+    # The --export destinations (p2pstore.export.Destination), in order.
+    exports: tuple = ()
     # --max-disk: the most both databases may take, in bytes, or None.
     max_disk: Optional[int] = None
     # --retain in seconds (None: for ever), the other nodes that must hold
@@ -232,6 +238,32 @@ def parse_peer(text: str) -> Peer:
     if not _NUMBER.match(port):
         raise ConfigError("peers", f"{text!r} has a bad port {port!r}")
     return Peer(host, _port_number("peers", port, f"{text!r}: "))
+
+
+def _exports(given, token_file) -> tuple:
+    """
+    The --export destinations: a URL or a list of them (the option given
+    more than once), each with --export-token-file's token if given.
+    """
+    urls = [given] if isinstance(given, str) else list(given or ())
+    token = None
+    if token_file:
+        if not urls:
+            raise ConfigError("export-token-file", "is for --export destinations: give --export too")
+        try:
+            token = load_http_token(Path(str(token_file))).value
+        except AccessFileError as e:
+            raise ConfigError("export-token-file", str(e)) from None
+    destinations = []
+    for url in urls:
+        try:
+            destination = parse_destination(str(url), token)
+        except BadDestination as e:
+            raise ConfigError("export", str(e)) from None
+        if any(d.name == destination.name for d in destinations):
+            raise ConfigError("export", f"{destination.name} is given twice")
+        destinations.append(destination)
+    return tuple(destinations)
 
 
 def _token_file(setting: str, text, load) -> Optional[Path]:
@@ -337,6 +369,7 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
             f"{values['unterminated-readings']!r} is not one of {', '.join(UNTERMINATED)}",
         )
     peers = tuple(parse_peer(p.strip()) for p in str(values["peers"]).split(",") if p.strip())
+    exports = _exports(values["export"], values["export-token-file"])
     secret_file = values["secret-file"]
     try:
         sensor_allow = parse_networks(values["sensor-allow"] or "")
@@ -372,6 +405,7 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         retain=retain or None,
         min_copies=int(min_copies),
         on_full=on_full,
+        exports=exports,
     )
 
 

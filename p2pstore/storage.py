@@ -18,7 +18,7 @@ from attrs import define, frozen
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
-from . import gaps
+from . import cursors, gaps
 from .gaps import Gap
 from .lines import Rejected
 from .opening import (
@@ -616,6 +616,24 @@ class Store:
         params.append(limit)
         d = self._pool.runQuery(sql, params)
         return d.addCallback(lambda rows: [_record(origin, row) for row in rows])
+
+    # -- export (p2pstore.export) ---------------------------------------------
+
+    def export_cursors(self, destination: str) -> Deferred:
+        """
+        How far ``destination`` has taken each log, and its dead letters:
+        C{({(origin, epoch): index}, count)} (L{cursors.load}).
+        """
+        return self._reader.runInteraction(cursors.load, destination)
+
+    def exported(self, destination: str, log: tuple, index: int, dead=()) -> Deferred:
+        """
+        ``destination`` took ``log`` up to ``index``, past the dead letters
+        ``dead`` (L{cursors.save}).
+        """
+        return self._pool.runInteraction(
+            cursors.save, destination, log[0], log[1], index, tuple(dead), self.now()
+        )
 
     def mark_stopped(self) -> Deferred:
         """

@@ -20,6 +20,7 @@ from .copies import CopyWait
 from .damaged import SetAside, advice, check_databases
 from .disk import Disk, wal_limit
 from .dialer import Dialer
+from .export import Exporter
 from .identity import KEY_FILE, load_key, lock_data_dir, prepare_data_dir, resolve_node_id, write_node_id
 from .ingest import Ingestor
 from .lines import AckCopies, format_utc
@@ -113,12 +114,20 @@ _HELP = {
         "(SD cards wear less), and an answer waits up to this much more. A reading after a "
         "quiet spell commits at once. 0ms: commit as soon as the commit before has."
     ),
+    "export-token-file": (
+        "A file holding one token, sent to every --export destination as 'Authorization: "
+        "Token <token>' (InfluxDB 2.x and 3.x). [default: none]"
+    ),
     "peer-ca": "Peer TLS: the cluster CA (PEM); a peer's certificate must be signed by it.",
     "peer-tls-fingerprints": (
         "Peer TLS: comma-separated sha256:HEX of the peers' certificates (each node logs "
         "its own at start); only these are accepted. Instead of --peer-ca."
     ),
 }
+
+
+# Options given once per value, collected in a list.
+_REPEATED = {"export"}
 
 
 class Options(usage.Options):
@@ -128,7 +137,24 @@ class Options(usage.Options):
         "them in SQLite, each signed with the cluster key. Ports take a number "
         "or a Twisted endpoint description such as tcp:12345:interface=127.0.0.1."
     )
-    optParameters = [[name, None, default, _HELP[name]] for name, default in DEFAULTS.items()]
+    optParameters = [
+        [name, None, default, _HELP[name]]
+        for name, default in DEFAULTS.items()
+        if name not in _REPEATED
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["export"] = []
+
+    def opt_export(self, url: str) -> None:
+        """
+        Post this node's readings as InfluxDB line protocol to this write URL, e.g.
+        http://host:8086/write?db=sensors (InfluxDB 1.x, VictoriaMetrics, QuestDB) or
+        https://host/api/v2/write?org=ORG&bucket=BUCKET (InfluxDB 2.x, with
+        --export-token-file). Give it once per destination. [default: no export]
+        """
+        self["export"].append(url)
 
 
 def parse_settings(config: Options, reactor) -> Settings:
@@ -206,6 +232,11 @@ def makeNode(config: Options, reactor=None) -> NodeService:
     node.disk = ingestor.disk = replicator.inbound.disk = disk
     node.pruner = Pruner(node, reactor, settings.retain, settings.min_copies, settings.on_full)
     node.ack_copies = settings.ack_copies
+    node.exporters = [
+        Exporter(destination, node_id, replicator.source, store, signer, reactor,
+                 refused=replicator.refused)
+        for destination in settings.exports
+    ]
     acks = AckCopies(settings.ack_copies, node.cluster_size)
 
     def now() -> str:
@@ -250,6 +281,8 @@ def makeNode(config: Options, reactor=None) -> NodeService:
         f"dialling peers: {', '.join(map(str, settings.peers)) or 'none'}",
         *_access_notes(settings, sensor_tokens, http_token),
         _copies_note(settings),
+        "exporting readings to: "
+        + (", ".join(d.name for d in settings.exports) or "nowhere (no --export)"),
     ]
     if tls is not None:
         node.tls = tls.status

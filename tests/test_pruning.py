@@ -38,7 +38,8 @@ class PrunerTests(StoreTestCase):
         replicator = Replicator(NODE_ID, store, self.signer, self.clock)
         replicator.opened({(NODE_ID, opened.epoch): own, **({(PEER, PEER_EPOCH): peer} if peer else {})}, False)
         self.node = SimpleNamespace(
-            opened=True, store=store, replicator=replicator, disk=None, node_id=NODE_ID
+            opened=True, store=store, replicator=replicator, disk=None, node_id=NODE_ID,
+            exporters=[],
         )
         self.log = (NODE_ID, store.epoch)
         self.pruner = Pruner(self.node, self.clock, **kwargs)

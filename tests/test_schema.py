@@ -46,7 +46,10 @@ PEER_V3 = PEER_V1 | GAP_TABLES
 # Version 4 moves the own reading ids from an index to a table
 # (p2pstore.readingids).
 MAIN_V4 = MAIN_V3 - {("index", f"server_id_{NODE_ID}_reading_id")} | {
-    ("table", f"server_id_{NODE_ID}_ids")
+    ("table", f"server_id_{NODE_ID}_ids"),
+    # Made by any open since export (p2pstore.export), at version 4 too.
+    ("table", "export_cursors"),
+    ("table", "export_dead_letters"),
 }
 PEER_V4 = PEER_V3
 PEER_TABLE_V1 = {

@@ -96,3 +96,32 @@ CREATE TABLE IF NOT EXISTS peer.log_marks (
     stored_at REAL NOT NULL,
     PRIMARY KEY (origin, epoch, entry_index)
 );
+
+-- How far each export destination (--export) has taken each log: the last
+-- entry index it answered 2xx for, moved only then. Keyed by the
+-- destination's URL without its secrets (p2pstore.export.Destination.name),
+-- so a new password or token keeps the cursors. Made by any open, like the
+-- tables above, in a file of an earlier release too.
+CREATE TABLE IF NOT EXISTS main.export_cursors (
+    destination TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    exported INTEGER NOT NULL,
+    PRIMARY KEY (destination, origin, epoch)
+);
+
+-- Readings a destination refused for their content (HTTP 400 for the one
+-- point alone, after the batch was split down to it) or that cannot be a
+-- point at all: kept here with the destination's answer, while export goes
+-- on past them.
+CREATE TABLE IF NOT EXISTS main.export_dead_letters (
+    id INTEGER PRIMARY KEY,
+    destination TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    entry_index INTEGER NOT NULL,
+    line TEXT,
+    status INTEGER,
+    answer TEXT NOT NULL,
+    failed_at REAL NOT NULL
+);

@@ -1,0 +1,130 @@
+"""
+Readings as InfluxDB line protocol, for export: one point per reading.
+
+The mapping (documented in the README):
+
+- measurement: the reading's ``sensor_type``;
+- tags: ``origin`` (the node id of the node that stored the reading first),
+  and ``unit`` when the value parsed as a number with a unit;
+- field: ``value`` (a float) when ``sensor_data`` starts with a number,
+  else ``data`` (the string as sent);
+- time: the reading's timestamp (UTC when it carries no offset) in
+  nanoseconds, plus the entry index modulo the timestamp's own precision:
+  the digits below what the sensor stamped. Two readings of one type from
+  one origin therefore differ in time, even with the same timestamp, unless
+  their indexes differ by a multiple of that room (1,000 for a timestamp to
+  the microsecond: a clock stuck for a thousand readings), and a point sent
+  twice is the same point, which the destination overwrites.
+
+Pure: no Twisted. Escaping follows the line protocol's rules: commas and
+spaces in a measurement, commas, equals signs and spaces in tag keys and
+values, double quotes and backslashes in a string field, a backslash before
+any of those as ``\\\\``, and a measurement that would start a comment
+(``#``) escaped.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime, timezone
+from typing import Iterable, Optional
+
+from .records import ENTRY_INDEX, SENSOR_DATA, SENSOR_TYPE, TIMESTAMP, parse_value_unit
+
+_MEASUREMENT = str.maketrans({"\\": "\\\\", ",": "\\,", " ": "\\ "})
+_TAG = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
+_STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
+
+
+class BadTimestamp(ValueError):
+    """
+    A stored timestamp that is not ISO-8601: a point cannot carry it.
+    """
+
+
+def measurement(name: str) -> str:
+    escaped = name.translate(_MEASUREMENT)
+    # A line that starts with "#" is a comment, which a destination skips
+    # without a word.
+    return "\\" + escaped if escaped.startswith("#") else escaped
+
+
+def tag(text: str) -> str:
+    return text.translate(_TAG)
+
+
+def string_field(text: str) -> str:
+    return '"' + text.translate(_STRING) + '"'
+
+
+def _fraction_digits(timestamp: str) -> int:
+    # The digits after the seconds' ".", 0 without any.
+    dot = timestamp.find(".", 19)
+    if dot < 0:
+        return 0
+    end = dot + 1
+    while end < len(timestamp) and timestamp[end].isdigit():
+        end += 1
+    return end - dot - 1
+
+
+def nanoseconds(timestamp: str, entry_index: int) -> int:
+    """
+    The point's time for a reading stamped ``timestamp`` stored at
+    ``entry_index``: Unix nanoseconds, unique per index below the
+    timestamp's precision.
+
+    @raise BadTimestamp: ``timestamp`` is not one a sensor line may carry.
+    """
+    try:
+        when = datetime.fromisoformat(timestamp)
+    except ValueError:
+        raise BadTimestamp(f"not an ISO-8601 timestamp: {timestamp!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    when = when.astimezone(timezone.utc)
+    # Whole integers all the way: a float of nanoseconds since 1970 has
+    # only 15-16 significant digits.
+    seconds = calendar.timegm(when.utctimetuple())
+    room = 10 ** (9 - min(_fraction_digits(timestamp), 6))
+    return seconds * 10**9 + when.microsecond * 1000 + entry_index % room
+
+
+def point(origin: str, entry: tuple) -> str:
+    """
+    One reading (a RECORDS entry, L{p2pstore.records.ENTRY}) of ``origin``
+    as a line, without its newline.
+    """
+    value, unit = parse_value_unit(entry[SENSOR_DATA])
+    tags = "origin=" + tag(origin)
+    if unit:
+        tags += ",unit=" + tag(unit)
+    if value is None:
+        field = "data=" + string_field(entry[SENSOR_DATA])
+    else:
+        field = "value=" + repr(value)
+    time = nanoseconds(entry[TIMESTAMP], entry[ENTRY_INDEX])
+    return f"{measurement(entry[SENSOR_TYPE])},{tags} {field} {time}"
+
+
+def lines(origin: str, entries: Iterable[tuple], limit: int) -> tuple[bytes, int, Optional[tuple]]:
+    """
+    The body of one write: the points of ``entries`` in order, each ended by
+    a newline, up to ``limit`` bytes (at least one point).
+
+    @return: the body, how many entries it holds, and the first entry left
+        out because it cannot be a point (a bad timestamp), or C{None}.
+    """
+    body = bytearray()
+    count = 0
+    for entry in entries:
+        try:
+            line = (point(origin, entry) + "\n").encode("utf-8")
+        except BadTimestamp:
+            return bytes(body), count, entry
+        if count and len(body) + len(line) > limit:
+            break
+        body += line
+        count += 1
+    return bytes(body), count, None
+

@@ -1,0 +1,271 @@
+"""
+Tests for p2pstore.export: an Exporter over a real store (SQLite files)
+posting to a real HTTP server on 127.0.0.1 in this process, whose answers
+each test chooses; the exporter's timers run on a task.Clock.
+
+Real InfluxDB and VictoriaMetrics behind real nodes are in
+tests/test_export_nodes.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from p2pstore import export
+from p2pstore.destinations import BadDestination, parse_destination
+from p2pstore.export import Exporter
+from p2pstore.replication import Replicator
+
+from .test_storage import NODE_ID, StoreTestCase, reading
+
+
+class Destination(Resource):
+    """
+    A write endpoint that keeps every body posted, and answers each with
+    the next of ``answers`` (a status, or a function of the body giving
+    one), then 204.
+    """
+
+    isLeaf = True
+
+    def __init__(self):
+        super().__init__()
+        self.bodies: list[bytes] = []
+        self.headers: list = []
+        self.answers: list = []
+
+    def render_POST(self, request):
+        body = request.content.read()
+        if request.getHeader(b"content-encoding") == b"gzip":
+            body = gzip.decompress(body)
+        self.headers.append(request.requestHeaders)
+        code = self.answers.pop(0) if self.answers else 204
+        if callable(code):
+            code = code(body)
+        if 200 <= code < 300:
+            self.bodies.append(body)
+        request.setResponseCode(code)
+        return b"" if code == 204 else b'{"error":"unable to parse: bad line"}'
+
+    def lines(self) -> list[bytes]:
+        return [line for body in self.bodies for line in body.splitlines()]
+
+
+class ParseTests(StoreTestCase):
+    def test_secrets_hidden(self) -> None:
+        """
+        The name shown and logged has no password, token or u/p parameter;
+        the URL posted to keeps them, and a user in the URL is sent as
+        Basic authorization.
+        """
+        d = parse_destination("http://me:pw@127.0.0.1:8086/write?db=s&u=me&p=secret")
+        self.assertEqual(d.name, "http://***@127.0.0.1:8086/write?db=s&u=***&p=***")
+        self.assertNotIn("secret", repr(d))
+        self.assertIn("p=secret", d.url)
+        self.assertTrue(d.authorization.startswith(b"Basic "))
+        token = parse_destination("https://h/api/v2/write?org=o&bucket=b", token=b"T0K")
+        self.assertEqual(token.authorization, b"Token T0K")
+
+    def test_bad(self) -> None:
+        """
+        A URL that cannot take writes is refused saying why.
+        """
+        for text, why in [
+            ("ftp://h/write", "only http"),
+            ("http:///write", "no host"),
+            ("http://h:8086", "no write path"),
+            ("http://h:99999/write", "not a URL"),
+        ]:
+            with self.assertRaises(BadDestination) as caught:
+                parse_destination(text)
+            self.assertIn(why, str(caught.exception))
+
+
+class ExporterTests(StoreTestCase):
+    async def setup(self, readings: int = 10, **kwargs):
+        self.clock = Clock()
+        self.server = Destination()
+        port = reactor.listenTCP(0, Site(self.server), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.url = f"http://127.0.0.1:{port.getHost().port}/write?db=sensors"
+        self.store = self.make_store()
+        opened = await self.store.open()
+        self.replicator = Replicator(NODE_ID, self.store, self.signer, self.clock)
+        self.replicator.opened(opened.positions, False)
+        self.log = (NODE_ID, self.store.epoch)
+        if readings:
+            await self.add(readings)
+        self.exporter = await self.start_exporter(**kwargs)
+        return self.exporter
+
+    async def start_exporter(self, **kwargs) -> Exporter:
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        exporter = Exporter(
+            parse_destination(self.url), NODE_ID, self.replicator.source, self.store,
+            self.signer, self.clock, agent=Agent(reactor, pool=pool), **kwargs,
+        )
+        self.addCleanup(exporter.stop)
+        await exporter.start()
+        return exporter
+
+    async def add(self, n: int, **kwargs) -> None:
+        first = self.replicator.source.positions.get(self.log, 0) + 1
+        appended = await self.append(
+            self.store, [(reading(i, **kwargs), 1) for i in range(first, first + n)]
+        )
+        self.replicator.appended(self.store.epoch, appended.last_index, appended.entries)
+        if getattr(self, "exporter", None) is not None:
+            self.exporter.appended(self.log, appended.last_index)
+
+    async def settle(self, until, seconds: float = 1.0, limit: float = 10.0) -> None:
+        """
+        Run the clock a step of ``seconds`` at a time, and the real reactor
+        between steps, until ``until()`` (at most ``limit`` s real time).
+        """
+        deadline = reactor.seconds() + limit
+        while not until():
+            if reactor.seconds() > deadline:
+                self.fail(f"gave up waiting; exporter status {self.exporter.status()}")
+            self.clock.advance(0)
+            await deferLater(reactor, 0.01, lambda: None)
+            if not self.exporter._request:
+                self.clock.advance(seconds)
+
+    def cursor(self):
+        return self.query(
+            "SELECT exported FROM export_cursors WHERE destination = ? AND origin = ? AND epoch = ?",
+            (parse_destination(self.url).name, *self.log),
+        )
+
+    async def test_everything_once(self) -> None:
+        """
+        Every stored reading is posted once, in order; the cursor in SQLite
+        follows; an exporter started again on the same file sends only what
+        came since.
+        """
+        exporter = await self.setup(10)
+        await self.settle(lambda: exporter.saved.get(self.log) == 10)
+        self.assertEqual(len(self.server.lines()), 10)
+        self.assertEqual(self.cursor(), [(10,)])
+        self.assertEqual(exporter.status()["pending"], 0)
+        self.assertEqual(exporter.status()["sent"], 10)
+        await exporter.stop()
+        await self.add(5)
+        self.exporter = again = await self.start_exporter()
+        self.assertEqual(again.status()["pending"], 5)
+        await self.settle(lambda: again.saved.get(self.log) == 15)
+        lines = self.server.lines()
+        self.assertEqual(len(lines), 15)
+        self.assertEqual(len(set(lines)), 15)
+
+    async def test_batches_and_interval(self) -> None:
+        """
+        A backlog goes in batches of at most the limit; once caught up,
+        readings that trickle in go out together at most once an interval.
+        """
+        exporter = await self.setup(25, max_lines=10, interval=5.0)
+        await self.settle(lambda: exporter.saved.get(self.log) == 25, seconds=5.0)
+        self.assertEqual([b.count(b"\n") for b in self.server.bodies], [10, 10, 5])
+        # A reading after a quiet interval goes at once; those right after
+        # it wait for the interval's end, and go together.
+        self.clock.advance(5.0)
+        await self.add(1)
+        await self.settle(lambda: exporter.saved.get(self.log) == 26, seconds=0.0)
+        for _ in range(3):
+            await self.add(1)
+        self.clock.advance(4.0)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(len(self.server.bodies), 4)
+        await self.settle(lambda: exporter.saved.get(self.log) == 29, seconds=1.0)
+        self.assertEqual([b.count(b"\n") for b in self.server.bodies[3:]], [1, 3])
+
+    async def test_body_limit(self) -> None:
+        """
+        A batch larger than the byte limit goes as several writes, none
+        over it, nothing left out.
+        """
+        exporter = await self.setup(20, max_body=300)
+        await self.settle(lambda: exporter.saved.get(self.log) == 20)
+        self.assertTrue(all(len(b) <= 300 for b in self.server.bodies), self.server.bodies)
+        self.assertEqual(len(self.server.lines()), 20)
+
+    async def test_retry_until_it_takes_them(self) -> None:
+        """
+        500, 429 and a refused connection are tried again, with growing
+        delays, counted by code, and shown in the status; nothing is lost
+        and the cursor moves only on the 2xx.
+        """
+        self.patch(export, "FIRST_BACKOFF", 1.0)
+        await self.setup(0)
+        self.server.answers = [500, 429, 503]
+        await self.add(4)
+        exporter = self.exporter
+        await self.settle(lambda: exporter.errors.get("500"))
+        self.assertEqual(self.cursor(), [])
+        self.assertEqual(exporter.status()["state"], "retrying")
+        self.assertIn("500", exporter.status()["last_error"])
+        await self.settle(lambda: exporter.saved.get(self.log) == 4)
+        self.assertEqual(exporter.errors, {"500": 1, "429": 1, "503": 1})
+        self.assertEqual(len(self.server.lines()), 4)
+        status = exporter.status()
+        self.assertEqual((status["state"], status["last_error"]), ("ok", None))
+
+    async def test_misconfigured(self) -> None:
+        """
+        404 (a database that does not exist) is kept trying, and the status
+        says the destination is misconfigured and what to check.
+        """
+        await self.setup(0)
+        self.server.answers = [404, 404]
+        await self.add(2)
+        await self.settle(lambda: self.exporter.errors.get("404") == 2)
+        status = self.exporter.status()
+        self.assertEqual(status["state"], "misconfigured")
+        self.assertIn("check the URL", status["last_error"])
+        await self.settle(lambda: self.exporter.saved.get(self.log) == 2)
+
+    async def test_bad_point_dead_lettered(self) -> None:
+        """
+        A batch with a point the destination refuses (400) is split until
+        that one reading is alone; it goes to export_dead_letters with the
+        answer, and every other reading arrives.
+        """
+        await self.setup(0)
+
+        def refuse_seven(body):
+            return 400 if b"value=7.0 " in body else 204
+
+        self.server.answers = [refuse_seven] * 40
+        await self.add(12)
+        await self.settle(lambda: self.exporter.saved.get(self.log) == 12)
+        self.assertEqual(len(self.server.lines()), 11)
+        self.assertEqual(self.exporter.status()["dead_lettered"], 1)
+        ((index, line, status, answer),) = self.query(
+            "SELECT entry_index, line, status, answer FROM export_dead_letters"
+        )
+        self.assertEqual((index, status), (7, 400))
+        self.assertIn("value=7.0", line)
+        self.assertIn("unable to parse", answer)
+
+    async def test_pruning_waits_for_export(self) -> None:
+        """
+        What the destination has not taken is not safe to prune.
+        """
+        exporter = await self.setup(6)
+        self.assertEqual(exporter.exported(self.log), 0)
+        await self.settle(lambda: exporter.saved.get(self.log) == 6)
+        self.assertEqual(exporter.exported(self.log), 6)
+
+    async def test_only_own_logs(self) -> None:
+        """
+        Another origin's records held here are left to their own node.
+        """
+        exporter = await self.setup(3)
+        self.assertTrue(exporter._skip(("f" * 32, "e" * 32)))
+        await self.settle(lambda: exporter.saved.get(self.log) == 3)
