@@ -16,6 +16,7 @@ from . import __version__
 from .ingest import Ingestor
 from .replication import Replicator
 from .storage import Store
+from .timerange import TimeRange
 from .tls import link_security
 
 INITIALIZING = "Initializing"
@@ -246,9 +247,17 @@ class Node:
             snapshot["recovery"] = replicator.recovery_progress()
         return snapshot
 
-    def readings(self, origin: Optional[str], sensor_type: Optional[str], limit: int) -> Deferred:
+    def readings(
+        self,
+        origin: Optional[str],
+        sensor_type: Optional[str],
+        limit: int,
+        time_range: Optional[TimeRange] = None,
+    ) -> Deferred:
         """
-        The newest readings of an origin this node holds, newest first.
+        The readings of an origin this node holds: without ``time_range``
+        the newest, newest first (a list of L{Record}); with it, a page of
+        that range, oldest first (L{p2pstore.rangereads.Page}).
 
         @raise UnknownOrigin: this node holds no readings of ``origin``.
         @raise NotReady: the store is not open yet.
@@ -258,4 +267,6 @@ class Node:
             raise NotReady(self.state)
         if origin != self.node_id and not any(o == origin for o, _ in self.replicator.positions):
             raise UnknownOrigin(origin)
+        if time_range is not None:
+            return self.store.readings_in(origin, sensor_type, time_range, limit)
         return self.store.readings(origin, sensor_type, limit)

@@ -33,9 +33,11 @@ from .opening import (
     upgrade,
 )
 from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, parse_value_unit
+from .rangereads import Offsets, read_range
 from .readingids import IDS_BATCH, ReadingIds
 from .rows import Appended, continues, reading_ids
 from .statements import Statements
+from .timerange import TimeRange
 from .schema import (
     ENTRY_SQL,
     ENTRY_VALID_SQL,
@@ -128,6 +130,8 @@ class Store:
     _marked: dict = attrs.field(factory=dict, init=False)
     # The reading ids of the own log, once open.
     _ids: Optional[ReadingIds] = attrs.field(default=None, init=False, repr=False)
+    # The UTC offsets each readings table's timestamps hold, for ranges.
+    _offsets: Offsets = attrs.field(factory=Offsets, init=False, repr=False)
 
 
     def __attrs_post_init__(self) -> None:
@@ -597,6 +601,21 @@ class Store:
         """
         return self._pool.runOperation(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('recovering', '0')"
+        )
+
+    def readings_in(
+        self, origin: str, sensor_type: Optional[str], time_range: TimeRange, limit: int
+    ) -> Deferred:
+        """
+        Up to ``limit`` readings of one origin in a time range, oldest first
+        (L{p2pstore.timerange}), on the read-only connection: a long range
+        holds up no commit.
+
+        @return: a Deferred firing with a L{p2pstore.rangereads.Page}.
+        """
+        return self._reader.runInteraction(
+            read_range, self._offsets, self._db_of(origin), table_name(origin),
+            origin, sensor_type, time_range, limit,
         )
 
     def readings(

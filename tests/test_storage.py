@@ -7,7 +7,10 @@ sqlite3 tool would see it.
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import attrs
 
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -20,11 +23,13 @@ from p2pstore.schema import VERSION as SCHEMA_VERSION, Schema, StoreError, table
 from p2pstore.opening import Opened
 from p2pstore.statements import _LOOKUP_CHUNK
 from p2pstore.storage import BadEntry, Store
+from p2pstore.timerange import TimeRange
 from p2pstore.wire import Records, decode, encode
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 TABLE = f"server_id_{NODE_ID}"
 KEY = b"cluster key for the storage tests"
+UTC_10 = datetime(2026, 11, 28, 10, tzinfo=timezone.utc)
 
 
 def reading(n: int, sensor_type: str = "Temperature", data: str | None = None, reading_id=None) -> Reading:
@@ -688,6 +693,60 @@ class ReadingsTests(StoreTestCase):
         newest = await store.readings(NODE_ID, "Temperature", 3)
         self.assertEqual([r.entry_index for r in newest], [29, 28, 26])
         self.assertEqual(await store.readings(NODE_ID, "Pressure", 10), [])
+
+
+class ReadingsInRangeTests(StoreTestCase):
+    """
+    A time range of an origin's readings, from a real file through the
+    store's read-only connection.
+    """
+
+    async def store_stamped(self, stamps: list[str]) -> Store:
+        store, _ = await self.open_store()
+        batch = [
+            (Reading("Humidity" if n % 2 else "Temperature", f"{n}%", stamp, None), 1)
+            for n, stamp in enumerate(stamps, start=1)
+        ]
+        self.appended = await self.append(store, batch, [], 1)
+        return store
+
+    async def test_range_oldest_first(self) -> None:
+        """
+        The readings whose instant is in [since, until), oldest first,
+        whatever the order they were stored in; an offset counts, no
+        offset is UTC. Signed records, as /readings serves them.
+        """
+        store = await self.store_stamped([
+            "2026-11-28 10:30:00",
+            "2026-11-28 10:00:00.000000",
+            "2026-11-28T12:15:00+02:00",
+            "2026-11-28 11:00:00",
+            "2026-11-28 09:59:59.999999",
+        ])
+        hour = TimeRange(UTC_10, UTC_10 + timedelta(hours=1))
+        page = await store.readings_in(NODE_ID, None, hour, 100)
+        self.assertEqual([r.entry_index for r in page.records], [2, 3, 1])
+        self.assertIsNone(page.next)
+        for record in page.records:
+            self.signer.verify(record)
+        humidity = await store.readings_in(NODE_ID, "Humidity", hour, 100)
+        self.assertEqual([r.entry_index for r in humidity.records], [3, 1])
+
+    async def test_pages(self) -> None:
+        """
+        A full page says where the next starts; following it gives each
+        reading once, when many share a timestamp.
+        """
+        store = await self.store_stamped(["2026-11-28 10:00:00.5"] * 25 + ["2026-11-28 10:00:00.50"] * 5)
+        hour = TimeRange(UTC_10, UTC_10 + timedelta(hours=1))
+        seen = []
+        for _ in range(10):
+            page = await store.readings_in(NODE_ID, None, hour, 7)
+            seen += [r.entry_index for r in page.records]
+            if page.next is None:
+                break
+            hour = attrs.evolve(hour, after=page.next)
+        self.assertEqual(seen, list(range(1, 31)))
 
 
 class TableNameTests(SynchronousTestCase):

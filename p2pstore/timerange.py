@@ -1,0 +1,301 @@
+"""
+Time ranges over readings' timestamps, for ``/readings?since=&until=``: the
+bounds a user types, the instant a stored timestamp stands for, the order
+and paging token of a range, and the text ranges of the timestamp index
+that hold a range's readings.
+
+The rule: a reading's instant is its timestamp, taken as UTC when it has
+no offset (as the exporter takes it). A range is half-open: ``since``
+inclusive, ``until`` exclusive. Its readings come oldest first, in the
+order of L{Key}; a timestamp outside the sensor line grammar
+(L{p2pstore.lines}) is in no range.
+
+Stored timestamps are the text a sensor sent: ``YYYY-MM-DD`` then a space
+or ``T``, ``HH:MM:SS``, a fraction of 1 to 6 digits or none, then ``Z``, a
+numeric offset (``+02``, ``+0200``, ``+02:00``) or nothing. Text order is
+not time order across those spellings, so a range is read as one text
+range per spelling (L{Window}): a separator and a suffix after the
+seconds and fraction. Within one, the first 19 characters (the local
+second) order as the instants do.
+
+Pure functions and values: no Twisted, no SQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, NamedTuple, Optional
+
+from attrs import field, frozen
+
+from .lines import _TIMESTAMP
+from .records import is_node_id
+
+_EXAMPLE = "2026-11-28T10:00:00Z"
+_ONE_SECOND = timedelta(seconds=1)
+# What a user may type: ISO-8601 as datetime.fromisoformat reads it, within
+# a sane length.
+_MAX_BOUND = 40
+# A "+" in a URL's query is a space: "10:00:00+02:00" unescaped arrives as
+# "10:00:00 02:00".
+_SPACED_OFFSET = re.compile(r"(.*:[0-9]{2}(?:\.[0-9]+)?) ([0-9]{2}(?::?[0-9]{2})?)")
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,400}")
+# Sorts after every character a timestamp's rest holds (digits . : + - Z).
+_AFTER_REST = "~"
+
+
+class BadRange(ValueError):
+    """
+    A range parameter that cannot be used; ``str(error)`` names it and
+    says what is wrong.
+    """
+
+
+def parse_bound(name: str, text: str) -> datetime:
+    """
+    A user's ``since`` or ``until``: ISO-8601, as ``2026-11-28``,
+    ``2026-11-28T10:00``, ``2026-11-28 10:00:00.123456``, with or without
+    an offset (``Z``, ``+02:00``); without one it is UTC.
+
+    @return: the instant, an aware UTC datetime.
+    @raise BadRange: not such a time.
+    """
+    when = None
+    stripped = text.strip()
+    if stripped.isascii() and len(stripped) <= _MAX_BOUND:
+        when = _fromisoformat(stripped)
+        spaced = _SPACED_OFFSET.fullmatch(stripped)
+        if when is None and spaced is not None:
+            when = _fromisoformat(spaced[1] + "+" + spaced[2])
+    if when is None:
+        raise BadRange(
+            f"{name} must be ISO-8601, e.g. {_EXAMPLE} or 2026-11-28, not {text!r}"
+            " (write + as %2B in a URL)"
+        )
+    return _utc(when)
+
+
+def _fromisoformat(text: str) -> Optional[datetime]:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _utc(when: datetime) -> datetime:
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+def instant_of(timestamp: str) -> Optional[datetime]:
+    """
+    The instant a stored timestamp stands for (UTC when it has no offset),
+    or C{None} for one outside the sensor line grammar.
+    """
+    if not _TIMESTAMP.match(timestamp):
+        return None
+    when = _fromisoformat(timestamp)
+    return None if when is None else _utc(when)
+
+
+class Key(NamedTuple):
+    """
+    The place of a reading in a range: its instant, then (for the same
+    instant written two ways) its timestamp's text, then its position,
+    which is one reading's alone within an origin.
+    """
+
+    instant: datetime
+    timestamp: str
+    epoch: str
+    entry_index: int
+
+
+def encode_after(key: Key) -> str:
+    """
+    The ``after`` token of the last reading of a page: the next page
+    starts after it. URL-safe, opaque to clients.
+    """
+    text = json.dumps([key.timestamp, key.epoch, key.entry_index], separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_after(token: str) -> Key:
+    """
+    @raise BadRange: not a token L{encode_after} made.
+    """
+    try:
+        if not _TOKEN.fullmatch(token):
+            raise ValueError(token)
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        timestamp, epoch, entry_index = json.loads(raw.decode("utf-8"))
+    except (binascii.Error, ValueError, TypeError):
+        raise BadRange("after must be the 'next' token of an earlier answer") from None
+    instant = instant_of(timestamp) if isinstance(timestamp, str) else None
+    if (
+        instant is None
+        or not is_node_id(epoch)
+        or type(entry_index) is not int
+        or entry_index < 1
+    ):
+        raise BadRange("after must be the 'next' token of an earlier answer")
+    return Key(instant, timestamp, epoch, entry_index)
+
+
+@frozen
+class TimeRange:
+    """
+    The readings asked for: ``since <= instant < until`` (C{None}: no
+    bound), after the reading ``after`` if given, oldest first.
+    """
+
+    since: Optional[datetime] = None
+    until: Optional[datetime] = field(default=None)
+    after: Optional[Key] = None
+
+    @until.validator
+    def _ordered(self, attribute, until) -> None:
+        if self.since is not None and until is not None and self.since > until:
+            raise BadRange("since must not be after until (since is inclusive, until exclusive)")
+
+    def start(self) -> Optional[datetime]:
+        """
+        The earliest instant a reading still to come may have.
+        """
+        if self.after is None:
+            return self.since
+        if self.since is None:
+            return self.after.instant
+        return max(self.since, self.after.instant)
+
+    def holds(self, key: Key) -> bool:
+        return (
+            (self.since is None or key.instant >= self.since)
+            and (self.until is None or key.instant < self.until)
+            and (self.after is None or key > self.after)
+        )
+
+
+def offset_of(suffix: str) -> Optional[timedelta]:
+    """
+    The UTC offset a timestamp's suffix names (``""`` and ``Z``: none), or
+    C{None} when it is not one.
+    """
+    if suffix in ("", "Z"):
+        return timedelta(0)
+    if not suffix.isascii():
+        return None
+    when = _fromisoformat("2000-01-02T00:00:00" + suffix)
+    return None if when is None or when.tzinfo is None else when.utcoffset()
+
+
+@frozen
+class Window:
+    """
+    The timestamps of one spelling (``separator`` between date and time,
+    ``suffix`` after the seconds and fraction) whose local second is in
+    ``[low, high)`` (text; C{None}: no bound): all the readings of a range
+    written that way, and a few around it.
+    """
+
+    separator: str
+    suffix: str
+    offset: timedelta
+    low: Optional[str]
+    high: Optional[str]
+
+    @property
+    def pattern(self) -> str:
+        """
+        A GLOB for this spelling's first 19 characters.
+        """
+        return "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]%s[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*" % (
+            self.separator,
+        )
+
+    def read_through(self, second: str) -> Optional[datetime]:
+        """
+        Once every row of this window up to local second ``second`` (the
+        first 19 characters of a timestamp) is read: the instant before
+        which every reading of the window has been read, or C{None} when
+        ``second`` is no valid time.
+        """
+        when = _fromisoformat(second)
+        if when is None or len(second) != 19:
+            return None
+        try:
+            return when.replace(tzinfo=timezone.utc) + _ONE_SECOND - self.offset
+        except OverflowError:
+            return datetime.max.replace(tzinfo=timezone.utc)
+
+    def rest_of(self, second: str) -> tuple[str, str]:
+        """
+        The text range of every timestamp of local second ``second``.
+        """
+        return second, second + _AFTER_REST
+
+
+def windows(time_range: TimeRange, suffixes: Iterable[str]) -> list[Window]:
+    """
+    The windows holding every reading of ``time_range``: for each
+    separator, timestamps without an offset, with ``Z``, and with each
+    numeric offset ``suffixes`` names (those a table holds).
+    """
+    start, until = time_range.start(), time_range.until
+    found = []
+    for suffix in sorted({"", "Z", *suffixes}):
+        offset = offset_of(suffix)
+        if offset is None:
+            continue
+        for separator in (" ", "T"):
+            low = _second_text(start, offset, separator, timedelta(0))
+            high = _second_text(until, offset, separator, _ONE_SECOND)
+            found.append(Window(separator, suffix, offset, low, high))
+    return found
+
+
+def _second_text(when: Optional[datetime], offset: timedelta, separator: str, extra: timedelta):
+    # The local second of an instant at an offset, as the first 19
+    # characters of a timestamp; None past the calendar's ends (no bound).
+    if when is None:
+        return None
+    try:
+        local = when + offset + extra
+    except OverflowError:
+        return None
+    return (
+        f"{local.year:04d}-{local.month:02d}-{local.day:02d}{separator}"
+        f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    )
+
+
+def key_of(timestamp: str, epoch: str, entry_index: int) -> Optional[Key]:
+    """
+    A stored reading's L{Key}, or C{None} when its timestamp is in no range.
+    """
+    instant = instant_of(timestamp)
+    return None if instant is None else Key(instant, timestamp, epoch, entry_index)
+
+
+def time_range(
+    since: Optional[str], until: Optional[str], after: Optional[str]
+) -> Optional[TimeRange]:
+    """
+    The range of ``/readings``' parameters (their text, C{None} when
+    absent), or C{None} when none is given.
+
+    @raise BadRange: a parameter cannot be used.
+    """
+    if since is None and until is None and after is None:
+        return None
+    return TimeRange(
+        since=None if since is None else parse_bound("since", since),
+        until=None if until is None else parse_bound("until", until),
+        after=None if after is None else decode_after(after),
+    )
+

@@ -1,0 +1,257 @@
+"""
+Tests for p2pstore.rangereads: a time range of readings read from a real
+SQLite readings table (in memory, made by the schema's own SQL), paged by
+its rule, against the readings a plain filter and sort of every row picks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+from hypothesis import given, settings, strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pstore.rangereads import Offsets, read_range
+from p2pstore.schema import Schema, table_name
+from p2pstore.timerange import TimeRange, key_of
+
+NODE_ID = "0123456789abcdef0123456789abcdef"
+EPOCH = "fedcba9876543210fedcba9876543210"
+TABLE = table_name(NODE_ID)
+BASE = datetime(2026, 11, 28, 10, tzinfo=timezone.utc)
+SUFFIXES = {"": 0, "Z": 0, "+02:00": 120, "-0530": -330, "+01": 60}
+
+
+def table() -> sqlite3.Connection:
+    """
+    An empty readings table, as the schema makes one.
+    """
+    conn = sqlite3.connect(":memory:")
+    for statement in Schema().readings_table(NODE_ID, "main", own=False):
+        conn.execute(statement)
+    return conn
+
+
+def spell(instant: datetime, separator: str, digits: int, suffix: str) -> str:
+    """
+    ``instant`` written with a separator, ``digits`` fraction digits (0:
+    none) and a suffix, as a sensor line may carry it.
+    """
+    local = (instant + timedelta(minutes=SUFFIXES[suffix])).replace(tzinfo=None)
+    text = local.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
+    if digits:
+        text += "." + f"{local.microsecond:06d}"[:digits]
+    return text + suffix
+
+
+def insert(conn, timestamps, sensor_types=None) -> None:
+    for index, timestamp in enumerate(timestamps, start=1):
+        sensor_type = sensor_types[index - 1] if sensor_types else "Temperature"
+        conn.execute(
+            f"INSERT INTO {TABLE} (entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
+            f"data_checksum, epoch) VALUES (?, 1, ?, ?, ?, ?, ?)",
+            (index, sensor_type, f"{index}C", timestamp, "0" * 64, EPOCH),
+        )
+    conn.commit()
+
+
+def read(conn, time_range, limit, sensor_type=None, offsets=None):
+    try:
+        return read_range(conn, offsets or Offsets(), "main", TABLE, NODE_ID, sensor_type, time_range, limit)
+    finally:
+        conn.commit()
+
+
+def page_through(conn, time_range, limit, sensor_type=None) -> list[int]:
+    """
+    Every page of a range, each asked after the last reading of the one
+    before, as a client follows ``next``: their entry indexes.
+    """
+    offsets = Offsets()
+    indexes: list[int] = []
+    for _ in range(1000):
+        page = read(conn, time_range, limit, sensor_type, offsets)
+        assert len(page.records) <= limit
+        indexes += [r.entry_index for r in page.records]
+        if page.next is None:
+            return indexes
+        assert len(page.records) == limit
+        time_range = TimeRange(time_range.since, time_range.until, page.next)
+    raise AssertionError("no end to the pages")
+
+
+def expected(conn, time_range, sensor_type=None) -> list[int]:
+    """
+    What a range holds, by a filter and sort of every row.
+    """
+    keys = []
+    for index, timestamp, found_type in conn.execute(
+        f"SELECT entry_index, timestamp, sensor_type FROM {TABLE}"
+    ):
+        key = key_of(timestamp, EPOCH, index)
+        if key is not None and time_range.holds(key) and sensor_type in (None, found_type):
+            keys.append(key)
+    return [key.entry_index for key in sorted(keys)]
+
+
+class RangeTests(SynchronousTestCase):
+    """
+    A range's readings, oldest first, from every spelling.
+    """
+
+    def test_half_open(self) -> None:
+        """
+        since is inclusive and until exclusive, to the microsecond, with
+        trailing zeros or none.
+        """
+        conn = table()
+        insert(conn, [
+            "2026-11-28 09:59:59.999999",
+            "2026-11-28 10:00:00",
+            "2026-11-28 10:00:00.000000",
+            "2026-11-28 10:30:00.5",
+            "2026-11-28 10:59:59.999999",
+            "2026-11-28 11:00:00",
+            "2026-11-28 11:00:00.000001",
+        ])
+        hour = TimeRange(BASE, BASE + timedelta(hours=1))
+        self.assertEqual([r.entry_index for r in read(conn, hour, 100).records], [2, 3, 4, 5])
+
+    def test_offsets(self) -> None:
+        """
+        A timestamp with an offset is in a range by its instant; one
+        without is UTC; a "T" separator changes nothing. One instant
+        written two ways comes in the order of the text.
+        """
+        conn = table()
+        insert(conn, [
+            "2026-11-28T12:15:00+02:00",  # 10:15Z
+            "2026-11-28 10:20:00+02:00",  # 08:20Z: out
+            "2026-11-28T04:55:00.25-0530",  # 10:25:00.25Z
+            "2026-11-28T10:10:00Z",
+            "2026-11-28T10:05:00",
+            "2026-11-29 00:30:00+14:00",  # 10:30Z
+            "2026-11-27 23:00:00-11:45",  # 10:45Z
+            "2026-11-28 11:30:00+01",  # 10:30Z
+        ])
+        hour = TimeRange(BASE, BASE + timedelta(hours=1))
+        page = read(conn, hour, 100)
+        self.assertEqual([r.entry_index for r in page.records], [5, 4, 1, 3, 8, 6, 7])
+        self.assertIsNone(page.next)
+
+    def test_outside_grammar(self) -> None:
+        """
+        A timestamp outside the grammar is in no range, even where its
+        text sorts inside one.
+        """
+        conn = table()
+        insert(conn, ["2026-11-28 10:30:00 or so", "2026-11-28 10:30", "2026-11-28 10:31:00"])
+        page = read(conn, TimeRange(BASE, BASE + timedelta(hours=1)), 1)
+        self.assertEqual([r.entry_index for r in page.records], [3])
+        self.assertIsNone(page.next)
+
+    def test_type(self) -> None:
+        """
+        A type filter keeps to that sensor type.
+        """
+        conn = table()
+        insert(conn, [spell(BASE + timedelta(minutes=n), " ", 6, "") for n in range(6)],
+               ["Humidity", "Temperature"] * 3)
+        hour = TimeRange(BASE, BASE + timedelta(hours=1))
+        self.assertEqual(page_through(conn, hour, 2, "Humidity"), [1, 3, 5])
+
+    def test_shared_timestamp(self) -> None:
+        """
+        Paging by the next token returns every reading once, in order, when
+        hundreds share one timestamp, spelled every way.
+        """
+        conn = table()
+        stamps = []
+        for n in range(600):
+            instant = BASE + timedelta(seconds=n // 200)
+            suffix = list(SUFFIXES)[n % len(SUFFIXES)]
+            stamps.append(spell(instant, " T"[n % 2], n % 7, suffix))
+        insert(conn, stamps)
+        hour = TimeRange(BASE, BASE + timedelta(hours=1))
+        for limit in (1, 7, 100, 599, 600, 601):
+            got = page_through(conn, hour, limit)
+            self.assertEqual(got, expected(conn, hour), limit)
+            self.assertEqual(sorted(got), list(range(1, 601)))
+
+    def test_offsets_seen_later(self) -> None:
+        """
+        An offset first stored after a table's offsets were read is found
+        by the next query.
+        """
+        conn = table()
+        offsets = Offsets()
+        insert(conn, ["2026-11-28 10:10:00"])
+        hour = TimeRange(BASE, BASE + timedelta(hours=1))
+        self.assertEqual(len(read(conn, hour, 10, offsets=offsets).records), 1)
+        conn.execute(
+            f"INSERT INTO {TABLE} (entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
+            f"data_checksum, epoch) VALUES (2, 1, 'T', '1C', '2026-11-28 14:20:00+04:00', '', ?)",
+            (EPOCH,),
+        )
+        conn.commit()
+        self.assertEqual([r.entry_index for r in read(conn, hour, 10, offsets=offsets).records], [1, 2])
+
+    def test_index(self) -> None:
+        """
+        Every query of a range, with a type and without, searches the
+        timestamp index.
+        """
+        conn = table()
+        insert(conn, [spell(BASE + timedelta(seconds=n), " ", 6, "") for n in range(50)])
+        seen = []
+
+        class Recording:
+            def execute(self, sql, params=()):
+                seen.append((sql, params))
+                return conn.execute(sql, params)
+
+        for sensor_type in (None, "Temperature"):
+            read_range(Recording(), Offsets(), "main", TABLE, NODE_ID, sensor_type,
+                       TimeRange(BASE, BASE + timedelta(hours=1)), 10)
+            conn.commit()
+        ranged = [(sql, params) for sql, params in seen if "timestamp >=" in sql]
+        self.assertTrue(any("sensor_type" in sql for sql, _ in ranged))
+        for sql, params in ranged:
+            plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+            self.assertIn(f"USING INDEX {TABLE}_timestamp (timestamp>? AND timestamp<?)", plan, sql)
+            self.assertNotIn("TEMP B-TREE", plan, sql)
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 40),
+                st.sampled_from(" T"),
+                st.integers(0, 6),
+                st.sampled_from(sorted(SUFFIXES)),
+                st.sampled_from(["Humidity", "Temperature"]),
+            ),
+            max_size=60,
+        ),
+        st.one_of(st.none(), st.integers(0, 40)),
+        st.one_of(st.none(), st.integers(0, 40)),
+        st.integers(1, 8),
+        st.sampled_from([None, "Humidity"]),
+    )
+    def test_pages_are_the_range(self, readings, since, until, limit, sensor_type) -> None:
+        """
+        For any readings, spellings and bounds, the pages together are the
+        range's readings in order, each once.
+        """
+        if since is not None and until is not None and since > until:
+            since, until = until, since
+        conn = table()
+        # Instants 250 ms apart, so that a fraction's digits matter.
+        stamp = lambda n: BASE + timedelta(milliseconds=250 * n)
+        insert(conn, [spell(stamp(n), sep, digits, suffix) for n, sep, digits, suffix, _ in readings],
+               [t for *_, t in readings])
+        time_range = TimeRange(
+            None if since is None else stamp(since), None if until is None else stamp(until)
+        )
+        self.assertEqual(page_through(conn, time_range, limit, sensor_type), expected(conn, time_range, sensor_type))
