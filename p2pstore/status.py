@@ -1,5 +1,6 @@
 """
-The status web resources: ``/status`` and ``/readings`` as JSON, and
+The status web resources: ``/status`` and ``/readings`` as JSON (and
+``/readings`` as CSV), and
 ``/metrics`` (L{p2pstore.metrics}).
 
 It only serialises what L{Node} says; it holds no state of its own.
@@ -7,6 +8,8 @@ It only serialises what L{Node} says; it holds no state of its own.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import attrs
@@ -18,7 +21,8 @@ from .httpauth import TokenRequired
 from .metrics import MetricsResource
 from .node import Node, NotReady, UnknownOrigin
 from .lines import MAX_SENSOR_TYPE
-from .records import is_node_id
+from . import timerange
+from .records import Record, is_node_id
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10000
@@ -63,6 +67,11 @@ class ReadingsResource(Resource):
     """
     ``GET /readings?origin=<id>&type=<sensor_type>&limit=<n>``: the newest
     readings of one origin, newest first.
+
+    With ``since``, ``until`` or ``after``, a time range instead, oldest
+    first (L{p2pstore.timerange}): ``since`` inclusive, ``until``
+    exclusive, and ``after=<next>`` for the page after an answer whose
+    ``next`` was not null. ``format=csv`` answers CSV rather than JSON.
     """
 
     isLeaf = True
@@ -78,6 +87,10 @@ class ReadingsResource(Resource):
             origin = _single(args, b"origin")
             sensor_type = _single(args, b"type")
             limit = _limit(_single(args, b"limit"))
+            answer = _format(_single(args, b"format"))
+            time_range = timerange.time_range(
+                _single(args, b"since"), _single(args, b"until"), _single(args, b"after")
+            )
         except ValueError as e:
             return _json(request, 400, {"error": str(e)})
         if origin is not None and not is_node_id(origin):
@@ -91,7 +104,7 @@ class ReadingsResource(Resource):
                 request, 400, {"error": f"type must be 1 to {MAX_SENSOR_TYPE} characters"}
             )
         try:
-            d = self.node.readings(origin, sensor_type, limit)
+            d = self.node.readings(origin, sensor_type, limit, time_range)
         except UnknownOrigin:
             return _json(request, 404, {"error": f"this node holds no readings of origin {origin}"})
         except NotReady:
@@ -105,11 +118,13 @@ class ReadingsResource(Resource):
         gone = []
         request.notifyFinish().addErrback(gone.append)
 
-        def send(records):
+        def send(found):
             if gone:
                 return
-            readings = [attrs.asdict(r) | {"value": r.value, "unit": r.unit} for r in records]
-            request.write(_json(request, 200, {"readings": readings}))
+            if time_range is None:
+                request.write(answer(request, found, None, False))
+            else:
+                request.write(answer(request, found.records, found.next, True))
             request.finish()
 
         def failed(failure):
@@ -121,6 +136,56 @@ class ReadingsResource(Resource):
 
         d.addCallback(send).addErrback(failed)
         return NOT_DONE_YET
+
+
+# The columns of a reading in both formats: its record's, then its value
+# and unit.
+READING_COLUMNS = tuple(field.name for field in attrs.fields(Record)) + ("value", "unit")
+
+
+def _reading(record: Record) -> dict:
+    return attrs.asdict(record) | {"value": record.value, "unit": record.unit}
+
+
+def _json_readings(request, records, next_key, ranged: bool) -> bytes:
+    body: dict = {"readings": [_reading(r) for r in records]}
+    if ranged:
+        body["next"] = None if next_key is None else timerange.encode_after(next_key)
+        _next_header(request, next_key)
+    return _json(request, 200, body)
+
+
+def _csv_readings(request, records, next_key, ranged: bool) -> bytes:
+    request.setResponseCode(200)
+    request.setHeader(b"Content-Type", b"text/csv; charset=utf-8")
+    request.setHeader(b"Cache-Control", b"no-store")
+    if ranged:
+        _next_header(request, next_key)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(READING_COLUMNS)
+    for record in records:
+        reading = _reading(record)
+        writer.writerow(["" if reading[c] is None else reading[c] for c in READING_COLUMNS])
+    return out.getvalue().encode("utf-8")
+
+
+def _next_header(request, next_key) -> None:
+    # The next page's token in both formats; absent at a range's end.
+    if next_key is not None:
+        request.setHeader(b"Next-After", timerange.encode_after(next_key).encode("ascii"))
+
+
+_FORMATS = {"json": _json_readings, "csv": _csv_readings}
+
+
+def _format(text):
+    if text is None:
+        return _json_readings
+    try:
+        return _FORMATS[text]
+    except KeyError:
+        raise ValueError(f"format must be json or csv, not {text!r}") from None
 
 
 def _single(args: dict, name: bytes):

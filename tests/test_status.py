@@ -5,6 +5,8 @@ node with a real store in a temporary directory.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from urllib.parse import urlencode
@@ -16,7 +18,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.test.requesthelper import DummyRequest
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from p2pstore import __version__
@@ -28,7 +31,7 @@ from p2pstore.replication import Replicator
 from p2pstore.rows import OwnRows
 from p2pstore.schema import SELF_DB
 from p2pstore.sensor import SensorFactory
-from p2pstore.status import MAX_LIMIT, status_site
+from p2pstore.status import MAX_LIMIT, _csv_readings, status_site
 from p2pstore.storage import Store
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
@@ -260,7 +263,7 @@ class ClientGoneTests(StatusTestCase):
         query = Deferred()
         asked = Deferred()
 
-        def readings(origin, sensor_type, limit):
+        def readings(origin, sensor_type, limit, time_range=None):
             asked.callback(None)
             return query
 
@@ -386,6 +389,135 @@ class ReadingsTests(StatusTestCase):
         """
         error = await self.get_readings(404, origin=OTHER_ID)
         self.assertIn(OTHER_ID, error["error"])
+
+
+class ReadingsRangeTests(StatusTestCase):
+    """
+    C{GET /readings?since=&until=}: a time range, oldest first, in pages,
+    as JSON or CSV.
+    """
+
+    async def setUp(self) -> None:
+        await super().setUp()
+        await self.node.start()
+
+    async def get_csv(self, expect: int = 200, **query) -> tuple[list[list[str]], object]:
+        """
+        GET /readings as CSV: its rows, header first, and the response.
+        """
+        url = self.base + b"/readings?" + urlencode(query | {"format": "csv"}).encode("ascii")
+        response = await self.agent.request(b"GET", url)
+        body = await readBody(response)
+        self.assertEqual(response.code, expect, body)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/csv; charset=utf-8"])
+        return list(csv.reader(io.StringIO(body.decode("utf-8"), newline=""))), response
+
+    async def test_range(self) -> None:
+        """
+        since is inclusive, until exclusive; the readings come oldest first
+        by their instant, an offset counted and none taken as UTC; a range
+        that ends is answered with next null.
+        """
+        await self.send(
+            b"Temperature,1C,2026-11-28 10:30:00",
+            b"Temperature,2C,2026-11-28T12:00:00+02:00",
+            b"Temperature,3C,2026-11-28 11:00:00",
+            b"Temperature,4C,2026-11-28 09:59:59.999999",
+            b"Humidity,5%,2026-11-28 10:10:00Z",
+        )
+        answer = await self.get_readings(since="2026-11-28T10:00", until="2026-11-28T11:00:00Z")
+        self.assertEqual([r["entry_index"] for r in answer["readings"]], [2, 5, 1])
+        self.assertIsNone(answer["next"])
+        answer = await self.get_readings(since="2026-11-28 12:00:00+02:00", type="Temperature")
+        self.assertEqual([r["entry_index"] for r in answer["readings"]], [2, 1, 3])
+        answer = await self.get_readings(until="2026-11-28")
+        self.assertEqual(answer, {"readings": [], "next": None})
+
+    async def test_pages(self) -> None:
+        """
+        A full page gives a next token (in the body and a Next-After
+        header); following it returns every reading once, when many share
+        one timestamp.
+        """
+        await self.send(*[b"Temperature,%dC,2026-11-28 10:00:00" % (n,) for n in range(1, 26)])
+        query = {"since": "2026-11-28", "limit": "10"}
+        seen = []
+        for _ in range(5):
+            answer = await self.get_readings(**query)
+            seen += [r["entry_index"] for r in answer["readings"]]
+            if answer["next"] is None:
+                break
+            query["after"] = answer["next"]
+        self.assertEqual(seen, list(range(1, 26)))
+        rows, response = await self.get_csv(since="2026-11-28", limit="10")
+        self.assertEqual(len(rows), 11)
+        first = await self.get_readings(since="2026-11-28", limit="10")
+        self.assertEqual(response.headers.getRawHeaders(b"next-after"), [first["next"].encode("ascii")])
+
+    async def test_csv(self) -> None:
+        """
+        format=csv: a header row, then the JSON answer's columns, quoted
+        where a type or value holds quotes, in UTF-8; an absent value is
+        empty. Without a range, the newest first as in JSON.
+        """
+        await self.send('Wind "gusts",7 m/s ☃ "N",2026-11-28 10:00:00,id-1'.encode("utf-8"))
+        self.sensor().dataReceived(b"Temperature,21.5C,2026-11-28 10:00:01\n")
+        await self.ingestor.drain()
+        rows, response = await self.get_csv(since="2026-11-28")
+        header, *data = rows
+        answer = await self.get_readings(since="2026-11-28")
+        self.assertEqual(header, list(answer["readings"][0]))
+        self.assertEqual(len(data), len(answer["readings"]))
+        for row, reading in zip(data, answer["readings"]):
+            self.assertEqual(row, ["" if v is None else str(v) for v in reading.values()])
+        self.assertIsNone(response.headers.getRawHeaders(b"next-after"))
+        newest, _ = await self.get_csv()
+        self.assertEqual([row[header.index("entry_index")] for row in newest[1:]], ["2", "1"])
+
+    async def test_bad_range(self) -> None:
+        """
+        A bound that is not ISO-8601, since after until, a token not made
+        by the node, or an unknown format is a 400 with a JSON error that
+        names it.
+        """
+        error = await self.get_readings(400, since="yesterday")
+        self.assertEqual(
+            error["error"],
+            "since must be ISO-8601, e.g. 2026-11-28T10:00:00Z or 2026-11-28, not 'yesterday'"
+            " (write + as %2B in a URL)",
+        )
+        error = await self.get_readings(400, until="2026-11-28T25:00")
+        self.assertTrue(error["error"].startswith("until must be ISO-8601"), error)
+        error = await self.get_readings(400, since="2026-11-29", until="2026-11-28")
+        self.assertEqual(
+            error["error"], "since must not be after until (since is inclusive, until exclusive)"
+        )
+        error = await self.get_readings(400, after="nonsense")
+        self.assertIn("after", error["error"])
+        error = await self.get_readings(400, format="xml")
+        self.assertEqual(error["error"], "format must be json or csv, not 'xml'")
+
+
+class CSVTests(SynchronousTestCase):
+    """
+    The CSV of readings, whatever text a record holds.
+    """
+
+    def test_quoting(self) -> None:
+        """
+        Commas, quotes, line ends and any UTF-8 in a type or value come
+        back whole through Python's csv reader.
+        """
+        record = Record(
+            NODE_ID, OTHER_ID, 1, 0, 'Wind, "gusts"', "7,5 m/s\r\n☃", "2026-11-28 10:00:00", None, "0" * 64
+        )
+        request = DummyRequest([b"readings"])
+        body = _csv_readings(request, [record], None, True)
+        header, row = csv.reader(io.StringIO(body.decode("utf-8"), newline=""))
+        self.assertEqual(dict(zip(header, row))["sensor_type"], 'Wind, "gusts"')
+        self.assertEqual(dict(zip(header, row))["sensor_data"], "7,5 m/s\r\n☃")
+        self.assertEqual(dict(zip(header, row))["reading_id"], "")
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"text/csv; charset=utf-8"])
 
 
 class NotFoundTests(StatusTestCase):
