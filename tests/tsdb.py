@@ -60,7 +60,7 @@ class _Server:
 
     def __init__(self, test_case, directory: Path):
         self.test_case = test_case
-        self.directory = Path(directory)
+        self.directory = Path(directory).resolve()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = None
         self.process = None

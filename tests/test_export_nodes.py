@@ -1,0 +1,240 @@
+"""
+Export between real processes on loopback: ``twistd -n p2pstore --export``
+nodes posting to Debian's InfluxDB 1.x and VictoriaMetrics, started by each
+test (tests/tsdb.py). Every acknowledged reading arrives once, as the point
+p2pstore.lineprotocol makes of it, through a destination stopped and
+started again and a node killed with -9 in the middle of a backlog; a point
+the destination refuses goes to the dead letters while the rest flows.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from p2pstore.lineprotocol import nanoseconds
+from p2pstore.records import parse_value_unit
+
+from .nodes import SELF_DB, NodeProcess, wait_for
+from .test_cluster import feed, no_tracebacks, own, sensor_lines
+from .tsdb import InfluxDB, VictoriaMetrics
+
+DB = "sensors"
+# Catching up a backlog at a few thousand records a second, on a loaded
+# machine, after a backoff of up to 16 s.
+EXPORTED_WITHIN = 90.0
+
+
+def expected_points(node: NodeProcess) -> set:
+    """
+    The points a node's own readings should be, as InfluxDB returns them:
+    (measurement, time ns, origin, unit, value, data).
+    """
+    points = set()
+    for row in own(node):
+        index, _, sensor_type, data, timestamp = row[:5]
+        value, unit = parse_value_unit(data)
+        points.add(
+            (sensor_type, nanoseconds(timestamp, index), node.node_id, unit, value,
+             None if value is not None else data)
+        )
+    return points
+
+
+def influx_points(points: list) -> set:
+    return {
+        (p["measurement"], p["time"], p["origin"], p.get("unit"), p.get("value"), p.get("data"))
+        for p in points
+    }
+
+
+@inlineCallbacks
+def export_status(node: NodeProcess, index: int = 0):
+    status = yield node.status()
+    return status["exports"][index]
+
+
+@inlineCallbacks
+def exported(node: NodeProcess, count: int, index: int = 0, timeout: float = EXPORTED_WITHIN):
+    """
+    Wait until the node's destination ``index`` has taken ``count`` of its
+    readings and none is pending.
+    """
+
+    seen = []
+
+    @inlineCallbacks
+    def done():
+        status = yield export_status(node, index)
+        (saved,) = node.query(
+            SELF_DB, "SELECT coalesce(sum(exported), 0) FROM export_cursors WHERE destination = ?",
+            (status["url"],),
+        )
+        seen[:] = [status, saved]
+        return status["pending"] == 0 and saved[0] >= count
+
+    yield wait_for(done, timeout, lambda: f"export of {count} readings: {seen}")
+
+
+class InfluxDBExportTests(TestCase):
+    timeout = 300
+
+    @inlineCallbacks
+    def start(self, extra=()):
+        self.influx = InfluxDB(self, self.mktemp())
+        yield self.influx.start()
+        yield self.influx.create(DB)
+        self.node = NodeProcess(self, extra_args=["--export", self.influx.write_url(DB), *extra])
+        yield self.node.start()
+        return self.node
+
+    @inlineCallbacks
+    def test_every_reading_arrives(self):
+        """
+        Every acknowledged reading is one point in InfluxDB, with its
+        measurement, tags, field and time as documented: names with spaces
+        and non-ASCII, UTC offsets, readings stamped by the node, several
+        with the same timestamp to the second.
+        """
+        node = yield self.start()
+        yield feed(self, node, sensor_lines(400, "a"))
+        yield exported(node, 400)
+        points = yield self.influx.points(DB)
+        self.assertEqual(len(points), 400)
+        self.assertEqual(influx_points(points), expected_points(node))
+        status = yield export_status(node)
+        self.assertEqual((status["sent"], status["state"]), (400, "ok"))
+        no_tracebacks(self, node)
+
+    @inlineCallbacks
+    def test_destination_down_then_back(self):
+        """
+        Readings stored while InfluxDB is down wait, shown in /status as
+        pending and retrying; once it is back they arrive, none missing
+        and none twice.
+        """
+        node = yield self.start()
+        yield feed(self, node, sensor_lines(50, "before"))
+        yield exported(node, 50)
+        yield self.influx.stop()
+        yield feed(self, node, sensor_lines(300, "during", start=50))
+        yield wait_for(
+            lambda: export_status(node).addCallback(lambda s: s["state"] == "retrying"),
+            30, "the export to retry",
+        )
+        status = yield export_status(node)
+        self.assertEqual(status["pending"], 300)
+        self.assertIn("connection", status["errors"])
+        self.assertIsNotNone(status["oldest_unexported_age_s"])
+        yield self.influx.start()
+        yield exported(node, 350)
+        points = yield self.influx.points(DB)
+        self.assertEqual(len(points), 350)
+        self.assertEqual(influx_points(points), expected_points(node))
+        self.assertIn("works again", node.log_text())
+
+    @inlineCallbacks
+    def test_killed_mid_export(self):
+        """
+        A node killed with -9 while it exports a backlog sends on from its
+        saved cursor after the restart: InfluxDB holds every reading once
+        (the batch in flight at the kill is overwritten, not doubled).
+        """
+        node = yield self.start()
+        yield self.influx.stop()
+        lines = sensor_lines(20000, "k")
+        for at in range(0, len(lines), 5000):
+            yield feed(self, node, lines[at:at + 5000], timeout=60)
+        yield self.influx.start()
+
+        def some_exported():
+            saved = node.query(SELF_DB, "SELECT coalesce(sum(exported), 0) FROM export_cursors")
+            return 0 < saved[0][0] < 20000
+
+        yield wait_for(some_exported, EXPORTED_WITHIN, "a part of the backlog to be exported")
+        yield node.kill()
+        yield node.start()
+        yield exported(node, 20000)
+        (answer,) = (yield self.influx.query(DB, 'SELECT count("value") FROM "Temperature"'))["results"]
+        temperatures = sum(1 for p in expected_points(node) if p[0] == "Temperature")
+        self.assertEqual(answer["series"][0]["values"][0][1], temperatures)
+        points = yield self.influx.points(DB)
+        self.assertEqual(len(points), 20000)
+        self.assertEqual(influx_points(points), expected_points(node))
+
+    @inlineCallbacks
+    def test_refused_point_dead_lettered(self):
+        """
+        A reading InfluxDB cannot hold (a time past 2262) goes to
+        export_dead_letters with InfluxDB's answer, counted in /status;
+        every other reading arrives.
+        """
+        node = yield self.start()
+        lines = sensor_lines(20, "d")
+        lines.insert(7, b"Temperature,20C,2300-01-01 00:00:00,far-future")
+        yield feed(self, node, lines)
+        yield exported(node, 21)
+        status = yield export_status(node)
+        self.assertEqual(status["dead_lettered"], 1)
+        ((index, status, answer, line),) = node.query(
+            SELF_DB, "SELECT entry_index, status, answer, line FROM export_dead_letters"
+        )
+        self.assertEqual((index, status), (8, 400))
+        self.assertIn("out of range", answer)
+        self.assertIn("value=20.0 10413792000000000008", line)
+        points = yield self.influx.points(DB)
+        self.assertEqual(len(points), 20)
+        self.assertIn("export_dead_letters", node.log_text())
+
+
+class VictoriaMetricsExportTests(TestCase):
+    timeout = 300
+
+    @inlineCallbacks
+    def test_two_destinations(self):
+        """
+        A node with two --export destinations, InfluxDB and
+        VictoriaMetrics, sends every reading to each; VictoriaMetrics holds
+        each numeric reading as ``<type>_value`` at its millisecond.
+        """
+        influx = InfluxDB(self, self.mktemp())
+        victoria = VictoriaMetrics(self, self.mktemp())
+        yield influx.start()
+        yield influx.create(DB)
+        yield victoria.start()
+        node = NodeProcess(
+            self, extra_args=["--export", influx.write_url(DB), "--export", victoria.write_url()]
+        )
+        yield node.start()
+        yield feed(self, node, sensor_lines(200, "v"))
+        yield exported(node, 200, index=0)
+        yield exported(node, 200, index=1)
+        points = yield influx.points(DB)
+        self.assertEqual(influx_points(points), expected_points(node))
+        expected = {
+            (f"{kind}_value", unit, value, when // 10**6)
+            for kind, when, _, unit, value, _ in expected_points(node)
+        }
+
+        def held():
+            d = victoria.export()
+
+            def samples(series):
+                found = []
+                for labels, values, stamps in series:
+                    for value, stamp in zip(values, stamps):
+                        found.append((labels["__name__"], labels.get("unit"), value, stamp))
+                return found
+
+            return d.addCallback(samples)
+
+        # Readings of one type less than 1 ms apart share a timestamp
+        # there: the samples are compared as a set, and counted.
+        found = yield wait_for(
+            lambda: held().addCallback(lambda found: found if set(found) == expected else None),
+            30, "VictoriaMetrics to hold every reading",
+        )
+        self.assertEqual(len(found), 200)
+        no_tracebacks(self, node)
