@@ -19,7 +19,14 @@ L{p2pstore.sending.LogSender} over the node's logs, one batch in flight:
   what to check; 400 (or 413): the batch split in halves down to the one
   reading the destination refuses, which goes to the dead letters with the
   answer while export goes on;
-- only records whose HMAC checks leave the node.
+- only records whose HMAC checks leave the node;
+- takeover: a node also exports an origin it holds whose node it has not
+  reached (directly, or through a peer linked to it) for ``takeover``
+  seconds (--export-takeover), from the cursor that origin last announced
+  (``EXPORTED``, with each HAVE), so that losing a node leaves no gap
+  upstream. The origin, back, goes on from the other's cursor. At most the
+  batches in flight at a handover are sent twice; the destination
+  overwrites them.
 
 URLs may carry credentials (``user:password@``, InfluxDB 1.x's ``u=`` and
 ``p=``): they are sent, but every log line and ``/status`` shows the URL as
@@ -45,6 +52,7 @@ from .destinations import Destination
 from .gaps import Gap
 from .records import ENTRY_INDEX
 from .sending import LogSender
+from .wire import Exported
 
 # The most readings, and bytes before gzip, in one write (the issue's, and
 # InfluxDB's advice of 5,000 lines a write).
@@ -99,6 +107,9 @@ class Exporter:
         interval: float = INTERVAL,
         max_lines: int = MAX_LINES,
         max_body: int = MAX_BODY,
+        takeover: Optional[float] = None,
+        reachable=lambda node_id: True,
+        announce=lambda: None,
     ):
         self.destination = destination
         self._node_id = node_id
@@ -116,6 +127,15 @@ class Exporter:
         self._interval = interval
         self._max_lines = max_lines
         self._max_body = max_body
+        self._takeover = takeover
+        self._reachable = reachable
+        self._announce = announce
+        # How far peers say this destination holds each log (EXPORTED).
+        self.heard: dict = {}
+        # The origins this node exports for their node, which is down, and
+        # when each was last seen up.
+        self.taken_over: set = set()
+        self._seen: dict = {}
         self.sender = LogSender(
             destination.name,
             source,
@@ -195,7 +215,7 @@ class Exporter:
     # -- what to ship, and when ----------------------------------------------
 
     def _exports(self, log) -> bool:
-        return log[0] == self._node_id
+        return log[0] == self._node_id or log[0] in self.taken_over
 
     def _skip(self, log) -> bool:
         if not self._exports(log):
@@ -217,7 +237,70 @@ class Exporter:
         self.sender.pump()
 
     def _flush(self) -> None:
+        self._check_takeover()
         self.sender.pump()
+
+    def _check_takeover(self) -> None:
+        if self._takeover is None:
+            return
+        now = self._clock.seconds()
+        origins = {log[0] for log in self._source.positions} - {self._node_id}
+        for origin in origins:
+            if self._reachable(origin):
+                self._seen[origin] = now
+                if origin in self.taken_over:
+                    self.taken_over.discard(origin)
+                    self.log.info(
+                        "origin {origin} is up again: it exports its own readings to "
+                        "{destination} again",
+                        origin=origin, destination=self.destination.name,
+                    )
+                continue
+            down = now - self._seen.get(origin, self._started_at)
+            if origin in self.taken_over or down < self._takeover:
+                continue
+            self.taken_over.add(origin)
+            logs = [log for log in self._source.positions if log[0] == origin]
+            for log in logs:
+                self.sender.holds(log, max(self.saved.get(log, 0), self.heard.get(log, 0)))
+            self.log.warn(
+                "origin {origin} has been unreachable for {down:.0f} s: this node exports "
+                "its readings to {destination} until it is back, from where it announced "
+                "(entry {start})",
+                origin=origin, down=down, destination=self.destination.name,
+                start=", ".join(
+                    str(max(self.saved.get(log, 0), self.heard.get(log, 0)) + 1) for log in logs
+                ),
+            )
+
+    def heard_exported(self, message: Exported) -> None:
+        """
+        A peer says how far this destination holds logs (its cursors).
+        What this node exports itself goes on from there, its cursor saved.
+        """
+        if message.destination != self.destination.name:
+            return
+        for log, index in message.positions.items():
+            if index <= self.heard.get(log, 0):
+                continue
+            self.heard[log] = index
+            if self.started and self._exports(log) and index > self.saved.get(log, 0):
+                self.sender.holds(log, index)
+                d = self._store.exported(self.destination.name, log, index)
+                d.addCallback(lambda _, log=log, index=index: self._advanced(log, index))
+                d.addErrback(
+                    lambda f: self.log.failure("could not save an export cursor a peer sent", f)
+                )
+
+    def _advanced(self, log, index: int) -> None:
+        self.saved[log] = max(self.saved.get(log, 0), index)
+        self._drop_marks(log, index)
+
+    def announcement(self) -> Exported:
+        """
+        How far this destination holds each log, as this node saved it.
+        """
+        return Exported(self.destination.name, {log: n for log, n in self.saved.items() if n})
 
     # -- one batch -----------------------------------------------------------
 
@@ -301,6 +384,7 @@ class Exporter:
 
         def saved(_):
             self.saved[log] = max(self.saved.get(log, 0), last)
+            self._announce()
             self.sent += count
             now = self._clock.seconds()
             self.last_success = now
@@ -447,6 +531,7 @@ class Exporter:
             "last_error": self.last_error,
             "failing_since": self.failing_since,
             "errors": dict(self.errors),
+            "taken_over": sorted(self.taken_over),
         }
 
 

@@ -27,7 +27,8 @@ from .records import ENTRY_INDEX, Signer
 from .recovery import Recovery
 from .sending import Log, LogSender, LogSource
 from .wire import (
-    MAX_RECORDS, Ack, BadMessage, Full, Have, Held, Links, Pruned, Records, Repair, Want,
+    MAX_RECORDS, Ack, BadMessage, Exported, Full, Have, Held, Links, Pruned, Records, Repair,
+    Want,
 )
 
 # HAVE announcements are coalesced over this long.
@@ -98,6 +99,10 @@ class Replicator:
         )
         self._have_call = None
         self._store = store
+        # The export cursors to announce (p2pstore.export), as EXPORTED
+        # messages, and who hears those of peers.
+        self.export_positions: Callable[[], list] = list
+        self.export_listeners: list[Callable[[Exported], None]] = []
         # The scrub that keeps the quarantine (p2pstore.scrub), once set.
         self.scrub = None
         self.refused_links = 0
@@ -232,6 +237,8 @@ class Replicator:
         peer.address = link.dial_address or peer.address or link.address
         peer.last_seen = self._clock.seconds()
         link.send(Have(self._have_payload()))
+        for message in self.export_positions():
+            link.send(message)
         self._announce_links()
         if self.scrub is not None and self.scrub.pending:
             self.scrub.ask()
@@ -292,6 +299,9 @@ class Replicator:
         elif isinstance(message, Held):
             for holder, last in message.holders.items():
                 self.holdings.heard((message.origin, message.epoch), holder, last)
+        elif isinstance(message, Exported):
+            for listener in self.export_listeners:
+                listener(message)
         else:
             raise BadMessage(f"unexpected {type(message).__name__.upper()}")
 
@@ -368,6 +378,21 @@ class Replicator:
         for log, last in has.items():
             self.holdings.heard(log, peer.node_id, last, message.firsts.get(log, 1))
 
+    def reachable(self, node_id: str) -> bool:
+        """
+        Whether node ``node_id`` is up as far as this node can tell: linked
+        to it, or to a peer that says it is linked to it.
+        """
+        return self._linked(node_id) or any(
+            peer.links and node_id in peer.linked_to for peer in self.peers.values()
+        )
+
+    def announce(self) -> None:
+        """
+        Tell the peers what changed (HAVE, and the export cursors), shortly.
+        """
+        self._announce()
+
     def _linked(self, node_id: str) -> bool:
         peer = self.peers.get(node_id)
         return peer is not None and bool(peer.links)
@@ -409,10 +434,11 @@ class Replicator:
 
     def _send_have(self) -> None:
         self._have_call = None
-        message = Have(self._have_payload(), dict(self.source.firsts))
+        messages = [Have(self._have_payload(), dict(self.source.firsts)), *self.export_positions()]
         for peer in self.peers.values():
             for link in peer.links:
-                link.send(message)
+                for message in messages:
+                    link.send(message)
 
     # -- applying ---------------------------------------------------------
 

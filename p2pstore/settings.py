@@ -61,6 +61,7 @@ DEFAULTS = {
     # Given any number of times: a list.
     "export": (),
     "export-token-file": None,
+    "export-takeover": "5m",
 }
 # Records a second the scrub may check, at most (0: only at start and on a
 # peer's refusal).
@@ -74,6 +75,8 @@ MAX_COMMIT_INTERVAL = 1.0
 # --retain: from a second to ten years.
 MIN_RETAIN, MAX_RETAIN = 1.0, 3650 * 86400.0
 ON_FULL = ("reject", "evict-safe")
+# --export-takeover: from a second to a week.
+MIN_TAKEOVER, MAX_TAKEOVER = 1.0, 7 * 86400.0
 # A duration: a number and a unit.
 _DURATION = re.compile(r"\A([0-9]{1,9}(?:\.[0-9]{1,6})?)(ms|s|m|h|d)\Z")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -165,6 +168,9 @@ class Settings:
     commit_interval: float = 0.04
     # The --export destinations (p2pstore.export.Destination), in order.
     exports: tuple = ()
+    # How long an origin's node is unreachable before this node exports
+    # that origin's readings in its place.
+    export_takeover: float = 300.0
     # --max-disk: the most both databases may take, in bytes, or None.
     max_disk: Optional[int] = None
     # --retain in seconds (None: for ever), the other nodes that must hold
@@ -370,6 +376,9 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         )
     peers = tuple(parse_peer(p.strip()) for p in str(values["peers"]).split(",") if p.strip())
     exports = _exports(values["export"], values["export-token-file"])
+    export_takeover = parse_duration(
+        "export-takeover", values["export-takeover"], MIN_TAKEOVER, MAX_TAKEOVER
+    )
     secret_file = values["secret-file"]
     try:
         sensor_allow = parse_networks(values["sensor-allow"] or "")
@@ -406,6 +415,7 @@ def check_settings(given: Mapping[str, object], reactor) -> Settings:
         min_copies=int(min_copies),
         on_full=on_full,
         exports=exports,
+        export_takeover=export_takeover,
     )
 
 

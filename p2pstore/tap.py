@@ -118,6 +118,11 @@ _HELP = {
         "A file holding one token, sent to every --export destination as 'Authorization: "
         "Token <token>' (InfluxDB 2.x and 3.x). [default: none]"
     ),
+    "export-takeover": (
+        "How long a peer must be unreachable (5m, 30s) before this node exports that "
+        "peer's readings it holds to the --export destinations in its place, from where the "
+        "peer got to; the peer, back, goes on from here."
+    ),
     "peer-ca": "Peer TLS: the cluster CA (PEM); a peer's certificate must be signed by it.",
     "peer-tls-fingerprints": (
         "Peer TLS: comma-separated sha256:HEX of the peers' certificates (each node logs "
@@ -233,10 +238,15 @@ def makeNode(config: Options, reactor=None) -> NodeService:
     node.pruner = Pruner(node, reactor, settings.retain, settings.min_copies, settings.on_full)
     node.ack_copies = settings.ack_copies
     node.exporters = [
-        Exporter(destination, node_id, replicator.source, store, signer, reactor,
-                 refused=replicator.refused)
+        Exporter(
+            destination, node_id, replicator.source, store, signer, reactor,
+            refused=replicator.refused, takeover=settings.export_takeover,
+            reachable=replicator.reachable, announce=replicator.announce,
+        )
         for destination in settings.exports
     ]
+    replicator.export_listeners = [exporter.heard_exported for exporter in node.exporters]
+    replicator.export_positions = lambda: [e.announcement() for e in node.exporters]
     acks = AckCopies(settings.ack_copies, node.cluster_size)
 
     def now() -> str:

@@ -21,7 +21,8 @@ from .records import ENTRY, ENTRY_INDEX, is_node_id
 # FULL (no room for a peer's records).
 # 4: HAVE may say where a log starts ([first, last]), PRUNED (a range the
 # sender no longer holds).
-PROTOCOL_VERSION = 4
+# 5: EXPORTED (how far an export destination holds each log).
+PROTOCOL_VERSION = 5
 # SQLite's largest integer.
 MAX_INTEGER = 2**63 - 1
 NONCE_BYTES = 32
@@ -42,8 +43,13 @@ REPAIR = b"REPAIR"
 HELD = b"HELD"
 FULL = b"FULL"
 PRUNED = b"PRUNED"
+EXPORTED = b"EXPORTED"
 
-VERBS = (HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR, HELD, FULL, PRUNED)
+VERBS = (
+    HELLO, AUTH, HAVE, RECORDS, ACK, PING, PONG, LINKS, WANT, REPAIR, HELD, FULL, PRUNED, EXPORTED
+)
+# The longest destination name an EXPORTED carries.
+MAX_DESTINATION = 2048
 # The longest reason a FULL or PRUNED carries.
 MAX_REASON = 300
 # Positions one WANT asks for, at most.
@@ -161,6 +167,21 @@ class Full:
 
 
 @frozen
+class Exported:
+    """
+    Export destination ``destination`` (its URL without secrets, as
+    L{p2pstore.destinations.Destination.name}) has taken each log up to
+    ``positions`` (``{(origin, epoch): index}``), as the sender's cursors
+    say: so that a node that takes over the export of an origin that is
+    down starts where it left off, and the origin, back, goes on from
+    where the other got to.
+    """
+
+    destination: str
+    positions: dict
+
+
+@frozen
 class Pruned:
     """
     The sender no longer holds records ``first`` to ``last`` of ``(origin,
@@ -222,6 +243,11 @@ def encode(message) -> bytes:
             for origin, epochs in message.positions.items()
         }
         return _dump(HAVE, positions)
+    if isinstance(message, Exported):
+        logs: dict = {}
+        for (origin, epoch), index in message.positions.items():
+            logs.setdefault(origin, {})[epoch] = index
+        return _dump(EXPORTED, {"destination": message.destination, "logs": logs})
     if isinstance(message, Pruned):
         return _dump(
             PRUNED,
@@ -371,6 +397,21 @@ def decode(line: bytes):
                         firsts[(origin, e)] = first
                 held[e] = _index(n, "last_index")
         return Have(positions, firsts)
+    if verb == EXPORTED:
+        destination = payload.get("destination")
+        if not isinstance(destination, str) or not 0 < len(destination) <= MAX_DESTINATION:
+            raise BadMessage(f"EXPORTED has no destination of up to {MAX_DESTINATION} characters")
+        logs = payload.get("logs")
+        if not isinstance(logs, dict):
+            raise BadMessage("EXPORTED logs are not an object")
+        positions = {}
+        for origin, epochs in logs.items():
+            _node(origin, "origin")
+            if not isinstance(epochs, dict):
+                raise BadMessage("EXPORTED positions are not objects")
+            for epoch, index in epochs.items():
+                positions[(origin, _node(epoch, "epoch"))] = _index(index, "index")
+        return Exported(destination, positions)
     if verb == PRUNED:
         first, last = _index(payload.get("first"), "first"), _index(payload.get("last"), "last")
         reason = payload.get("reason")

@@ -20,8 +20,11 @@ from twisted.web.server import Site
 from p2pstore import export
 from p2pstore.destinations import BadDestination, parse_destination
 from p2pstore.export import Exporter
+from p2pstore.inbound import plan_apply
 from p2pstore.replication import Replicator
+from p2pstore.wire import Exported
 
+from . import test_storage
 from .test_storage import NODE_ID, StoreTestCase, reading
 
 
@@ -87,7 +90,11 @@ class ParseTests(StoreTestCase):
             self.assertIn(why, str(caught.exception))
 
 
-class ExporterTests(StoreTestCase):
+class ExporterCase(StoreTestCase):
+    """
+    An exporter over a real store, posting to a L{Destination} resource.
+    """
+
     async def setup(self, readings: int = 10, **kwargs):
         self.clock = Clock()
         self.server = Destination()
@@ -143,6 +150,9 @@ class ExporterTests(StoreTestCase):
             (parse_destination(self.url).name, *self.log),
         )
 
+
+
+class ExporterTests(ExporterCase):
     async def test_everything_once(self) -> None:
         """
         Every stored reading is posted once, in order; the cursor in SQLite
@@ -269,3 +279,80 @@ class ExporterTests(StoreTestCase):
         exporter = await self.setup(3)
         self.assertTrue(exporter._skip(("f" * 32, "e" * 32)))
         await self.settle(lambda: exporter.saved.get(self.log) == 3)
+
+
+class TakeoverTests(ExporterCase):
+    """
+    --export-takeover: a peer's log this node holds is exported here once
+    that peer has been unreachable long enough, from where it said it got.
+    """
+
+    OTHER = test_storage.ApplyTests.OTHER
+    OTHER_EPOCH = test_storage.ApplyTests.EPOCH
+    entries = test_storage.ApplyTests.entries
+
+    async def setup_peer(self, records: int = 8):
+        self.up = {self.OTHER: True}
+        exporter = await self.setup(
+            2, takeover=10.0, reachable=lambda node_id: self.up.get(node_id, False)
+        )
+        self.other = (self.OTHER, self.OTHER_EPOCH)
+        await self.store.apply(
+            [(*self.other, self.entries(*self.other, 1, records))], plan_apply
+        )
+        self.replicator.source.added(self.other, records, list, keep=False)
+        await self.settle(lambda: exporter.saved.get(self.log) == 2)
+        return exporter
+
+    def origins_sent(self) -> list:
+        return [line.split(b",")[1] for line in self.server.lines()]
+
+    async def test_takes_over_from_announced_cursor(self) -> None:
+        """
+        While the peer is up its log is left to it; down for the takeover
+        time, its records after the cursor it announced are exported here,
+        and the status says so; up again, it is left to it again.
+        """
+        exporter = await self.setup_peer(8)
+        name = exporter.destination.name
+        exporter.heard_exported(Exported(name, {self.other: 3}))
+        self.clock.advance(30)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(self.origins_sent(), [f"origin={NODE_ID}".encode()] * 2)
+        self.up[self.OTHER] = False
+        # Seen up at the last check, up to a second before.
+        for _ in range(8):
+            self.clock.advance(1)
+        self.assertEqual(exporter.taken_over, set())
+        await self.settle(lambda: exporter.saved.get(self.other) == 8)
+        self.assertEqual(exporter.status()["taken_over"], [self.OTHER])
+        sent = self.server.lines()[2:]
+        self.assertEqual(len(sent), 5)
+        self.assertTrue(all(f"origin={self.OTHER}".encode() in line for line in sent))
+        self.assertEqual(exporter.announcement().positions[self.other], 8)
+        self.up[self.OTHER] = True
+        self.clock.advance(1)
+        self.assertEqual(exporter.taken_over, set())
+
+    async def test_goes_on_from_a_peers_cursor(self) -> None:
+        """
+        An own log a peer exported further (while this node was away) goes
+        on from there: the cursor is saved, nothing before it sent again.
+        """
+        exporter = await self.setup_peer(1)
+        exporter.heard_exported(Exported(exporter.destination.name, {self.log: 6}))
+        await self.settle(lambda: self.cursor() == [(6,)])
+        await self.add(5)
+        await self.settle(lambda: exporter.saved.get(self.log) == 7)
+        self.assertEqual(len(self.server.lines()), 3)
+        self.assertIn(b"value=7.0", self.server.lines()[-1])
+
+    def test_other_destination_ignored(self) -> None:
+        """
+        Cursors of another destination say nothing about this one.
+        """
+        exporter = Exporter(
+            parse_destination("http://127.0.0.1:1/write?db=a"), NODE_ID, None, None, None, Clock()
+        )
+        exporter.heard_exported(Exported("http://127.0.0.1:1/write?db=b", {(NODE_ID, NODE_ID): 5}))
+        self.assertEqual(exporter.heard, {})

@@ -9,8 +9,6 @@ the destination refuses goes to the dead letters while the rest flows.
 
 from __future__ import annotations
 
-import signal
-
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
@@ -18,7 +16,10 @@ from p2pstore.lineprotocol import nanoseconds
 from p2pstore.records import parse_value_unit
 
 from .nodes import SELF_DB, NodeProcess, wait_for
-from .test_cluster import feed, no_tracebacks, own, sensor_lines
+from .test_cluster import (
+    cluster_key, copy_of, feed, mesh, no_tracebacks, own, sensor_lines, wait_identical,
+    wait_links_up,
+)
 from .tsdb import InfluxDB, VictoriaMetrics
 
 DB = "sensors"
@@ -27,13 +28,14 @@ DB = "sensors"
 EXPORTED_WITHIN = 90.0
 
 
-def expected_points(node: NodeProcess) -> set:
+def expected_points(node: NodeProcess, rows=None) -> set:
     """
-    The points a node's own readings should be, as InfluxDB returns them:
-    (measurement, time ns, origin, unit, value, data).
+    The points a node's own readings (or ``rows`` of its log) should be,
+    as InfluxDB returns them: (measurement, time ns, origin, unit, value,
+    data).
     """
     points = set()
-    for row in own(node):
+    for row in own(node) if rows is None else rows:
         index, _, sensor_type, data, timestamp = row[:5]
         value, unit = parse_value_unit(data)
         points.add(
@@ -238,3 +240,60 @@ class VictoriaMetricsExportTests(TestCase):
         )
         self.assertEqual(len(found), 200)
         no_tracebacks(self, node)
+
+
+class TakeoverTests(TestCase):
+    timeout = 300
+
+    @inlineCallbacks
+    def test_peer_exports_for_a_dead_node(self):
+        """
+        Readings a node stored while InfluxDB was down, then died with, are
+        exported by its peer once it has been unreachable for
+        --export-takeover, from where it had got; back, the node goes on
+        from where the peer got. InfluxDB holds each reading once.
+        """
+        influx = InfluxDB(self, self.mktemp())
+        yield influx.start()
+        yield influx.create(DB)
+        key = cluster_key(self)
+        args = ["--export", influx.write_url(DB), "--export-takeover", "3s"]
+        a, b = (NodeProcess(self, secret_file=key, extra_args=args) for _ in range(2))
+        mesh([a, b])
+        yield a.start()
+        yield b.start()
+        yield wait_links_up(a, [b])
+        yield feed(self, a, sensor_lines(50, "up"))
+        yield exported(a, 50)
+        yield influx.stop()
+        yield feed(self, a, sensor_lines(150, "down", start=50))
+        rows = yield wait_identical(b, a)
+        yield a.kill()
+        yield influx.start()
+
+        def all_of_a():
+            d = influx.points(DB)
+            return d.addCallback(
+                lambda points: [p for p in points if p["origin"] == a.node_id]
+            ).addCallback(lambda mine: len(mine) == 200 and mine)
+
+        points = yield wait_for(all_of_a, EXPORTED_WITHIN, "InfluxDB to hold all of a's readings")
+        self.assertEqual(influx_points(points), expected_points(a, rows))
+        status = yield export_status(b)
+        self.assertEqual(status["taken_over"], [a.node_id])
+        self.assertIn("has been unreachable", b.log_text())
+        self.assertEqual(copy_of(b, a), rows)
+
+        yield a.start()
+        yield wait_for(
+            lambda: export_status(b).addCallback(lambda s: s["taken_over"] == []),
+            30, "b to leave a's export to a",
+        )
+        yield feed(self, a, sensor_lines(10, "back", start=200))
+        yield exported(a, 210)
+        points = yield influx.points(DB)
+        self.assertEqual(len([p for p in points if p["origin"] == a.node_id]), 210)
+        self.assertEqual(
+            influx_points([p for p in points if p["origin"] == a.node_id]), expected_points(a)
+        )
+        no_tracebacks(self, a, b)

@@ -17,10 +17,12 @@ from p2pstore.wire import (
     Ack,
     Auth,
     BadMessage,
+    MAX_DESTINATION,
     MAX_INTEGER,
     MAX_REASON,
     MAX_RECORDS,
     MAX_WANTED,
+    Exported,
     Have,
     Held,
     Hello,
@@ -143,6 +145,7 @@ class RoundTripTests(SynchronousTestCase):
             Have({ORIGIN: {EPOCH: 7, ORIGIN: 9}}, {(ORIGIN, EPOCH): 5}),
             Have({ORIGIN: {EPOCH: 7}}, {(ORIGIN, EPOCH): 8}),
             Pruned(ORIGIN, EPOCH, 1, 40, "retention"),
+            Exported("http://h:8086/write?db=s&p=***", {(ORIGIN, EPOCH): 7, (EPOCH, ORIGIN): 0}),
         ]:
             self.assertEqual(decode(encode(message)), message)
 
@@ -370,6 +373,27 @@ class RefusalTests(SynchronousTestCase):
                 for change in (
                     {"first": 0}, {"first": 5}, {"last": None}, {"reason": None},
                     {"reason": "x" * (MAX_REASON + 1)}, {"origin": "nope"},
+                )
+            ]
+        )
+
+    def test_exported_fields(self):
+        """
+        EXPORTED needs a destination of at most MAX_DESTINATION characters
+        and logs of node ids to non-negative indexes.
+        """
+        good = {"destination": "http://h/write", "logs": {ORIGIN: {EPOCH: 3}}}
+        self.assertEqual(
+            decode(line("EXPORTED", good)), Exported("http://h/write", {(ORIGIN, EPOCH): 3})
+        )
+        self.assertRefused(
+            *[
+                line("EXPORTED", {**good, **change})
+                for change in (
+                    {"destination": ""}, {"destination": None},
+                    {"destination": "x" * (MAX_DESTINATION + 1)}, {"logs": []},
+                    {"logs": {"nope": {EPOCH: 3}}}, {"logs": {ORIGIN: {EPOCH: -1}}},
+                    {"logs": {ORIGIN: [3]}},
                 )
             ]
         )
