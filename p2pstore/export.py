@@ -62,9 +62,14 @@ MAX_BODY = 512 * 1024
 INTERVAL = 1.0
 # Backoff after a failed write: from FIRST_BACKOFF doubling to MAX_BACKOFF,
 # each delay drawn from half to all of it, so that nodes that lost one
-# destination together do not come back together.
+# destination together do not come back together. A destination that does
+# not answer at all (down, unreachable) is tried at least every
+# MAX_CONNECT_BACKOFF: a connection it refuses costs it nothing, and a
+# destination down for a minute then takes readings again within seconds,
+# not minutes.
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 300.0
+MAX_CONNECT_BACKOFF = 30.0
 # A write that has not answered in this long counts as failed.
 WRITE_TIMEOUT = 60.0
 # The most of a destination's answer kept (in a dead letter, in the log).
@@ -164,9 +169,6 @@ class Exporter:
         self._request = None
         self._loop: Optional[LoopingCall] = None
         self._stopped = False
-        # (index, time) of each own log as it grew, at most one a second:
-        # the age of the oldest reading not exported yet.
-        self._marks: dict = {}
         self._started_at = clock.seconds()
 
     # -- lifecycle -----------------------------------------------------------
@@ -182,10 +184,6 @@ class Exporter:
             self.saved = dict(cursors)
             self.dead_lettered = dead
             self.started = True
-            now = self._clock.seconds()
-            for log, position in self._source.positions.items():
-                if self._exports(log) and position > cursors.get(log, 0):
-                    self._marks[log] = [(position, now)]
             self.sender.channel = self.destination
             self.sender.told(cursors, on_channel=True)
             self._loop = LoopingCall(self._flush)
@@ -226,15 +224,10 @@ class Exporter:
 
     def appended(self, log, last_index: int) -> None:
         """
-        An own log grew (for the age of what waits): ship when a batch is full.
+        An own log grew: ship, if a batch is full.
         """
-        if not self.started:
-            return
-        marks = self._marks.setdefault(log, [])
-        now = self._clock.seconds()
-        if not marks or now - marks[-1][1] >= 1.0:
-            marks.append((last_index, now))
-        self.sender.pump()
+        if self.started:
+            self.sender.pump()
 
     def _flush(self) -> None:
         self._check_takeover()
@@ -294,7 +287,6 @@ class Exporter:
 
     def _advanced(self, log, index: int) -> None:
         self.saved[log] = max(self.saved.get(log, 0), index)
-        self._drop_marks(log, index)
 
     def announcement(self) -> Exported:
         """
@@ -397,7 +389,6 @@ class Exporter:
             self.last_error = None
             self.misconfigured = False
             self._backoff = 0.0
-            self._drop_marks(log, last)
             if self._stopped:
                 return
             if whole:
@@ -432,7 +423,6 @@ class Exporter:
                 destination=self.destination.name, index=index, origin=log[0], epoch=log[1],
                 status=letter.status or "not sent", answer=letter.answer,
             )
-            self._drop_marks(log, index)
             if not self._stopped:
                 self.sender.acked(log, index)
 
@@ -457,7 +447,8 @@ class Exporter:
         key = str(status) if status is not None else "connection"
         self.errors[key] = self.errors.get(key, 0) + 1
         now = self._clock.seconds()
-        self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF), MAX_BACKOFF)
+        most = MAX_BACKOFF if status is not None else MAX_CONNECT_BACKOFF
+        self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF), most)
         delay = self._backoff * random.uniform(0.5, 1.0)
         error = f"{status} {answer}" if status is not None else answer
         self.misconfigured = status in _MISCONFIGURED
@@ -471,7 +462,7 @@ class Exporter:
             self.log.warn(
                 "export to {destination} failed: {error}; trying again in {delay:.0f} s, "
                 "doubling up to {most:.0f} s; readings are kept until it takes them",
-                destination=self.destination.name, error=error, delay=delay, most=MAX_BACKOFF,
+                destination=self.destination.name, error=error, delay=delay, most=most,
             )
         if self.failing_since is None:
             self.failing_since = now
@@ -483,11 +474,6 @@ class Exporter:
             self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF), MAX_BACKOFF)
             delay = self._backoff
         self._retry = self._clock.callLater(delay, lambda: None if self._stopped else call())
-
-    def _drop_marks(self, log, last: int) -> None:
-        marks = self._marks.get(log)
-        while marks and marks[0][0] <= last:
-            marks.pop(0)
 
     # -- status --------------------------------------------------------------
 
@@ -508,11 +494,14 @@ class Exporter:
     def status(self) -> dict:
         now = self._clock.seconds()
         oldest = None
+        held = self._source.held
         for log, position in self._source.positions.items():
             if not self._exports(log) or position <= self.saved.get(log, 0):
                 continue
-            marks = self._marks.get(log)
-            since = marks[0][1] if marks else self._started_at
+            # When the oldest reading not exported came (to within a
+            # second), or at least since the node started.
+            since = held.since(log, self.saved.get(log, 0) + 1) if held is not None else None
+            since = self._started_at if since is None else since
             oldest = since if oldest is None else min(oldest, since)
         if self.failing_since is None:
             state = "ok" if self.started else "starting"

@@ -219,6 +219,10 @@ class ExporterTests(ExporterCase):
         await self.settle(lambda: exporter.errors.get("500"))
         self.assertEqual(self.cursor(), [])
         self.assertEqual(exporter.status()["state"], "retrying")
+        self.assertEqual(exporter.status()["pending"], 4)
+        waited = exporter.status()["oldest_unexported_age_s"]
+        self.clock.advance(0.5)
+        self.assertEqual(exporter.status()["oldest_unexported_age_s"], waited + 0.5)
         self.assertIn("500", exporter.status()["last_error"])
         await self.settle(lambda: exporter.saved.get(self.log) == 4)
         self.assertEqual(exporter.errors, {"500": 1, "429": 1, "503": 1})
