@@ -98,12 +98,16 @@ class OwnLog:
         self.store.close()
 
 
-async def fill_self_db(reactor, node, n: int, tag: str, sensors: int = 100) -> dict:
+async def fill_self_db(
+    reactor, node, n: int, tag: str, sensors: int = 100, spacing: float = 0.001
+) -> dict:
     """
     Store ``n`` readings in the node's own log while it is stopped, from
     ``sensors`` sensors (consecutive readings of one sensor, as a sensor
     connection sends them), BATCH a transaction: each batch is numbered and
-    signed here while the one before commits in storage's thread.
+    signed here while the one before commits in storage's thread. Reading
+    j is stamped ``spacing`` seconds after reading j - 1, from 2026-11-28
+    00:00 UTC.
 
     The node must hold no readings yet.
 
@@ -139,7 +143,7 @@ async def fill_self_db(reactor, node, n: int, tag: str, sensors: int = 100) -> d
                 sensor = k // per_sensor
                 stop = min(end, last + 1 + (sensor + 1) * per_sensor)
                 readings = [
-                    (*values[j % len(values)], stamp(base + j * 0.001), f"{tag}-{j:08d}")
+                    (*values[j % len(values)], stamp(base + j * spacing), f"{tag}-{j:08d}")
                     for j in range(i - last, stop - last)
                 ]
                 rows.extend(log.rows(readings, first_sensor + sensor, i))
