@@ -6,6 +6,8 @@ tests/test_export_nodes.py.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -94,13 +96,32 @@ class TimeTests(SynchronousTestCase):
         self.assertNotEqual(nanoseconds(stamp, index), nanoseconds(stamp, index + step))
         self.assertEqual(point(ORIGIN, entry(index)), point(ORIGIN, entry(index)))
 
+    @given(
+        st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+        st.sampled_from([" ", "T"]),
+        st.integers(0, 6),
+        st.sampled_from(["", "Z", "+02:00", "-0530", "+01", "-00:00"]),
+        st.integers(1, 10**9),
+    )
+    def test_fast_path_agrees(self, when, separator, digits, offset, index) -> None:
+        """
+        The cached path for sensor line timestamps gives what datetime
+        alone gives, for every precision and offset the grammar allows.
+        """
+        stamp = when.strftime(f"%Y-%m-%d{separator}%H:%M:%S")
+        if digits:
+            stamp += "." + f"{when.microsecond:06d}"[:digits]
+        stamp += offset
+        self.assertEqual(nanoseconds(stamp, index), lineprotocol._slow(stamp, index))
+
     def test_bad_timestamp(self) -> None:
         """
         A timestamp that is not ISO-8601 is refused with its text.
         """
-        with self.assertRaises(BadTimestamp) as caught:
-            nanoseconds("yesterday", 1)
-        self.assertIn("yesterday", str(caught.exception))
+        for bad in ("yesterday", "2026-13-45 10:00:00"):
+            with self.assertRaises(BadTimestamp) as caught:
+                nanoseconds(bad, 1)
+            self.assertIn(bad, str(caught.exception))
 
 
 class LinesTests(SynchronousTestCase):
