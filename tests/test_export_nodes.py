@@ -9,18 +9,21 @@ the destination refuses goes to the dead letters while the rest flows.
 
 from __future__ import annotations
 
+import json
+
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from p2pstore.lineprotocol import nanoseconds
 from p2pstore.records import parse_value_unit
+from p2pstore.testing import free_ports
 
 from .nodes import SELF_DB, NodeProcess, wait_for
 from .test_cluster import (
     cluster_key, copy_of, feed, mesh, no_tracebacks, own, sensor_lines, wait_identical,
     wait_links_up,
 )
-from .tsdb import InfluxDB, VictoriaMetrics
+from .tsdb import InfluxDB, VictoriaMetrics, http_get
 
 DB = "sensors"
 # Catching up a backlog at a few thousand records a second, on a loaded
@@ -297,3 +300,31 @@ class TakeoverTests(TestCase):
             influx_points([p for p in points if p["origin"] == a.node_id]), expected_points(a)
         )
         no_tracebacks(self, a, b)
+
+
+class SecretsTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def test_credentials_never_shown(self):
+        """
+        A password in the URL and in InfluxDB 1.x's p= parameter reach
+        neither the log, nor /status, nor /metrics, even while every write
+        fails; the URL is shown with them as ***.
+        """
+        (closed,) = free_ports(1)
+        url = f"http://reader:s3cret-pw@127.0.0.1:{closed}/write?db=sensors&u=reader&p=s3cret-p"
+        node = NodeProcess(self, extra_args=["--export", url])
+        yield node.start()
+        yield feed(self, node, sensor_lines(5, "s"))
+        yield wait_for(
+            lambda: export_status(node).addCallback(lambda s: s["errors"].get("connection", 0) >= 2),
+            30, "two failed writes",
+        )
+        status = yield node.status()
+        code, metrics = yield http_get(f"http://127.0.0.1:{node.status_port}/metrics")
+        shown = f"http://***@127.0.0.1:{closed}/write?db=sensors&u=***&p=***"
+        self.assertEqual(status["exports"][0]["url"], shown)
+        self.assertIn(shown, node.log_text())
+        for text in (node.log_text(), json.dumps(status), metrics.decode()):
+            self.assertNotIn("s3cret", text)
