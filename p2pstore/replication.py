@@ -103,6 +103,7 @@ class Replicator:
         # messages, and who hears those of peers.
         self.export_positions: Callable[[], list] = list
         self.export_listeners: list[Callable[[Exported], None]] = []
+        self._exported_sent: list = []
         # The scrub that keeps the quarantine (p2pstore.scrub), once set.
         self.scrub = None
         self.refused_links = 0
@@ -434,7 +435,12 @@ class Replicator:
 
     def _send_have(self) -> None:
         self._have_call = None
-        messages = [Have(self._have_payload(), dict(self.source.firsts)), *self.export_positions()]
+        messages = [Have(self._have_payload(), dict(self.source.firsts))]
+        exported = self.export_positions()
+        if exported != self._exported_sent:
+            # Only when they moved: a new link gets them at once anyway.
+            self._exported_sent = exported
+            messages += exported
         for peer in self.peers.values():
             for link in peer.links:
                 for message in messages:

@@ -19,7 +19,9 @@ from zope.interface import implementer
 from p2pstore.interfaces import ILink
 from p2pstore.replication import HAVE_DELAY, Replicator
 from p2pstore.sending import READ_BATCHES, RETRY_DELAY
-from p2pstore.wire import MAX_RECORDS, Ack, BadMessage, Have, Links, Records, Repair, Want, decode, encode
+from p2pstore.wire import (
+    MAX_RECORDS, Ack, BadMessage, Exported, Have, Links, Records, Repair, Want, decode, encode,
+)
 
 from .replication_fakes import (
     A,
@@ -971,3 +973,57 @@ class StopTests(ReplicatorTestCase):
         self.assertNotEqual(self.clock.getDelayedCalls(), [])
         self.successResultOf(self.replicator.stop())
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ExportCursorTests(ReplicatorTestCase):
+    """
+    EXPORTED: the export cursors go to each peer on a new link and with
+    the HAVE rounds that follow a change; a peer's reach the listeners.
+    """
+
+    def test_sent_on_link_and_when_moved(self):
+        """
+        A new link gets the cursors after HAVE; later HAVE rounds carry
+        them again only once they moved.
+        """
+        self.open()
+        cursors = [Exported("http://h/write", {(A, EPOCH_A): 3})]
+        self.replicator.export_positions = lambda: list(cursors)
+        link = self.link()
+        self.assertEqual(link.of(Exported), cursors)
+        link.take()
+        self.ingest(1)
+        self.clock.advance(HAVE_DELAY)
+        self.assertEqual(link.take(Exported), cursors)
+        self.ingest(1)
+        self.clock.advance(HAVE_DELAY)
+        self.assertEqual(link.take(Exported), [])
+        cursors[0] = Exported("http://h/write", {(A, EPOCH_A): 5})
+        self.replicator.announce()
+        self.clock.advance(HAVE_DELAY)
+        self.assertEqual(link.take(Exported), cursors)
+
+    def test_heard(self):
+        """
+        A peer's EXPORTED goes to every listener.
+        """
+        self.open()
+        heard = []
+        self.replicator.export_listeners.append(heard.append)
+        link = self.link()
+        message = Exported("http://h/write", {(B, EPOCH_A): 9})
+        self.replicator.received(link, message)
+        self.assertEqual(heard, [message])
+
+    def test_reachable(self):
+        """
+        A node is reachable when linked, or when a linked peer lists it in
+        LINKS.
+        """
+        self.open()
+        self.assertFalse(self.replicator.reachable(B))
+        link = self.link(B)
+        self.assertTrue(self.replicator.reachable(B))
+        self.assertFalse(self.replicator.reachable(C))
+        self.replicator.received(link, Links(frozenset({C})))
+        self.assertTrue(self.replicator.reachable(C))
