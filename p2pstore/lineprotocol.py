@@ -18,9 +18,9 @@ The mapping (documented in the README):
 
 Pure: no Twisted. Escaping follows the line protocol's rules: commas and
 spaces in a measurement, commas, equals signs and spaces in tag keys and
-values, double quotes and backslashes in a string field, a backslash before
-any of those as ``\\\\``, and a measurement that would start a comment
-(``#``) escaped.
+values, double quotes and backslashes in a string field, a backslash that
+would escape what follows it as ``\\\\``, and a measurement that would
+start a comment (``#``) escaped.
 """
 
 from __future__ import annotations
@@ -33,8 +33,13 @@ from typing import Iterable, Optional
 
 from .records import ENTRY_INDEX, SENSOR_DATA, SENSOR_TYPE, TIMESTAMP, parse_value_unit
 
-_MEASUREMENT = str.maketrans({"\\": "\\\\", ",": "\\,", " ": "\\ "})
-_TAG = str.maketrans({"\\": "\\\\", ",": "\\,", "=": "\\=", " ": "\\ "})
+# A backslash is escaped in a measurement or tag only where it would
+# escape what follows it (a special character, or the separator after the
+# end): InfluxDB 1.x keeps a doubled backslash there as two.
+_MEASUREMENT = str.maketrans({",": "\\,", " ": "\\ "})
+_TAG = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_MEASUREMENT_BACKSLASH = re.compile(r"\\(?=[, ]|\Z)")
+_TAG_BACKSLASH = re.compile(r"\\(?=[,= ]|\Z)")
 _STRING = str.maketrans({"\\": "\\\\", '"': '\\"'})
 # The sensor line's timestamp (p2pstore.lines): the whole seconds and the
 # offset, which many readings share, then the fraction. Anything else (an
@@ -53,7 +58,7 @@ class BadTimestamp(ValueError):
 
 @functools.lru_cache(maxsize=1024)
 def measurement(name: str) -> str:
-    escaped = name.translate(_MEASUREMENT)
+    escaped = _MEASUREMENT_BACKSLASH.sub(r"\\\\", name).translate(_MEASUREMENT)
     # A line that starts with "#" is a comment, which a destination skips
     # without a word.
     return "\\" + escaped if escaped.startswith("#") else escaped
@@ -61,7 +66,7 @@ def measurement(name: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def tag(text: str) -> str:
-    return text.translate(_TAG)
+    return _TAG_BACKSLASH.sub(r"\\\\", text).translate(_TAG)
 
 
 def string_field(text: str) -> str:

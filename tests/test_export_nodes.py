@@ -114,6 +114,34 @@ class InfluxDBExportTests(TestCase):
         no_tracebacks(self, node)
 
     @inlineCallbacks
+    def test_awkward_names(self):
+        """
+        Types and values with equals signs, quotes, backslashes, spaces, a
+        leading "#", and any UTF-8 (a sensor line cannot hold commas in a
+        field) arrive in InfluxDB as they were sent.
+        """
+        node = yield self.start()
+        lines = [
+            "Eq=Type,5 m=s,2026-11-28 10:00:00.000001",
+            'Quote"d Type,"open" door,2026-11-28 10:00:00.000002',
+            "Back\\slash,back\\slash text,2026-11-28 10:00:00.000003",
+            "#hash,7 #units,2026-11-28 10:00:00.000004",
+            "Température ☃,21 °C,2026-11-28 10:00:00.000005",
+            "Space  inside,  12.5 kPa a,2026-11-28 10:00:00.000006",
+        ]
+        yield feed(self, node, [line.encode("utf-8") for line in lines])
+        yield exported(node, len(lines))
+        points = yield self.influx.points(DB)
+        found = influx_points(points)
+        expected = expected_points(node)
+        # InfluxDB 1.x keeps the backslash of an escaped "#" (documented).
+        hashed = {p for p in expected if p[0] == "#hash"}
+        self.assertEqual(
+            {("\\" + p[0],) + p[1:] for p in hashed} | (expected - hashed), found
+        )
+        self.assertIn(("Eq=Type", "m=s"), {(p[0], p[3]) for p in found})
+
+    @inlineCallbacks
     def test_destination_down_then_back(self):
         """
         Readings stored while InfluxDB is down wait, shown in /status as

@@ -56,6 +56,18 @@ class PointTests(SynchronousTestCase):
         ))
         self.assertTrue(point(ORIGIN, entry(1, "#1", "3")).startswith("\\#1,origin="))
 
+    def test_backslashes(self) -> None:
+        """
+        A backslash in a name is doubled only where it would escape what
+        follows it (InfluxDB 1.x keeps any other doubled backslash as two);
+        in a string field always.
+        """
+        self.assertEqual(lineprotocol.measurement("Back\\slash"), "Back\\slash")
+        self.assertEqual(lineprotocol.measurement("a\\ b"), "a\\\\\\ b")
+        self.assertEqual(lineprotocol.measurement("end\\"), "end\\\\")
+        self.assertEqual(lineprotocol.tag("m\\=s"), "m\\\\\\=s")
+        self.assertEqual(lineprotocol.string_field("a\\b"), '"a\\\\b"')
+
     def test_utf8(self) -> None:
         """
         Any UTF-8 goes through as it is.
