@@ -308,9 +308,9 @@ class Exporter:
             self._small_at = self._clock.seconds()
         good = self._signer.valid_prefix(log[0], log[1], entries)
         if good == 0:
-            # Never exported: the scrub checks it and fetches a good copy.
-            # The sender's refusal path has the scrub check it, and tries
-            # again after a pause.
+            # Never exported. The sender's refusal path has the scrub check
+            # it (and fetch a good copy from a peer), and tries again after
+            # a pause.
             index = entries[0][ENTRY_INDEX]
             if self._bad != (log, index):
                 self._bad = (log, index)
