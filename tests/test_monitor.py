@@ -66,6 +66,20 @@ def node_status(node_id: str = ID_A, state: str = "Running", origins: Optional[d
     return status
 
 
+def export_status(url: str = "http://***@127.0.0.1:8086/write?db=sensors", state: str = "ok",
+                  pending: int = 0, **extra) -> dict:
+    """
+    One entry of a ``/status`` answer's ``exports``, shaped as a real node's.
+    """
+    export = {
+        "url": url, "state": state, "pending": pending, "oldest_unexported_age_s": None,
+        "sent": 100, "dead_lettered": 0, "last_success": 1796630000.5, "last_error": None,
+        "failing_since": None, "errors": {}, "taken_over": [],
+    }
+    export.update(extra)
+    return export
+
+
 def node_readings(*readings: tuple) -> dict:
     """
     A ``/readings`` answer from (type, data, value, unit, timestamp) tuples, newest first.
@@ -412,6 +426,15 @@ class ClassificationTests(MonitorCase):
             (json.dumps(good | {"peers": {}}).encode(), "'peers' should be a list"),
             (json.dumps(good | {"peers": [{"connected": "yes"}]}).encode(), "'peers[0].connected' should be true or false"),
             (json.dumps(good | {"peers": ["x"]}).encode(), "'peers[0]' should be an object"),
+            (json.dumps(good | {"exports": {}}).encode(), "'exports' should be a list"),
+            (json.dumps(good | {"exports": [{"state": "ok", "pending": 0}]}).encode(), "'exports[0].url' is missing"),
+            (json.dumps(good | {"exports": [export_status(pending=-1)]}).encode(),
+             "'exports[0].pending' should be a whole number"),
+            (json.dumps(good | {"exports": [export_status(oldest_unexported_age_s="old")]}).encode(),
+             "'exports[0].oldest_unexported_age_s' should be a number of seconds"),
+            (json.dumps(good | {"exports": [export_status(last_error="x" * 2001)]}).encode(),
+             "'exports[0].last_error' should be a string of 1 to 2000 characters or null"),
+            (json.dumps(good | {"exports": [export_status()] * 101}).encode(), "'exports' lists more than 100"),
             (b"[" * 100000 + b"]" * 100000, "the answer is not JSON"),
             (b'{"node_id": "\xff"}', "the answer is not UTF-8"),
             (b"1" * 5000, "the answer is not JSON"),
@@ -616,7 +639,7 @@ class PageTests(MonitorCase):
         self.assertEqual(len(rows), 2)
         cells = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", c)).strip()
                  for c in re.findall(r"<td[^>]*>(.*?)</td>", rows[0], re.S)]
-        self.assertEqual(cells, [node.address, "Running", "aaaaaaaa", "2 min 05 s", "12", "34", "2", "1", "—", "1 up · 1 down"])
+        self.assertEqual(cells, [node.address, "Running", "aaaaaaaa", "2 min 05 s", "12", "34", "2", "1", "—", "—", "1 up · 1 down"])
         self.assertIn('data-state="Down"', rows[1])
         self.assertIn("connection refused", rows[1])
         api = app.test_client().get("/api/servers").get_json()
@@ -713,6 +736,72 @@ class PageTests(MonitorCase):
         self.assertIn("disk full: this node", html)
         self.assertIn('<td class="num disk full">12.0 MB of 12.0 MB<div class="why">full</div></td>', html)
         self.assertIn("9.5 MB of 10.0 MB<div class=\"why\">2.5 days left</div>", html)
+
+    def test_exports(self):
+        """
+        The Export column: a dash for a node that exports nowhere; per
+        destination, its backlog and the age of its oldest reading waiting,
+        or "up to date"; a destination that fails stands out with its state
+        and why (its whole error and the URL on hover), and dead letters are
+        counted. Two destinations are told apart by their hosts.
+        """
+        plain = FakeNode(self, status=node_status(ID_A))
+        fine = FakeNode(self, status=node_status(ID_B, exports=[export_status()]))
+        failing_since = 1796630000.0
+        behind = FakeNode(self, status=node_status(ID_C, exports=[export_status(
+            state="retrying", pending=12345, oldest_unexported_age_s=185.2, dead_lettered=3,
+            last_error="Connection was refused by other side: 111: Connection refused.",
+            failing_since=failing_since, errors={"connection": 7})]))
+        answer = '404 {"error":"database not found: \\"sensors\\""} (not found: check the URL\'s database or bucket)'
+        wrong = FakeNode(self, status=node_status(ID_A, exports=[
+            export_status("https://influx.example:8086/api/v2/write?org=o&bucket=" + XSS, state="misconfigured",
+                          pending=40, oldest_unexported_age_s=7200.0, last_error=answer, failing_since=failing_since,
+                          errors={"404": 2}),
+            export_status("http://vm.example:8428/write", state="starting", pending=40, oldest_unexported_age_s=2.0),
+        ]))
+        app = self.monitor(plain.address, fine.address, behind.address, wrong.address)
+        app.extensions["monitor"].poll_once()
+        api = app.test_client().get("/api/servers").get_json()["servers"]
+        self.assertIsNone(api[0]["exports"])
+        self.assertEqual(api[1]["exports"], [{
+            "url": "http://***@127.0.0.1:8086/write?db=sensors", "name": "127.0.0.1:8086", "state": "ok",
+            "backlog": "up to date", "trouble": None, "error": None, "note": None, "dead_letters": None,
+        }])
+        [retrying] = api[2]["exports"]
+        self.assertEqual(
+            (retrying["backlog"], retrying["trouble"], retrying["dead_letters"]),
+            ("12,345 behind, oldest 3 min", "retrying: connection refused", "3 dead letters"),
+        )
+        self.assertEqual(retrying["error"], "Connection was refused by other side: 111: Connection refused.")
+        misconfigured, starting = api[3]["exports"]
+        self.assertEqual(misconfigured["backlog"], "40 behind, oldest 2 h")
+        self.assertEqual(misconfigured["name"], "influx.example:8086")
+        self.assertEqual(misconfigured["trouble"], "misconfigured: " + answer[:79] + "…")
+        self.assertEqual(misconfigured["error"], answer)
+        self.assertEqual(
+            (starting["backlog"], starting["trouble"], starting["note"]), ("40 behind, oldest 2 s", None, "starting")
+        )
+
+        html = app.test_client().get("/").get_data(as_text=True)
+        rows = re.findall(r'<tr class="server".*?</tr>', html, re.S)
+        cells = [re.search(r'<td class="export">(.*?)</td>', row, re.S).group(1) for row in rows]
+        self.assertEqual(cells[0], "—")
+        self.assertEqual(
+            cells[1], '<div class="destination" title="http://***@127.0.0.1:8086/write?db=sensors">up to date</div>'
+        )
+        self.assertEqual(
+            cells[2],
+            '<div class="destination" title="http://***@127.0.0.1:8086/write?db=sensors">12,345 behind, oldest 3 min'
+            '<div class="why trouble" title="Connection was refused by other side: 111: Connection refused.">'
+            'retrying: connection refused</div><div class="why warning">3 dead letters</div></div>',
+        )
+        self.assertIn('<span class="sub">influx.example:8086</span>40 behind, oldest 2 h', cells[3])
+        self.assertIn('<div class="why trouble" title="404 {&#34;error&#34;', cells[3])
+        self.assertIn(">misconfigured: 404 {&#34;error&#34;:&#34;database not found", cells[3])
+        self.assertIn('<span class="sub">vm.example:8428</span>40 behind, oldest 2 s<div class="why">starting</div>',
+                      cells[3])
+        self.assertNotIn(XSS, html)
+        self.assertIn("bucket=" + ESCAPED_XSS, cells[3])
 
     def test_matrix(self):
         """

@@ -21,6 +21,7 @@ NODE_STATES = ("Running", "Syncing", "Initializing")
 # Bounds on what one answer may hold; a node sends far less.
 MAX_ORIGINS = 1000
 MAX_PEERS = 1000
+MAX_EXPORTS = 100
 MAX_READINGS = 10000
 MAX_TEXT = 200
 # A peer's trouble line names what went wrong, with its reason: longer.
@@ -44,6 +45,27 @@ class Peer:
     trouble: Optional[str] = None
     link_errors: Optional[int] = None
     rejected: Optional[int] = None
+
+
+@frozen
+class Export:
+    """
+    One ``--export`` destination of a node, as its ``/status`` says.
+
+    @ivar url: the destination, its secrets already replaced by the node.
+    @ivar state: C{"starting"}, C{"ok"}, C{"retrying"} or C{"misconfigured"}
+        (a newer node may say more).
+    @ivar pending: readings not yet exported; C{oldest_age_s} is how long the
+        oldest of them has waited (None when none waits).
+    @ivar last_error: why the last write failed, while it fails.
+    """
+
+    url: str
+    state: str
+    pending: int
+    oldest_age_s: Optional[float] = None
+    dead_lettered: Optional[int] = None
+    last_error: Optional[str] = None
 
 
 @frozen
@@ -76,6 +98,8 @@ class NodeStatus:
     disk_budget: Optional[int] = None
     disk_days_left: Optional[float] = None
     disk_full: Optional[str] = None
+    # Its --export destinations; None when it exports nowhere.
+    exports: Optional[tuple] = None
 
     @property
     def own_readings(self) -> Optional[int]:
@@ -167,6 +191,12 @@ def parse_status(data: Any) -> NodeStatus:
     full = disk and disk.field(
         "full", lambda v: v is False or _is_trouble(v), f"false or a string of 1 to {MAX_TROUBLE} characters"
     )
+    exports = None
+    exports_data = status.field("exports", lambda v: isinstance(v, list), "a list")
+    if exports_data:
+        if len(exports_data) > MAX_EXPORTS:
+            raise BadAnswer(f"'exports' lists more than {MAX_EXPORTS} destinations")
+        exports = tuple(_export(_Object(e, f"exports[{n}]")) for n, e in enumerate(exports_data))
     return NodeStatus(
         node_id=node_id,
         state=state,
@@ -184,6 +214,7 @@ def parse_status(data: Any) -> NodeStatus:
         disk_budget=disk and disk.field("budget_bytes", _is_count, "a whole number >= 0 or null"),
         disk_days_left=disk and disk.field("days_left", _is_duration, "a number >= 0 or null"),
         disk_full=full or None,
+        exports=exports,
     )
 
 
@@ -197,6 +228,18 @@ def _peer(peer: "_Object") -> Peer:
         ),
         link_errors=peer.field("link_errors", _is_count, "a whole number >= 0"),
         rejected=peer.field("rejected", _is_count, "a whole number >= 0"),
+    )
+
+
+def _export(export: "_Object") -> Export:
+    trouble = f"a string of 1 to {MAX_TROUBLE} characters"
+    return Export(
+        url=export.field("url", _is_trouble, trouble, True),
+        state=export.field("state", _is_text, f"a string of 1 to {MAX_TEXT} characters", True),
+        pending=export.field("pending", _is_count, "a whole number >= 0", True),
+        oldest_age_s=export.field("oldest_unexported_age_s", _is_duration, "a number of seconds >= 0 or null"),
+        dead_lettered=export.field("dead_lettered", _is_count, "a whole number >= 0"),
+        last_error=export.field("last_error", _is_trouble, f"{trouble} or null"),
     )
 
 

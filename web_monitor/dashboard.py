@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from datetime import datetime
 from typing import Callable, Optional
+from urllib.parse import urlsplit
 
 from . import charts
 from .poller import SYNCING, INITIALIZING, RUNNING, ServerResult, Snapshot
@@ -85,6 +86,7 @@ def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
         "disk": _disk_use(status) if status else None,
         "disk_left": _disk_left(status) if status else None,
         "disk_full": bool(status and status.disk_full),
+        "exports": _exports(status.exports) if status and status.exports else None,
         "links_up": status.links_up if status else None,
         "links_down": status.links_down if status else None,
         "links_trouble": len(status.peers_in_trouble) if status else 0,
@@ -192,6 +194,83 @@ def _disk_warnings(status) -> list:
     if status.disk_days_left is not None and status.disk_days_left < DISK_WARN_DAYS:
         warnings.append(f"disk full in about {status.disk_days_left:.1f} days at the last hour's growth")
     return warnings
+
+
+# Characters of an export's error the page shows; its title has it whole.
+EXPORT_ERROR_SHOWN = 80
+# Export states that are no trouble: the first write is yet to come, or the
+# last one went through.
+EXPORT_FINE = ("ok", "starting")
+
+
+def _exports(exports: tuple) -> list:
+    """
+    Per --export destination: how far behind it is, and what is wrong.
+    """
+    return [
+        {
+            "url": e.url,
+            "name": _destination_name(e.url),
+            "state": e.state,
+            "backlog": _backlog(e),
+            "trouble": None if e.state in EXPORT_FINE else f"{e.state}: {_export_error(e.last_error)}",
+            "error": None if e.state in EXPORT_FINE else e.last_error,
+            "note": e.state if e.state != "ok" and e.state in EXPORT_FINE else None,
+            "dead_letters": _dead_letters(e.dead_lettered),
+        }
+        for e in exports
+    ]
+
+
+def _destination_name(url: str) -> str:
+    # Its host and port, to tell destinations apart at a glance.
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return url
+    if not host:
+        return url
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
+
+
+def _backlog(export) -> str:
+    if export.pending == 0:
+        return "up to date"
+    if export.oldest_age_s is None:
+        return f"{export.pending:,} behind"
+    return f"{export.pending:,} behind, oldest {_age(export.oldest_age_s)}"
+
+
+def _export_error(error: Optional[str]) -> str:
+    if not error:
+        return "no answer yet"
+    # Twisted says it at length ("Connection was refused by other side:
+    # 111: Connection refused."); the page says it as it does for a node.
+    if "connection refused" in error.lower():
+        return "connection refused"
+    if len(error) > EXPORT_ERROR_SHOWN:
+        return error[: EXPORT_ERROR_SHOWN - 1] + "…"
+    return error
+
+
+def _dead_letters(count: Optional[int]) -> Optional[str]:
+    if not count:
+        return None
+    return f"{count:,} dead letter" + ("" if count == 1 else "s")
+
+
+def _age(seconds: float) -> str:
+    # Coarse: how long a reading has waited, in the unit that matters.
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
 
 
 def size_text(size: int) -> str:

@@ -57,6 +57,24 @@
     return el("span", { class: "badge " + server.badge }, server.state);
   }
 
+  // Per --export destination: its backlog, then what is wrong, if anything.
+  function exportCell(exports) {
+    if (exports === null || exports === undefined) {
+      return ["—"];
+    }
+    return exports.map((e) =>
+      el(
+        "div",
+        { class: "destination", title: e.url },
+        exports.length > 1 ? el("span", { class: "sub" }, e.name) : null,
+        e.backlog,
+        e.trouble ? el("div", { class: "why trouble", title: e.error }, e.trouble) : null,
+        e.note ? el("div", { class: "why" }, e.note) : null,
+        e.dead_letters ? el("div", { class: "why warning" }, e.dead_letters) : null
+      )
+    );
+  }
+
   function serverRow(s) {
     let links = "—";
     if (s.links_up !== null) {
@@ -99,6 +117,7 @@
         value(s.disk),
         s.disk_left ? el("div", { class: "why" }, s.disk_left) : null
       ),
+      el("td", { class: "export" }, ...exportCell(s.exports)),
       el("td", { class: "links" }, ...[].concat(links))
     );
   }
