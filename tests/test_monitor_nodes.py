@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from werkzeug.serving import make_server
 
+from p2pstore.testing import free_port
 from web_monitor import create_app
 from web_monitor.cli import QuietRequestHandler
 
@@ -39,12 +40,13 @@ def status_address(node: NodeProcess) -> str:
 
 
 @inlineCallbacks
-def start_nodes(test_case, peered: int, standalone: int = 0):
+def start_nodes(test_case, peered: int, standalone: int = 0, first_args=()):
     """
     Start ``peered`` nodes that replicate to each other and ``standalone``
-    ones with the same cluster key but no peers.
+    ones with the same cluster key but no peers; the first one is also
+    given ``first_args``.
     """
-    first = NodeProcess(test_case)
+    first = NodeProcess(test_case, extra_args=first_args)
     yield first.start()
     key = first.data_dir / "cluster.key"
     nodes = [first]
@@ -178,7 +180,9 @@ class BrowserTests(TestCase):
         browser = self.launch_browser()
         shots = Path(self.mktemp())
         shots.mkdir(parents=True)
-        first, second = yield start_nodes(self, peered=2)
+        # The first exports to a port where nothing listens: it retries.
+        nowhere = f"http://127.0.0.1:{free_port()}/write?db=sensors"
+        first, second = yield start_nodes(self, peered=2, first_args=["--export", nowhere])
         yield send_lines(first.sensor_port, [b"Temperature,%dC" % t for t in (21, 25, 23)])
         yield send_lines(second.sensor_port, [b"Humidity,%d%% RH" % h for h in (40, 45)])
 
@@ -212,6 +216,16 @@ class BrowserTests(TestCase):
         for index in (0, 1):
             disk = page.locator(f'tr.server[data-index="{index}"] td.disk').text_content()
             self.assertRegex(disk, r"\A[0-9.]+ (kB|MB)", f"server {index}")
+        # The script draws the first node's export as failing, with its
+        # backlog; the second exports nowhere.
+        export = page.locator('tr.server[data-index="0"] td.export')
+        page.wait_for_function(
+            """() => document.querySelector('tr.server[data-index="0"] td.export .trouble')""", timeout=10000
+        )
+        self.assertEqual(export.locator(".trouble").text_content(), "retrying: connection refused")
+        self.assertRegex(export.text_content(), r"\A3 behind, oldest [0-9]+ s")
+        self.assertEqual(export.locator(".destination").get_attribute("title"), nowhere)
+        self.assertEqual(page.locator('tr.server[data-index="1"] td.export').text_content(), "—")
 
         stopped_at = time.monotonic()
         yield second.stop()
