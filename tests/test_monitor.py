@@ -758,6 +758,8 @@ class PageTests(MonitorCase):
                           pending=40, oldest_unexported_age_s=7200.0, last_error=answer, failing_since=failing_since,
                           errors={"404": 2}),
             export_status("http://vm.example:8428/write", state="starting", pending=40, oldest_unexported_age_s=2.0),
+            export_status("http://quest.example:9000/write", state="retrying", pending=1, oldest_unexported_age_s=90,
+                          last_error="503 " + "the server is busy, " * 10, failing_since=failing_since),
         ]))
         app = self.monitor(plain.address, fine.address, behind.address, wrong.address)
         app.extensions["monitor"].poll_once()
@@ -773,14 +775,18 @@ class PageTests(MonitorCase):
             ("12,345 behind, oldest 3 min", "retrying: connection refused", "3 dead letters"),
         )
         self.assertEqual(retrying["error"], "Connection was refused by other side: 111: Connection refused.")
-        misconfigured, starting = api[3]["exports"]
+        misconfigured, starting, busy = api[3]["exports"]
         self.assertEqual(misconfigured["backlog"], "40 behind, oldest 2 h")
         self.assertEqual(misconfigured["name"], "influx.example:8086")
-        self.assertEqual(misconfigured["trouble"], "misconfigured: " + answer[:79] + "…")
+        # InfluxDB's JSON answer: its message.
+        self.assertEqual(misconfigured["trouble"], 'misconfigured: 404 database not found: "sensors"')
         self.assertEqual(misconfigured["error"], answer)
         self.assertEqual(
             (starting["backlog"], starting["trouble"], starting["note"]), ("40 behind, oldest 2 s", None, "starting")
         )
+        # A long error is cut short.
+        self.assertEqual(busy["backlog"], "1 behind, oldest 1 min")
+        self.assertEqual(busy["trouble"], "retrying: " + ("503 " + "the server is busy, " * 10)[:79] + "…")
 
         html = app.test_client().get("/").get_data(as_text=True)
         rows = re.findall(r'<tr class="server".*?</tr>', html, re.S)
@@ -797,7 +803,7 @@ class PageTests(MonitorCase):
         )
         self.assertIn('<span class="sub">influx.example:8086</span>40 behind, oldest 2 h', cells[3])
         self.assertIn('<div class="why trouble" title="404 {&#34;error&#34;', cells[3])
-        self.assertIn(">misconfigured: 404 {&#34;error&#34;:&#34;database not found", cells[3])
+        self.assertIn(">misconfigured: 404 database not found: &#34;sensors&#34;</div>", cells[3])
         self.assertIn('<span class="sub">vm.example:8428</span>40 behind, oldest 2 s<div class="why">starting</div>',
                       cells[3])
         self.assertNotIn(XSS, html)

@@ -8,6 +8,8 @@ It is plain JSON-ready data: the page's template lays it out, and
 
 from __future__ import annotations
 
+import json
+import re
 import zlib
 from datetime import datetime
 from typing import Callable, Optional
@@ -250,8 +252,27 @@ def _export_error(error: Optional[str]) -> str:
     # 111: Connection refused."); the page says it as it does for a node.
     if "connection refused" in error.lower():
         return "connection refused"
+    error = _database_answer(error)
     if len(error) > EXPORT_ERROR_SHOWN:
         return error[: EXPORT_ERROR_SHOWN - 1] + "…"
+    return error
+
+
+_ANSWER = re.compile(r"([0-9]{3}) (\{.*\})")
+
+
+def _database_answer(error: str) -> str:
+    # "404 {"error":"database not found: \"x\""} (advice)" from InfluxDB 1.x,
+    # or {"code": ..., "message": ...} from 2.x: the status and the message.
+    match = _ANSWER.match(error)
+    if match:
+        try:
+            answer = json.loads(match.group(2))
+        except ValueError:
+            return error
+        message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else None
+        if isinstance(message, str) and message:
+            return f"{match.group(1)} {message}"
     return error
 
 
