@@ -268,9 +268,9 @@ def _database_answer(error: str) -> str:
     if match:
         try:
             answer = json.loads(match.group(2))
-        except ValueError:
+        except (ValueError, RecursionError):
             return error
-        message = answer.get("error") or answer.get("message") if isinstance(answer, dict) else None
+        message = (answer.get("error") or answer.get("message")) if isinstance(answer, dict) else None
         if isinstance(message, str) and message:
             return f"{match.group(1)} {message}"
     return error
