@@ -27,6 +27,7 @@ from .nodes import (
     start_simulator,
     wait_for,
 )
+from .tsdb import http_get
 
 MAX_LINE = 1024  # the node's default --max-line
 # Readings per simulator in the kill -9 test.
@@ -213,6 +214,53 @@ class IngestionTests(TestCase):
         code, body = yield node.get_json("/nowhere")
         self.assertEqual(code, 404)
         self.assertIn("error", body)
+
+    @inlineCallbacks
+    def test_readings_by_time(self):
+        """
+        A real node answers a time range oldest first, page after page
+        through ``next``, every reading once, with timestamps written in UTC
+        and at an offset alike; the same range as CSV has a header and the
+        same readings.
+        """
+        node = NodeProcess(self)
+        yield node.start()
+        base = datetime(2026, 11, 28, 10, 0, tzinfo=timezone.utc)
+        lines, inside = [], set()
+        for i in range(300):
+            when = base + timedelta(seconds=i)
+            if i % 3:
+                stamp = when.strftime("%Y-%m-%d %H:%M:%S")
+            else:
+                stamp = when.astimezone(timezone(timedelta(hours=2))).isoformat()
+            lines.append(f"Temperature,{i}C,{stamp}".encode())
+            if 60 <= i < 180:
+                inside.add(f"{i}C")
+        answers = yield send_lines(node.sensor_port, lines)
+        self.assertEqual(len([a for a in answers if a.startswith(b"OK")]), 300)
+        query = "/readings?since=2026-11-28T10:01:00Z&until=2026-11-28T12:03:00%2B02:00&limit=50"
+        seen, after, pages = [], None, 0
+        while True:
+            code, body = yield node.get_json(query + (f"&after={after}" if after else ""))
+            self.assertEqual(code, 200, body)
+            seen += [r["sensor_data"] for r in body["readings"]]
+            pages += 1
+            after = body["next"]
+            if after is None:
+                break
+            self.assertLess(pages, 10)
+        self.assertEqual(seen, [f"{i}C" for i in range(60, 180)])
+        self.assertEqual(pages, 3)
+        code, csv_body = yield http_get(
+            f"http://127.0.0.1:{node.status_port}{query.replace('limit=50', 'limit=1000')}&format=csv"
+        )
+        self.assertEqual(code, 200)
+        rows = csv_body.decode("utf-8").splitlines()
+        self.assertTrue(rows[0].startswith("origin,"), rows[0])
+        self.assertEqual(len(rows), 1 + len(inside))
+        code, body = yield node.get_json("/readings?since=yesterday")
+        self.assertEqual(code, 400)
+        self.assertIn("since must be ISO-8601", body["error"])
 
     @inlineCallbacks
     def test_simulator(self):
