@@ -3,7 +3,9 @@
 from its settings.
 
 A bad value stops the start with one line naming the option (raised as
-SystemExit, which twistd prints as it is), never a traceback.
+SystemExit, which twistd prints as it is), never a traceback. With
+``--config FILE``, the settings not given on the command line come from the
+file (L{p2pstore.config}), and an error about one of them names the file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from twisted.python import usage
 
 from .access import ReloadOnHangup, SensorAccess, sensors_known
 from .certificates import subject_name
+from .config import ConfigFileError, read_config
 from .copies import CopyWait
 from .damaged import SetAside, advice, check_databases
 from .disk import Disk, wal_limit
@@ -143,6 +146,12 @@ class Options(usage.Options):
         "or a Twisted endpoint description such as tcp:12345:interface=127.0.0.1."
     )
     optParameters = [
+        [
+            "config", None, None,
+            "A TOML file of settings: its keys are these options' names (sensor-port = 12345); "
+            "an option given here wins over the file. See p2pstore.example.toml. [default: none]",
+        ],
+    ] + [
         [name, None, default, _HELP[name]]
         for name, default in DEFAULTS.items()
         if name not in _REPEATED
@@ -151,6 +160,17 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["export"] = []
+        # The settings given on the command line, which win over --config's
+        # file: the options usage.Options sets (see __setitem__), whatever
+        # their value, the default included.
+        self.given: set[str] = set()
+
+    def __setitem__(self, name: str, value) -> None:
+        # usage.Options sets each parameter it parses this way, and its
+        # defaults without it (by update).
+        super().__setitem__(name, value)
+        if hasattr(self, "given"):
+            self.given.add(name)
 
     def opt_export(self, url: str) -> None:
         """
@@ -160,15 +180,26 @@ class Options(usage.Options):
         --export-token-file). Give it once per destination. [default: no export]
         """
         self["export"].append(url)
+        self.given.add("export")
 
 
 def parse_settings(config: Options, reactor) -> Settings:
     """
-    Check every option.
+    Check every setting: those given on the command line, then those of
+    the --config file, then the defaults.
 
-    @raise ConfigError: one of them is wrong; the message names it.
+    @raise ConfigError: one of them is wrong; the message names it, and
+        the file when the value came from the file.
     """
-    return check_settings({name: config[name] for name in DEFAULTS}, reactor)
+    given = {name: config[name] for name in DEFAULTS if name in config.given}
+    path = config["config"]
+    from_file = read_config(Path(path)) if path else {}
+    try:
+        return check_settings({**from_file, **given}, reactor)
+    except ConfigError as e:
+        if e.setting in from_file and e.setting not in given:
+            raise ConfigFileError(Path(path), e.setting, e.problem) from None
+        raise
 
 
 def makeService(config: Options, reactor=None) -> ProcessTuning:

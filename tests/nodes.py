@@ -286,6 +286,14 @@ def start_simulator(
     return ChildProcess(test_case, args, cwd, f"the {sensor} simulator")
 
 
+def _toml(settings: dict[str, object]) -> str:
+    """
+    A config file of these settings: strings, integers, arrays of strings.
+    """
+    # A JSON string is a TOML basic string.
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in settings.items())
+
+
 class NodeProcess:
     """
     One p2pstore node run by ``twistd -n p2pstore`` on free 127.0.0.1 ports.
@@ -300,6 +308,9 @@ class NodeProcess:
     @ivar peers: the addresses given in ``--peers`` at the next L{start}; it
         may be changed after construction, so that two nodes can list each
         other (each one's port is known only once it is made).
+    @ivar config_file: with ``config`` given, the TOML file the node starts
+        from (``--config``), which holds its data directory (relative to
+        the file), ports and key file, and ``config``'s settings.
     """
 
     def __init__(
@@ -309,6 +320,7 @@ class NodeProcess:
         secret_file: Optional[Path] = None,
         peers: Iterable[str] = (),
         extra_args: Iterable[str] = (),
+        config: Optional[dict[str, object]] = None,
     ):
         self._test = test_case
         self._home = Path(test_case.mktemp()).resolve()
@@ -316,20 +328,28 @@ class NodeProcess:
         self.data_dir = Path(data_dir).resolve() if data_dir is not None else self._home / "data"
         self.log_path = self._home / "node.log"
         self.sensor_port, self.peer_port, self.status_port = free_ports(3)
-        self._args = [
-            *twistd_command(), "-n", "--pidfile=", f"--logfile={self.log_path}",
-            "p2pstore",
-            "--data-dir", str(self.data_dir),
-            "--sensor-port", endpoint(self.sensor_port),
-            "--peer-port", endpoint(self.peer_port),
-            "--status-port", endpoint(self.status_port),
-        ]
         # The cluster key's file: the one given, or the data directory's own.
         self.secret_file = (
             Path(secret_file).resolve() if secret_file is not None else self.data_dir / "cluster.key"
         )
+        settings = {
+            "data-dir": str(self.data_dir),
+            "sensor-port": endpoint(self.sensor_port),
+            "peer-port": endpoint(self.peer_port),
+            "status-port": endpoint(self.status_port),
+        }
         if secret_file is not None:
-            self._args += ["--secret-file", str(self.secret_file)]
+            settings["secret-file"] = str(self.secret_file)
+        self._args = [*twistd_command(), "-n", "--pidfile=", f"--logfile={self.log_path}", "p2pstore"]
+        self.config_file = None
+        if config is None:
+            for name, value in settings.items():
+                self._args += [f"--{name}", value]
+        else:
+            settings["data-dir"] = os.path.relpath(self.data_dir, self._home)
+            self.config_file = self._home / "node.toml"
+            self.config_file.write_text(_toml({**settings, **config}))
+            self._args += ["--config", str(self.config_file)]
         self.peers = list(peers)
         self._extra_args = list(extra_args)
         self._runs: list[ChildProcess] = []
