@@ -141,6 +141,17 @@ def _write_durably(path: Path, data: bytes, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
+def write_new_key(path: Path) -> None:
+    """
+    Make a new cluster key at ``path``: L{KEY_BYTES} random bytes, mode
+    0600 (only its owner reads it), written durably.
+
+    @raise FileExistsError: ``path`` exists; it is left as it was.
+    @raise OSError: the file cannot be made.
+    """
+    _write_durably(path, os.urandom(KEY_BYTES), 0o600)
+
+
 def load_key(path: Path, create: bool = True) -> tuple[bytes, bool]:
     """
     Read the cluster key, or make one from 32 random bytes (mode 0600) when
@@ -159,7 +170,7 @@ def load_key(path: Path, create: bool = True) -> tuple[bytes, bool]:
                 f"make a new key in the data directory)"
             )
         try:
-            _write_durably(path, os.urandom(KEY_BYTES), 0o600)
+            write_new_key(path)
         except FileExistsError:
             pass
         except OSError as e:
