@@ -16,6 +16,9 @@ from typing import Iterable, Optional, Sequence
 from attrs import frozen
 
 RUNNING = "Running"
+# Records that have waited less than this for a peer are on their way: the
+# copy counts as complete, and the link's lag is not worth the verdict.
+CATCHING_UP_S = 5.0
 # Characters of a node id shown: enough to tell a cluster's nodes apart.
 SHORT = 8
 
@@ -45,14 +48,25 @@ class Holding:
     @ivar held: records of the origin the node holds (every epoch).
     @ivar behind: records past the node's last of each epoch that another
         node holds; 0 for a complete copy.
+    @ivar waited: how long the oldest of those has waited, as the peers
+        that hold them say (their C{lag_s}); C{None} when none says.
     """
 
     held: int
     behind: int
+    waited: Optional[float] = None
 
     @property
     def complete(self) -> bool:
-        return self.held > 0 and self.behind == 0
+        """
+        Whether the node holds all of the origin, or lacks only what came
+        in the last L{CATCHING_UP_S} seconds: while readings flow, a copy
+        is always a few records behind, and the nodes answer at different
+        instants.
+        """
+        if self.held == 0:
+            return False
+        return self.behind == 0 or (self.waited is not None and self.waited < CATCHING_UP_S)
 
 
 def short(node_id: Optional[str]) -> str:
@@ -97,8 +111,21 @@ def holdings(answers: Sequence[NodeAnswer]) -> dict[str, dict[str, Holding]]:
                 if log[0] == origin
             )
             if count > 0:
-                found.setdefault(origin, {})[node_id] = Holding(count, behind)
+                waited = _waited(statuses, node_id, origin) if behind else None
+                found.setdefault(origin, {})[node_id] = Holding(count, behind, waited)
     return found
+
+
+def _waited(statuses: Sequence[dict], node_id: str, origin: str) -> Optional[float]:
+    # The longest any node says the records of origin that node_id lacks
+    # have waited, from the nodes that report lag_s for it.
+    said = [
+        (peer.get("lag_s") or {}).get(origin, 0)
+        for status in statuses
+        for peer in status.get("peers") or ()
+        if isinstance(peer, dict) and peer.get("node_id") == node_id and "lag_s" in peer
+    ]
+    return max(said) if said else None
 
 
 def _logs(status: dict, by_epoch: bool) -> dict[tuple[str, str], tuple[int, int]]:
@@ -185,6 +212,9 @@ def _most_behind(up: Sequence[NodeAnswer]) -> Optional[str]:
     for answer in up:
         for peer in answer.status.get("peers") or ():
             records = sum((peer.get("lag") or {}).values())
+            waits = (peer.get("lag_s") or {}).values()
+            if waits and max(waits) < CATCHING_UP_S:
+                continue
             if records and (worst is None or records > worst[0]):
                 worst = (records, answer.status.get("node_id"), peer)
     if worst is None:
@@ -345,7 +375,7 @@ def lag(peer: dict) -> str:
     if not records:
         return "in step"
     waits = (peer.get("lag_s") or {}).values()
-    text = f"lacks {_count(records)} records"
+    text = f"lacks {_count(records)} record{'' if records == 1 else 's'}"
     if waits:
         text += f" (the oldest for {duration(max(waits))})"
     return text
@@ -385,13 +415,14 @@ def copies_table(answers: Sequence[NodeAnswer]) -> list[str]:
     """
     The copies per origin: a row per origin, a column per answering node
     (the records it holds, ``-N`` for the newest N it lacks, ``*`` on the
-    origin's own node), and how many nodes hold all of it.
+    origin's own node), and how many nodes hold all of it
+    (L{Holding.complete}).
     """
     found = holdings(answers)
     if not found:
         return ["copies per origin: no readings stored yet"]
     nodes = [a.status.get("node_id") for a in answers]
-    header = ["origin", *map(short, nodes), "complete on"]
+    header = ["origin", *map(short, nodes), "copies"]
     rows = []
     for origin in sorted(found):
         held = found[origin]

@@ -108,14 +108,15 @@ class VerdictTests(SynchronousTestCase):
         link to the missing node is named once.
         """
         answers = [
-            answer(A, [(A, EPOCH_A, 100), (B, EPOCH_B, 50)], peers=[peer(B), peer(C, linked=False)]),
-            answer(B, [(A, EPOCH_A, 100), (B, EPOCH_B, 40)], peers=[peer(A), peer(C, linked=False)]),
+            answer(A, BOTH, peers=[peer(B, lag={A: 10}, lag_s={A: 60}), peer(C, linked=False)]),
+            answer(B, [(A, EPOCH_A, 90), (B, EPOCH_B, 50)], peers=[peer(A), peer(C, linked=False)]),
             NodeAnswer("http://c:8000", error="connection refused"),
         ]
         self.assertEqual(
             verdict(answers),
-            "node http://c:8000 unreachable; 2 nodes Running; origin bbbbbbbb held by 1 node, "
-            f"every other origin on 2 nodes; cccccccc not linked with aaaaaaaa, bbbbbbbb",
+            "node http://c:8000 unreachable; 2 nodes Running; origin aaaaaaaa held by 1 node, "
+            "every other origin on 2 nodes; cccccccc not linked with aaaaaaaa, bbbbbbbb; "
+            "most behind: bbbbbbbb lacks 10 records (the oldest for 1 min 00 s) that aaaaaaaa holds",
         )
         self.assertFalse(healthy(answers))
 
@@ -169,9 +170,28 @@ class CopiesTests(SynchronousTestCase):
         self.assertEqual(
             copies_table(answers)[1:],
             [
-                "  origin    aaaaaaaa  bbbbbbbb  cccccccc  complete on",
+                "  origin    aaaaaaaa  bbbbbbbb  cccccccc  copies",
                 "  aaaaaaaa  *100      80 (-20)  -         1 node",
             ],
+        )
+
+    def test_catching_up(self):
+        """
+        A copy that lacks only records that have waited less than 5 s (as
+        the nodes holding them say) is on its way: it counts, and its lag
+        is not in the verdict; one that lacks older records does not.
+        """
+        answers = [
+            answer(A, [(A, EPOCH_A, 100)], peers=[peer(B, lag={A: 3}, lag_s={A: 0.5})]),
+            answer(B, [(A, EPOCH_A, 97)], peers=[peer(A)]),
+        ]
+        self.assertEqual(verdict(answers), "2 nodes Running; every origin on 2 nodes")
+        self.assertIn("  aaaaaaaa  *100      97 (-3)   2 nodes", copies_table(answers))
+        answers[0] = answer(A, [(A, EPOCH_A, 100)], peers=[peer(B, lag={A: 3}, lag_s={A: 7})])
+        self.assertEqual(
+            verdict(answers),
+            "2 nodes Running; origin aaaaaaaa held by 1 node; most behind: bbbbbbbb lacks "
+            "3 records (the oldest for 7 s) that aaaaaaaa holds",
         )
 
     def test_epochs(self):
@@ -378,8 +398,8 @@ class StatusNodesTests(TestCase):
         out, err, code = seen
         self.assertEqual(code, 0, err)
         a, b = (n.node_id[:8] for n in nodes)
-        self.assertIn(f"  {a}  *30       30        2 nodes", out)
-        self.assertIn(f"  {b}  20        *20       2 nodes", out)
+        self.assertIn(f"  {a}  *30       30        2 nodes\n", out)
+        self.assertIn(f"  {b}  20        *20       2 nodes\n", out)
 
         out, _, code = yield run("status", "--url", urls, "--json")
         self.assertEqual(code, 0)
