@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pstore.testing import free_port
 from web_monitor import create_app
 from web_monitor.addresses import DEFAULT_STATUS_PORT, parse_server, parse_servers
-from web_monitor.cli import USAGE
+from web_monitor.cli import HELP, USAGE
 from web_monitor.poller import (
     DOWN, ERROR, INITIALIZING, INVALID, RUNNING, SYNCING, TIMEOUT, classify,
 )
@@ -981,6 +982,34 @@ class CommandTests(SynchronousTestCase):
             "web_monitor/views.py: error: argument --port: must be a port number from 1 to 65535, not '99999'\n",
         )
 
+    def test_misspelled_option(self):
+        """
+        An option that does not exist is named, and the usage follows.
+        """
+        done = self.run_command("--servers", "127.0.0.1", "--intervall", "3")
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(
+            done.stderr, "web_monitor/views.py: error: unrecognized arguments: --intervall 3\n" + HELP + "\n"
+        )
+
+    def test_port_in_use(self):
+        """
+        When the port is taken, the command says so in one line naming
+        --port, and fails before polling anything.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = self.run_command("--servers", "127.0.0.1", "--port", str(port))
+        self.assertEqual((done.returncode, done.stdout), (1, ""))
+        self.assertEqual(
+            done.stderr,
+            f"web_monitor/views.py: error: cannot serve the page on 127.0.0.1:{port}: "
+            "address already in use; choose another port with --port\n",
+        )
+
     def test_bad_token_file(self):
         """
         A --token-file that is missing or holds no single token stops the
@@ -1033,6 +1062,15 @@ class CommandTests(SynchronousTestCase):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/servers", timeout=10) as response:
             data = json.load(response)
         self.assertEqual([s["state"] for s in data["servers"]], ["Running", "Invalid IP address"])
+        with self.assertRaises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/nothing-here", timeout=10)
+        self.assertEqual(missing.exception.code, 404)
         process.terminate()
-        process.wait(10)
-        self.assertIn(f"Running on http://127.0.0.1:{port}", process.stderr.read())
+        self.assertEqual(process.wait(10), 0)
+        # Served by twisted.web, not Flask's development server: its start
+        # lines are the seed's, without the development server's warning;
+        # the page's polls are not logged, a failed request is.
+        stderr = process.stderr.read().splitlines()
+        self.assertEqual(stderr[:2], [f" * Running on http://127.0.0.1:{port}", "Press CTRL+C to quit"])
+        self.assertEqual(len(stderr), 3, stderr)
+        self.assertIn('"GET /nothing-here HTTP/1.1" 404', stderr[2])

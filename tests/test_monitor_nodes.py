@@ -14,11 +14,10 @@ from pathlib import Path
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from p2pstore.testing import free_port
 from web_monitor import create_app
-from web_monitor.cli import QuietRequestHandler
 
 from .damage import edit
 from .nodes import SELF_DB, NodeProcess, send_lines, wait_for
@@ -74,9 +73,21 @@ def wait_replicated(holder: NodeProcess, origin: NodeProcess, count: int):
     yield wait_for(holds, 20, lambda: f"{count} readings of {origin.node_id} at {holder.node_id}: {seen}")
 
 
+class QuietRequestHandler(WSGIRequestHandler):
+    """
+    Log only the requests that failed, not the page's every poll.
+    """
+
+    def log_request(self, code="-", size="-") -> None:
+        if str(code)[:1] not in ("1", "2", "3"):
+            super().log_request(code, size)
+
+
 def serve(test_case, app) -> str:
     """
     Serve ``app`` on a free 127.0.0.1 port in a thread; return its URL.
+    (Not with the command's twisted.web server: these tests block the
+    reactor's thread while Chromium asks for the page.)
     """
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietRequestHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -5,11 +5,12 @@ The monitor's command line: parse the options, start the polling, serve the page
 from __future__ import annotations
 
 import argparse
+import errno
 import math
 import sys
 from typing import Callable
 
-from werkzeug.serving import WSGIRequestHandler, make_server
+from twisted.python.failure import Failure
 
 from . import create_app
 from .addresses import parse_servers
@@ -27,10 +28,14 @@ USAGE = "You must specify the servers to monitor.\n" + HELP
 
 
 class _OneLineParser(argparse.ArgumentParser):
-    """Report a bad option as one line on stderr, without the usage block."""
+    """
+    Report a bad value as one line on stderr, naming its option; an option
+    that does not exist (a misspelled one) with the usage after it.
+    """
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        usage = f"{HELP}\n" if message.startswith("unrecognized arguments") else ""
+        self.exit(2, f"{self.prog}: error: {message}\n{usage}")
 
 
 def _option_type(convert: Callable, valid: Callable, expected: str):
@@ -89,17 +94,6 @@ def read_token(path: str) -> str:
     return lines[0]
 
 
-class QuietRequestHandler(WSGIRequestHandler):
-    """
-    Log only the requests that failed: the page asks for its data every
-    interval, and a line for each would bury the monitor's own lines.
-    """
-
-    def log_request(self, code="-", size="-") -> None:
-        if str(code)[:1] not in ("1", "2", "3"):
-            super().log_request(code, size)
-
-
 def main(argv: list) -> int:
     """
     Run the monitor until interrupted.
@@ -131,23 +125,48 @@ def main(argv: list) -> int:
             "TOKEN": token,
         }
     )
-    # Listen first: a port in use ends the command (werkzeug says why)
-    # before any polling starts.
-    server = make_server(
-        options.host, options.port, app, threaded=True, request_handler=QuietRequestHandler
-    )
+    # Imported here: importing the reactor installs it, which the tests of
+    # this module's other parts need not do.
+    from twisted.internet import reactor
+
+    from .wsgi import listen
+
+    # Listen first: a port in use ends the command before any polling starts.
+    listening = []
+    listen(reactor, app, options.host, options.port).addCallbacks(listening.append, listening.append)
+    if isinstance(listening[0], Failure):
+        print(
+            f"web_monitor/views.py: error: cannot serve the page on {options.host}:{options.port}: "
+            f"{_why(listening[0].value)}",
+            file=sys.stderr,
+        )
+        return 1
     poller = app.extensions["monitor"]
     poller.start()
-    server.log_startup()
+    print(f" * Running on http://{_url_host(options.host)}:{options.port}", file=sys.stderr, flush=True)
     print("Press CTRL+C to quit", file=sys.stderr, flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        # Until SIGINT (CTRL+C) or SIGTERM stops the reactor.
+        reactor.run()
     finally:
         poller.stop()
-        server.server_close()
     return 0
+
+
+def _why(error: Exception) -> str:
+    """
+    Why the page could not be served, in words, and the option to change:
+    "address already in use; choose another port with --port".
+    """
+    reason = getattr(error, "socketError", None) or error
+    words = (getattr(reason, "strerror", None) or str(reason)).lower()
+    if getattr(reason, "errno", None) in (errno.EADDRINUSE, errno.EACCES):
+        return f"{words}; choose another port with --port"
+    return f"{words}; check --host"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _print_now(line: str) -> None:
