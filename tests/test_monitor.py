@@ -5,6 +5,7 @@ nodes, through Flask's test client and through the monitor's own command.
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import queue
@@ -950,6 +951,17 @@ class CommandTests(SynchronousTestCase):
     def run_command(self, *args, module=False):
         command = [sys.executable, "-m", "web_monitor.views"] if module else [sys.executable, str(VIEWS)]
         return subprocess.run(command + list(args), cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    def test_installed_with_the_package(self):
+        """
+        Flask, which the command needs, is one of the package's own
+        dependencies: the README's `pip install .` is enough to run it.
+        """
+        setup = configparser.ConfigParser()
+        setup.read(REPO / "setup.cfg")
+        requires = [line.split()[0] for line in setup["options"]["install_requires"].splitlines()
+                    if line.strip() and not line.strip().startswith("#")]
+        self.assertIn("flask", requires)
 
     def test_usage_without_servers(self):
         """
