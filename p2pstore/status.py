@@ -1,7 +1,7 @@
 """
 The status web resources: ``/status`` and ``/readings`` as JSON (and
-``/readings`` as CSV), and
-``/metrics`` (L{p2pstore.metrics}).
+``/readings`` as CSV), ``/readyz`` and ``/livez`` for service managers and
+load balancers, and ``/metrics`` (L{p2pstore.metrics}).
 
 It only serialises what L{Node} says; it holds no state of its own.
 """
@@ -19,14 +19,18 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from .httpauth import TokenRequired
 from .metrics import MetricsResource
-from .node import Node, NotReady, UnknownOrigin
+from .node import RUNNING, Node, NotReady, UnknownOrigin
 from .lines import MAX_SENSOR_TYPE
 from . import timerange
 from .records import Record, is_node_id
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10000
-NOT_FOUND = "not found: try /status, /metrics or /readings"
+NOT_FOUND = "not found: try /status, /metrics, /readings or /readyz"
+# What a 503 from /readyz tells a client to wait before it asks again: an
+# Initializing node is usually Running within seconds, and a Syncing one
+# takes as long as its peers need to send its earlier readings back.
+READY_RETRY_AFTER = b"5"
 
 
 def _json(request, code: int, body: dict) -> bytes:
@@ -61,6 +65,55 @@ class StatusResource(Resource):
 
     def render_GET(self, request):
         return _json(request, 200, self.node.status_snapshot())
+
+
+class _Check(Resource):
+    """
+    A health check's resource: GET, and HEAD answered as GET without the
+    body.
+    """
+
+    isLeaf = True
+
+    def __init__(self, node: Node):
+        super().__init__()
+        self.node = node
+
+    def render_HEAD(self, request):
+        # twisted.web logs a line for a HEAD it fakes through GET, and for a
+        # HEAD answered with a body: health checkers ask every few seconds.
+        body = self.render_GET(request)
+        request.setHeader(b"Content-Length", b"%d" % (len(body),))
+        return b""
+
+
+class ReadyResource(_Check):
+    """
+    ``GET /readyz``: 200 ``{"state": "Running"}`` once the node is Running;
+    503 with its state (Initializing, Syncing) and ``Retry-After`` before.
+
+    A Syncing node takes readings, but its /readings lacks its earlier ones
+    until its peers have sent them back: a load balancer in front of
+    readers waits for the 200.
+    """
+
+    def render_GET(self, request):
+        state = self.node.state
+        if state == RUNNING:
+            return _json(request, 200, {"state": state})
+        request.setHeader(b"Retry-After", READY_RETRY_AFTER)
+        return _json(request, 503, {"state": state})
+
+
+class LiveResource(_Check):
+    """
+    ``GET /livez``: 200 with the node's state in every state, as long as the
+    process serves HTTP: for a liveness check, which must not restart a
+    node that is only Syncing (a restart would start the recovery again).
+    """
+
+    def render_GET(self, request):
+        return _json(request, 200, {"state": self.node.state})
 
 
 class ReadingsResource(Resource):
@@ -217,8 +270,9 @@ class Root(Resource):
     The status site's root: known paths, and a JSON 404 for the rest.
 
     With ``token`` (L{p2pstore.tokens.ReloadableFile} of
-    ``--http-token-file``), ``/readings`` needs it; ``/status`` and
-    ``/metrics``, which hold no readings, stay open.
+    ``--http-token-file``), ``/readings`` needs it; ``/status``,
+    ``/metrics``, ``/readyz`` and ``/livez``, which hold no readings, stay
+    open.
     """
 
     def __init__(self, node: Node, token=None):
@@ -228,6 +282,10 @@ class Root(Resource):
         # a Prometheus scrape job then needs no credentials.
         self.putChild(b"metrics", MetricsResource(node))
         self.putChild(b"readings", TokenRequired(ReadingsResource(node), token))
+        # Open too: they tell only the state /status shows, and health checks
+        # (systemd scripts, load balancers) seldom can send a bearer token.
+        self.putChild(b"readyz", ReadyResource(node))
+        self.putChild(b"livez", LiveResource(node))
 
     def getChild(self, path, request):
         return _Error(404, NOT_FOUND)
