@@ -100,6 +100,8 @@ class NodeStatus:
     disk_full: Optional[str] = None
     # Its --export destinations; None when it exports nowhere.
     exports: Optional[tuple] = None
+    # The copies its sensors' readings wait for (--ack-copies), when above 1.
+    ack_copies: Optional[int] = None
 
     @property
     def own_readings(self) -> Optional[int]:
@@ -215,6 +217,7 @@ def parse_status(data: Any) -> NodeStatus:
         disk_days_left=disk and disk.field("days_left", _is_duration, "a number >= 0 or null"),
         disk_full=full or None,
         exports=exports,
+        ack_copies=status.field("ack_copies", lambda v: _is_count(v) and v >= 1, "a whole number >= 1"),
     )
 
 

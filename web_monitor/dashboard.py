@@ -16,6 +16,7 @@ from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from . import charts
+from .health import health
 from .poller import SYNCING, INITIALIZING, RUNNING, ServerResult, Snapshot
 
 # Readings shown per server in its table.
@@ -40,6 +41,7 @@ def dashboard(snapshot: Snapshot, now: float, chart_url: Callable[..., str]) -> 
         "age_s": None if age is None else round(age, 1),
         "stale": stale_notice(age, snapshot.interval),
         "counts": _counts(results),
+        "health": health(results, snapshot.memory, now, snapshot.updated_at is not None),
         "servers": [_server(i, r, now, chart_url) for i, r in enumerate(results)],
         "matrix": matrix(results),
     }

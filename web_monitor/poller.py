@@ -24,6 +24,7 @@ from attrs import frozen
 
 from .addresses import ServerAddress
 from .answers import BadAnswer, NodeStatus, decode_json, error_message, parse_readings, parse_status
+from .health import Memory, remember
 
 # What the monitor says about a server: the node's own state when it answers...
 RUNNING, SYNCING, INITIALIZING = "Running", "Syncing", "Initializing"
@@ -86,6 +87,7 @@ class Snapshot:
 
     @ivar updated_at: when the last cycle ended, or C{None} before the first.
     @ivar generation: how many cycles have ended.
+    @ivar memory: when each condition the page reports was first seen.
     """
 
     results: tuple
@@ -93,6 +95,7 @@ class Snapshot:
     generation: int
     interval: float
     timeout: float
+    memory: Memory = Memory()
 
 
 class HTTPStatusError(Exception):
@@ -236,7 +239,8 @@ class Poller:
                 results.append(result)
                 self.console(console_line(result))
             self._snapshot = Snapshot(
-                tuple(results), now, self._snapshot.generation + 1, self.interval, self.timeout
+                tuple(results), now, self._snapshot.generation + 1, self.interval, self.timeout,
+                remember(self._snapshot.memory, results, now),
             )
             self.console("[INFO] Data updated.")
             return self._snapshot

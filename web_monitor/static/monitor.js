@@ -216,7 +216,18 @@
     return el("article", { class: "card node", "data-index": s.index }, ...parts);
   }
 
+  // The answers first: are all readings copied, and what else is wrong.
+  function renderHealth(health) {
+    const section = document.getElementById("health");
+    section.className = "health " + health.level;
+    document.getElementById("health-headline").textContent = health.headline;
+    document.getElementById("health-items").replaceChildren(...health.items.map((item) =>
+      el("li", { class: item.level, "data-kind": item.kind },
+        item.text + " ", el("span", { class: "since" }, "for " + item.since))));
+  }
+
   function render(data) {
+    renderHealth(data.health);
     document.getElementById("summary-counts").textContent =
       data.counts.answering + " of " + data.counts.monitored + " servers answering";
     document.getElementById("servers").replaceChildren(...data.servers.map(serverRow));
