@@ -333,3 +333,92 @@ class BrowserTests(TestCase):
         self.assertTrue(page.evaluate("window.notReloaded === true"), "the page was reloaded")
         page.screenshot(path=str(shots / "trouble.png"), full_page=True)
         self.assertEqual(problems, [])
+
+
+def ten_node_statuses() -> list:
+    """
+    The /status answers of a 10-node cluster, each holding every origin, one
+    with a link in trouble, one with an export behind, one disk nearly full.
+    """
+    from .test_monitor import export_status, node_status
+
+    ids = [f"{n:x}" * 32 for n in range(10)]
+    origins = {node_id: 1000 + 37 * n for n, node_id in enumerate(ids)}
+    statuses = []
+    for n, node_id in enumerate(ids):
+        peers = [
+            {"address": f"10.0.0.{m + 1}:12346", "node_id": other, "connected": True}
+            for m, other in enumerate(ids) if other != node_id
+        ]
+        extra = {"disk": {"used_bytes": 123456789 * (n + 1), "budget_bytes": 4 * 10**9,
+                          "days_left": 3.5 if n == 4 else 120.0, "full": False}}
+        if n == 2:
+            peers[0]["trouble"] = "3 records refused from 10.0.0.1:12346: bad MAC, the link was dropped"
+        if n == 6:
+            extra["exports"] = [export_status(
+                url="http://***@influx.example.net:8086/write?db=sensors", state="retrying", pending=12345,
+                oldest_unexported_age_s=420.0, last_error="HTTP 503 Service Unavailable: the database is busy")]
+        status = node_status(node_id=node_id, origins=origins, peers=peers, **extra)
+        status["sensors"]["unterminated_connected"] = 1 if n == 3 else 0
+        statuses.append(status)
+    return statuses
+
+
+class LayoutTests(TestCase):
+    """
+    The page with 10 nodes, at a laptop's and a phone's width.
+    """
+
+    launch_browser = BrowserTests.launch_browser
+
+    def test_ten_nodes_fit(self):
+        """
+        At 1280x800 and at 390x844, the page with 10 nodes does not scroll
+        sideways, its answers line is the first thing under the title, and
+        screenshots of both are left in the test's directory.
+        """
+        from .test_monitor import FakeNode
+
+        browser = self.launch_browser()
+        shots = Path(self.mktemp()).resolve()
+        shots.mkdir(parents=True)
+        nodes = [FakeNode(self, status=status) for status in ten_node_statuses()]
+        app = create_app({
+            "SERVERS": [node.address for node in nodes],
+            "INTERVAL": 1.0,
+            "CONSOLE": lambda line: None,
+        })
+        self.addCleanup(app.extensions["monitor"].stop)
+        url = serve(self, app)
+        for name, width, height in (("laptop", 1280, 800), ("phone", 390, 844)):
+            page = browser.new_page(viewport={"width": width, "height": height})
+            problems = []
+            page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+            page.goto(url)
+            page.wait_for_function(
+                """() => document.querySelectorAll('tr.server[data-state="Running"]').length === 10
+                      && document.querySelectorAll('#health li').length === 3""",
+                timeout=15000,
+            )
+            page.screenshot(path=str(shots / f"{name}.png"))
+            page.screenshot(path=str(shots / f"{name}-full.png"), full_page=True)
+            overflow = page.evaluate(
+                """() => ({scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+                          wide: [...document.querySelectorAll('main *')]
+                                .filter(e => !e.closest('.scroll'))
+                                .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)
+                                .slice(0, 5).map(e => e.tagName + '.' + e.className)})"""
+            )
+            self.assertLessEqual(overflow["scroll"], overflow["inner"], f"{name}: {overflow}; see {shots}")
+            self.assertEqual(overflow["wide"], [], f"{name}: see {shots}")
+            # The servers fit without scrolling in their card, at either width;
+            # only the matrix may scroll in its own (10 columns on a phone).
+            box = page.locator("table.servers").evaluate("t => [t.parentNode.scrollWidth, t.parentNode.clientWidth]")
+            self.assertLessEqual(box[0], box[1], f"{name}: the servers' table scrolls; see {shots}")
+            headline = page.locator("#health .headline")
+            self.assertEqual(headline.text_content(), "Every reading has at least 2 copies.")
+            # The answers are on the first screen, right under the title.
+            self.assertLess(headline.bounding_box()["y"], 200)
+            self.assertEqual(problems, [])
+            page.close()
+        self.shots = shots

@@ -111,7 +111,8 @@ def health(results, memory: Memory, now: float, updated: bool = True) -> dict:
     """
     wanted = copies_wanted(results)
     if not updated or all(r.checked_at is None for r in results):
-        return {"level": "waiting", "copies": wanted, "headline": "Waiting for the first answers…", "items": []}
+        return {"level": "waiting", "copies": wanted, "copies_level": "waiting",
+                "headline": "Waiting for the first answers…", "items": []}
     items = []
     for c in _conditions(results, memory, now, wanted):
         since = memory.first_seen.get(c["key"], now) if c.get("since") is None else c["since"]
@@ -134,7 +135,8 @@ def health(results, memory: Memory, now: float, updated: bool = True) -> dict:
         headline += "."
     levels = {i["level"] for i in items}
     level = "bad" if "bad" in levels else ("warn" if levels else "ok")
-    return {"level": level, "copies": wanted, "headline": headline, "items": copies + others}
+    return {"level": level, "copies": wanted, "copies_level": "bad" if copies else "ok",
+            "headline": headline, "items": copies + others}
 
 
 def _conditions(results, memory: Memory, now: float, wanted: int) -> list:

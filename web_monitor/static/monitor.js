@@ -75,7 +75,18 @@
     );
   }
 
+  // The column each cell of a server's row is under, for the narrow
+  // layout, where each row is a card of labelled cells.
+  const serverLabels = ["Server", "State", "Node", "Uptime", "Own readings", "Held for others",
+    "Sensors connected", "Rejected lines", "Disk", "Export", "Peer links"];
+
   function serverRow(s) {
+    const row = serverCells(s);
+    Array.from(row.children).forEach((cell, n) => cell.setAttribute("data-label", serverLabels[n]));
+    return row;
+  }
+
+  function serverCells(s) {
     let links = "—";
     if (s.links_up !== null) {
       links = [
@@ -220,7 +231,9 @@
   function renderHealth(health) {
     const section = document.getElementById("health");
     section.className = "health " + health.level;
-    document.getElementById("health-headline").textContent = health.headline;
+    const headline = document.getElementById("health-headline");
+    headline.className = "headline " + health.copies_level;
+    headline.textContent = health.headline;
     document.getElementById("health-items").replaceChildren(...health.items.map((item) =>
       el("li", { class: item.level, "data-kind": item.kind },
         item.text + " ", el("span", { class: "since" }, "for " + item.since))));
