@@ -47,7 +47,7 @@ _HELP = {
     "data-dir": "Directory of the node's databases, node.id and cluster.key; created when missing.",
     "sensor-port": "Where sensors connect.",
     "peer-port": "Where peers connect.",
-    "status-port": "Where the HTTP status (/status, /readings) is served.",
+    "status-port": "Where the HTTP status (/status, /readings, /metrics, /readyz) is served.",
     "peers": (
         f"Comma-separated host[:port] of the peers to dial (port {DEFAULT_PEER_PORT} when omitted); "
         "tls:host[:port] dials one over TLS (needs --tls-cert)."
