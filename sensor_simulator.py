@@ -12,6 +12,7 @@ resending never duplicates a reading.
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import random
 import secrets
@@ -531,6 +532,24 @@ class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, "{}: error: {}\n".format(self.prog, message))
 
+    def unknown(self, words: list[str]):
+        """
+        Exit for words no option takes (a misspelled flag): the line saying so, a guess at the
+        flag meant, and the seed's list of sensor flags, since a sensor flag is the one most
+        often meant.
+        """
+        flags = [o for action in self._actions for o in action.option_strings]
+        lines = ["{}: error: unrecognized arguments: {}".format(self.prog, " ".join(words))]
+        for word in words:
+            flag = word if word.startswith("-") else "--" + word
+            guess = difflib.get_close_matches(flag, flags, 1)
+            if guess:
+                lines.append("Did you mean {}?".format(guess[0]))
+                break
+        lines.extend(USAGE.splitlines()[1:])
+        lines.append("Run {} --help for the other options.".format(self.prog))
+        self.exit(2, "\n".join(lines) + "\n")
+
 
 def _option_type(convert: Callable[[str], object], valid: Callable, expected: str):
     """An argparse type: C{convert} the text, insist the value is C{valid}, name C{expected}."""
@@ -592,7 +611,10 @@ def _token_file(path: str) -> bytes:
 
 
 def parse_args(argv: Iterable[str]) -> argparse.Namespace:
-    """Parse the command line; a bad value exits with status 2 and one line naming the option."""
+    """
+    Parse the command line; a bad value exits with status 2 and one line naming the option, and
+    a misspelled flag with the list of sensor flags too.
+    """
     parser = _OneLineParser(
         prog="sensor_simulator.py", description="Send simulated sensor readings to a p2pstore node."
     )
@@ -641,7 +663,9 @@ def parse_args(argv: Iterable[str]) -> argparse.Namespace:
         help="a file holding this sensor's token, sent as 'AUTH <token>' first (a node with "
         "--sensor-tokens)",
     )
-    options = parser.parse_args(list(argv))
+    options, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        parser.unknown(unknown)
     if options.ca is not None and not options.tls:
         parser.error("argument --ca: only with --tls")
     return options

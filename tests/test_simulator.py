@@ -6,6 +6,8 @@ node on a loopback port.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import random
 import re
@@ -483,6 +485,54 @@ class OptionTests(SynchronousTestCase):
         )
 
 
+    def misspelled(self, *args: str) -> tuple[int, list[str]]:
+        """The exit status and the stderr lines of parse_args(C{args})."""
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as exited:
+            parse_args(args)
+        return exited.exception.code, err.getvalue().splitlines()
+
+    def test_misspelled_flag_lists_sensor_flags(self):
+        """
+        A misspelled flag is named, the nearest flag is suggested, and the seed's list of sensor
+        flags follows, with where the other options are.
+        """
+        code, err = self.misspelled("--tmp")
+        self.assertEqual(code, 2)
+        self.assertEqual(
+            err,
+            [
+                "sensor_simulator.py: error: unrecognized arguments: --tmp",
+                "Did you mean --temp?",
+                "Available options:",
+                "--temp",
+                "--pressure",
+                "--humidity",
+                "Run sensor_simulator.py --help for the other options.",
+            ],
+        )
+
+    def test_misspelled_other_flag(self):
+        """A misspelled option that is not a sensor flag is guessed too, with its value named."""
+        code, err = self.misspelled("--temp", "--prot", "1")
+        self.assertEqual(code, 2)
+        self.assertEqual(err[:2], [
+            "sensor_simulator.py: error: unrecognized arguments: --prot 1",
+            "Did you mean --port?",
+        ])
+        self.assertIn("--humidity", err)
+
+    def test_flag_without_dashes(self):
+        """A sensor named without its dashes is guessed as its flag."""
+        code, err = self.misspelled("pressure")
+        self.assertEqual((code, err[1]), (2, "Did you mean --pressure?"))
+
+    def test_nothing_near(self):
+        """A word near no flag gets no guess, only the list."""
+        code, err = self.misspelled("--xyzzy")
+        self.assertEqual((code, err[1]), (2, "Available options:"))
+
+
 class FakeNodeProtocol(LineOnlyReceiver):
     """
     Answers OK with the stored index, storing each reading_id once; or, if told to, drops the
@@ -653,6 +703,26 @@ class CommandLineTests(TestCase):
             self.assertEqual(len(err), 1, err)
             self.assertIn(option, err[0])
             self.assertEqual(proc.stdout, b"")
+
+    @defer.inlineCallbacks
+    def test_misspelled_flag(self):
+        """
+        A misspelled sensor flag gives exit status 2 and, on stderr, the error line, a guess and
+        the list of sensor flags; nothing is sent.
+        """
+        proc = SimulatorProcess.spawn(self, "--temperature")
+        code = yield proc.exit_code()
+        self.assertEqual(code, 2)
+        err = proc.stderr.decode().splitlines()
+        self.assertEqual(
+            err[:2],
+            [
+                "sensor_simulator.py: error: unrecognized arguments: --temperature",
+                "Did you mean --temp?",
+            ],
+        )
+        self.assertIn("--pressure", err)
+        self.assertEqual(proc.stdout, b"")
 
 
 class RealSocketTests(TestCase):
