@@ -70,6 +70,11 @@ INTERVAL = 1.0
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 300.0
 MAX_CONNECT_BACKOFF = 30.0
+# Readings refused one by one in a row, with nothing taken between, after
+# which the destination is taken to refuse every write (a URL without its
+# database, say): the readings wait, retried, instead of all going to the
+# dead letters.
+REFUSED_IN_A_ROW = 5
 # A write that has not answered in this long counts as failed.
 WRITE_TIMEOUT = 60.0
 # The most of a destination's answer kept (in a dead letter, in the log).
@@ -163,6 +168,8 @@ class Exporter:
         self.errors: dict = {}
         # The (log, index) of the last record not exported for its HMAC.
         self._bad = None
+        # Readings refused alone since the last write taken.
+        self._refused_in_a_row = 0
         self._small_at = float("-inf")
         self._backoff = 0.0
         self._retry = None
@@ -378,6 +385,8 @@ class Exporter:
             self.saved[log] = max(self.saved.get(log, 0), last)
             self._announce()
             self.sent += count
+            if count:
+                self._refused_in_a_row = 0
             now = self._clock.seconds()
             self.last_success = now
             if self.failing_since is not None:
@@ -436,28 +445,35 @@ class Exporter:
             status, answer = failure.value.status, failure.value.answer
         else:
             status, answer = None, _describe(failure)
-        if status in (400, 413):
+        key = str(status) if status is not None else "connection"
+        self.errors[key] = self.errors.get(key, 0) + 1
+        if status in (400, 413) and self._refused_in_a_row < REFUSED_IN_A_ROW:
             if count > 1:
                 # One of them is bad (or the batch too large): halves.
                 self.sender.resend_smaller()
                 return
+            self._refused_in_a_row += 1
+            self.last_error = f"{status} {answer} (entry {last} sent to the dead letters)"
             line = body.decode("utf-8").rstrip("\n")
             self._dead(log, last, DeadLetter(log[0], log[1], last, line, status, answer))
             return
-        key = str(status) if status is not None else "connection"
-        self.errors[key] = self.errors.get(key, 0) + 1
         now = self._clock.seconds()
         most = MAX_BACKOFF if status is not None else MAX_CONNECT_BACKOFF
         self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF), most)
         delay = self._backoff * random.uniform(0.5, 1.0)
         error = f"{status} {answer}" if status is not None else answer
-        self.misconfigured = status in _MISCONFIGURED
-        if self.misconfigured:
+        self.misconfigured = status in _MISCONFIGURED or status in (400, 413)
+        if status in _MISCONFIGURED:
             advice = (
                 f"{_MISCONFIGURED[status]}: check the URL's database or bucket and the "
                 "credentials (--export-token-file for InfluxDB 2.x)"
             )
             error = f"{error} ({advice})"
+        elif self.misconfigured:
+            error = (
+                f"{error} (every write refused, {REFUSED_IN_A_ROW} readings alone in a row: check "
+                "the URL, e.g. its ?db=; the readings wait here)"
+            )
         if self.failing_since is None or error != self.last_error:
             self.log.warn(
                 "export to {destination} failed: {error}; trying again in {delay:.0f} s, "

@@ -360,3 +360,28 @@ class TakeoverTests(ExporterCase):
         )
         exporter.heard_exported(Exported("http://127.0.0.1:1/write?db=b", {(NODE_ID, NODE_ID): 5}))
         self.assertEqual(exporter.heard, {})
+
+
+class RefusesEverythingTests(ExporterCase):
+    async def test_every_write_refused(self) -> None:
+        """
+        A destination that refuses every write with 400 (InfluxDB's
+        "database is required" for a URL without ?db=) sends a few readings
+        to the dead letters, then is shown as misconfigured and the rest
+        wait, retried, until it takes them; 400s are counted.
+        """
+        self.patch(export, "REFUSED_IN_A_ROW", 2)
+        await self.setup(0)
+        self.server.answers = [400] * 30
+        await self.add(6)
+        exporter = self.exporter
+        await self.settle(lambda: exporter.status()["state"] == "misconfigured")
+        status = exporter.status()
+        self.assertEqual(status["dead_lettered"], 2)
+        self.assertIn("check the URL", status["last_error"])
+        self.assertGreater(status["errors"]["400"], 2)
+        self.assertEqual(status["pending"], 4)
+        self.server.answers = []
+        await self.settle(lambda: exporter.saved.get(self.log) == 6, limit=20.0)
+        self.assertEqual(len(self.server.lines()), 4)
+        self.assertEqual(exporter.status()["state"], "ok")
