@@ -178,12 +178,15 @@ class Node:
                     if gap.first <= position
                 )
                 entry["count"] += position - gone
-                if origin != self.node_id or epoch == self.store.epoch:
-                    entry["last_index"] = max(entry["last_index"], position)
-                logs.append(
-                    {"origin": origin, "epoch": epoch, "first": source.firsts.get(log, 1),
-                     "last": position, "held": position - gone}
-                )
+                # The highest position over the origin's epochs, on its own node as on its
+                # peers: which epoch an origin numbers in now only it knows, so a rule
+                # that needs it would have the node and its peers disagree (issue 19).
+                entry["last_index"] = max(entry["last_index"], position)
+                held = {"origin": origin, "epoch": epoch, "first": source.firsts.get(log, 1),
+                        "last": position, "held": position - gone}
+                if log == self.own_log():
+                    held["current"] = True
+                logs.append(held)
         peers, totals = replicator.status(
             {
                 dialer.address: dialer.protocol is not None

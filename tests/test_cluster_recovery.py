@@ -260,6 +260,47 @@ class SelfRecoveryTests(TestCase):
         no_tracebacks(self, a, b, c)
 
 
+    @inlineCallbacks
+    def test_origin_status_agrees_after_recovery(self):
+        """
+        After a node got its lost database back (26 readings of its old
+        epoch, 10 of its new one), its own /status and its peer's say the
+        same of its origin: count 36 and the highest position held, 26; both
+        list the two epochs under logs, and the node marks the one it numbers
+        new readings in.
+        """
+        key = cluster_key(self)
+        a, b = (NodeProcess(self, secret_file=key) for _ in range(2))
+        mesh([a, b])
+        for node in (a, b):
+            yield node.start()
+        yield feed(self, a, sensor_lines(26, "a"))
+        (old_epoch,) = epochs((yield wait_identical(b, a)))
+        yield a.stop()
+        a.delete_db(SELF_DB)
+        yield a.start()
+        yield feed(self, a, sensor_lines(10, "new"))
+        yield wait_for(lambda: state_is(a, "Running"), CONVERGE, "A to be Running")
+        rows = yield wait_identical(b, a)
+        self.assertEqual(len(rows), 36)
+        (new_epoch,) = set(epochs(rows)) - {old_epoch}
+
+        mine, theirs = (yield a.status()), (yield b.status())
+        self.assertEqual(mine["origins"][a.node_id], {"count": 36, "last_index": 26, "self": True})
+        self.assertEqual(theirs["origins"][a.node_id], {"count": 36, "last_index": 26, "self": False})
+
+        def logs_of(status):
+            return {
+                log["epoch"]: (log["last"], log.get("current"))
+                for log in status["logs"]
+                if log["origin"] == a.node_id
+            }
+
+        self.assertEqual(logs_of(mine), {old_epoch: (26, None), new_epoch: (10, True)})
+        self.assertEqual(logs_of(theirs), {old_epoch: (26, None), new_epoch: (10, None)})
+        no_tracebacks(self, a, b)
+
+
 class DataDirLostTests(TestCase):
     """
     A node that lost its whole data directory comes back as a new origin;
