@@ -51,6 +51,8 @@ class Holdings:
         # rising (last index, time) marks: what /status calls "since".
         self._marks: dict[Log, deque] = {}
         self.listeners: list[Callable[[Log, str, int], None]] = []
+        # Nodes gone (p2pstore.departed): what others relay of them is not taken.
+        self._gone: set[str] = set()
 
     def heard(self, log: Log, holder: str, last: int, first: Optional[int] = None) -> None:
         """
@@ -58,7 +60,7 @@ class Holdings:
         when it says so (its HAVE): what it pruned no longer counts.
         """
         holders = self._held.setdefault(log, {})
-        if holder == self.node_id:
+        if holder == self.node_id or holder in self._gone:
             return
         if first is not None:
             if first > 1:
@@ -81,6 +83,22 @@ class Holdings:
         """
         for holders in (*self._held.values(), *self._firsts.values()):
             holders.pop(holder, None)
+
+    def gone(self, holder: str) -> None:
+        """
+        ``holder`` is gone: its copies exist only if it comes back, so they
+        count for no ``--ack-copies`` or ``--min-copies`` (retention must
+        not prune what only a gone node holds), and what other nodes relay
+        of it is not taken, until it links again (L{back}).
+        """
+        self.forget(holder)
+        self._gone.add(holder)
+
+    def back(self, holder: str) -> None:
+        """
+        ``holder`` linked again: what it holds counts again, from its HAVE.
+        """
+        self._gone.discard(holder)
 
     def stored(self, log: Log, last: int) -> None:
         """

@@ -78,6 +78,11 @@ class Node:
         # One p2pstore.export.Exporter per --export destination.
         self.exporters: list = []
         ingestor.observers.append(self._committed)
+        replicator.dialled_addresses = self._dialled_addresses
+
+    def _dialled_addresses(self) -> set:
+        # An address that turned out to be this node is no peer.
+        return {dialer.address for dialer in self.dialers if dialer.gave_up is None}
 
     @property
     def state(self) -> str:
@@ -140,7 +145,9 @@ class Node:
         heard of through them) and the origins of the logs it holds.
         """
         replicator = self.replicator
-        known = {self.node_id, *replicator.peers, *replicator.holdings.nodes()}
+        # A gone peer (p2pstore.departed) is no node a copy can be had from.
+        peers = {node_id for node_id, peer in replicator.peers.items() if peer.gone_since is None}
+        known = {self.node_id, *peers, *replicator.holdings.nodes()}
         known.update(origin for origin, _ in replicator.positions)
         dialled = sum(1 for dialer in self.dialers if dialer.gave_up is None)
         return max(len(known), 1 + dialled)

@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from .copies import HeldRelay, Holdings
+from .departed import SWEEP_INTERVAL, departures
 from .gaps import Gap
 from .inbound import Inbound
 from .linkhealth import LinkHealth
@@ -60,6 +61,8 @@ class PeerState:
         # while the peer stays connected is a link that keeps breaking.
         self.links_opened = 0
         self.last_seen: Optional[float] = None
+        # When it was found gone (p2pstore.departed), while it is.
+        self.gone_since: Optional[float] = None
         # Why its links dropped or its records were refused, lately.
         self.health = LinkHealth(time.time)
 
@@ -121,6 +124,10 @@ class Replicator:
         # Called with each range recorded as not held by a peer
         # (p2pstore.gaps.PrunedRange).
         self.gap_listeners: list = []
+        # The addresses this node dials (its --peers that are not itself):
+        # a peer one of them leads to is never gone (p2pstore.departed).
+        self.dialled_addresses: Callable[[], set] = set
+        self._sweep_call = None
 
     # -- this node's own logs --------------------------------------------
 
@@ -147,8 +154,9 @@ class Replicator:
         """
         self.stopped = True
         self.relay.stop()
-        if self._have_call is not None and self._have_call.active():
-            self._have_call.cancel()
+        for call in (self._have_call, self._sweep_call):
+            if call is not None and call.active():
+                call.cancel()
         for peer in self.peers.values():
             peer.sender.stop()
         self.inbound.stop()
@@ -230,6 +238,8 @@ class Replicator:
         if not peer.links:
             # Back after all its links were down: what it holds comes anew.
             self.holdings.forget(peer.node_id)
+            self.holdings.back(peer.node_id)
+            peer.gone_since = None
         peer.links.append(link)
         peer.links_opened += 1
         if peer.sender.channel is None:
@@ -251,6 +261,7 @@ class Replicator:
         peer.links.remove(link)
         if not peer.links:
             self._announce_links()
+            self._schedule_sweep()
         if peer.sender.channel is link:
             # Batches in flight on that link are lost: resume from what the
             # peer is known to hold, on its next link.
@@ -530,6 +541,48 @@ class Replicator:
     def recovery_progress(self) -> dict:
         return self.recovery.progress(self.positions)
 
+    # -- peers that are gone (p2pstore.departed) ----------------------------
+
+    def _schedule_sweep(self) -> None:
+        # Only while some peer has no link: only such a peer can go.
+        if self.stopped or (self._sweep_call is not None and self._sweep_call.active()):
+            return
+        if any(not peer.links for peer in self.peers.values()):
+            self._sweep_call = self._clock.callLater(SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_call = None
+        try:
+            self.sweep_peers()
+        except Exception:
+            self.log.failure("the sweep of gone peers failed")
+        self._schedule_sweep()
+
+    def sweep_peers(self) -> None:
+        """
+        Mark the peers that are gone, forget what they held, and remove the
+        entries of those gone for long enough.
+        """
+        now = self._clock.seconds()
+        gone, expired = departures(self.peers.values(), self.dialled_addresses(), now)
+        for node_id in gone:
+            peer = self.peers[node_id]
+            if peer.gone_since is None:
+                peer.gone_since = now
+                self.holdings.gone(node_id)
+                self.log.info(
+                    "peer {node_id} ({address}) gone: no link since {last_seen}, and no "
+                    "address this node dials leads to it; its copies no longer count",
+                    node_id=node_id, address=peer.address, last_seen=peer.last_seen,
+                )
+        for node_id in expired:
+            peer = self.peers[node_id]
+            if peer.sender.reading:
+                continue  # next sweep, once its read is done
+            peer.sender.stop()
+            del self.peers[node_id]
+            self.log.info("peer {node_id} forgotten: no link for an hour", node_id=node_id)
+
     # -- status -------------------------------------------------------------
 
     def _peer_status(self, peer: PeerState, connecting: bool) -> dict:
@@ -540,6 +593,8 @@ class Replicator:
             "connected": bool(peer.links) or connecting,
             "authenticated": bool(peer.links),
             "last_seen": peer.last_seen,
+            # No link for long, and no dialled address leads to it: no failing link.
+            "gone": peer.gone_since is not None,
             "sent": sender.sent_count if sender else 0,
             "received": peer.received,
             "rejected": peer.rejected,
@@ -569,6 +624,8 @@ class Replicator:
         @param dialling: ``{address: connected}`` of the addresses this node
             dials, so that peers never reached yet are listed too.
         """
+        if self.ready:
+            self.sweep_peers()
         peers = [self._peer_status(peer, False) for peer in self.peers.values()]
         known = {peer.address for peer in self.peers.values()}
         for address, connected in (dialling or {}).items():

@@ -748,6 +748,7 @@ class StatusTests(ReplicatorTestCase):
                 "connected": True,
                 "authenticated": True,
                 "last_seen": 105.0,
+                "gone": False,
                 "sent": 6 + 5 + 7,
                 "received": 3,
                 "rejected": 1,
