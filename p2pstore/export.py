@@ -133,7 +133,6 @@ class Exporter:
             self._pool.maxPersistentPerHost = 1
             agent = Agent(clock, pool=self._pool, connectTimeout=30)
         self._agent = agent
-        self._refused = refused
         self._interval = interval
         self._max_lines = max_lines
         self._max_body = max_body

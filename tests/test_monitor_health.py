@@ -5,7 +5,6 @@ no network: are all readings copied, and what else is wrong, and since when.
 
 from __future__ import annotations
 
-import attrs
 from twisted.trial.unittest import SynchronousTestCase
 
 from web_monitor import create_app
