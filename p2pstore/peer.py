@@ -161,13 +161,12 @@ class PeerProtocol(LineOnlyReceiver):
             return
         if isinstance(message, Ping):
             self.send(Pong())
-        elif isinstance(message, Pong):
-            pass
-        else:
-            try:
-                self.factory.replicator.received(self, message)
-            except BadMessage as e:
-                self.drop(str(e))
+        # Keepalives go to replication too: an idle link carries nothing
+        # else, and every message from the peer moves its last_seen.
+        try:
+            self.factory.replicator.received(self, message)
+        except BadMessage as e:
+            self.drop(str(e))
 
     def _salvage(self, line: bytes) -> None:
         """

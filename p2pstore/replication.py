@@ -28,8 +28,8 @@ from .records import ENTRY_INDEX, Signer
 from .recovery import Recovery
 from .sending import Log, LogSender, LogSource
 from .wire import (
-    MAX_RECORDS, Ack, BadMessage, Exported, Full, Have, Held, Links, Pruned, Records, Repair,
-    Want,
+    MAX_RECORDS, Ack, BadMessage, Exported, Full, Have, Held, Links, Ping, Pong, Pruned, Records,
+    Repair, Want,
 )
 
 # HAVE announcements are coalesced over this long.
@@ -284,13 +284,16 @@ class Replicator:
 
     def received(self, link, message) -> None:
         """
-        A message from an authenticated link.
+        A message from an authenticated link, keepalives included: each
+        moves the peer's C{last_seen}.
 
         @raise BadMessage: it breaks the protocol; the link is dropped.
         """
         peer = self.peers[link.peer_id]
         peer.last_seen = self._clock.seconds()
-        if isinstance(message, Have):
+        if isinstance(message, (Ping, Pong)):
+            pass  # answered by the protocol; heard from is all they say
+        elif isinstance(message, Have):
             self._have(peer, link, message)
         elif isinstance(message, (Records, Pruned)):
             self.inbound.received(link, peer, message)

@@ -7,7 +7,8 @@ entries removed, on a task.Clock.
 from __future__ import annotations
 
 from p2pstore.departed import EXPIRE_AFTER, GONE_AFTER, SWEEP_INTERVAL
-from p2pstore.wire import Held
+from p2pstore.peer import PING_INTERVAL
+from p2pstore.wire import Held, Ping
 
 from .replication_fakes import A, B, C, D, EPOCH_A
 from .test_replication import FakeLink, ReplicatorTestCase
@@ -85,6 +86,22 @@ class GoneTests(ReplicatorTestCase):
         self.assertEqual(self.replicator.holdings.holders(OWN), {})
         self.clock.advance(EXPIRE_AFTER)
         self.assertNotIn(B, self.replicator.peers)
+
+    def test_idle_link_counts_as_seen(self) -> None:
+        """
+        A peer that dialled this node and whose link carried only PING and
+        PONG for hours is not gone as soon as that link drops: its
+        keepalives kept it seen, so it goes GONE_AFTER after the drop.
+        """
+        link = self.link(B)
+        for _ in range(int(2 * EXPIRE_AFTER / PING_INTERVAL)):
+            self.clock.advance(PING_INTERVAL)
+            self.replicator.received(link, Ping())
+        self.replicator.link_down(link)
+        self.clock.advance(GONE_AFTER - 1)
+        self.assertEqual(self.peer_status(B)["gone"], False)
+        self.clock.advance(1)
+        self.assertEqual(self.peer_status(B)["gone"], True)
 
     def test_linked_peer_never_gone(self) -> None:
         """A peer with a link is never gone, however long it has been quiet."""

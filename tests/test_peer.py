@@ -240,15 +240,18 @@ class PeerProtocolTests(SynchronousTestCase):
 
     def test_ping_answered(self):
         """
-        After authentication a PING is answered with a PONG, and neither is
-        handed to replication.
+        After authentication a PING is answered with a PONG, and both are
+        handed to replication, which thus hears that the peer is there.
         """
         self.authenticate()
         self.tell(Ping())
         self.assertEqual(self.read(), [Pong()])
         self.tell(Pong())
         self.assertEqual(self.read(), [])
-        self.assertEqual(self.replicator.named("received"), [])
+        self.assertEqual(
+            self.replicator.named("received"),
+            [("received", self.proto, Ping()), ("received", self.proto, Pong())],
+        )
 
     def test_pings_when_idle(self):
         """
@@ -312,8 +315,7 @@ class PeerProtocolTests(SynchronousTestCase):
 
     def test_messages_to_replication(self):
         """
-        After authentication every message but PING and PONG goes to
-        replication.
+        After authentication every message goes to replication.
         """
         self.authenticate()
         self.tell(Have({ORIGIN: {ORIGIN: 3}}))

@@ -20,7 +20,8 @@ from p2pstore.interfaces import ILink
 from p2pstore.replication import HAVE_DELAY, Replicator
 from p2pstore.sending import READ_BATCHES, RETRY_DELAY
 from p2pstore.wire import (
-    MAX_RECORDS, Ack, BadMessage, Exported, Have, Links, Records, Repair, Want, decode, encode,
+    MAX_RECORDS, Ack, BadMessage, Exported, Have, Links, Ping, Pong, Records, Repair, Want, decode,
+    encode,
 )
 
 from .replication_fakes import (
@@ -711,6 +712,20 @@ class StatusTests(ReplicatorTestCase):
     """
     The ``peers`` entries and ``replication`` totals of /status.
     """
+
+    def test_last_seen_moves_on_every_message(self):
+        """
+        A peer's last_seen is when its latest message arrived, whatever the
+        message: the PING and PONG of an idle link move it as a HAVE does.
+        """
+        self.open()
+        self.clock.advance(100)
+        link = self.link()
+        self.assertEqual(self.peer_status()["last_seen"], 100.0)
+        for message in [Ping(), Pong(), Have({}), Ack(A, EPOCH_A, 0), Links(frozenset())]:
+            self.clock.advance(10)
+            self.replicator.received(link, message)
+            self.assertEqual(self.peer_status()["last_seen"], self.clock.seconds(), message)
 
     def test_peer_entry(self):
         """

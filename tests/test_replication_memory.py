@@ -9,6 +9,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pstore.peer import PING_INTERVAL
 from p2pstore.sending import RETRY_DELAY
 
 from .replication_fakes import A, B, C, EPOCH_A, EPOCHS, SIGNER, Cluster, FakeStore, MemoryNode
@@ -73,6 +74,22 @@ class InMemoryTests(InMemoryTestCase):
         self.assertEqual(b.peer(A)["sent"], 17)
         self.assertEqual(a.peer(B)["lag"], {})
         self.assertEqual(b.peer(A)["rejected"], 0)
+
+    def test_idle_link_keeps_peers_seen(self):
+        """
+        Over an idle link only PING and PONG pass, and each node's
+        last_seen of the other keeps up with them, within a PING_INTERVAL.
+        """
+        a, b = self.node(A, 3), self.node(B, 0)
+        self.cluster.link(a, b)
+        self.cluster.run_until(lambda: holds(b, a))
+        for _ in range(100):
+            self.clock.advance(PING_INTERVAL)
+            self.cluster.flush()
+        now = self.clock.seconds()
+        self.assertTrue(a.peer(B)["connected"])
+        self.assertGreaterEqual(a.peer(B)["last_seen"], now - PING_INTERVAL)
+        self.assertGreaterEqual(b.peer(A)["last_seen"], now - PING_INTERVAL)
 
     def test_catch_up_not_paced_by_retries(self):
         """
