@@ -11,9 +11,12 @@ is shown as unknown rather than failing.
 
 from __future__ import annotations
 
+import time
 from typing import Iterable, Optional, Sequence
 
 from attrs import frozen
+
+from .departed import EXPIRE_AFTER
 
 RUNNING = "Running"
 # Records that have waited less than this for a peer are on their way: the
@@ -149,7 +152,7 @@ def verdict(answers: Sequence[NodeAnswer]) -> str:
     """
     The one line that comes first: which nodes did not answer or are not
     Running, how many copies the least copied origins have (for several
-    nodes), and links down, full disks and failing exports.
+    nodes), links down, peers gone, full disks and failing exports.
     """
     parts = []
     down = [a for a in answers if not a.answered]
@@ -175,6 +178,9 @@ def verdict(answers: Sequence[NodeAnswer]) -> str:
     unlinked = _unlinked(up)
     if unlinked:
         parts.append(unlinked)
+    departed = _departed(up)
+    if departed:
+        parts.append(departed)
     for answer in up:
         parts.extend(_node_troubles(answer.status))
     behind = _most_behind(up)
@@ -184,20 +190,21 @@ def verdict(answers: Sequence[NodeAnswer]) -> str:
 
 
 def _links_verdict(status: dict) -> str:
-    # One node's view: its peers.
-    peers = [p for p in status.get("peers") or () if isinstance(p, dict)]
-    if not peers:
+    # One node's view: its peers, but the gone ones (no links; the verdict
+    # names them apart).
+    current = [p for p in _peers(status) if not _gone(p)]
+    if not current:
         return "no peers: one copy of each reading"
-    return f"{sum(map(_linked, peers))} of {len(peers)} peers linked"
+    return f"{sum(map(_linked, current))} of {len(current)} peers linked"
 
 
 def _unlinked(up: Sequence[NodeAnswer]) -> Optional[str]:
     # The links down, by the peer at their other end: a node that is down
-    # is named once, with the nodes that miss it.
+    # is named once, with the nodes that miss it. A gone peer is no link.
     missed: dict[str, list[str]] = {}
     for answer in up:
-        for peer in answer.status.get("peers") or ():
-            if isinstance(peer, dict) and not _linked(peer):
+        for peer in _peers(answer.status):
+            if not _linked(peer) and not _gone(peer):
                 missed.setdefault(_peer_name(peer), []).append(short(answer.status.get("node_id")))
     if not missed:
         return None
@@ -206,11 +213,20 @@ def _unlinked(up: Sequence[NodeAnswer]) -> Optional[str]:
     )
 
 
+def _departed(up: Sequence[NodeAnswer]) -> Optional[str]:
+    # The peers some node says are gone, each named once.
+    names = sorted({_peer_name(p) for a in up for p in _peers(a.status) if _gone(p)})
+    return f"{', '.join(names)} gone" if names else None
+
+
 def _most_behind(up: Sequence[NodeAnswer]) -> Optional[str]:
-    # The link that lags most, in records.
+    # The link that lags most, in records; a gone peer's copy is not
+    # counted, so what it lacks is no copy missing.
     worst = None
     for answer in up:
-        for peer in answer.status.get("peers") or ():
+        for peer in _peers(answer.status):
+            if _gone(peer):
+                continue
             records = sum((peer.get("lag") or {}).values())
             waits = (peer.get("lag_s") or {}).values()
             if waits and max(waits) < CATCHING_UP_S:
@@ -262,6 +278,16 @@ def _linked(peer: dict) -> bool:
     return bool(peer.get("connected") and peer.get("authenticated"))
 
 
+def _gone(peer: dict) -> bool:
+    # No link for long and no dialled address leads to it (p2pstore.departed):
+    # a node that left, not a link down.
+    return peer.get("gone") is True
+
+
+def _peers(status: dict) -> list[dict]:
+    return [p for p in status.get("peers") or () if isinstance(p, dict)]
+
+
 def render(answers: Sequence[NodeAnswer], now: float) -> str:
     """
     The whole summary, as C{p2pstore status} prints it.
@@ -304,9 +330,13 @@ def node_block(answer: NodeAnswer, now: float) -> list[str]:
         lines.append("  recovery  " + _recovery(recovery))
     lines.append("  sensors   " + _sensors(status))
     lines.append("  readings  " + _readings(status, node_id))
-    peers = [p for p in status.get("peers") or () if isinstance(p, dict)]
-    linked = sum(_linked(p) for p in peers)
-    lines.append(f"  peers     {linked} of {len(peers)} linked" if peers else "  peers     none")
+    peers = _peers(status)
+    current = [p for p in peers if not _gone(p)]
+    linked = sum(_linked(p) for p in current)
+    text = f"  peers     {linked} of {len(current)} linked" if current else "  peers     none"
+    if len(peers) > len(current):
+        text += f", {len(peers) - len(current)} gone"
+    lines.append(text)
     width = max((len(_peer_name(p)) for p in peers), default=0)
     for peer in peers:
         lines.append(f"    {_peer_name(peer):<{width}}  {_peer(peer, now)}")
@@ -352,6 +382,8 @@ def _peer_name(peer: dict) -> str:
 
 
 def _peer(peer: dict, now: float) -> str:
+    if _gone(peer):
+        return _gone_peer(peer, now)
     if _linked(peer):
         text = "linked"
     else:
@@ -364,6 +396,28 @@ def _peer(peer: dict, now: float) -> str:
     if peer.get("trouble"):
         text += f"; {peer['trouble']}"
     return text
+
+
+def _gone_peer(peer: dict, now: float) -> str:
+    # Its lag and troubles are left out: its copy no longer counts.
+    seen = peer.get("last_seen")
+    if not seen:
+        return "gone (never linked), its copies not counted"
+    quiet = now - seen
+    text = (
+        f"gone: no link since {clock_time(seen)} ({duration(quiet)} ago), its copies not counted; "
+        "its entry is removed after an hour without a link"
+    )
+    if quiet < EXPIRE_AFTER:
+        text += f" (in {duration(EXPIRE_AFTER - quiet)})"
+    return text
+
+
+def clock_time(when: float) -> str:
+    """
+    A POSIX time as the local time of day, ``HH:MM``.
+    """
+    return time.strftime("%H:%M", time.localtime(when))
 
 
 def lag(peer: dict) -> str:

@@ -22,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from p2pstore.cli import ReadingsProgress
 from p2pstore.clusterview import (
     NodeAnswer,
+    clock_time,
     combined,
     copies_table,
     duration,
@@ -151,6 +152,76 @@ class VerdictTests(SynchronousTestCase):
             "1 node Running; no peers: one copy of each reading; aaaaaaaa disk full; "
             "aaaaaaaa export retrying",
         )
+
+
+D = "d" * 32
+
+
+def gone_peer(node_id=D, quiet=14 * 60, **extra):
+    """A peer entry of a node gone (p2pstore.departed), last heard ``quiet`` s before NOW."""
+    return peer(node_id, linked=False, last_seen=NOW - quiet, gone=True, **extra)
+
+
+class GoneTests(SynchronousTestCase):
+    """
+    A gone peer (a node that left) is shown as gone, not as a link down,
+    and is neither a node of the cluster nor a missing copy.
+    """
+
+    def test_cluster(self):
+        """
+        Two nodes that both list old node D as gone, D lacking records and
+        its own readings held by both: every origin is on the 2 nodes, D is
+        named once as gone, neither as not linked nor as most behind.
+        """
+        logs = BOTH + [(D, EPOCH_A, 30)]
+        lacks = {"lag": {A: 40}, "lag_s": {A: 900}}
+        answers = [
+            answer(A, logs, peers=[peer(B), gone_peer(**lacks)]),
+            answer(B, logs, peers=[peer(A), gone_peer(**lacks)]),
+        ]
+        self.assertEqual(verdict(answers), "2 nodes Running; every origin on 2 nodes; dddddddd gone")
+        self.assertTrue(healthy(answers))
+        self.assertIn("  dddddddd  30        30        2 nodes", copies_table(answers))
+
+    def test_one_node(self):
+        """
+        One node's verdict counts only its peers that are not gone, and
+        names the gone ones.
+        """
+        answers = [answer(A, BOTH, peers=[peer(B), gone_peer(lag={A: 40}, lag_s={A: 900})])]
+        self.assertEqual(verdict(answers), "1 node Running; 1 of 1 peers linked; dddddddd gone")
+        answers = [answer(A, BOTH, peers=[gone_peer()])]
+        self.assertEqual(
+            verdict(answers), "1 node Running; no peers: one copy of each reading; dddddddd gone"
+        )
+
+    def test_block(self):
+        """
+        In a node's block a gone peer is left out of the links counted, and
+        its line says since when it has had no link, as a time of day and
+        as an age, and when its entry goes.
+        """
+        doc = status(A, BOTH, peers=[peer(B), gone_peer(lag={A: 40}), peer(C, linked=False)])
+        lines = node_block(NodeAnswer("http://a:8000", doc), NOW)
+        self.assertEqual(
+            lines[3:7],
+            [
+                "  peers     1 of 2 linked, 1 gone",
+                "    bbbbbbbb  linked, in step",
+                f"    dddddddd  gone: no link since {clock_time(NOW - 14 * 60)} (14 min 00 s ago), "
+                "its copies not counted; its entry is removed after an hour without a link "
+                "(in 46 min 00 s)",
+                "    cccccccc  NOT LINKED (last message 30 s ago), in step",
+            ],
+        )
+
+    def test_block_only_gone(self):
+        """A node whose only peer is gone has no links, and says so."""
+        doc = status(A, BOTH, peers=[gone_peer(quiet=2 * 3600)])
+        lines = node_block(NodeAnswer("http://a:8000", doc), NOW)
+        self.assertEqual(lines[3], "  peers     none, 1 gone")
+        self.assertTrue(lines[4].endswith("removed after an hour without a link"), lines[4])
 
 
 class CopiesTests(SynchronousTestCase):
