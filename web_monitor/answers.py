@@ -22,6 +22,8 @@ NODE_STATES = ("Running", "Syncing", "Initializing")
 MAX_ORIGINS = 1000
 MAX_PEERS = 1000
 MAX_EXPORTS = 100
+# Logs: an origin per node, a few epochs each.
+MAX_LOGS = 10 * MAX_ORIGINS
 MAX_READINGS = 10000
 MAX_TEXT = 200
 # A peer's trouble line names what went wrong, with its reason: longer.
@@ -45,6 +47,22 @@ class Peer:
     trouble: Optional[str] = None
     link_errors: Optional[int] = None
     rejected: Optional[int] = None
+    # Found gone (no link for long, p2pstore.departed): its entry goes soon.
+    gone: bool = False
+    # When a message of it last arrived (the node's wall clock).
+    last_seen: Optional[float] = None
+    # The records it is known to lack, per origin, and how long the oldest
+    # of them has waited per origin (seconds); empty when it lacks none.
+    lag: Optional[dict] = None
+    lag_s: Optional[dict] = None
+
+    @property
+    def lag_records(self) -> Optional[int]:
+        return None if self.lag is None else sum(self.lag.values())
+
+    @property
+    def lag_seconds(self) -> Optional[float]:
+        return None if self.lag_s is None else max(self.lag_s.values(), default=0.0)
 
 
 @frozen
@@ -66,6 +84,22 @@ class Export:
     oldest_age_s: Optional[float] = None
     dead_lettered: Optional[int] = None
     last_error: Optional[str] = None
+
+
+@frozen
+class Log:
+    """
+    One log a node holds (its /status "logs"): the positions C{first} to
+    C{last} of one epoch of an origin, C{held} of them, and whether it is
+    the origin's current epoch.
+    """
+
+    origin: str
+    epoch: str
+    first: int
+    last: int
+    held: int
+    current: bool = False
 
 
 @frozen
@@ -102,6 +136,12 @@ class NodeStatus:
     exports: Optional[tuple] = None
     # The copies its sensors' readings wait for (--ack-copies), when above 1.
     ack_copies: Optional[int] = None
+    # Readings answered OK since the node started.
+    sensors_accepted: Optional[int] = None
+    # How many connected sensors go by each name (nodes with --sensor-tokens).
+    sensor_names: Optional[dict] = None
+    # Per origin, the logs the node holds of it (Log), oldest epoch first.
+    logs: Optional[dict] = None
 
     @property
     def own_readings(self) -> Optional[int]:
@@ -121,7 +161,14 @@ class NodeStatus:
 
     @property
     def links_down(self) -> Optional[int]:
-        return None if self.peers is None else sum(1 for p in self.peers if not p.connected)
+        """
+        Links down to peers that are not gone (those are L{peers_gone}).
+        """
+        return None if self.peers is None else sum(1 for p in self.peers if not p.connected and not p.gone)
+
+    @property
+    def peers_gone(self) -> tuple:
+        return () if self.peers is None else tuple(p for p in self.peers if p.gone and not p.connected)
 
     @property
     def peers_in_trouble(self) -> tuple:
@@ -193,6 +240,16 @@ def parse_status(data: Any) -> NodeStatus:
     full = disk and disk.field(
         "full", lambda v: v is False or _is_trouble(v), f"false or a string of 1 to {MAX_TROUBLE} characters"
     )
+    logs = None
+    logs_data = status.field("logs", lambda v: isinstance(v, list), "a list")
+    if logs_data is not None:
+        if len(logs_data) > MAX_LOGS:
+            raise BadAnswer(f"'logs' lists more than {MAX_LOGS} logs")
+        logs = {}
+        for n, entry in enumerate(logs_data):
+            log = _log(_Object(entry, f"logs[{n}]"))
+            logs.setdefault(log.origin, []).append(log)
+        logs = {origin: tuple(held) for origin, held in logs.items()}
     exports = None
     exports_data = status.field("exports", lambda v: isinstance(v, list), "a list")
     if exports_data:
@@ -218,6 +275,22 @@ def parse_status(data: Any) -> NodeStatus:
         disk_full=full or None,
         exports=exports,
         ack_copies=status.field("ack_copies", lambda v: _is_count(v) and v >= 1, "a whole number >= 1"),
+        sensors_accepted=sensors and sensors.field("accepted", _is_count, "a whole number >= 0"),
+        sensor_names=sensors and sensors.field(
+            "names", lambda v: _is_map(v, _is_text, _is_count), "an object of names and counts"
+        ),
+        logs=logs,
+    )
+
+
+def _log(log: "_Object") -> Log:
+    return Log(
+        origin=log.field("origin", _is_node_id, "a node id", True),
+        epoch=log.field("epoch", _is_node_id, "an epoch id (32 lowercase hex characters)", True),
+        first=log.field("first", _is_count, "a whole number >= 0", True),
+        last=log.field("last", _is_count, "a whole number >= 0", True),
+        held=log.field("held", _is_count, "a whole number >= 0", True),
+        current=log.field("current", lambda v: isinstance(v, bool), "true or false") or False,
     )
 
 
@@ -231,6 +304,12 @@ def _peer(peer: "_Object") -> Peer:
         ),
         link_errors=peer.field("link_errors", _is_count, "a whole number >= 0"),
         rejected=peer.field("rejected", _is_count, "a whole number >= 0"),
+        gone=peer.field("gone", lambda v: isinstance(v, bool), "true or false") or False,
+        last_seen=peer.field("last_seen", _is_duration, "a time (seconds since 1970) or null"),
+        lag=peer.field("lag", lambda v: _is_map(v, _is_node_id, _is_count), "an object of node ids and counts"),
+        lag_s=peer.field(
+            "lag_s", lambda v: _is_map(v, _is_node_id, _is_duration), "an object of node ids and seconds"
+        ),
     )
 
 
@@ -316,6 +395,14 @@ class _Object:
 
 def _is_node_id(value) -> bool:
     return isinstance(value, str) and _NODE_ID.match(value) is not None
+
+
+def _is_map(value, key: Callable[[Any], bool], item: Callable[[Any], bool]) -> bool:
+    return (
+        isinstance(value, dict)
+        and len(value) <= MAX_ORIGINS
+        and all(key(k) and item(v) for k, v in value.items())
+    )
 
 
 def _is_text(value) -> bool:

@@ -44,3 +44,47 @@ def chart(values: list) -> dict:
         "high": f"{high:.4g}",
         "low": f"{low:.4g}",
     }
+
+
+# The history charts: wider, from zero up.
+HISTORY_WIDTH = 320
+HISTORY_HEIGHT = 64
+HISTORY_TOP = 18
+HISTORY_BOTTOM = 14
+
+
+def timeline(points: list, start: float, end: float, step: float) -> dict:
+    """
+    The lines of C{points} (C{(time, value)}, oldest first; a value of
+    C{None} is no value) between the times C{start} and C{end}, scaled from
+    zero to their maximum. Points more than C{step} apart are not joined.
+    """
+    values = [v for _, v in points if v is not None]
+    high = max(values, default=0) or 1
+    plot_w = HISTORY_WIDTH - LEFT - RIGHT
+    plot_h = HISTORY_HEIGHT - HISTORY_TOP - HISTORY_BOTTOM
+    lines, line, before = [], [], None
+    for at, value in points:
+        if value is None or (before is not None and at - before > step * 1.5):
+            if line:
+                lines.append(line)
+            line = []
+        if value is not None:
+            x = LEFT + plot_w * min(1.0, max(0.0, (at - start) / (end - start)))
+            y = HISTORY_TOP + plot_h * (1 - value / high)
+            line.append(f"{x:.1f},{y:.1f}")
+        before = at
+    if line:
+        lines.append(line)
+    return {
+        "width": HISTORY_WIDTH,
+        "height": HISTORY_HEIGHT,
+        "top": HISTORY_TOP,
+        "bottom": HISTORY_HEIGHT - HISTORY_BOTTOM,
+        "left": LEFT,
+        "right": HISTORY_WIDTH - RIGHT,
+        # A line of one point is drawn as a dot.
+        "lines": [" ".join(line) for line in lines if len(line) > 1],
+        "dots": [line[0].split(",") for line in lines if len(line) == 1],
+        "high": f"{max(values):.4g}" if values else "0",
+    }

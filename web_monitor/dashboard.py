@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from . import charts
 from .health import health
+from .history import BUCKET_S, SPAN_S, History
 from .poller import SYNCING, INITIALIZING, RUNNING, ServerResult, Snapshot
 
 # Readings shown per server in its table.
@@ -25,11 +26,22 @@ LATEST_SHOWN = 8
 CHART_POINTS = 40
 
 
-def dashboard(snapshot: Snapshot, now: float, chart_url: Callable[..., str]) -> dict:
+def dashboard(
+    snapshot: Snapshot,
+    now: float,
+    chart_url: Callable[..., str],
+    history: Optional[History] = None,
+    history_url: Optional[Callable[..., str]] = None,
+    origin_url: Optional[Callable[[str], str]] = None,
+) -> dict:
     """
     @param now: the monitor's wall clock, to tell how old the data is.
     @param chart_url: makes the URL of a chart from C{server}, C{sensor_type}
         and C{version} keywords.
+    @param history: the last hour of each server, for its rate and charts.
+    @param history_url: makes the URL of a history chart from C{server},
+        C{what} and C{version} keywords.
+    @param origin_url: makes the URL of an origin's page from its node id.
     """
     age = None if snapshot.updated_at is None else max(0.0, now - snapshot.updated_at)
     results = snapshot.results
@@ -42,8 +54,10 @@ def dashboard(snapshot: Snapshot, now: float, chart_url: Callable[..., str]) -> 
         "stale": stale_notice(age, snapshot.interval),
         "counts": _counts(results),
         "health": health(results, snapshot.memory, now, snapshot.updated_at is not None),
-        "servers": [_server(i, r, now, chart_url) for i, r in enumerate(results)],
-        "matrix": matrix(results),
+        "servers": [
+            _server(i, r, now, chart_url, history, history_url) for i, r in enumerate(results)
+        ],
+        "matrix": matrix(results, origin_url),
     }
 
 
@@ -68,7 +82,7 @@ def _counts(results) -> dict:
     return {"monitored": len(results), "answering": up, "not_answering": len(results) - up}
 
 
-def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
+def _server(index: int, result: ServerResult, now: float, chart_url, history=None, history_url=None) -> dict:
     status = result.status
     node_id = status.node_id if status else result.last_node_id
     row = {
@@ -93,7 +107,13 @@ def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
         "exports": _exports(status.exports) if status and status.exports else None,
         "links_up": status.links_up if status else None,
         "links_down": status.links_down if status else None,
+        "links_gone": len(status.peers_gone) if status else 0,
         "links_trouble": len(status.peers_in_trouble) if status else 0,
+        "lag": _worst_lag(status.peers) if status and status.peers else None,
+        "peers": [_peer(p, now) for p in status.peers] if status and status.peers else [],
+        "sensor_names": _names(status.sensor_names) if status and status.sensor_names else None,
+        "rate": None,
+        "history": [],
         "trouble": _trouble(status.peers_in_trouble) if status else None,
         "warnings": _warnings(status) if status else [],
         "last_answer": None,
@@ -103,6 +123,12 @@ def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
     }
     if status is None and result.last_answer_at is not None:
         row["last_answer"] = f"last answered {_duration(max(0.0, now - result.last_answer_at))} ago"
+    if history is not None:
+        rate = history.rate(index, now)
+        row["rate"] = None if rate is None else f"{_number(round(rate, 1))}/s"
+        buckets = history.series(index, now)
+        if history_url is not None and buckets:
+            row["history"] = _history_charts(index, buckets, now, history_url)
     if status is not None:
         row["readings"] = [
             {"type": r.sensor_type, "data": r.sensor_data, "time": _time(r.timestamp)}
@@ -122,6 +148,83 @@ def _server(index: int, result: ServerResult, now: float, chart_url) -> dict:
                 "max": _number(max(values)),
             })
     return row
+
+
+def _names(names: dict) -> str:
+    # The names connected sensors go by, with how many share each.
+    return ", ".join(name if count == 1 else f"{name} ({count})" for name, count in sorted(names.items()))
+
+
+def _lag_text(records: Optional[int], seconds: Optional[float]) -> str:
+    if not records:
+        return "caught up"
+    text = f"{records:,} " + ("record" if records == 1 else "records")
+    return text + (f", {_age(seconds)}" if seconds else "")
+
+
+def _worst_lag(peers: tuple) -> Optional[str]:
+    # The connected peer furthest behind, when any is.
+    behind = [p for p in peers if p.connected and p.lag_records]
+    if not behind:
+        return None
+    worst = max(behind, key=lambda p: (p.lag_seconds or 0.0, p.lag_records))
+    who = worst.address or _short_id(worst.node_id) or "a peer"
+    return f"{who} lacks {_lag_text(worst.lag_records, worst.lag_seconds)}"
+
+
+def _peer(peer, now: float) -> dict:
+    """
+    One peer of a server, for its card: its link, and what it lacks.
+    """
+    if peer.connected:
+        state = "up"
+    elif peer.gone:
+        state = "gone"
+    else:
+        state = "down"
+    seen = None
+    if peer.last_seen is not None and not peer.connected:
+        seen = f"last seen {_age(max(0.0, now - peer.last_seen))} ago"
+    return {
+        "name": peer.address or _short_id(peer.node_id) or "?",
+        "node_short": _short_id(peer.node_id),
+        "state": state,
+        "lag": _lag_text(peer.lag_records, peer.lag_seconds) if peer.connected and peer.lag is not None else "—",
+        "seen": seen,
+    }
+
+
+def _history_charts(index: int, buckets: list, now: float, history_url) -> list:
+    # The version changes when a bucket does, so that browsers fetch anew.
+    version = format(zlib.crc32(repr(buckets).encode() + repr(int(now // 30)).encode()), "08x")
+    return [
+        {"what": what, "url": history_url(server=index, what=what, version=version),
+         "width": charts.HISTORY_WIDTH, "height": charts.HISTORY_HEIGHT, "alt": alt}
+        for what, alt in (("rate", "readings per second"), ("lag", "the longest a peer waited for a record"))
+    ]
+
+
+def history_chart(buckets: list, what: str, now: float) -> dict:
+    """
+    The chart of one server's last hour: its readings per second (C{what}
+    is C{"rate"}) or how long its furthest peer waited (C{"lag"}), in seconds.
+    """
+    middle = BUCKET_S / 2
+    if what == "rate":
+        points = [(b.start + middle, b.rate) for b in buckets]
+        label, unit = "readings/s, last hour", "/s"
+    else:
+        points = [(b.start + middle, b.lag_s) for b in buckets]
+        label, unit = "peer lag (s), last hour", " s"
+    chart = charts.timeline(points, now - SPAN_S, now, BUCKET_S)
+    last = next((v for _, v in reversed(points) if v is not None), None)
+    return {
+        "chart": chart,
+        "label": label,
+        "now": "—" if last is None else f"{_number(round(last, 1))}{unit}",
+        "title": f"{label}: {len(buckets)} periods of {BUCKET_S:g} s",
+        "colour": "#2563eb" if what == "rate" else "#b45309",
+    }
 
 
 # Characters of a peer's trouble line the page shows; the node's /status
@@ -317,10 +420,11 @@ def chart_series(result: ServerResult) -> dict:
     return {sensor_type: values[::-1] for sensor_type, values in sorted(series.items())}
 
 
-def matrix(results) -> dict:
+def matrix(results, origin_url: Optional[Callable[[str], str]] = None) -> dict:
     """
     For each origin (rows) and each monitored server (columns): how many of
-    the origin's readings the server holds, and how many it lacks.
+    the origin's readings the server holds, how many it lacks, and the
+    positions it holds (a range per epoch of the origin's log).
 
     An origin's total is the most any answering server holds of it. A server
     that does not answer is a column of unknowns. An origin held by fewer
@@ -338,6 +442,7 @@ def matrix(results) -> dict:
             "node_short": _short_id(node_id),
             "known": origins is not None,
             "origins": origins or {},
+            "logs": (r.status.logs or {}) if origins is not None else {},
         })
     addresses = {h["node_id"]: h["address"] for h in holders if h["node_id"]}
     totals: dict = {}
@@ -364,10 +469,12 @@ def matrix(results) -> dict:
                 "have": have,
                 "lacking": max(0, total - have),
                 "own": origin == h["node_id"],
+                "ranges": _ranges(h["logs"].get(origin, ())),
             })
         rows.append({
             "origin": origin,
             "origin_short": _short_id(origin),
+            "url": origin_url(origin) if origin_url else None,
             "address": addresses.get(origin),
             "total": total,
             "held_by": held_by,
@@ -379,6 +486,23 @@ def matrix(results) -> dict:
         "rows": rows,
         "monitored": len(holders),
     }
+
+
+def _ranges(logs: tuple) -> list:
+    """
+    The positions held of each epoch of an origin's log, oldest epoch first,
+    as "first–last" (and how many are missing in between, if any).
+    """
+    ranges = []
+    for log in logs:
+        if log.last < log.first or log.last == 0:
+            continue
+        text = f"{log.first:,}–{log.last:,}"
+        missing = log.last - log.first + 1 - log.held
+        if missing > 0:
+            text += f" ({missing:,} missing)"
+        ranges.append(text)
+    return ranges
 
 
 _BADGES = {

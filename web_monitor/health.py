@@ -179,6 +179,13 @@ def _conditions(results, memory: Memory, now: float, wanted: int) -> list:
             found.append({
                 "key": ("links", name), "kind": "links", "level": "warn", "text": f"{name}: " + ", ".join(parts),
             })
+        for peer in status.peers_gone:
+            who = peer.address or (peer.node_id or "?")[:8]
+            found.append({
+                "key": ("gone", name, peer.node_id or who), "kind": "gone", "level": "warn",
+                "since": peer.last_seen,
+                "text": f"{name}: peer {who} is gone (no link for long); its entry goes an hour after it left",
+            })
         if status.disk_full:
             found.append({
                 "key": ("disk", name), "kind": "disk", "level": "bad", "text": f"{name}: disk full: {status.disk_full}",

@@ -25,6 +25,7 @@ from attrs import frozen
 from .addresses import ServerAddress
 from .answers import BadAnswer, NodeStatus, decode_json, error_message, parse_readings, parse_status
 from .health import Memory, remember
+from .history import History
 
 # What the monitor says about a server: the node's own state when it answers...
 RUNNING, SYNCING, INITIALIZING = "Running", "Syncing", "Initializing"
@@ -167,6 +168,8 @@ class Poller:
         # (a slow name lookup) keeps its server from being asked again until
         # it ends, so that stuck checks never pile up.
         self._in_flight: dict[int, tuple[Future, Check]] = {}
+        # The last hour of each server, for the history charts.
+        self.history = History(len(self.servers), interval)
         self._cycle = threading.Lock()
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -238,6 +241,7 @@ class Poller:
                 result = _stamp(result, previous, now)
                 results.append(result)
                 self.console(console_line(result))
+            self.history.add(results, now)
             self._snapshot = Snapshot(
                 tuple(results), now, self._snapshot.generation + 1, self.interval, self.timeout,
                 remember(self._snapshot.memory, results, now),

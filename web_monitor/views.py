@@ -21,7 +21,8 @@ if __name__ == "__main__" and not __package__:
 from flask import Blueprint, Response, abort, current_app, jsonify, render_template, request, url_for
 
 from web_monitor.charts import chart
-from web_monitor.dashboard import chart_series, dashboard, stale_after
+from web_monitor.dashboard import chart_series, dashboard, history_chart, stale_after
+from web_monitor.origins import origin_page
 
 bp = Blueprint("monitor", __name__)
 
@@ -41,9 +42,19 @@ def _chart_url(server: int, sensor_type: str, version: str) -> str:
     return url_for("monitor.chart_svg", server=server, type=sensor_type, v=version)
 
 
+def _history_url(server: int, what: str, version: str) -> str:
+    return url_for("monitor.history_svg", server=server, what=what, v=version)
+
+
+def _origin_url(origin: str) -> str:
+    return url_for("monitor.origin", origin=origin)
+
+
 def _dashboard() -> dict:
     poller = _poller()
-    return dashboard(poller.snapshot(), poller.clock(), _chart_url)
+    return dashboard(
+        poller.snapshot(), poller.clock(), _chart_url, poller.history, _history_url, _origin_url
+    )
 
 
 @bp.after_app_request
@@ -88,6 +99,35 @@ def chart_svg():
         count=len(series),
     )
     return Response(body, mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/history.svg")
+def history_svg():
+    """
+    ``/history.svg?server=<index>&what=rate|lag``: the last hour of one
+    server, its readings per second or its peers' lag.
+    """
+    poller = _poller()
+    index = request.args.get("server", type=int)
+    what = request.args.get("what", "")
+    if index is None or not 0 <= index < len(poller.servers) or what not in ("rate", "lag"):
+        abort(404)
+    now = poller.clock()
+    body = render_template("history.svg", **history_chart(poller.history.series(index, now), what, now))
+    return Response(body, mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
+
+
+@bp.get("/origin/<origin>")
+def origin(origin: str):
+    """
+    The page of one origin: who holds its readings, and its latest readings
+    by type, asked of a server that holds them.
+    """
+    poller = _poller()
+    page = origin_page(poller, origin)
+    if page is None:
+        abort(404)
+    return render_template("origin.html", page=page)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,11 @@
     const card = img.closest(".node");
     charts.set(card.dataset.index + "|" + img.dataset.type, img);
   }
+  // The history charts likewise, by server and what they show.
+  const histories = new Map();
+  for (const img of document.querySelectorAll("#history img.history-chart")) {
+    histories.set(img.closest("tr").dataset.index + "|" + img.dataset.what, img);
+  }
 
   // el("td", {class: "num"}, "12", child, ...): an element with attributes
   // and children; strings become text nodes.
@@ -94,9 +99,15 @@
         " · ",
         el("span", { class: s.links_down ? "down" : "none" }, s.links_down + " down"),
       ];
+      if (s.links_gone) {
+        links.push(" · ", el("span", { class: "gone" }, s.links_gone + " gone"));
+      }
       if (s.links_trouble) {
         links.push(" · ", el("span", { class: "trouble" }, s.links_trouble + " in trouble"),
                    el("div", { class: "why" }, s.trouble));
+      }
+      if (s.lag) {
+        links.push(el("div", { class: "why lag" }, s.lag));
       }
     }
     return el(
@@ -113,12 +124,13 @@
       ),
       el("td", { class: "mono", title: s.node_id }, value(s.node_short)),
       el("td", {}, value(s.uptime)),
-      el("td", { class: "num" }, value(s.own_readings)),
+      el("td", { class: "num" }, value(s.own_readings), s.rate ? el("div", { class: "why rate" }, s.rate) : null),
       el("td", { class: "num" }, value(s.held_for_others)),
       el(
         "td",
         { class: "num" },
         value(s.sensors_connected),
+        s.sensor_names ? el("div", { class: "why names" }, s.sensor_names) : null,
         s.sensors_unterminated ? el("div", { class: "why" }, s.sensors_unterminated + " without line ends") : null
       ),
       el("td", { class: "num" }, value(s.rejected_lines)),
@@ -151,7 +163,7 @@
         el(
           "th",
           { class: "origin" },
-          el("span", { class: "mono", title: row.origin }, row.origin_short),
+          el("a", { class: "mono", href: row.url, title: row.origin + ": its page" }, row.origin_short),
           row.address && " ",
           row.address && el("span", { class: "sub" }, row.address)
         ),
@@ -162,7 +174,8 @@
             { class: "cell " + cell.state + (cell.own ? " own" : "") },
             cell.state === "unknown" ? "?" : String(cell.have),
             cell.lacking ? " " : null,
-            cell.lacking ? el("span", { class: "lack" }, "−" + cell.lacking) : null
+            cell.lacking ? el("span", { class: "lack" }, "−" + cell.lacking) : null,
+            ...(cell.state === "unknown" ? [] : cell.ranges.map((r) => el("span", { class: "range" }, r)))
           )
         ),
         el("td", { class: "held" }, row.held_by + " of " + matrix.monitored)
@@ -194,6 +207,48 @@
     return img;
   }
 
+  function historyImage(s, c) {
+    const key = s.index + "|" + c.what;
+    let img = histories.get(key);
+    if (!img) {
+      img = el("img", { class: "history-chart", "data-what": c.what, width: c.width, height: c.height });
+      histories.set(key, img);
+    }
+    if (img.getAttribute("src") !== c.url) {
+      img.setAttribute("src", c.url);
+    }
+    img.setAttribute("alt", s.address + ": " + c.alt + " over the last hour");
+    return img;
+  }
+
+  function historyRow(s) {
+    const cells = s.history.length
+      ? s.history.map((c) => el("td", {}, historyImage(s, c)))
+      : [el("td", { class: "why", colspan: 2 }, "—")];
+    return el("tr", { "data-index": s.index }, el("th", { class: "address" }, s.address), ...cells);
+  }
+
+  function peersTable(peers) {
+    return el(
+      "table",
+      { class: "peers" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Peer"), el("th", {}, "Link"), el("th", {}, "Lacks"))),
+      el(
+        "tbody",
+        {},
+        ...peers.map((p) =>
+          el(
+            "tr",
+            { class: "peer " + p.state },
+            el("td", {}, p.name),
+            el("td", { class: "link" }, p.state, p.seen ? el("div", { class: "why" }, p.seen) : null),
+            el("td", {}, p.lag)
+          )
+        )
+      )
+    );
+  }
+
   function nodeCard(s) {
     const parts = [el("h3", {}, el("span", { class: "address" }, s.address), " ", badge(s))];
     if (!s.answered) {
@@ -201,6 +256,9 @@
     } else {
       if (s.charts.length) {
         parts.push(el("div", { class: "charts" }, ...s.charts.map((c) => chartImage(s, c))));
+      }
+      if (s.peers.length) {
+        parts.push(peersTable(s.peers));
       }
       if (s.readings_error) {
         parts.push(el("p", { class: "why" }, "Readings: " + s.readings_error));
@@ -245,6 +303,7 @@
       data.counts.answering + " of " + data.counts.monitored + " servers answering";
     document.getElementById("servers").replaceChildren(...data.servers.map(serverRow));
     document.getElementById("matrix").replaceChildren(...matrixTable(data.matrix));
+    document.getElementById("history").replaceChildren(...data.servers.map(historyRow));
     document.getElementById("nodes").replaceChildren(...data.servers.map(nodeCard));
   }
 

@@ -1,0 +1,353 @@
+"""
+The monitor's per-server detail (readings per second, lag to each peer,
+sensor names, gone peers), the ranges of its replication matrix, its
+history of the last hour and the page of each origin: against real HTTP
+servers on 127.0.0.1 that play nodes, with the monitor's clock driven by the
+test.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from web_monitor.answers import BadAnswer, parse_status
+from web_monitor.charts import HISTORY_HEIGHT, HISTORY_TOP, timeline
+from web_monitor.history import BUCKET_S, BUCKETS, Sample, ServerHistory
+
+from .test_monitor import ID_A, ID_B, ID_C, XSS, FakeNode, MonitorCase, closed_port_address, node_readings, node_status
+
+EPOCH_1 = "1" * 32
+EPOCH_2 = "2" * 32
+
+
+def log(origin: str, epoch: str, first: int, last: int, held=None, current=False) -> dict:
+    """
+    One entry of a ``/status`` answer's ``logs``, shaped as a real node's.
+    """
+    return {"origin": origin, "epoch": epoch, "first": first, "last": last,
+            "held": last - first + 1 if held is None else held, "current": current}
+
+
+def peer(node_id: str, address: str, connected=True, **extra) -> dict:
+    entry = {"address": address, "node_id": node_id, "connected": connected, "gone": False,
+             "last_seen": 1000.0, "lag": {}, "lag_s": {}}
+    entry.update(extra)
+    return entry
+
+
+class Clock:
+    """
+    The monitor's wall clock, moved by the test.
+    """
+
+    def __init__(self, now: float = 36_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ServerDetailTests(MonitorCase):
+    """
+    What the page says of each server beyond its counts.
+    """
+
+    def test_lag_to_each_peer(self):
+        """
+        Each server's card lists its peers: the link's state and what a
+        connected peer lacks, in records and in how long the oldest has
+        waited; the row of the server names the peer furthest behind.
+        """
+        status = node_status(ID_A, peers=[
+            peer(ID_B, "10.0.0.2:12346", lag={ID_A: 120, ID_C: 5}, lag_s={ID_A: 4.2, ID_C: 75.0}),
+            peer(ID_C, "10.0.0.3:12346"),
+            peer(None, "10.0.0.4:12346", connected=False, last_seen=None),
+        ])
+        node = FakeNode(self, status=status)
+        app = self.monitor(node.address)
+        app.extensions["monitor"].poll_once()
+        [server] = app.test_client().get("/api/servers").get_json()["servers"]
+        self.assertEqual(
+            [(p["name"], p["state"], p["lag"]) for p in server["peers"]],
+            [("10.0.0.2:12346", "up", "125 records, 1 min"), ("10.0.0.3:12346", "up", "caught up"),
+             ("10.0.0.4:12346", "down", "—")],
+        )
+        self.assertEqual(server["lag"], "10.0.0.2:12346 lacks 125 records, 1 min")
+        html = app.test_client().get("/").get_data(as_text=True)
+        self.assertIn('<div class="why lag">10.0.0.2:12346 lacks 125 records, 1 min</div>', html)
+        self.assertIn('<tr class="peer down"><td>10.0.0.4:12346</td>', html)
+
+    def test_gone_peer(self):
+        """
+        A peer its node found gone is counted apart from the links down,
+        shown as gone with when it was last seen, and reported in the
+        answers as a warning, not as a link down.
+        """
+        clock = Clock(10_000.0)
+        status = node_status(ID_A, peers=[
+            peer(ID_B, "10.0.0.2:12346"),
+            peer(ID_C, "10.0.0.3:12346", connected=False, gone=True, last_seen=10_000.0 - 900),
+        ])
+        node = FakeNode(self, status=status)
+        app = self.monitor(node.address, clock=clock)
+        app.extensions["monitor"].poll_once()
+        data = app.test_client().get("/api/servers").get_json()
+        [server] = data["servers"]
+        self.assertEqual((server["links_up"], server["links_down"], server["links_gone"]), (1, 0, 1))
+        self.assertEqual(server["peers"][1]["state"], "gone")
+        self.assertEqual(server["peers"][1]["seen"], "last seen 15 min ago")
+        items = data["health"]["items"]
+        self.assertEqual([i["kind"] for i in items], ["gone"])
+        self.assertEqual(items[0]["level"], "warn")
+        self.assertIn("peer 10.0.0.3:12346 is gone", items[0]["text"])
+        self.assertEqual(items[0]["since"], "15 min")
+        html = app.test_client().get("/").get_data(as_text=True)
+        self.assertIn('<span class="gone">1 gone</span>', html)
+
+    def test_sensor_names(self):
+        """
+        The names connected sensors go by (nodes with --sensor-tokens) are
+        listed under their count, with how many share a name; the names are
+        text, never markup.
+        """
+        status = node_status(ID_A)
+        status["sensors"]["names"] = {"greenhouse-2": 1, "boiler": 2, XSS: 1}
+        node = FakeNode(self, status=status)
+        app = self.monitor(node.address)
+        app.extensions["monitor"].poll_once()
+        [server] = app.test_client().get("/api/servers").get_json()["servers"]
+        self.assertEqual(server["sensor_names"], f"{XSS}, boiler (2), greenhouse-2")
+        html = app.test_client().get("/").get_data(as_text=True)
+        self.assertNotIn(XSS, html)
+
+    def test_bad_fields_named(self):
+        """
+        A node whose new fields are malformed is an error naming the field.
+        """
+        cases = [
+            ({"logs": [log(ID_A, "nope", 1, 3)]}, "'logs[0].epoch' should be an epoch id"),
+            ({"logs": [{**log(ID_A, EPOCH_1, 1, 3), "held": -1}]}, "'logs[0].held' should be a whole number"),
+            ({"peers": [peer(ID_B, "x", lag={ID_A: "many"})]}, "'peers[0].lag' should be an object of node ids"),
+            ({"sensors": {"connected": 1, "names": {"a": True}}}, "'sensors.names' should be an object"),
+        ]
+        for extra, message in cases:
+            with self.assertRaises(BadAnswer) as raised:
+                parse_status(node_status(ID_A, **extra))
+            self.assertIn(message, str(raised.exception))
+
+
+class MatrixRangeTests(MonitorCase):
+    """
+    The positions each server holds of each origin.
+    """
+
+    def test_ranges(self):
+        """
+        Each cell of the matrix gives the positions held of each epoch of
+        the origin's log, oldest epoch first, and says how many are missing
+        inside a range; each origin links to its page.
+        """
+        a = FakeNode(self, status=node_status(ID_A, origins={ID_A: 36, ID_B: 7}, logs=[
+            log(ID_A, EPOCH_1, 1, 10), log(ID_A, EPOCH_2, 1, 26, current=True), log(ID_B, EPOCH_1, 1, 7),
+        ]))
+        b = FakeNode(self, status=node_status(ID_B, origins={ID_A: 30, ID_B: 7}, logs=[
+            log(ID_A, EPOCH_1, 5, 10), log(ID_A, EPOCH_2, 1, 26, held=24), log(ID_B, EPOCH_1, 1, 7),
+        ]))
+        app = self.monitor(a.address, b.address)
+        app.extensions["monitor"].poll_once()
+        rows = app.test_client().get("/api/servers").get_json()["matrix"]["rows"]
+        self.assertEqual(
+            [[cell["ranges"] for cell in row["cells"]] for row in rows],
+            [[["1–10", "1–26"], ["5–10", "1–26 (2 missing)"]], [["1–7"], ["1–7"]]],
+        )
+        self.assertEqual(rows[0]["url"], f"/origin/{ID_A}")
+        html = app.test_client().get("/").get_data(as_text=True)
+        self.assertIn('<span class="range">1–26 (2 missing)</span>', html)
+        self.assertIn(f'href="/origin/{ID_A}"', html)
+
+
+class HistoryTests(SynchronousTestCase):
+    """
+    The buckets of one server's last hour.
+    """
+
+    def test_rate(self):
+        """
+        The readings per second of a bucket are the readings answered OK
+        between its samples over the time between them.
+        """
+        history = ServerHistory(gap_s=5)
+        for n in range(11):
+            history.add(Sample(n * 2.0, accepted=30 * n, lag_records=0, lag_s=0.0), n * 2.0)
+        [bucket] = history.buckets
+        self.assertEqual((bucket.readings, bucket.seconds, bucket.rate), (300, 20.0, 15.0))
+        self.assertEqual(history.rate(20.0), 15.0)
+
+    def test_restart_and_gap_are_no_readings(self):
+        """
+        A count lower than the last (the node restarted) and samples
+        further apart than the gap (it did not answer) add no time and no
+        readings, so the rate is that of the times it was seen.
+        """
+        history = ServerHistory(gap_s=5)
+        history.add(Sample(0.0, 1000, None, None), 0.0)
+        history.add(Sample(2.0, 1010, None, None), 2.0)
+        # Restarted: counting from 0 again.
+        history.add(Sample(4.0, 3, None, None), 4.0)
+        history.add(Sample(6.0, 13, None, None), 6.0)
+        # Not answering, then back 10 s later.
+        history.add(None, 8.0)
+        history.add(Sample(18.0, 500, None, None), 18.0)
+        history.add(Sample(20.0, 510, None, None), 20.0)
+        [bucket] = history.buckets
+        self.assertEqual((bucket.readings, bucket.seconds), (30, 6.0))
+
+    def test_lag_is_the_worst(self):
+        """
+        A bucket keeps the worst lag seen in it, and no lag at all when the
+        server had no connected peer.
+        """
+        history = ServerHistory(gap_s=5)
+        for at, lag in ((0.0, 3.0), (2.0, 9.5), (4.0, 1.0)):
+            history.add(Sample(at, 0, 10, lag), at)
+        history.add(Sample(BUCKET_S, 0, None, None), BUCKET_S)
+        self.assertEqual([(b.lag_records, b.lag_s) for b in history.buckets], [(10, 9.5), (None, None)])
+
+    def test_bounded(self):
+        """
+        Only the last hour's buckets are kept, however long it runs.
+        """
+        history = ServerHistory(gap_s=5)
+        for n in range(3 * BUCKETS):
+            history.add(Sample(n * BUCKET_S, n, None, None), n * BUCKET_S)
+        self.assertEqual(len(history.buckets), BUCKETS)
+        self.assertEqual(history.buckets[0].start, 2 * BUCKETS * BUCKET_S)
+
+
+class TimelineTests(SynchronousTestCase):
+    """
+    The geometry of a history chart.
+    """
+
+    def test_gaps_break_the_line(self):
+        """
+        Points further apart than a step, or without a value, are not
+        joined; a lone point is a dot; values are scaled from zero.
+        """
+        points = [(0, 10.0), (30, 5.0), (60, None), (90, 0.0), (120, 10.0), (240, 2.0)]
+        chart = timeline(points, 0, 240, 30)
+        self.assertEqual(len(chart["lines"]), 2)
+        self.assertEqual(len(chart["dots"]), 1)
+        self.assertEqual(chart["high"], "10")
+        ys = [float(p.split(",")[1]) for p in chart["lines"][0].split()]
+        self.assertEqual(ys[0], HISTORY_TOP)
+        self.assertEqual(ys[1], HISTORY_TOP + (HISTORY_HEIGHT - HISTORY_TOP - 14) / 2)
+
+
+class PageHistoryTests(MonitorCase):
+    """
+    The page's "Last hour", through polls of real HTTP servers.
+    """
+
+    def test_rate_and_charts(self):
+        """
+        After polls of a node whose sensors were answered 20 readings per
+        second, its row says 20/s and its history charts draw it; a server
+        that never answered has no charts.
+        """
+        clock = Clock()
+        status = node_status(ID_A, peers=[peer(ID_B, "10.0.0.2:12346", lag={ID_B: 40}, lag_s={ID_B: 12.0})])
+        node = FakeNode(self, status=status)
+        app = self.monitor(node.address, closed_port_address(), clock=clock)
+        poller = app.extensions["monitor"]
+        for n in range(6):
+            status["sensors"]["accepted"] = 40 * n
+            node.answer("/status", body=status)
+            poller.poll_once()
+            clock.now += 2.0
+        client = app.test_client()
+        servers = client.get("/api/servers").get_json()["servers"]
+        self.assertEqual(servers[0]["rate"], "20/s")
+        self.assertEqual([c["what"] for c in servers[0]["history"]], ["rate", "lag"])
+        self.assertEqual(servers[1]["history"], [])
+        rate = client.get(servers[0]["history"][0]["url"])
+        self.assertEqual(rate.mimetype, "image/svg+xml")
+        body = rate.get_data(as_text=True)
+        self.assertIn("readings/s, last hour", body)
+        self.assertIn(">20/s<", body)
+        lag = client.get(servers[0]["history"][1]["url"]).get_data(as_text=True)
+        self.assertIn(">12 s<", lag)
+        self.assertEqual(client.get("/history.svg?server=0&what=other").status_code, 404)
+        self.assertEqual(client.get("/history.svg?server=9&what=rate").status_code, 404)
+        html = client.get("/").get_data(as_text=True)
+        self.assertEqual(len(re.findall(r'<img class="history-chart"', html)), 2)
+
+
+class OriginPageTests(MonitorCase):
+    """
+    ``/origin/<node id>``: who holds an origin's readings, and its latest
+    readings by type.
+    """
+
+    def test_latest_by_type(self):
+        """
+        The page asks the origin itself for its readings and shows, per
+        type, the newest value, a chart and the newest few; the holders'
+        table gives each server's count, positions and lack.
+        """
+        readings = node_readings(
+            ("Temperature", "39C", 39.0, "C", "2026-11-28 10:00:04.5"),
+            ("Humidity", "15% RH", 15.0, "% RH", "2026-11-28 10:00:03"),
+            ("Temperature", "34C", 34.0, "C", "2026-11-28 10:00:02.5"),
+            ("Door", "open", None, None, "2026-11-28 10:00:01"),
+        )
+        a = FakeNode(self, status=node_status(ID_A, origins={ID_A: 4, ID_B: 2}, logs=[log(ID_A, EPOCH_1, 1, 4)]),
+                     readings=readings)
+        b = FakeNode(self, status=node_status(ID_B, origins={ID_A: 3, ID_B: 2}, logs=[log(ID_A, EPOCH_1, 1, 3)]))
+        app = self.monitor(b.address, a.address)
+        app.extensions["monitor"].poll_once()
+        response = app.test_client().get(f"/origin/{ID_A}")
+        self.assertEqual(response.status_code, 200)
+        html = response.get_data(as_text=True)
+        self.assertIn(f"/readings?origin={ID_A}&limit=300", a.requests)
+        self.assertNotIn(f"/readings?origin={ID_A}&limit=300", b.requests)
+        types = re.findall(r'<article class="card type" data-type="([^"]+)">\s*<h3>[^<]*<span class="latest">([^<]*)', html)
+        self.assertEqual(types, [("Door", "open"), ("Humidity", "15% RH"), ("Temperature", "39C")])
+        # Temperature's chart, drawn in the page; Door has no numbers to draw.
+        self.assertEqual(html.count("<polyline"), 2)
+        holders = re.findall(r'<tr class="cell (\w+)">.*?<td class="num">([^<]*)</td>\s*<td>([^<]*)</td>', html, re.S)
+        self.assertEqual(holders, [("partial", "3", "1–3"), ("full", "4", "1–4")])
+        self.assertIn(f"as {a.address} holds them", html)
+
+    def test_falls_back_to_a_holder(self):
+        """
+        When the origin's own server does not answer, the page asks the
+        server holding the most of it, and says which.
+        """
+        a = FakeNode(self, status=node_status(ID_A, origins={ID_A: 4, ID_C: 1}))
+        b = FakeNode(self, status=node_status(ID_B, origins={ID_A: 3, ID_C: 9}))
+        c = FakeNode(self, status=node_status(ID_C, origins={ID_A: 1, ID_C: 9}))
+        app = self.monitor(a.address, b.address, c.address)
+        app.extensions["monitor"].poll_once()
+        c.answer("/readings", code=503, body={"error": "busy"})
+        html = app.test_client().get(f"/origin/{ID_C}").get_data(as_text=True)
+        self.assertIn(f"as {b.address} holds them", html)
+        self.assertIn(f"/readings?origin={ID_C}&limit=300", c.requests)
+
+    def test_unknown_or_unreadable(self):
+        """
+        An origin no server has heard of, or no node id, is a 404; when no
+        holder answers, the page says why for each.
+        """
+        a = FakeNode(self, status=node_status(ID_A, origins={ID_A: 4}))
+        app = self.monitor(a.address)
+        app.extensions["monitor"].poll_once()
+        client = app.test_client()
+        self.assertEqual(client.get(f"/origin/{ID_B}").status_code, 404)
+        self.assertEqual(client.get("/origin/not-an-id").status_code, 404)
+        a.answer("/readings", code=503, body={"error": "the node is stopping"})
+        html = client.get(f"/origin/{ID_A}").get_data(as_text=True)
+        self.assertIn(f"Its readings could not be read: {a.address}: HTTP 503", html)
+        self.assertIn("the node is stopping", html)
