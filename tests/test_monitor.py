@@ -736,8 +736,10 @@ class PageTests(MonitorCase):
         )
         html = app.test_client().get("/").get_data(as_text=True)
         self.assertIn("disk full: this node", html)
-        self.assertIn('<td class="num disk full" data-label="Disk">12.0 MB of 12.0 MB<div class="why">full</div></td>', html)
-        self.assertIn("9.5 MB of 10.0 MB<div class=\"why\">2.5 days left</div>", html)
+        # The used and the budget each on one line, so the column wraps between them only.
+        self.assertIn('<td class="num disk full" data-label="Disk"><span class="nw">12.0 MB</span> '
+                      '<span class="nw">of 12.0 MB</span><div class="why">full</div></td>', html)
+        self.assertIn('<span class="nw">9.5 MB</span> <span class="nw">of 10.0 MB</span><div class="why">2.5 days left</div>', html)
 
     def test_exports(self):
         """

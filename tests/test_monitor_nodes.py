@@ -374,8 +374,10 @@ class LayoutTests(TestCase):
     def test_ten_nodes_fit(self):
         """
         At 1280x800 and at 390x844, the page with 10 nodes does not scroll
-        sideways, its answers line is the first thing under the title, and
-        screenshots of both are left in the test's directory.
+        sideways, its answers line is the first thing under the title, its
+        history charts load, an origin's page opened from the matrix does
+        not scroll sideways either, and screenshots of all are left in the
+        test's directory.
         """
         from .test_monitor import FakeNode
 
@@ -400,6 +402,12 @@ class LayoutTests(TestCase):
                       && document.querySelectorAll('#health li').length === 3""",
                 timeout=15000,
             )
+            # The last hour of each server is charted once it has been polled.
+            page.wait_for_function(
+                """() => [...document.querySelectorAll('#history img.history-chart')]
+                         .filter(i => i.complete && i.naturalWidth > 0).length === 20""",
+                timeout=15000,
+            )
             page.screenshot(path=str(shots / f"{name}.png"))
             page.screenshot(path=str(shots / f"{name}-full.png"), full_page=True)
             overflow = page.evaluate(
@@ -419,6 +427,14 @@ class LayoutTests(TestCase):
             self.assertEqual(headline.text_content(), "Every reading has at least 2 copies.")
             # The answers are on the first screen, right under the title.
             self.assertLess(headline.bounding_box()["y"], 200)
+            # An origin's page, opened from the matrix, fits too.
+            page.locator("#matrix th.origin a").first.click()
+            page.wait_for_selector("article.type")
+            page.screenshot(path=str(shots / f"{name}-origin.png"), full_page=True)
+            self.assertEqual(
+                page.locator("article.type h3 .latest").all_text_contents(), ["15% RH", "39C"]
+            )
+            self.assertLessEqual(page.evaluate("document.documentElement.scrollWidth"), width, f"{name}: {shots}")
             self.assertEqual(problems, [])
             page.close()
         self.shots = shots

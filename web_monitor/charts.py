@@ -86,5 +86,5 @@ def timeline(points: list, start: float, end: float, step: float) -> dict:
         # A line of one point is drawn as a dot.
         "lines": [" ".join(line) for line in lines if len(line) > 1],
         "dots": [line[0].split(",") for line in lines if len(line) == 1],
-        "high": f"{max(values):.4g}" if values else "0",
+        "high": f"{max(values):.3g}" if values else "0",
     }

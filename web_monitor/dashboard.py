@@ -102,6 +102,8 @@ def _server(index: int, result: ServerResult, now: float, chart_url, history=Non
         "sensors_unterminated": status.sensors_unterminated if status else None,
         "rejected_lines": status.sensors_rejected if status else None,
         "disk": _disk_use(status) if status else None,
+        # The same in pieces that do not break inside: the used, "of" the budget.
+        "disk_parts": _disk_parts(status) if status else [],
         "disk_left": _disk_left(status) if status else None,
         "disk_full": bool(status and status.disk_full),
         "exports": _exports(status.exports) if status and status.exports else None,
@@ -274,6 +276,14 @@ def _disk_use(status) -> Optional[str]:
     if status.disk_budget is None:
         return size_text(status.disk_used)
     return f"{size_text(status.disk_used)} of {size_text(status.disk_budget)}"
+
+
+def _disk_parts(status) -> list:
+    if status.disk_used is None:
+        return []
+    if status.disk_budget is None:
+        return [size_text(status.disk_used)]
+    return [size_text(status.disk_used), f"of {size_text(status.disk_budget)}"]
 
 
 def _disk_left(status) -> Optional[str]:

@@ -137,7 +137,9 @@
       el(
         "td",
         { class: "num disk" + (s.disk_full ? " full" : "") },
-        value(s.disk),
+        ...(s.disk_parts.length
+          ? s.disk_parts.flatMap((part, n) => [n ? " " : null, el("span", { class: "nw" }, part)])
+          : ["—"]),
         s.disk_left ? el("div", { class: "why" }, s.disk_left) : null
       ),
       el("td", { class: "export" }, ...exportCell(s.exports)),
