@@ -6,6 +6,7 @@ secrets. Pure: no Twisted (L{p2pstore.settings} checks URLs with it).
 from __future__ import annotations
 
 import base64
+import re
 from typing import Optional
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -13,6 +14,16 @@ from attrs import field, frozen
 
 # Query parameters whose values are secrets (InfluxDB 1.x's u and p).
 _SECRET_PARAMETERS = {"p", "password", "token", "u", "username", "authorization"}
+
+
+def _masked(text: str) -> str:
+    """
+    A URL that does not parse, its user and password and its secret
+    parameters replaced by ``***`` as far as they can be told.
+    """
+    text = re.sub(r"//[^/?#]*@", "//***@", text)
+    names = "|".join(sorted(_SECRET_PARAMETERS))
+    return re.sub(rf"([?&](?:{names})=)[^&#]*", r"\1***", text, flags=re.IGNORECASE)
 
 
 class BadDestination(ValueError):
@@ -52,7 +63,7 @@ def parse_destination(text: str, token: Optional[bytes] = None) -> Destination:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as e:
-        raise BadDestination(f"not a URL ({e})") from None
+        raise BadDestination(f"{_masked(text)!r} is not a URL ({e})") from None
     host = parts.hostname
     query = parse_qsl(parts.query, keep_blank_values=True)
     shown_query = urlencode(

@@ -83,7 +83,9 @@ class ParseTests(StoreTestCase):
             ("ftp://h/write", "only http"),
             ("http:///write", "no host"),
             ("http://h:8086", "no write path"),
-            ("http://h:99999/write", "not a URL"),
+            ("http://h:99999/write", "'http://h:99999/write' is not a URL (Port out of range"),
+            # Its secrets are not shown, even in a URL that does not parse.
+            ("http://me:s3cret@h:99999/write?db=d&p=s3cret", "'http://***@h:99999/write?db=d&p=***' is not a URL"),
         ]:
             with self.assertRaises(BadDestination) as caught:
                 parse_destination(text)
