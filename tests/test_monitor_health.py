@@ -65,6 +65,7 @@ class CopiesTests(SynchronousTestCase):
         answer = Polls().at(100.0, answered(8000, origins=origins), answered(8001, node_id=ID_B, origins=origins))
         self.assertEqual(answer["level"], "ok")
         self.assertEqual(answer["headline"], "Every reading has at least 2 copies.")
+        self.assertEqual(answer["copies_level"], "ok")
         self.assertEqual(answer["items"], [])
 
     def test_fresh_readings_are_on_their_way(self):
@@ -119,11 +120,13 @@ class ConditionTests(SynchronousTestCase):
     def test_down_since_last_answer(self):
         """
         A server that does not answer is in red, for as long as since its
-        last answer; the copies line says it counts only those answering.
+        last answer; the copies line says it counts only those answering,
+        in orange rather than the green of an all-clear.
         """
         answer = Polls().at(400.0, answered(8000, origins={ID_A: 0}), down(8001, last_answer_at=100.0))
         self.assertEqual(answer["level"], "bad")
         self.assertEqual(answer["headline"], "Every reading has at least 2 copies on the servers answering (1 not).")
+        self.assertEqual(answer["copies_level"], "warn")
         [item] = answer["items"]
         self.assertEqual(
             (item["kind"], item["text"], item["since"]),

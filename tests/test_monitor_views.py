@@ -13,7 +13,7 @@ import re
 from twisted.trial.unittest import SynchronousTestCase
 
 from web_monitor.answers import BadAnswer, parse_status
-from web_monitor.charts import HISTORY_HEIGHT, HISTORY_TOP, timeline
+from web_monitor.charts import HISTORY_HEIGHT, HISTORY_TOP, nice_ceiling, timeline
 from web_monitor.history import BUCKET_S, BUCKETS, Sample, ServerHistory
 
 from .test_monitor import ID_A, ID_B, ID_C, XSS, FakeNode, MonitorCase, closed_port_address, node_readings, node_status
@@ -165,6 +165,13 @@ class MatrixRangeTests(MonitorCase):
         self.assertEqual(rows[0]["url"], f"/origin/{ID_A}")
         html = app.test_client().get("/").get_data(as_text=True)
         self.assertIn('<span class="range">1–26 (2 missing)</span>', html)
+        # Counts are written with thousands separators, as the ranges are.
+        big = FakeNode(self, status=node_status(ID_C, origins={ID_C: 1234567}))
+        app = self.monitor(big.address)
+        app.extensions["monitor"].poll_once()
+        page = app.test_client().get("/").get_data(as_text=True)
+        self.assertIn('<td class="num" data-label="Own readings">1,234,567', page)
+        self.assertIn('<td class="num">1,234,567</td>', page)
         self.assertIn(f'href="/origin/{ID_A}"', html)
 
 
@@ -246,6 +253,18 @@ class TimelineTests(SynchronousTestCase):
         self.assertEqual(ys[1], HISTORY_TOP + (HISTORY_HEIGHT - HISTORY_TOP - 14) / 2)
 
 
+    def test_nice_axis(self):
+        """
+        The top of a history chart's axis is a round figure above its
+        highest value, so that a lag of 0.981 s is drawn under "1".
+        """
+        self.assertEqual(
+            [nice_ceiling(v) for v in (0, 0.981, 1.03, 6.001, 20, 37, 51, 999)],
+            [1, 1, 2, 10, 20, 50, 100, 1000],
+        )
+        self.assertEqual(timeline([(0, 0.981), (30, 0.2)], 0, 60, 30)["high"], "1")
+
+
 class PageHistoryTests(MonitorCase):
     """
     The page's "Last hour", through polls of real HTTP servers.
@@ -283,6 +302,10 @@ class PageHistoryTests(MonitorCase):
         self.assertEqual(client.get("/history.svg?server=9&what=rate").status_code, 404)
         html = client.get("/").get_data(as_text=True)
         self.assertEqual(len(re.findall(r'<img class="history-chart"', html)), 2)
+        # Stopped, it has no rate: its last one is not what it does now.
+        node.close()
+        poller.poll_once()
+        self.assertIsNone(client.get("/api/servers").get_json()["servers"][0]["rate"])
 
 
 class OriginPageTests(MonitorCase):

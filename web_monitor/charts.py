@@ -5,6 +5,8 @@ The geometry of a small line chart of recent values, drawn by the
 
 from __future__ import annotations
 
+import math
+
 WIDTH = 180
 HEIGHT = 72
 # Room for the labels: the type above, the range to the left.
@@ -60,7 +62,7 @@ def timeline(points: list, start: float, end: float, step: float) -> dict:
     zero to their maximum. Points more than C{step} apart are not joined.
     """
     values = [v for _, v in points if v is not None]
-    high = max(values, default=0) or 1
+    high = nice_ceiling(max(values, default=0))
     plot_w = HISTORY_WIDTH - LEFT - RIGHT
     plot_h = HISTORY_HEIGHT - HISTORY_TOP - HISTORY_BOTTOM
     lines, line, before = [], [], None
@@ -86,5 +88,18 @@ def timeline(points: list, start: float, end: float, step: float) -> dict:
         # A line of one point is drawn as a dot.
         "lines": [" ".join(line) for line in lines if len(line) > 1],
         "dots": [line[0].split(",") for line in lines if len(line) == 1],
-        "high": f"{max(values):.3g}" if values else "0",
+        "high": f"{high:g}",
     }
+
+
+def nice_ceiling(value: float) -> float:
+    """
+    The top of an axis from zero that holds C{value}: 1, 2 or 5 times a
+    power of ten (1 for nothing to show).
+    """
+    if value <= 0:
+        return 1.0
+    scale = 10.0 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if value <= step * scale * (1 + 1e-9):
+            return step * scale

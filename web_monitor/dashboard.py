@@ -126,7 +126,8 @@ def _server(index: int, result: ServerResult, now: float, chart_url, history=Non
     if status is None and result.last_answer_at is not None:
         row["last_answer"] = f"last answered {_duration(max(0.0, now - result.last_answer_at))} ago"
     if history is not None:
-        rate = history.rate(index, now)
+        # Not for a server that does not answer now: its last rate is no rate.
+        rate = history.rate(index, now) if status is not None else None
         row["rate"] = None if rate is None else f"{_number(round(rate, 1))}/s"
         buckets = history.series(index, now)
         if history_url is not None and buckets:

@@ -124,18 +124,20 @@ def health(results, memory: Memory, now: float, updated: bool = True) -> dict:
         })
     copies = [i for i in items if i["kind"] == "copies"]
     others = [i for i in items if i["kind"] != "copies"]
+    unknown = sum(1 for r in results if r.state not in ANSWERING)
     if copies:
         headline = f"Not every reading has {wanted} copies:"
     else:
         noun = "copy" if wanted == 1 else "copies"
-        unknown = sum(1 for r in results if r.state not in ANSWERING)
         headline = f"Every reading has at least {wanted} {noun}"
         if unknown:
             headline += f" on the servers answering ({unknown} not)"
         headline += "."
     levels = {i["level"] for i in items}
     level = "bad" if "bad" in levels else ("warn" if levels else "ok")
-    return {"level": level, "copies": wanted, "copies_level": "bad" if copies else "ok",
+    # Copies counted on some servers only are no all-clear: orange, not green.
+    copies_level = "bad" if copies else ("warn" if unknown else "ok")
+    return {"level": level, "copies": wanted, "copies_level": copies_level,
             "headline": headline, "items": copies + others}
 
 

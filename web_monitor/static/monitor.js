@@ -58,6 +58,11 @@
     return v === null || v === undefined ? "—" : String(v);
   }
 
+  // A count with thousands separators, as the page's template writes it.
+  function count(v) {
+    return v === null || v === undefined ? "—" : v.toLocaleString("en-US");
+  }
+
   function badge(server) {
     return el("span", { class: "badge " + server.badge }, server.state);
   }
@@ -124,8 +129,8 @@
       ),
       el("td", { class: "mono", title: s.node_id }, value(s.node_short)),
       el("td", {}, value(s.uptime)),
-      el("td", { class: "num" }, value(s.own_readings), s.rate ? el("div", { class: "why rate" }, s.rate) : null),
-      el("td", { class: "num" }, value(s.held_for_others)),
+      el("td", { class: "num" }, count(s.own_readings), s.rate ? el("div", { class: "why rate" }, s.rate) : null),
+      el("td", { class: "num" }, count(s.held_for_others)),
       el(
         "td",
         { class: "num" },
@@ -133,7 +138,7 @@
         s.sensor_names ? el("div", { class: "why names" }, s.sensor_names) : null,
         s.sensors_unterminated ? el("div", { class: "why" }, s.sensors_unterminated + " without line ends") : null
       ),
-      el("td", { class: "num" }, value(s.rejected_lines)),
+      el("td", { class: "num" }, count(s.rejected_lines)),
       el(
         "td",
         { class: "num disk" + (s.disk_full ? " full" : "") },
@@ -169,14 +174,14 @@
           row.address && " ",
           row.address && el("span", { class: "sub" }, row.address)
         ),
-        el("td", { class: "num" }, row.total),
+        el("td", { class: "num" }, count(row.total)),
         ...row.cells.map((cell) =>
           el(
             "td",
             { class: "cell " + cell.state + (cell.own ? " own" : "") },
-            cell.state === "unknown" ? "?" : String(cell.have),
+            cell.state === "unknown" ? "?" : count(cell.have),
             cell.lacking ? " " : null,
-            cell.lacking ? el("span", { class: "lack" }, "−" + cell.lacking) : null,
+            cell.lacking ? el("span", { class: "lack" }, "−" + count(cell.lacking)) : null,
             ...(cell.state === "unknown" ? [] : cell.ranges.map((r) => el("span", { class: "range" }, r)))
           )
         ),
