@@ -340,7 +340,7 @@ def node_block(answer: NodeAnswer, now: float) -> list[str]:
     width = max((len(_peer_name(p)) for p in peers), default=0)
     for peer in peers:
         lines.append(f"    {_peer_name(peer):<{width}}  {_peer(peer, now)}")
-    lines.append("  disk      " + _disk(status.get("disk")))
+    lines.append("  disk      " + _disk(status.get("disk"), status.get("uptime_s")))
     for export in status.get("exports") or ():
         lines.append(f"  export    {export.get('url')}: {_export(export)}")
     return lines
@@ -435,7 +435,12 @@ def lag(peer: dict) -> str:
     return text
 
 
-def _disk(disk: Optional[dict]) -> str:
+# The node estimates the days left from a minute's samples at least
+# (p2pstore.disk.MIN_SPAN); before that it says null, as for no growth.
+DAYS_LEFT_AFTER_S = 60.0
+
+
+def _disk(disk: Optional[dict], uptime_s: Optional[float] = None) -> str:
     if not disk:
         return "unknown"
     text = f"{size(disk.get('used_bytes'))} used"
@@ -443,7 +448,12 @@ def _disk(disk: Optional[dict]) -> str:
     if budget:
         text += f" of {size(budget)} budget ({100 * (disk.get('used_bytes') or 0) / budget:.0f}%)"
     days = disk.get("days_left")
-    text += ", days left: " + ("not growing" if days is None else f"{days:,.1f}")
+    if days is not None:
+        text += f", days left: {days:,.1f}"
+    elif uptime_s is not None and uptime_s < DAYS_LEFT_AFTER_S:
+        text += ", days left: not known yet (after a minute's growth)"
+    else:
+        text += ", days left: not growing"
     if disk.get("free_bytes") is not None:
         text += f", {size(disk['free_bytes'])} free on the filesystem"
     if disk.get("full"):

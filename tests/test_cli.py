@@ -321,6 +321,20 @@ class NodeBlockTests(SynchronousTestCase):
             ],
         )
 
+    def test_days_left_unknown_at_first(self):
+        """
+        A node up for less than a minute has no estimate of its days left
+        yet: the block says so rather than "not growing".
+        """
+        doc = status(A, BOTH)
+        doc["disk"]["days_left"] = None
+        young = dict(doc, uptime_s=20.0)
+        old = dict(doc, uptime_s=3600.0)
+        [young_disk] = [l for l in node_block(NodeAnswer("http://a:8000", young), NOW) if "disk" in l]
+        [old_disk] = [l for l in node_block(NodeAnswer("http://a:8000", old), NOW) if "disk" in l]
+        self.assertIn("days left: not known yet (after a minute's growth)", young_disk)
+        self.assertIn("days left: not growing", old_disk)
+
     def test_render(self):
         """
         The whole summary: the verdict, the blocks, the copies table, and
