@@ -141,10 +141,12 @@ def main(argv: list) -> int:
             file=sys.stderr,
         )
         return 1
-    poller = app.extensions["monitor"]
-    poller.start()
+    # Said before the refresh thread starts: its lines go to stdout, these to
+    # stderr, and written at once they ran into each other on a terminal.
     print(f" * Running on http://{_url_host(options.host)}:{options.port}", file=sys.stderr, flush=True)
     print("Press CTRL+C to quit", file=sys.stderr, flush=True)
+    poller = app.extensions["monitor"]
+    poller.start()
     try:
         # Until SIGINT (CTRL+C) or SIGTERM stops the reactor.
         reactor.run()
