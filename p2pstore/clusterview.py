@@ -429,6 +429,9 @@ def lag(peer: dict) -> str:
     if not records:
         return "in step"
     waits = (peer.get("lag_s") or {}).values()
+    if waits and max(waits) < CATCHING_UP_S:
+        # Records on their way, as while readings flow: no lag to speak of.
+        return f"in step ({_count(records)} on the way)"
     text = f"lacks {_count(records)} record{'' if records == 1 else 's'}"
     if waits:
         text += f" (the oldest for {duration(max(waits))})"
@@ -488,7 +491,10 @@ def copies_table(answers: Sequence[NodeAnswer]) -> list[str]:
     nodes = [a.status.get("node_id") for a in answers]
     header = ["origin", *map(short, nodes), "copies"]
     rows = []
-    for origin in sorted(found):
+    # The answering nodes' own origins in their columns' order, so that the
+    # '*' cells run down the diagonal; then the other origins.
+    order = [n for n in nodes if n in found] + sorted(set(found) - set(nodes))
+    for origin in order:
         held = found[origin]
         cells = [short(origin)]
         for node_id in nodes:

@@ -27,6 +27,7 @@ from p2pstore.clusterview import (
     copies_table,
     duration,
     healthy,
+    lag,
     holdings,
     node_block,
     render,
@@ -246,6 +247,19 @@ class CopiesTests(SynchronousTestCase):
             ],
         )
 
+    def test_rows_in_column_order(self):
+        """
+        The answering nodes' own origins come in the order of their
+        columns, whatever their ids, so each '*' is on the diagonal; other
+        origins follow.
+        """
+        answers = [answer(C, [(C, EPOCH_A, 5), (B, EPOCH_A, 7), (D, EPOCH_A, 1)]),
+                   answer(B, [(C, EPOCH_A, 5), (B, EPOCH_A, 7)])]
+        self.assertEqual(
+            [row.split()[0] for row in copies_table(answers)[2:]],
+            [C[:8], B[:8], D[:8]],
+        )
+
     def test_catching_up(self):
         """
         A copy that lacks only records that have waited less than 5 s (as
@@ -320,6 +334,14 @@ class NodeBlockTests(SynchronousTestCase):
                 "last error: Connection refused; exporting for cccccccc",
             ],
         )
+
+    def test_records_on_their_way(self):
+        """
+        A peer that lacks only records younger than CATCHING_UP_S is in
+        step, with them on their way; older ones are a lag with its age.
+        """
+        self.assertEqual(lag(peer(B, lag={A: 1}, lag_s={A: 0.2})), "in step (1 on the way)")
+        self.assertEqual(lag(peer(B, lag={A: 3}, lag_s={A: 6.0})), "lacks 3 records (the oldest for 6 s)")
 
     def test_days_left_unknown_at_first(self):
         """
