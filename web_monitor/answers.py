@@ -228,12 +228,8 @@ def parse_status(data: Any) -> NodeStatus:
             origins[origin] = _Object(entry, f"origins.{origin}").field(
                 "count", _is_count, "a whole number >= 0", True
             )
-    peers = None
-    peers_data = status.field("peers", lambda v: isinstance(v, list), "a list")
-    if peers_data is not None:
-        if len(peers_data) > MAX_PEERS:
-            raise BadAnswer(f"'peers' lists more than {MAX_PEERS} peers")
-        peers = tuple(_peer(_Object(p, f"peers[{n}]")) for n, p in enumerate(peers_data))
+    peers_data = status.items("peers", MAX_PEERS, "peers")
+    peers = None if peers_data is None else tuple(_peer(p) for p in peers_data)
     scrub = status.object("scrub")
     damaged = status.field("damaged_files", lambda v: isinstance(v, list), "a list")
     disk = status.object("disk")
@@ -241,21 +237,15 @@ def parse_status(data: Any) -> NodeStatus:
         "full", lambda v: v is False or _is_trouble(v), f"false or a string of 1 to {MAX_TROUBLE} characters"
     )
     logs = None
-    logs_data = status.field("logs", lambda v: isinstance(v, list), "a list")
+    logs_data = status.items("logs", MAX_LOGS, "logs")
     if logs_data is not None:
-        if len(logs_data) > MAX_LOGS:
-            raise BadAnswer(f"'logs' lists more than {MAX_LOGS} logs")
-        logs = {}
-        for n, entry in enumerate(logs_data):
-            log = _log(_Object(entry, f"logs[{n}]"))
-            logs.setdefault(log.origin, []).append(log)
-        logs = {origin: tuple(held) for origin, held in logs.items()}
-    exports = None
-    exports_data = status.field("exports", lambda v: isinstance(v, list), "a list")
-    if exports_data:
-        if len(exports_data) > MAX_EXPORTS:
-            raise BadAnswer(f"'exports' lists more than {MAX_EXPORTS} destinations")
-        exports = tuple(_export(_Object(e, f"exports[{n}]")) for n, e in enumerate(exports_data))
+        by_origin: dict = {}
+        for entry in logs_data:
+            log = _log(entry)
+            by_origin.setdefault(log.origin, []).append(log)
+        logs = {origin: tuple(held) for origin, held in by_origin.items()}
+    exports_data = status.items("exports", MAX_EXPORTS, "destinations")
+    exports = tuple(_export(e) for e in exports_data) if exports_data else None
     return NodeStatus(
         node_id=node_id,
         state=state,
@@ -384,6 +374,18 @@ class _Object:
         if not check(value):
             raise BadAnswer(f"'{self._name(name)}' should be {what}, not {_show(value)}")
         return value
+
+    def items(self, name: str, limit: int, what: str) -> Optional[list]:
+        """
+        The objects of the list C{name}, at most C{limit} of them (C{what}
+        they are, for the message), or C{None} when it is left out.
+        """
+        values = self.field(name, lambda v: isinstance(v, list), "a list")
+        if values is None:
+            return None
+        if len(values) > limit:
+            raise BadAnswer(f"'{self._name(name)}' lists more than {limit} {what}")
+        return [_Object(v, f"{self._name(name)}[{n}]") for n, v in enumerate(values)]
 
     def object(self, name: str) -> Optional["_Object"]:
         value = self.data.get(name)

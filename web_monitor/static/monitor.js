@@ -200,32 +200,31 @@
     return [el("thead", {}, head), el("tbody", {}, ...rows)];
   }
 
-  function chartImage(s, c) {
-    const key = s.index + "|" + c.type;
-    let img = charts.get(key);
+  // The image kept in `kept` under `key` (made with `attributes` the first
+  // time), given a new src only when its chart changed.
+  function keptImage(kept, key, attributes, url, alt) {
+    let img = kept.get(key);
     if (!img) {
-      img = el("img", { class: "chart", "data-type": c.type, width: c.width, height: c.height });
-      charts.set(key, img);
+      img = el("img", attributes);
+      kept.set(key, img);
     }
-    if (img.getAttribute("src") !== c.url) {
-      img.setAttribute("src", c.url);
+    if (img.getAttribute("src") !== url) {
+      img.setAttribute("src", url);
     }
-    img.setAttribute("alt", c.type + ": last " + c.last + ", " + c.count + " values from " + c.min + " to " + c.max);
+    img.setAttribute("alt", alt);
     return img;
   }
 
+  function chartImage(s, c) {
+    return keptImage(charts, s.index + "|" + c.type,
+      { class: "chart", "data-type": c.type, width: c.width, height: c.height }, c.url,
+      c.type + ": last " + c.last + ", " + c.count + " values from " + c.min + " to " + c.max);
+  }
+
   function historyImage(s, c) {
-    const key = s.index + "|" + c.what;
-    let img = histories.get(key);
-    if (!img) {
-      img = el("img", { class: "history-chart", "data-what": c.what, width: c.width, height: c.height });
-      histories.set(key, img);
-    }
-    if (img.getAttribute("src") !== c.url) {
-      img.setAttribute("src", c.url);
-    }
-    img.setAttribute("alt", s.address + ": " + c.alt + " over the last hour");
-    return img;
+    return keptImage(histories, s.index + "|" + c.what,
+      { class: "history-chart", "data-what": c.what, width: c.width, height: c.height }, c.url,
+      s.address + ": " + c.alt + " over the last hour");
   }
 
   function historyRow(s) {
