@@ -498,6 +498,20 @@ class Exporter:
         """
         return self.saved.get(log, 0)
 
+    def retention_limit(self, log) -> Optional[int]:
+        """
+        How far retention may prune a peer's ``log`` here for this
+        destination: up to where the destination is known to hold it
+        (saved here, or announced by a peer), when this node exports the
+        log now (taken over) or its origin announced cursors for this
+        destination (it exports there, and this node may take over); else
+        C{None}, no limit: no node exports that origin here.
+        """
+        origin = log[0]
+        if self._exports(log) or any(heard[0] == origin for heard in self.heard):
+            return max(self.saved.get(log, 0), self.heard.get(log, 0))
+        return None
+
     def pending(self) -> int:
         firsts = self._source.firsts
         return sum(

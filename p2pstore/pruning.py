@@ -157,7 +157,11 @@ class Pruner:
         # retention) counts: the reading was copied, and is past the age
         # the cluster keeps. To evict, only a copy held now counts.
         if log[0] != self.node.node_id:
-            return 2**63 - 1
+            # A peer's copy, by age, but not what an export destination
+            # has not taken yet of an origin exported there: this node may
+            # have to export it in the origin's place (takeover).
+            limits = (e.retention_limit(log) for e in self.node.exporters)
+            return min((limit for limit in limits if limit is not None), default=2**63 - 1)
         # Nor what an export destination has not taken yet.
         exported = min((e.exported(log) for e in self.node.exporters), default=2**63 - 1)
         holdings = self.node.replicator.holdings

@@ -353,6 +353,23 @@ class TakeoverTests(ExporterCase):
         self.assertEqual(len(self.server.lines()), 3)
         self.assertIn(b"value=7.0", self.server.lines()[-1])
 
+    async def test_retention_limit(self) -> None:
+        """
+        Retention may prune a peer's copy here only as far as the
+        destination holds it, once its origin announced cursors for this
+        destination or this node exports it in its place; a peer that
+        announced nothing for it sets no limit.
+        """
+        exporter = await self.setup_peer(8)
+        self.assertIsNone(exporter.retention_limit(self.other))
+        exporter.heard_exported(Exported(exporter.destination.name, {self.other: 3}))
+        self.assertEqual(exporter.retention_limit(self.other), 3)
+        # Another epoch of the same origin, not announced yet: nothing of it is known exported.
+        self.assertEqual(exporter.retention_limit((self.OTHER, "f" * 32)), 0)
+        self.up[self.OTHER] = False
+        await self.settle(lambda: exporter.saved.get(self.other) == 8)
+        self.assertEqual(exporter.retention_limit(self.other), 8)
+
     def test_other_destination_ignored(self) -> None:
         """
         Cursors of another destination say nothing about this one.

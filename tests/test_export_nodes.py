@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from p2pstore.lineprotocol import nanoseconds
@@ -328,6 +330,60 @@ class TakeoverTests(TestCase):
             influx_points([p for p in points if p["origin"] == a.node_id]), expected_points(a)
         )
         no_tracebacks(self, a, b)
+
+
+    @inlineCallbacks
+    def test_retention_waits_for_takeover(self):
+        """
+        A peer run with --retain 2s keeps a node's readings the destination
+        does not hold yet, past the retention, and exports them when the
+        node dies; only then are they pruned there. InfluxDB holds each of
+        the node's readings once.
+        """
+        influx = InfluxDB(self, self.mktemp())
+        yield influx.start()
+        yield influx.create(DB)
+        key = cluster_key(self)
+        args = ["--export", influx.write_url(DB), "--export-takeover", "3s"]
+        a = NodeProcess(self, secret_file=key, extra_args=args)
+        b = NodeProcess(self, secret_file=key, extra_args=[*args, "--retain", "2s"])
+        mesh([a, b])
+        yield a.start()
+        yield b.start()
+        yield wait_links_up(a, [b])
+        yield feed(self, a, sensor_lines(50, "up"))
+        yield exported(a, 50)
+        yield influx.stop()
+        yield feed(self, a, sensor_lines(100, "down", start=50))
+
+        def held_by_b(first, last):
+            def check():
+                d = b.status()
+                return d.addCallback(lambda status: [
+                    (log["first"], log["last"]) for log in status["logs"] if log["origin"] == a.node_id
+                ] == [(first, last)])
+            return check
+
+        # What InfluxDB holds goes by age; the rest stays, well past --retain.
+        yield wait_for(held_by_b(51, 150), 30, "b to prune what InfluxDB holds of a's, and only that")
+        rows = own(a)[50:]
+        yield deferLater(reactor, 4, lambda: None)
+        yield wait_for(held_by_b(51, 150), 1, "b to keep a's readings InfluxDB lacks")
+        yield a.kill()
+        yield influx.start()
+
+        def all_of_a():
+            d = influx.points(DB)
+            return d.addCallback(
+                lambda points: [p for p in points if p["origin"] == a.node_id]
+            ).addCallback(lambda mine: len(mine) == 150 and mine)
+
+        points = yield wait_for(all_of_a, EXPORTED_WITHIN, "InfluxDB to hold all of a's readings")
+        self.assertEqual(len(influx_points(points)), 150)
+        self.assertTrue(expected_points(a, rows) <= influx_points(points))
+        # Exported, they go by age there too.
+        yield wait_for(held_by_b(151, 150), 30, "b to prune a's readings once exported")
+        no_tracebacks(self, b)
 
 
 class SecretsTests(TestCase):

@@ -90,6 +90,25 @@ class PrunerTests(StoreTestCase):
         self.assertEqual(self.own_rows(), 10)
         self.assertEqual(self.node.replicator.source.firsts, {(PEER, PEER_EPOCH): 9})
 
+    async def test_peer_copies_wait_for_export(self) -> None:
+        """
+        A peer's copies past the retention stay while an export
+        destination does not hold them yet (this node may have to export
+        them in the peer's place), and go as far as every destination does.
+        """
+        await self.setup_node(peer=8, retain=5.0)
+        limits = {"a": 3, "b": None}
+        self.node.exporters = [
+            SimpleNamespace(retention_limit=lambda log, k=k: limits[k], exported=lambda log: 10**9)
+            for k in limits
+        ]
+        self.clock.advance(6)
+        await self.pruner.step()
+        self.assertEqual(self.node.replicator.source.firsts, {(PEER, PEER_EPOCH): 4})
+        limits["a"] = 8
+        await self.pruner.step()
+        self.assertEqual(self.node.replicator.source.firsts, {(PEER, PEER_EPOCH): 9})
+
     async def test_holder_that_pruned(self) -> None:
         """
         A holder whose HAVE says it holds the log only from 5 on, having
