@@ -158,16 +158,26 @@ def _names(names: dict) -> str:
     return ", ".join(name if count == 1 else f"{name} ({count})" for name, count in sorted(names.items()))
 
 
+# Records that have waited less than this for a peer are on their way (as
+# p2pstore status judges them): no lag to report.
+ON_THE_WAY_S = 5.0
+
+
 def _lag_text(records: Optional[int], seconds: Optional[float]) -> str:
     if not records:
         return "caught up"
+    if seconds is not None and seconds < ON_THE_WAY_S:
+        return f"caught up ({records:,} on the way)"
     text = f"{records:,} " + ("record" if records == 1 else "records")
     return text + (f", {_age(seconds)}" if seconds else "")
 
 
 def _worst_lag(peers: tuple) -> Optional[str]:
     # The connected peer furthest behind, when any is.
-    behind = [p for p in peers if p.connected and p.lag_records]
+    behind = [
+        p for p in peers
+        if p.connected and p.lag_records and (p.lag_seconds is None or p.lag_seconds >= ON_THE_WAY_S)
+    ]
     if not behind:
         return None
     worst = max(behind, key=lambda p: (p.lag_seconds or 0.0, p.lag_records))

@@ -128,7 +128,7 @@
         ...(s.warnings || []).map((w) => el("div", { class: "why warning" }, w))
       ),
       el("td", { class: "mono", title: s.node_id }, value(s.node_short)),
-      el("td", {}, value(s.uptime)),
+      el("td", { class: "nw" }, value(s.uptime)),
       el("td", { class: "num" }, count(s.own_readings), s.rate ? el("div", { class: "why rate" }, s.rate) : null),
       el("td", { class: "num" }, count(s.held_for_others)),
       el(
