@@ -318,6 +318,9 @@ def node_block(answer: NodeAnswer, now: float) -> list[str]:
     its lag), disk and exports.
     """
     status = answer.status
+    # Ages of the node's times by its own clock, when it says it.
+    if isinstance(status.get("time"), (int, float)):
+        now = status["time"]
     node_id = status.get("node_id")
     heading = f"{short(node_id)}  {status.get('state', '?')}"
     uptime = status.get("uptime_s")

@@ -210,6 +210,9 @@ class Node:
             "state": self.state,
             "version": __version__,
             "uptime_s": round(self.clock.seconds() - self.started_at, 3),
+            # The node's own clock, which its other times (a peer's
+            # last_seen) are on: a reader's clock may be off.
+            "time": round(self.clock.seconds(), 3),
             "sensors": {
                 "connected": ingestor.connected,
                 "accepted": ingestor.accepted,

@@ -343,6 +343,18 @@ class NodeBlockTests(SynchronousTestCase):
         self.assertEqual(lag(peer(B, lag={A: 1}, lag_s={A: 0.2})), "in step (1 on the way)")
         self.assertEqual(lag(peer(B, lag={A: 3}, lag_s={A: 6.0})), "lacks 3 records (the oldest for 6 s)")
 
+    def test_ages_by_the_nodes_clock(self):
+        """
+        A node that says its time has its peers' ages told by its clock,
+        not by the command's.
+        """
+        doc = status(A, BOTH, peers=[peer(C, linked=False, last_seen=NOW + 3600 - 30)])
+        doc["time"] = NOW + 3600
+        self.assertIn(
+            "    cccccccc  NOT LINKED (last message 30 s ago), in step",
+            node_block(NodeAnswer("http://a:8000", doc), NOW),
+        )
+
     def test_days_left_unknown_at_first(self):
         """
         A node up for less than a minute has no estimate of its days left

@@ -113,6 +113,23 @@ class ServerDetailTests(MonitorCase):
         html = app.test_client().get("/").get_data(as_text=True)
         self.assertIn('<span class="gone">1 gone</span>', html)
 
+    def test_ages_by_the_nodes_clock(self):
+        """
+        A node whose clock is an hour ahead of the monitor's: how long ago
+        its peer was last seen is told by the node's clock, which its
+        last_seen is on.
+        """
+        clock = Clock(10_000.0)
+        ahead = 10_000.0 + 3600
+        status = node_status(ID_A, time=ahead, peers=[
+            peer(ID_C, "10.0.0.3:12346", connected=False, gone=True, last_seen=ahead - 900),
+        ])
+        app = self.monitor(FakeNode(self, status=status).address, clock=clock)
+        app.extensions["monitor"].poll_once()
+        data = app.test_client().get("/api/servers").get_json()
+        self.assertEqual(data["servers"][0]["peers"][0]["seen"], "last seen 15 min ago")
+        self.assertEqual(data["health"]["items"][0]["since"], "15 min")
+
     def test_sensor_names(self):
         """
         The names connected sensors go by (nodes with --sensor-tokens) are

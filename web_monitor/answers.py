@@ -136,6 +136,8 @@ class NodeStatus:
     exports: Optional[tuple] = None
     # The copies its sensors' readings wait for (--ack-copies), when above 1.
     ack_copies: Optional[int] = None
+    # The node's clock when it answered (its last_seen times are on it).
+    time: Optional[float] = None
     # Readings answered OK since the node started.
     sensors_accepted: Optional[int] = None
     # How many connected sensors go by each name (nodes with --sensor-tokens).
@@ -265,6 +267,7 @@ def parse_status(data: Any) -> NodeStatus:
         disk_full=full or None,
         exports=exports,
         ack_copies=status.field("ack_copies", lambda v: _is_count(v) and v >= 1, "a whole number >= 1"),
+        time=status.field("time", _is_duration, "a time (seconds since 1970)"),
         sensors_accepted=sensors and sensors.field("accepted", _is_count, "a whole number >= 0"),
         sensor_names=sensors and sensors.field(
             "names", lambda v: _is_map(v, _is_text, _is_count), "an object of names and counts"

@@ -112,7 +112,9 @@ def _server(index: int, result: ServerResult, now: float, chart_url, history=Non
         "links_gone": len(status.peers_gone) if status else 0,
         "links_trouble": len(status.peers_in_trouble) if status else 0,
         "lag": _worst_lag(status.peers) if status and status.peers else None,
-        "peers": [_peer(p, now) for p in status.peers] if status and status.peers else [],
+        # A peer's last_seen is on the node's clock, which may differ from ours.
+        "peers": [_peer(p, status.time if status.time is not None else now) for p in status.peers]
+        if status and status.peers else [],
         "sensor_names": _names(status.sensor_names) if status and status.sensor_names else None,
         "rate": None,
         "history": [],

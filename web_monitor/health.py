@@ -185,7 +185,9 @@ def _conditions(results, memory: Memory, now: float, wanted: int) -> list:
             who = peer.address or (peer.node_id or "?")[:8]
             found.append({
                 "key": ("gone", name, peer.node_id or who), "kind": "gone", "level": "warn",
-                "since": peer.last_seen,
+                # Its last_seen is on the node's clock: taken as an age from it.
+                "since": peer.last_seen if status.time is None or peer.last_seen is None
+                else now - max(0.0, status.time - peer.last_seen),
                 "text": f"{name}: peer {who} is gone (no link for long); its entry goes an hour after it left",
             })
         if status.disk_full:
