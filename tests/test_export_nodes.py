@@ -390,6 +390,53 @@ class SecretsTests(TestCase):
     timeout = 120
 
     @inlineCallbacks
+    def test_credentials_checked_by_influxdb(self):
+        """
+        Against an InfluxDB with authentication on: a URL without a user
+        is answered 401 and one of a user who may only read 403, each shown
+        as misconfigured with InfluxDB's answer while the readings wait;
+        the writer's URL then exports every one of them, once.
+        """
+        influx = InfluxDB(self, self.mktemp(), admin=("admin", "admin-pw"))
+        yield influx.start()
+        yield influx.make_admin()
+        yield influx.create(DB)
+        for q in (
+            "CREATE USER \"writer\" WITH PASSWORD 'w-pw'", f'GRANT WRITE ON "{DB}" TO "writer"',
+            "CREATE USER \"reader\" WITH PASSWORD 'r-pw'", f'GRANT READ ON "{DB}" TO "reader"',
+        ):
+            yield influx.query(None, q, "POST")
+        base = f"127.0.0.1:{influx.port}/write?db={DB}"
+        data_dir = None
+        for url, code, answer in (
+            (f"http://{base}", 401, "unable to parse authentication credentials"),
+            (f"http://reader:r-pw@{base}", 403, "user is not authorized to write to database"),
+        ):
+            node = NodeProcess(self, data_dir=data_dir, extra_args=["--export", url])
+            data_dir = node.data_dir
+            yield node.start()
+            if code == 401:
+                yield feed(self, node, sensor_lines(20, "auth"))
+            yield wait_for(
+                lambda: export_status(node).addCallback(lambda s: s["state"] == "misconfigured"),
+                30, f"the export to be misconfigured ({code})",
+            )
+            status = yield export_status(node)
+            self.assertEqual(status["pending"], 20)
+            self.assertIn(str(code), status["last_error"])
+            self.assertIn(answer, status["last_error"])
+            yield node.stop()
+        node = NodeProcess(self, data_dir=data_dir, extra_args=["--export", f"http://writer:w-pw@{base}"])
+        yield node.start()
+        yield exported(node, 20)
+        points = yield influx.points(DB)
+        self.assertEqual(influx_points(points), expected_points(node))
+        self.assertEqual(len(points), 20)
+        status = yield export_status(node)
+        self.assertEqual(status["url"], f"http://***@{base}")
+        no_tracebacks(self, node)
+
+    @inlineCallbacks
     def test_credentials_never_shown(self):
         """
         A password in the URL and in InfluxDB 1.x's p= parameter reach

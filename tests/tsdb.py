@@ -101,10 +101,32 @@ class InfluxDB(_Server):
     """
     InfluxDB 1.x: writes to ``write_url(db)``; ``query(db, q)`` runs
     InfluxQL.
+
+    @param admin: with a C{(user, password)}, authentication is on and the
+        test's queries go as that user, its first admin (made by
+        L{make_admin}).
     """
 
     name = "influxd"
     ping_path = "/ping"
+
+    def __init__(self, test_case, directory: Path, admin=None):
+        super().__init__(test_case, directory)
+        self.admin = admin
+
+    @inlineCallbacks
+    def make_admin(self):
+        """
+        Create the admin user, as InfluxDB lets anyone while it has none.
+        """
+        user, password = self.admin
+        admin, self.admin = self.admin, None
+        try:
+            yield self.query(
+                None, f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES", "POST"
+            )
+        finally:
+            self.admin = admin
 
     def _args(self) -> list[str]:
         config = self.directory / "influxdb.conf"
@@ -116,6 +138,7 @@ class InfluxDB(_Server):
             f'[data]\n  dir = "{data}/data"\n  wal-dir = "{data}/wal"\n'
             "  query-log-enabled = false\n"
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            f"  auth-enabled = {'true' if self.admin else 'false'}\n"
             "[monitor]\n  store-enabled = false\n"
             "[continuous_queries]\n  enabled = false\n"
         )
@@ -136,6 +159,8 @@ class InfluxDB(_Server):
         params = {"q": q, "epoch": "ns"}
         if db is not None:
             params["db"] = db
+        if self.admin is not None:
+            params["u"], params["p"] = self.admin
         url = f"{self.base}/query?{urlencode(params)}"
         agent = Agent(reactor, connectTimeout=10)
         d = agent.request(method.encode(), url.encode("ascii"), Headers({}))
