@@ -8,7 +8,6 @@ a parameter.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -18,7 +17,7 @@ from attrs import define, frozen
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred
 
-from . import cursors, gaps
+from . import cursors, gaps, quarantine
 from .gaps import Gap
 from .lines import Rejected
 from .opening import (
@@ -44,7 +43,6 @@ from .schema import (
     EPOCH,
     PEER_DB,
     ROW_SQL,
-    SENSOR_NAME,
     TABLES_SQL,
     Schema,
     StoreError,
@@ -447,31 +445,9 @@ class Store:
 
         @return: a Deferred firing with whether it was quarantined.
         """
-        return self._pool.runInteraction(self._quarantine, origin, epoch, index, row, reason, found_at)
-
-    def _quarantine(self, txn, origin, epoch, index, row, reason, found_at) -> bool:
-        db = self._db_of(origin)
-        table = table_name(origin)
-        txn.execute("BEGIN IMMEDIATE")
-        pending = txn.execute(
-            "SELECT 1 FROM main.quarantine WHERE origin = ? AND epoch = ? AND entry_index = ? "
-            "AND repaired_at IS NULL",
-            (origin, epoch, index),
-        ).fetchone()
-        if pending:
-            return False
-        where = f"FROM {db}.{table} WHERE epoch = ? AND entry_index = ?"
-        now = txn.execute(f"SELECT {ROW_SQL} {where}", (epoch, index)).fetchone()
-        if (tuple(now) if now else None) != (tuple(row) if row else None):
-            return False
-        if now is not None:
-            txn.execute(f"DELETE {where}", (epoch, index))
-        txn.execute(
-            "INSERT INTO main.quarantine (found_at, db, origin, epoch, entry_index, reason, row) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (found_at, db, origin, epoch, index, reason, json.dumps(row, default=_as_json)),
+        return self._pool.runInteraction(
+            quarantine.quarantine, self._db_of(origin), origin, epoch, index, row, reason, found_at
         )
-        return True
 
     def quarantined(self) -> Deferred:
         """
@@ -479,17 +455,7 @@ class Store:
         C{[(origin, epoch, index)]}, and how many were repaired.
         """
 
-        def run(txn):
-            pending = txn.execute(
-                "SELECT origin, epoch, entry_index FROM main.quarantine "
-                "WHERE repaired_at IS NULL ORDER BY id"
-            ).fetchall()
-            (repaired,) = txn.execute(
-                "SELECT count(*) FROM main.quarantine WHERE repaired_at IS NOT NULL"
-            ).fetchone()
-            return [tuple(p) for p in pending], repaired
-
-        return self._reader.runInteraction(run)
+        return self._reader.runInteraction(quarantine.pending)
 
     def entries_at(self, origin: str, epoch: str, indexes: Sequence[int]) -> Deferred:
         """
@@ -517,35 +483,15 @@ class Store:
     def _repair(self, txn, origin, epoch, entries, repaired_at) -> list:
         db = self._db_of(origin)
         table = table_name(origin)
-        txn.execute("BEGIN IMMEDIATE")
-        repaired = []
-        for entry in entries:
-            index = entry[ENTRY_INDEX]
-            pending = txn.execute(
-                "SELECT row FROM main.quarantine WHERE origin = ? AND epoch = ? "
-                "AND entry_index = ? AND repaired_at IS NULL",
-                (origin, epoch, index),
-            ).fetchall()
-            if not pending:
-                continue
-            held = txn.execute(
-                f"SELECT 1 FROM {db}.{table} WHERE epoch = ? AND entry_index = ?", (epoch, index)
-            ).fetchone()
-            if not held:
-                row = _row(epoch, entry)
-                name = _quarantined_name(pending[0][0])
-                if name is not None:
-                    row = (*row, name)
-                self._statements.insert(txn, db, table, [row])
-                if db == "main":
-                    self._ids.added(txn, [row])
-            txn.execute(
-                "UPDATE main.quarantine SET repaired_at = ? WHERE origin = ? AND epoch = ? "
-                "AND entry_index = ? AND repaired_at IS NULL",
-                (repaired_at, origin, epoch, index),
-            )
-            repaired.append(index)
-        return repaired
+
+        def put_back(row: tuple) -> None:
+            self._statements.insert(txn, db, table, [row])
+            if db == "main":
+                self._ids.added(txn, [row])
+
+        return quarantine.repair(
+            txn, db, origin, epoch, [(entry, _row(epoch, entry)) for entry in entries], repaired_at, put_back
+        )
 
     # -- pruning (p2pstore.pruning) -------------------------------------------
 
@@ -677,24 +623,6 @@ def _row(epoch: str, entry: tuple) -> tuple:
     # are not replicated (yet): a peer's copy holds none.
     value, unit = parse_value_unit(entry[SENSOR_DATA])
     return (*entry, value, unit, epoch)
-
-
-def _quarantined_name(saved: Optional[str]) -> Optional[str]:
-    # The sensor name of a quarantined row, kept through its repair: peers'
-    # copies hold none. Like every sensor name it is not signed.
-    try:
-        row = json.loads(saved) if saved else None
-    except ValueError:
-        return None
-    if not isinstance(row, list) or len(row) <= SENSOR_NAME:
-        return None
-    name = row[SENSOR_NAME]
-    return name if isinstance(name, str) else None
-
-
-def _as_json(value):
-    # What json cannot hold of a row another program changed: bytes.
-    return value.hex() if isinstance(value, bytes) else repr(value)
 
 
 def _record(origin: str, row: tuple) -> Record:

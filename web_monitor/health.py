@@ -10,7 +10,6 @@ seen; L{health} turns a snapshot and that memory into what the page shows.
 
 from __future__ import annotations
 
-from typing import Optional
 
 from attrs import field, frozen
 
