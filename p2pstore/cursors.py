@@ -48,6 +48,21 @@ def load(txn, destination: str) -> tuple[dict, int]:
     return cursors, dead
 
 
+def save_heard(txn, destination: str, positions: dict) -> None:
+    """
+    Cursors peers announced for logs this node does not export (so that
+    after a restart it still knows how far the destination holds its
+    peers' logs, and that their origins export there: retention keeps the
+    rest, see L{p2pstore.export.Exporter.retention_limit}).
+    """
+    txn.executemany(
+        "INSERT INTO main.export_cursors (destination, origin, epoch, exported) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT (destination, origin, epoch) "
+        "DO UPDATE SET exported = max(exported, excluded.exported)",
+        [(destination, origin, epoch, index) for (origin, epoch), index in positions.items()],
+    )
+
+
 def save(txn, destination: str, origin: str, epoch: str, index: int, dead, at: float) -> None:
     """
     Move one log's cursor to ``index``, with the dead letters ``dead``

@@ -60,6 +60,9 @@ MAX_LINES = 5000
 MAX_BODY = 512 * 1024
 # A batch smaller than MAX_LINES goes out at most this often.
 INTERVAL = 1.0
+# Cursors peers announced for logs this node does not export are saved at
+# most this often (seconds): an extra commit a second would wear the disk.
+HEARD_SAVE_S = 10.0
 # Backoff after a failed write: from FIRST_BACKOFF doubling to MAX_BACKOFF,
 # each delay drawn from half to all of it, so that nodes that lost one
 # destination together do not come back together. A destination that does
@@ -139,8 +142,13 @@ class Exporter:
         self._takeover = takeover
         self._reachable = reachable
         self._announce = announce
-        # How far peers say this destination holds each log (EXPORTED).
+        # How far peers say this destination holds each log (EXPORTED),
+        # 0 included: an origin that announces exports there.
         self.heard: dict = {}
+        # Of those, the ones of logs this node does not export, not saved yet.
+        self._heard_unsaved: dict = {}
+        self._heard_saved_at = float("-inf")
+        self._saving_heard = False
         # The origins this node exports for their node, which is down, and
         # when each was last seen up.
         self.taken_over: set = set()
@@ -237,7 +245,30 @@ class Exporter:
 
     def _flush(self) -> None:
         self._check_takeover()
+        self._save_heard()
         self.sender.pump()
+
+    def _save_heard(self) -> None:
+        now = self._clock.seconds()
+        if not self._heard_unsaved or self._saving_heard or now < self._heard_saved_at + HEARD_SAVE_S:
+            return
+        positions, self._heard_unsaved = self._heard_unsaved, {}
+        self._heard_saved_at, self._saving_heard = now, True
+
+        def saved(_):
+            for log, index in positions.items():
+                self.saved[log] = max(self.saved.get(log, 0), index)
+
+        def failed(f):
+            for log, index in positions.items():
+                self._heard_unsaved[log] = max(self._heard_unsaved.get(log, 0), index)
+            self.log.failure("could not save the export cursors peers sent; trying again", f)
+
+        def done(_):
+            self._saving_heard = False
+
+        d = self._store.heard_exported(self.destination.name, positions)
+        d.addCallbacks(saved, failed).addBoth(done)
 
     def _check_takeover(self) -> None:
         if self._takeover is None:
@@ -280,10 +311,14 @@ class Exporter:
         if message.destination != self.destination.name:
             return
         for log, index in message.positions.items():
-            if index <= self.heard.get(log, 0):
+            if index <= self.heard.get(log, -1):
                 continue
             self.heard[log] = index
-            if self.started and self._exports(log) and index > self.saved.get(log, 0):
+            if not self._exports(log):
+                if log[0] != self._node_id and index > self.saved.get(log, -1):
+                    self._heard_unsaved[log] = index
+                continue
+            if self.started and index > self.saved.get(log, 0):
                 self.sender.holds(log, index)
                 d = self._store.exported(self.destination.name, log, index)
                 d.addCallback(lambda _, log=log, index=index: self._advanced(log, index))
@@ -298,7 +333,13 @@ class Exporter:
         """
         How far this destination holds each log, as this node saved it.
         """
-        return Exported(self.destination.name, {log: n for log, n in self.saved.items() if n})
+        positions = {log: n for log, n in self.saved.items() if n}
+        # Its own logs with nothing taken yet too: peers then know that this
+        # origin exports here, and keep what the destination lacks of it.
+        for log in self._source.positions:
+            if log[0] == self._node_id:
+                positions.setdefault(log, 0)
+        return Exported(self.destination.name, positions)
 
     # -- one batch -----------------------------------------------------------
 
@@ -505,10 +546,18 @@ class Exporter:
         (saved here, or announced by a peer), when this node exports the
         log now (taken over) or its origin announced cursors for this
         destination (it exports there, and this node may take over); else
-        C{None}, no limit: no node exports that origin here.
+        C{None}, no limit: no node exports that origin here. Cursors peers
+        announced are saved (L{HEARD_SAVE_S}), so this holds across a
+        restart; before the saved cursors are read, nothing may go.
         """
+        if not self.started:
+            return 0
         origin = log[0]
-        if self._exports(log) or any(heard[0] == origin for heard in self.heard):
+        if (
+            self._exports(log)
+            or any(known[0] == origin for known in self.heard)
+            or any(known[0] == origin for known in self.saved)
+        ):
             return max(self.saved.get(log, 0), self.heard.get(log, 0))
         return None
 

@@ -600,6 +600,13 @@ class Store:
             cursors.save, destination, log[0], log[1], index, tuple(dead), self.now()
         )
 
+    def heard_exported(self, destination: str, positions: dict) -> Deferred:
+        """
+        Peers said ``destination`` holds these logs up to these indexes
+        (L{cursors.save_heard}).
+        """
+        return self._pool.runInteraction(cursors.save_heard, destination, dict(positions))
+
     def mark_stopped(self) -> Deferred:
         """
         Record a clean stop: everything committed is on disk.

@@ -10,6 +10,7 @@ tests/test_export_nodes.py.
 from __future__ import annotations
 
 import gzip
+from types import SimpleNamespace
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
@@ -19,7 +20,7 @@ from twisted.web.server import Site
 
 from p2pstore import export
 from p2pstore.destinations import BadDestination, parse_destination
-from p2pstore.export import Exporter
+from p2pstore.export import HEARD_SAVE_S, Exporter
 from p2pstore.inbound import plan_apply
 from p2pstore.replication import Replicator
 from p2pstore.wire import Exported
@@ -369,6 +370,42 @@ class TakeoverTests(ExporterCase):
         self.up[self.OTHER] = False
         await self.settle(lambda: exporter.saved.get(self.other) == 8)
         self.assertEqual(exporter.retention_limit(self.other), 8)
+
+    async def test_retention_limit_survives_a_restart(self) -> None:
+        """
+        Cursors peers announced for their own logs, 0 included (an origin
+        with nothing taken yet), are saved within HEARD_SAVE_S: an exporter
+        started again on the same file keeps the same limits before any
+        peer speaks again, and before it has read them nothing may go.
+        """
+        exporter = await self.setup_peer(8)
+        name = exporter.destination.name
+        exporter.heard_exported(Exported(name, {self.other: 0}))
+        self.assertEqual(exporter.retention_limit(self.other), 0)
+        exporter.heard_exported(Exported(name, {self.other: 5}))
+        await self.settle(lambda: exporter.saved.get(self.other) == 5, seconds=HEARD_SAVE_S)
+        await exporter.stop()
+        again = Exporter(
+            parse_destination(self.url), NODE_ID, self.replicator.source, self.store,
+            self.signer, self.clock,
+        )
+        self.assertEqual(again.retention_limit(self.other), 0)
+        await again.start()
+        self.addCleanup(again.stop)
+        self.assertEqual(again.retention_limit(self.other), 5)
+        self.assertEqual(again.retention_limit((self.OTHER, "f" * 32)), 0)
+
+    async def test_announces_nothing_taken(self) -> None:
+        """
+        An exporter announces its own logs even before anything of them
+        was taken, at 0, so that peers know this origin exports there.
+        """
+        exporter = Exporter(
+            parse_destination("http://127.0.0.1:1/write?db=a"), NODE_ID, SimpleNamespace(positions={
+                (NODE_ID, "e" * 32): 4, (self.OTHER, self.OTHER_EPOCH): 9,
+            }), None, None, Clock(),
+        )
+        self.assertEqual(exporter.announcement().positions, {(NODE_ID, "e" * 32): 0})
 
     def test_other_destination_ignored(self) -> None:
         """

@@ -336,8 +336,9 @@ class TakeoverTests(TestCase):
     def test_retention_waits_for_takeover(self):
         """
         A peer run with --retain 2s keeps a node's readings the destination
-        does not hold yet, past the retention, and exports them when the
-        node dies; only then are they pruned there. InfluxDB holds each of
+        does not hold yet, past the retention and across its own restart,
+        and exports them when the node dies; only then are they pruned
+        there. InfluxDB holds each of
         the node's readings once.
         """
         influx = InfluxDB(self, self.mktemp())
@@ -370,6 +371,12 @@ class TakeoverTests(TestCase):
         yield deferLater(reactor, 4, lambda: None)
         yield wait_for(held_by_b(51, 150), 1, "b to keep a's readings InfluxDB lacks")
         yield a.kill()
+        # Restarted while a is down, b still knows a exports there and how
+        # far: it keeps them, though no peer tells it again.
+        yield b.stop()
+        yield b.start()
+        yield deferLater(reactor, 4, lambda: None)
+        yield wait_for(held_by_b(51, 150), 1, "b, restarted, to keep a's readings InfluxDB lacks")
         yield influx.start()
 
         def all_of_a():
