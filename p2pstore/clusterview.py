@@ -319,7 +319,7 @@ def node_block(answer: NodeAnswer, now: float) -> list[str]:
     """
     status = answer.status
     # Ages of the node's times by its own clock, when it says it.
-    if isinstance(status.get("time"), (int, float)):
+    if _when(status.get("time")) is not None:
         now = status["time"]
     node_id = status.get("node_id")
     heading = f"{short(node_id)}  {status.get('state', '?')}"
@@ -391,7 +391,7 @@ def _peer(peer: dict, now: float) -> str:
         text = "linked"
     else:
         text = "NOT LINKED"
-        seen = peer.get("last_seen")
+        seen = _when(peer.get("last_seen"))
         text += f" (last message {duration(now - seen)} ago)" if seen else " (never linked)"
     text += ", " + lag(peer)
     if peer.get("full"):
@@ -403,7 +403,7 @@ def _peer(peer: dict, now: float) -> str:
 
 def _gone_peer(peer: dict, now: float) -> str:
     # Its lag and troubles are left out: its copy no longer counts.
-    seen = peer.get("last_seen")
+    seen = _when(peer.get("last_seen"))
     if not seen:
         return "gone (never linked), its copies not counted"
     quiet = now - seen
@@ -516,6 +516,20 @@ def copies_table(answers: Sequence[NodeAnswer]) -> list[str]:
     for row in [header, *rows]:
         table.append("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return table
+
+
+# Times past this (the year 5138) are no times a node keeps.
+_LATEST = 1e11
+
+
+def _when(value) -> Optional[float]:
+    """
+    A time a node sent (POSIX seconds), or C{None} when it is none: a
+    document may hold anything, and an odd figure is shown as unknown.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value < _LATEST else None
 
 
 def duration(seconds: float) -> str:

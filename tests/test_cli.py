@@ -355,6 +355,19 @@ class NodeBlockTests(SynchronousTestCase):
             node_block(NodeAnswer("http://a:8000", doc), NOW),
         )
 
+    def test_odd_times(self):
+        """
+        Times that are no times (NaN, true, past any calendar) are shown
+        as unknown, never a crash; the block is still written.
+        """
+        for time_value, seen in ((float("nan"), 1e20), (True, float("inf")), (10**400, True)):
+            doc = status(A, BOTH, peers=[peer(C, linked=False, last_seen=seen),
+                                         peer(B, linked=False, gone=True, last_seen=seen)])
+            doc["time"] = time_value
+            block = node_block(NodeAnswer("http://a:8000", doc), NOW)
+            self.assertIn("    cccccccc  NOT LINKED (never linked), in step", block)
+            self.assertIn("    bbbbbbbb  gone (never linked), its copies not counted", block)
+
     def test_days_left_unknown_at_first(self):
         """
         A node up for less than a minute has no estimate of its days left

@@ -9,6 +9,7 @@ test.
 from __future__ import annotations
 
 import re
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -16,7 +17,10 @@ from web_monitor.answers import BadAnswer, parse_status
 from web_monitor.charts import HISTORY_HEIGHT, HISTORY_TOP, nice_ceiling, timeline
 from web_monitor.history import BUCKET_S, BUCKETS, Sample, ServerHistory
 
-from .test_monitor import ID_A, ID_B, ID_C, XSS, FakeNode, MonitorCase, closed_port_address, node_readings, node_status
+from .test_monitor import (
+    ID_A, ID_B, ID_C, TEMPERATURES as TEMPERATURES_BODY, XSS, FakeNode, MonitorCase, closed_port_address,
+    node_readings, node_status,
+)
 
 EPOCH_1 = "1" * 32
 EPOCH_2 = "2" * 32
@@ -146,6 +150,26 @@ class ServerDetailTests(MonitorCase):
         html = app.test_client().get("/").get_data(as_text=True)
         self.assertNotIn(XSS, html)
 
+    def test_huge_figures_refused(self):
+        """
+        A count past SQLite's largest integer, or a number too large for a
+        float, is an answer that names the field, not a crash of the page.
+        """
+        for extra, message in (
+            ({"sensors": {"connected": 1, "accepted": 10**400}}, "'sensors.accepted' should be a whole number"),
+            ({"time": 10**400}, "'time' should be a time"),
+            ({"peers": [peer(ID_B, "x", lag_s={ID_A: 10**400})]}, "'peers[0].lag_s' should be"),
+        ):
+            with self.assertRaises(BadAnswer) as raised:
+                parse_status(node_status(ID_A, **extra))
+            self.assertIn(message, str(raised.exception))
+        node = FakeNode(self, status=node_status(ID_A, sensors={"connected": 1, "accepted": 10**400}))
+        app = self.monitor(node.address)
+        app.extensions["monitor"].poll_once()
+        response = app.test_client().get("/api/servers")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.get_json()["servers"][0]["state"], "Error")
+
     def test_bad_fields_named(self):
         """
         A node whose new fields are malformed is an error naming the field.
@@ -234,6 +258,20 @@ class HistoryTests(SynchronousTestCase):
         history.add(Sample(20.0, 510, None, None), 20.0)
         [bucket] = history.buckets
         self.assertEqual((bucket.readings, bucket.seconds), (30, 6.0))
+
+    def test_another_node_is_a_restart(self):
+        """
+        Another node answering at the address, or the same one with a
+        shorter uptime, starts the count again: its count is no readings
+        of the last period.
+        """
+        history = ServerHistory(gap_s=5)
+        history.add(Sample(0.0, 100, None, None, ID_A, 50.0), 0.0)
+        history.add(Sample(2.0, 50_100, None, None, ID_B, 9_000.0), 2.0)
+        history.add(Sample(4.0, 50_110, None, None, ID_B, 9_002.0), 4.0)
+        history.add(Sample(6.0, 60_000, None, None, ID_B, 1.0), 6.0)
+        [bucket] = history.buckets
+        self.assertEqual((bucket.readings, bucket.seconds), (10, 2.0))
 
     def test_lag_is_the_worst(self):
         """
@@ -382,6 +420,24 @@ class OriginPageTests(MonitorCase):
         html = app.test_client().get(f"/origin/{ID_C}").get_data(as_text=True)
         self.assertIn(f"as {b.address} holds them", html)
         self.assertIn(f"/readings?origin={ID_C}&limit=300", c.requests)
+
+    def test_one_timeout_for_the_page(self):
+        """
+        Holders that do not answer are asked within one timeout for the
+        whole page, at most two of them, and the page says why.
+        """
+        nodes = [FakeNode(self, status=node_status(node_id, origins={ID_A: 3 - n}))
+                 for n, node_id in enumerate((ID_A, ID_B, ID_C))]
+        app = self.monitor(*(n.address for n in nodes), timeout=1.0)
+        app.extensions["monitor"].poll_once()
+        for node in nodes:
+            node.answer("/readings", body=TEMPERATURES_BODY, delay=5)
+        started = time.monotonic()
+        html = app.test_client().get(f"/origin/{ID_A}").get_data(as_text=True)
+        # One timeout of 1 s for the page, not one per server asked.
+        self.assertLess(time.monotonic() - started, 1.8)
+        self.assertIn("Its readings could not be read", html)
+        self.assertNotIn(f"/readings?origin={ID_A}&limit=300", nodes[2].requests)
 
     def test_unknown_or_unreadable(self):
         """

@@ -22,6 +22,9 @@ NODE_STATES = ("Running", "Syncing", "Initializing")
 MAX_ORIGINS = 1000
 MAX_PEERS = 1000
 MAX_EXPORTS = 100
+# No count a node keeps is larger (SQLite's largest integer); a larger one
+# would overflow the float arithmetic of rates.
+MAX_INTEGER = 2**63 - 1
 # Logs: an origin per node, a few epochs each.
 MAX_LOGS = 10 * MAX_ORIGINS
 MAX_READINGS = 10000
@@ -419,8 +422,13 @@ def _is_trouble(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    # bool is an int in Python, but true is no count.
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # bool is an int in Python, but true is no count; an int too large for
+    # a float would make math.isfinite raise.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return -MAX_INTEGER <= value <= MAX_INTEGER
+    return math.isfinite(value)
 
 
 def _is_duration(value) -> bool:
@@ -428,7 +436,7 @@ def _is_duration(value) -> bool:
 
 
 def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_INTEGER
 
 
 def _show(value: Any) -> str:

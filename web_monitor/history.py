@@ -60,6 +60,10 @@ class Sample:
     accepted: Optional[int]
     lag_records: Optional[int]
     lag_s: Optional[float]
+    # Which node answered, and how long it had run: another node at the
+    # address, or a shorter uptime, is a restart of the count.
+    node_id: Optional[str] = None
+    uptime_s: Optional[float] = None
 
 
 def sample(status, at: float) -> Sample:
@@ -72,6 +76,8 @@ def sample(status, at: float) -> Sample:
         accepted=status.sensors_accepted,
         lag_records=max((p.lag_records for p in linked), default=None),
         lag_s=max((p.lag_seconds for p in linked if p.lag_s is not None), default=None),
+        node_id=status.node_id,
+        uptime_s=status.uptime_s,
     )
 
 
@@ -102,6 +108,8 @@ class ServerHistory:
             and new.accepted is not None
             and last.accepted is not None
             and new.accepted >= last.accepted
+            and new.node_id == last.node_id
+            and (new.uptime_s is None or last.uptime_s is None or new.uptime_s >= last.uptime_s)
             and 0 < new.at - last.at <= self.gap_s
         ):
             bucket.readings += new.accepted - last.accepted

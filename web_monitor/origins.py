@@ -7,6 +7,7 @@ opened of a server that holds them, the origin's own first.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import Optional
 
@@ -17,6 +18,13 @@ from .poller import INITIALIZING, MAX_READINGS_BYTES, Check, classify
 
 # The newest readings of the origin asked for: enough for a chart per type.
 ORIGIN_READINGS = 300
+# Servers asked, one after the other, all within one timeout: the origin
+# itself, then the holder with the most.
+MAX_SOURCES = 2
+# Origin pages being read at once; the others wait at most a timeout, so
+# that reloads cannot take every thread of the page's server.
+MAX_AT_ONCE = 2
+_at_once = threading.BoundedSemaphore(MAX_AT_ONCE)
 
 _NODE_ID = re.compile(r"[0-9a-f]{32}\Z")
 
@@ -82,21 +90,29 @@ def origin_page(poller, origin: str) -> Optional[dict]:
         "types": [],
     }
     errors = []
-    for result in sources(results, origin):
-        # One server after the other, each within the poller's timeout.
-        check = Check(
-            result.address, time.monotonic() + poller.timeout, poller.timeout, ORIGIN_READINGS, poller.token
-        )
-        try:
-            body = check.fetch(f"/readings?origin={origin}&limit={ORIGIN_READINGS}", MAX_READINGS_BYTES)
-            readings = parse_readings(decode_json(body))
-        except Exception as e:
-            errors.append(f"{result.address.text}: {classify(e, poller.timeout)[1]}")
-            continue
-        page["source"] = result.address.text
-        page["types"] = by_type(readings)
-        break
-    if page["source"] is None:
+    # The whole page within the poller's timeout, however many are asked.
+    deadline = time.monotonic() + poller.timeout
+    if not _at_once.acquire(timeout=poller.timeout):
+        page["error"] = "The monitor is busy reading other origins' pages: reload in a moment."
+        return page
+    try:
+        for result in sources(results, origin)[:MAX_SOURCES]:
+            if time.monotonic() >= deadline:
+                errors.append(f"{result.address.text}: not asked, no time left")
+                break
+            check = Check(result.address, deadline, poller.timeout, ORIGIN_READINGS, poller.token)
+            try:
+                body = check.fetch(f"/readings?origin={origin}&limit={ORIGIN_READINGS}", MAX_READINGS_BYTES)
+                readings = parse_readings(decode_json(body))
+            except Exception as e:
+                errors.append(f"{result.address.text}: {classify(e, poller.timeout)[1]}")
+                continue
+            page["source"] = result.address.text
+            page["types"] = by_type(readings)
+            break
+    finally:
+        _at_once.release()
+    if page["source"] is None and page["error"] is None:
         page["error"] = (
             "No server answering holds its readings."
             if not errors else "Its readings could not be read: " + "; ".join(errors)
