@@ -8,17 +8,16 @@ It is plain JSON-ready data: the page's template lays it out, and
 
 from __future__ import annotations
 
-import json
-import re
 import zlib
-from datetime import datetime
 from typing import Callable, Optional
-from urllib.parse import urlsplit
 
 from . import charts
+from .exports import export_cells
 from .health import health
 from .history import BUCKET_S, SPAN_S, History
+from .matrix import matrix
 from .poller import SYNCING, INITIALIZING, RUNNING, ServerResult, Snapshot
+from .texts import age, duration, number, reading_time, short_id, size_text
 
 # Readings shown per server in its table.
 LATEST_SHOWN = 8
@@ -73,7 +72,7 @@ def stale_notice(age: Optional[float], interval: float) -> Optional[str]:
     if age is None:
         return "Waiting for the first answers of the servers…"
     if age > stale_after(interval):
-        return f"The data is stale: last updated {_duration(age)} ago."
+        return f"The data is stale: last updated {duration(age)} ago."
     return None
 
 
@@ -93,9 +92,9 @@ def _server(index: int, result: ServerResult, now: float, chart_url, history=Non
         "message": result.message,
         "answered": status is not None,
         "node_id": node_id,
-        "node_short": _short_id(node_id),
+        "node_short": short_id(node_id),
         "version": status.version if status else None,
-        "uptime": _duration(status.uptime_s) if status and status.uptime_s is not None else None,
+        "uptime": duration(status.uptime_s) if status and status.uptime_s is not None else None,
         "own_readings": status.own_readings if status else None,
         "held_for_others": status.held_for_others if status else None,
         "sensors_connected": status.sensors_connected if status else None,
@@ -106,7 +105,7 @@ def _server(index: int, result: ServerResult, now: float, chart_url, history=Non
         "disk_parts": _disk_parts(status) if status else [],
         "disk_left": _disk_left(status) if status else None,
         "disk_full": bool(status and status.disk_full),
-        "exports": _exports(status.exports) if status and status.exports else None,
+        "exports": export_cells(status.exports) if status and status.exports else None,
         "links_up": status.links_up if status else None,
         "links_down": status.links_down if status else None,
         "links_gone": len(status.peers_gone) if status else 0,
@@ -126,17 +125,17 @@ def _server(index: int, result: ServerResult, now: float, chart_url, history=Non
         "charts": [],
     }
     if status is None and result.last_answer_at is not None:
-        row["last_answer"] = f"last answered {_duration(max(0.0, now - result.last_answer_at))} ago"
+        row["last_answer"] = f"last answered {duration(max(0.0, now - result.last_answer_at))} ago"
     if history is not None:
         # Not for a server that does not answer now: its last rate is no rate.
         rate = history.rate(index, now) if status is not None else None
-        row["rate"] = None if rate is None else f"{_number(round(rate, 1))}/s"
+        row["rate"] = None if rate is None else f"{number(round(rate, 1))}/s"
         buckets = history.series(index, now)
         if history_url is not None and buckets:
             row["history"] = _history_charts(index, buckets, now, history_url)
     if status is not None:
         row["readings"] = [
-            {"type": r.sensor_type, "data": r.sensor_data, "time": _time(r.timestamp)}
+            {"type": r.sensor_type, "data": r.sensor_data, "time": reading_time(r.timestamp)}
             for r in result.readings[:LATEST_SHOWN]
         ]
         for sensor_type, series in chart_series(result).items():
@@ -149,8 +148,8 @@ def _server(index: int, result: ServerResult, now: float, chart_url, history=Non
                 "height": charts.HEIGHT,
                 "count": len(values),
                 "last": series[-1][1],
-                "min": _number(min(values)),
-                "max": _number(max(values)),
+                "min": number(min(values)),
+                "max": number(max(values)),
             })
     return row
 
@@ -171,7 +170,7 @@ def _lag_text(records: Optional[int], seconds: Optional[float]) -> str:
     if seconds is not None and seconds < ON_THE_WAY_S:
         return f"caught up ({records:,} on the way)"
     text = f"{records:,} " + ("record" if records == 1 else "records")
-    return text + (f", {_age(seconds)}" if seconds else "")
+    return text + (f", {age(seconds)}" if seconds else "")
 
 
 def _worst_lag(peers: tuple) -> Optional[str]:
@@ -183,7 +182,7 @@ def _worst_lag(peers: tuple) -> Optional[str]:
     if not behind:
         return None
     worst = max(behind, key=lambda p: (p.lag_seconds or 0.0, p.lag_records))
-    who = worst.address or _short_id(worst.node_id) or "a peer"
+    who = worst.address or short_id(worst.node_id) or "a peer"
     return f"{who} lacks {_lag_text(worst.lag_records, worst.lag_seconds)}"
 
 
@@ -199,10 +198,10 @@ def _peer(peer, now: float) -> dict:
         state = "down"
     seen = None
     if peer.last_seen is not None and not peer.connected:
-        seen = f"last seen {_age(max(0.0, now - peer.last_seen))} ago"
+        seen = f"last seen {age(max(0.0, now - peer.last_seen))} ago"
     return {
-        "name": peer.address or _short_id(peer.node_id) or "?",
-        "node_short": _short_id(peer.node_id),
+        "name": peer.address or short_id(peer.node_id) or "?",
+        "node_short": short_id(peer.node_id),
         "state": state,
         "lag": _lag_text(peer.lag_records, peer.lag_seconds) if peer.connected and peer.lag is not None else "—",
         "seen": seen,
@@ -236,7 +235,7 @@ def history_chart(buckets: list, what: str, now: float) -> dict:
     return {
         "chart": chart,
         "label": label,
-        "now": "—" if last is None else f"{_number(round(last, 1))}{unit}",
+        "now": "—" if last is None else f"{number(round(last, 1))}{unit}",
         "title": f"{label}: {len(buckets)} periods of {BUCKET_S:g} s",
         "colour": "#2563eb" if what == "rate" else "#b45309",
     }
@@ -252,7 +251,7 @@ def _trouble(peers: tuple) -> Optional[str]:
     if not peers:
         return None
     peer = peers[0]
-    who = peer.address or _short_id(peer.node_id) or "a peer"
+    who = peer.address or short_id(peer.node_id) or "a peer"
     more = f" (and {len(peers) - 1} more)" if len(peers) > 1 else ""
     trouble = peer.trouble
     if len(trouble) > TROUBLE_SHOWN:
@@ -326,109 +325,6 @@ def _disk_warnings(status) -> list:
     return warnings
 
 
-# Characters of an export's error the page shows; its title has it whole.
-EXPORT_ERROR_SHOWN = 80
-# Export states that are no trouble: the first write is yet to come, or the
-# last one went through.
-EXPORT_FINE = ("ok", "starting")
-
-
-def _exports(exports: tuple) -> list:
-    """
-    Per --export destination: how far behind it is, and what is wrong.
-    """
-    return [
-        {
-            "url": e.url,
-            "name": _destination_name(e.url),
-            "state": e.state,
-            "backlog": _backlog(e),
-            "trouble": None if e.state in EXPORT_FINE else f"{e.state}: {_export_error(e.last_error)}",
-            "error": None if e.state in EXPORT_FINE else e.last_error,
-            "note": e.state if e.state != "ok" and e.state in EXPORT_FINE else None,
-            "dead_letters": _dead_letters(e.dead_lettered),
-        }
-        for e in exports
-    ]
-
-
-def _destination_name(url: str) -> str:
-    # Its host and port, to tell destinations apart at a glance.
-    try:
-        parts = urlsplit(url)
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        return url
-    if not host:
-        return url
-    host = f"[{host}]" if ":" in host else host
-    return f"{host}:{port}" if port else host
-
-
-def _backlog(export) -> str:
-    if export.pending == 0:
-        return "up to date"
-    if export.oldest_age_s is None:
-        return f"{export.pending:,} behind"
-    return f"{export.pending:,} behind, oldest {_age(export.oldest_age_s)}"
-
-
-def _export_error(error: Optional[str]) -> str:
-    if not error:
-        return "no answer yet"
-    # Twisted says it at length ("Connection was refused by other side:
-    # 111: Connection refused."); the page says it as it does for a node.
-    if "connection refused" in error.lower():
-        return "connection refused"
-    error = _database_answer(error)
-    if len(error) > EXPORT_ERROR_SHOWN:
-        return error[: EXPORT_ERROR_SHOWN - 1] + "…"
-    return error
-
-
-_ANSWER = re.compile(r"([0-9]{3}) (\{.*\})")
-
-
-def _database_answer(error: str) -> str:
-    # "404 {"error":"database not found: \"x\""} (advice)" from InfluxDB 1.x,
-    # or {"code": ..., "message": ...} from 2.x: the status and the message.
-    match = _ANSWER.match(error)
-    if match:
-        try:
-            answer = json.loads(match.group(2))
-        except (ValueError, RecursionError):
-            return error
-        message = (answer.get("error") or answer.get("message")) if isinstance(answer, dict) else None
-        if isinstance(message, str) and message:
-            return f"{match.group(1)} {message}"
-    return error
-
-
-def _dead_letters(count: Optional[int]) -> Optional[str]:
-    if not count:
-        return None
-    return f"{count:,} dead letter" + ("" if count == 1 else "s")
-
-
-def _age(seconds: float) -> str:
-    # Coarse: how long a reading has waited, in the unit that matters.
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} d"
-
-
-def size_text(size: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"
-
-
 def chart_series(result: ServerResult) -> dict:
     """
     Per sensor type, the server's most recent numeric readings (at most
@@ -441,91 +337,6 @@ def chart_series(result: ServerResult) -> dict:
             if len(values) < CHART_POINTS:
                 values.append((reading.value, reading.sensor_data))
     return {sensor_type: values[::-1] for sensor_type, values in sorted(series.items())}
-
-
-def matrix(results, origin_url: Optional[Callable[[str], str]] = None) -> dict:
-    """
-    For each origin (rows) and each monitored server (columns): how many of
-    the origin's readings the server holds, how many it lacks, and the
-    positions it holds (a range per epoch of the origin's log).
-
-    An origin's total is the most any answering server holds of it. A server
-    that does not answer is a column of unknowns. An origin held by fewer
-    servers than are monitored is marked C{short}.
-    """
-    holders = []
-    for index, r in enumerate(results):
-        # An Initializing node has not opened its store: what it holds is unknown yet.
-        origins = r.status.origins if r.status is not None and r.state != INITIALIZING else None
-        node_id = r.status.node_id if r.status is not None else r.last_node_id
-        holders.append({
-            "index": index,
-            "address": r.address.text,
-            "node_id": node_id,
-            "node_short": _short_id(node_id),
-            "known": origins is not None,
-            "origins": origins or {},
-            "logs": (r.status.logs or {}) if origins is not None else {},
-        })
-    addresses = {h["node_id"]: h["address"] for h in holders if h["node_id"]}
-    totals: dict = {}
-    for h in holders:
-        for origin, count in h["origins"].items():
-            totals[origin] = max(totals.get(origin, 0), count)
-    # Monitored servers' own origins first, in their order; then the others.
-    order = [h["node_id"] for h in holders if h["node_id"] in totals]
-    order = list(dict.fromkeys(order)) + sorted(set(totals) - set(order))
-    rows = []
-    for origin in order:
-        total = totals[origin]
-        cells, held_by = [], 0
-        for h in holders:
-            if not h["known"]:
-                cells.append({"state": "unknown", "have": None, "lacking": None, "own": False})
-                continue
-            have = h["origins"].get(origin, 0)
-            if have > 0 or total == 0:
-                held_by += 1
-            state = "full" if have >= total else ("partial" if have > 0 else "none")
-            cells.append({
-                "state": state,
-                "have": have,
-                "lacking": max(0, total - have),
-                "own": origin == h["node_id"],
-                "ranges": _ranges(h["logs"].get(origin, ())),
-            })
-        rows.append({
-            "origin": origin,
-            "origin_short": _short_id(origin),
-            "url": origin_url(origin) if origin_url else None,
-            "address": addresses.get(origin),
-            "total": total,
-            "held_by": held_by,
-            "short": held_by < len(holders),
-            "cells": cells,
-        })
-    return {
-        "holders": [{k: h[k] for k in ("index", "address", "node_short", "known")} for h in holders],
-        "rows": rows,
-        "monitored": len(holders),
-    }
-
-
-def _ranges(logs: tuple) -> list:
-    """
-    The positions held of each epoch of an origin's log, oldest epoch first,
-    as "first–last" (and how many are missing in between, if any).
-    """
-    ranges = []
-    for log in logs:
-        if log.last < log.first or log.last == 0:
-            continue
-        text = f"{log.first:,}–{log.last:,}"
-        missing = log.last - log.first + 1 - log.held
-        if missing > 0:
-            text += f" ({missing:,} missing)"
-        ranges.append(text)
-    return ranges
 
 
 _BADGES = {
@@ -544,35 +355,3 @@ def _badge(state: str) -> str:
     return _BADGES.get(state, "error")
 
 
-def _short_id(node_id: Optional[str]) -> Optional[str]:
-    return node_id[:8] if node_id else None
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes:02d} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours:02d} h"
-
-
-def _time(timestamp: str) -> str:
-    """
-    A sensor's timestamp to the second, or as it came if it does not parse.
-    """
-    try:
-        parsed = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return timestamp
-    text = parsed.strftime("%Y-%m-%d %H:%M:%S")
-    return text + parsed.strftime(" %z") if parsed.tzinfo else text
-
-
-def _number(value: float) -> str:
-    return f"{value:.6g}"

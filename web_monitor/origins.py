@@ -13,8 +13,10 @@ from typing import Optional
 
 from . import charts
 from .answers import decode_json, parse_readings
-from .dashboard import LATEST_SHOWN, _number, _short_id, _time, matrix
+from .dashboard import LATEST_SHOWN
+from .matrix import matrix
 from .poller import INITIALIZING, MAX_READINGS_BYTES, Check, classify
+from .texts import number, reading_time, short_id
 
 # The newest readings of the origin asked for: enough for a chart per type.
 ORIGIN_READINGS = 300
@@ -55,12 +57,12 @@ def by_type(readings: tuple) -> list:
         shown.append({
             "type": sensor_type,
             "latest": newest[0].sensor_data,
-            "time": _time(newest[0].timestamp),
+            "time": reading_time(newest[0].timestamp),
             "count": len(newest),
             "chart": charts.chart(values) if values else None,
-            "min": _number(min(values)) if values else None,
-            "max": _number(max(values)) if values else None,
-            "rows": [{"data": r.sensor_data, "time": _time(r.timestamp)} for r in newest[:LATEST_SHOWN]],
+            "min": number(min(values)) if values else None,
+            "max": number(max(values)) if values else None,
+            "rows": [{"data": r.sensor_data, "time": reading_time(r.timestamp)} for r in newest[:LATEST_SHOWN]],
         })
     return shown
 
@@ -78,7 +80,7 @@ def origin_page(poller, origin: str) -> Optional[dict]:
         return None
     page = {
         "origin": origin,
-        "origin_short": _short_id(origin),
+        "origin_short": short_id(origin),
         "address": row["address"],
         "holders": [
             {"address": result.address.text, **cell}

@@ -1,0 +1,62 @@
+"""
+How the page writes figures: durations, ages, sizes, numbers, node ids and
+sensors' timestamps.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+
+def age(seconds: float) -> str:
+    # Coarse: how long a reading has waited, in the unit that matters.
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+def size_text(size: int) -> str:
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def short_id(node_id: Optional[str]) -> Optional[str]:
+    return node_id[:8] if node_id else None
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours:02d} h"
+
+
+def reading_time(timestamp: str) -> str:
+    """
+    A sensor's timestamp to the second, or as it came if it does not parse.
+    """
+    try:
+        parsed = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    text = parsed.strftime("%Y-%m-%d %H:%M:%S")
+    return text + parsed.strftime(" %z") if parsed.tzinfo else text
+
+
+def number(value: float) -> str:
+    return f"{value:.6g}"
