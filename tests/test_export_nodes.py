@@ -85,6 +85,20 @@ def exported(node: NodeProcess, count: int, index: int = 0, timeout: float = EXP
     yield wait_for(done, timeout, lambda: f"export of {count} readings: {seen}")
 
 
+def points_of(influx: InfluxDB, node: NodeProcess, count: int):
+    """
+    Wait until InfluxDB holds ``count`` points of ``node``'s readings: those points.
+    """
+
+    def all_there():
+        d = influx.points(DB)
+        return d.addCallback(
+            lambda points: [p for p in points if p["origin"] == node.node_id]
+        ).addCallback(lambda mine: len(mine) == count and mine)
+
+    return wait_for(all_there, EXPORTED_WITHIN, f"InfluxDB to hold all {count} of {node.node_id}'s readings")
+
+
 class InfluxDBExportTests(TestCase):
     timeout = 300
 
@@ -279,19 +293,19 @@ class TakeoverTests(TestCase):
     timeout = 300
 
     @inlineCallbacks
-    def test_peer_exports_for_a_dead_node(self):
+    def backlog_on_a(self, backlog: int, b_args=()):
         """
-        Readings a node stored while InfluxDB was down, then died with, are
-        exported by its peer once it has been unreachable for
-        --export-takeover, from where it had got; back, the node goes on
-        from where the peer got. InfluxDB holds each reading once.
+        Two linked nodes exporting to one InfluxDB, a with 50 readings
+        exported and then ``backlog`` more taken while InfluxDB is stopped;
+        b with ``b_args`` too.
         """
         influx = InfluxDB(self, self.mktemp())
         yield influx.start()
         yield influx.create(DB)
         key = cluster_key(self)
         args = ["--export", influx.write_url(DB), "--export-takeover", "3s"]
-        a, b = (NodeProcess(self, secret_file=key, extra_args=args) for _ in range(2))
+        a = NodeProcess(self, secret_file=key, extra_args=args)
+        b = NodeProcess(self, secret_file=key, extra_args=[*args, *b_args])
         mesh([a, b])
         yield a.start()
         yield b.start()
@@ -299,18 +313,23 @@ class TakeoverTests(TestCase):
         yield feed(self, a, sensor_lines(50, "up"))
         yield exported(a, 50)
         yield influx.stop()
-        yield feed(self, a, sensor_lines(150, "down", start=50))
+        yield feed(self, a, sensor_lines(backlog, "down", start=50))
+        return influx, a, b
+
+    @inlineCallbacks
+    def test_peer_exports_for_a_dead_node(self):
+        """
+        Readings a node stored while InfluxDB was down, then died with, are
+        exported by its peer once it has been unreachable for
+        --export-takeover, from where it had got; back, the node goes on
+        from where the peer got. InfluxDB holds each reading once.
+        """
+        influx, a, b = yield self.backlog_on_a(150)
         rows = yield wait_identical(b, a)
         yield a.kill()
         yield influx.start()
 
-        def all_of_a():
-            d = influx.points(DB)
-            return d.addCallback(
-                lambda points: [p for p in points if p["origin"] == a.node_id]
-            ).addCallback(lambda mine: len(mine) == 200 and mine)
-
-        points = yield wait_for(all_of_a, EXPORTED_WITHIN, "InfluxDB to hold all of a's readings")
+        points = yield points_of(influx, a, 200)
         self.assertEqual(influx_points(points), expected_points(a, rows))
         status = yield export_status(b)
         self.assertEqual(status["taken_over"], [a.node_id])
@@ -341,21 +360,7 @@ class TakeoverTests(TestCase):
         there. InfluxDB holds each of
         the node's readings once.
         """
-        influx = InfluxDB(self, self.mktemp())
-        yield influx.start()
-        yield influx.create(DB)
-        key = cluster_key(self)
-        args = ["--export", influx.write_url(DB), "--export-takeover", "3s"]
-        a = NodeProcess(self, secret_file=key, extra_args=args)
-        b = NodeProcess(self, secret_file=key, extra_args=[*args, "--retain", "2s"])
-        mesh([a, b])
-        yield a.start()
-        yield b.start()
-        yield wait_links_up(a, [b])
-        yield feed(self, a, sensor_lines(50, "up"))
-        yield exported(a, 50)
-        yield influx.stop()
-        yield feed(self, a, sensor_lines(100, "down", start=50))
+        influx, a, b = yield self.backlog_on_a(100, ["--retain", "2s"])
 
         def held_by_b(first, last):
             def check():
@@ -379,13 +384,7 @@ class TakeoverTests(TestCase):
         yield wait_for(held_by_b(51, 150), 1, "b, restarted, to keep a's readings InfluxDB lacks")
         yield influx.start()
 
-        def all_of_a():
-            d = influx.points(DB)
-            return d.addCallback(
-                lambda points: [p for p in points if p["origin"] == a.node_id]
-            ).addCallback(lambda mine: len(mine) == 150 and mine)
-
-        points = yield wait_for(all_of_a, EXPORTED_WITHIN, "InfluxDB to hold all of a's readings")
+        points = yield points_of(influx, a, 150)
         self.assertEqual(len(influx_points(points)), 150)
         self.assertTrue(expected_points(a, rows) <= influx_points(points))
         # Exported, they go by age there too.

@@ -8,6 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
+# Durations are written as p2pstore status writes them.
+from p2pstore.clusterview import duration
+
+__all__ = ["age", "duration", "number", "reading_time", "short_id", "size_text"]
+
 
 def age(seconds: float) -> str:
     # Coarse: how long a reading has waited, in the unit that matters.
@@ -30,20 +35,6 @@ def size_text(size: int) -> str:
 
 def short_id(node_id: Optional[str]) -> Optional[str]:
     return node_id[:8] if node_id else None
-
-
-def duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes:02d} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours:02d} h"
 
 
 def reading_time(timestamp: str) -> str:
