@@ -20,13 +20,11 @@ L{p2pstore.sending.LogSender} over the node's logs, one batch in flight:
   reading the destination refuses, which goes to the dead letters with the
   answer while export goes on;
 - only records whose HMAC checks leave the node;
-- takeover: a node also exports an origin it holds whose node it has not
-  reached (directly, or through a peer linked to it) for ``takeover``
-  seconds (--export-takeover), from the cursor that origin last announced
-  (``EXPORTED``, with each HAVE), so that losing a node leaves no gap
-  upstream. The origin, back, goes on from the other's cursor. At most the
-  batches in flight at a handover are sent twice; the destination
-  overwrites them.
+- takeover (L{p2pstore.takeover}): a node also exports an origin it holds
+  whose node it has not reached for ``takeover`` seconds
+  (--export-takeover), from the cursor that origin last announced
+  (``EXPORTED``, with each HAVE). At most the batches in flight at a
+  handover are sent twice; the destination overwrites them.
 
 URLs may carry credentials (``user:password@``, InfluxDB 1.x's ``u=`` and
 ``p=``): they are sent, but every log line and ``/status`` shows the URL as
@@ -52,6 +50,7 @@ from .destinations import Destination
 from .gaps import Gap
 from .records import ENTRY_INDEX
 from .sending import LogSender
+from .takeover import Takeover
 from .wire import Exported
 
 # The most readings, and bytes before gzip, in one write (the issue's, and
@@ -60,9 +59,6 @@ MAX_LINES = 5000
 MAX_BODY = 512 * 1024
 # A batch smaller than MAX_LINES goes out at most this often.
 INTERVAL = 1.0
-# Cursors peers announced for logs this node does not export are saved at
-# most this often (seconds): an extra commit a second would wear the disk.
-HEARD_SAVE_S = 10.0
 # Backoff after a failed write: from FIRST_BACKOFF doubling to MAX_BACKOFF,
 # each delay drawn from half to all of it, so that nodes that lost one
 # destination together do not come back together. A destination that does
@@ -139,20 +135,8 @@ class Exporter:
         self._interval = interval
         self._max_lines = max_lines
         self._max_body = max_body
-        self._takeover = takeover
-        self._reachable = reachable
         self._announce = announce
-        # How far peers say this destination holds each log (EXPORTED),
-        # 0 included: an origin that announces exports there.
-        self.heard: dict = {}
-        # Of those, the ones of logs this node does not export, not saved yet.
-        self._heard_unsaved: dict = {}
-        self._heard_saved_at = float("-inf")
-        self._saving_heard = False
-        # The origins this node exports for their node, which is down, and
-        # when each was last seen up.
-        self.taken_over: set = set()
-        self._seen: dict = {}
+        self.takeover = Takeover(destination.name, node_id, source, store, clock, takeover, reachable)
         self.sender = LogSender(
             destination.name,
             source,
@@ -226,8 +210,16 @@ class Exporter:
 
     # -- what to ship, and when ----------------------------------------------
 
+    @property
+    def heard(self) -> dict:
+        return self.takeover.heard
+
+    @property
+    def taken_over(self) -> set:
+        return self.takeover.taken_over
+
     def _exports(self, log) -> bool:
-        return log[0] == self._node_id or log[0] in self.taken_over
+        return self.takeover.exports(log)
 
     def _skip(self, log) -> bool:
         if not self._exports(log):
@@ -244,64 +236,10 @@ class Exporter:
             self.sender.pump()
 
     def _flush(self) -> None:
-        self._check_takeover()
-        self._save_heard()
+        for log, index in self.takeover.check(self.saved):
+            self.sender.holds(log, index)
+        self.takeover.save_heard(self.saved)
         self.sender.pump()
-
-    def _save_heard(self) -> None:
-        now = self._clock.seconds()
-        if not self._heard_unsaved or self._saving_heard or now < self._heard_saved_at + HEARD_SAVE_S:
-            return
-        positions, self._heard_unsaved = self._heard_unsaved, {}
-        self._heard_saved_at, self._saving_heard = now, True
-
-        def saved(_):
-            for log, index in positions.items():
-                self.saved[log] = max(self.saved.get(log, 0), index)
-
-        def failed(f):
-            for log, index in positions.items():
-                self._heard_unsaved[log] = max(self._heard_unsaved.get(log, 0), index)
-            self.log.failure("could not save the export cursors peers sent; trying again", f)
-
-        def done(_):
-            self._saving_heard = False
-
-        d = self._store.heard_exported(self.destination.name, positions)
-        d.addCallbacks(saved, failed).addBoth(done)
-
-    def _check_takeover(self) -> None:
-        if self._takeover is None:
-            return
-        now = self._clock.seconds()
-        origins = {log[0] for log in self._source.positions} - {self._node_id}
-        for origin in origins:
-            if self._reachable(origin):
-                self._seen[origin] = now
-                if origin in self.taken_over:
-                    self.taken_over.discard(origin)
-                    self.log.info(
-                        "origin {origin} is up again: it exports its own readings to "
-                        "{destination} again",
-                        origin=origin, destination=self.destination.name,
-                    )
-                continue
-            down = now - self._seen.get(origin, self._started_at)
-            if origin in self.taken_over or down < self._takeover:
-                continue
-            self.taken_over.add(origin)
-            logs = [log for log in self._source.positions if log[0] == origin]
-            for log in logs:
-                self.sender.holds(log, max(self.saved.get(log, 0), self.heard.get(log, 0)))
-            self.log.warn(
-                "origin {origin} has been unreachable for {down:.0f} s: this node exports "
-                "its readings to {destination} until it is back, from where it announced "
-                "(entry {start})",
-                origin=origin, down=down, destination=self.destination.name,
-                start=", ".join(
-                    str(max(self.saved.get(log, 0), self.heard.get(log, 0)) + 1) for log in logs
-                ),
-            )
 
     def heard_exported(self, message: Exported) -> None:
         """
@@ -310,21 +248,15 @@ class Exporter:
         """
         if message.destination != self.destination.name:
             return
-        for log, index in message.positions.items():
-            if index <= self.heard.get(log, -1):
+        for log, index in self.takeover.heard_exported(message, self.saved):
+            if not self.started:
                 continue
-            self.heard[log] = index
-            if not self._exports(log):
-                if log[0] != self._node_id and index > self.saved.get(log, -1):
-                    self._heard_unsaved[log] = index
-                continue
-            if self.started and index > self.saved.get(log, 0):
-                self.sender.holds(log, index)
-                d = self._store.exported(self.destination.name, log, index)
-                d.addCallback(lambda _, log=log, index=index: self._advanced(log, index))
-                d.addErrback(
-                    lambda f: self.log.failure("could not save an export cursor a peer sent", f)
-                )
+            self.sender.holds(log, index)
+            d = self._store.exported(self.destination.name, log, index)
+            d.addCallback(lambda _, log=log, index=index: self._advanced(log, index))
+            d.addErrback(
+                lambda f: self.log.failure("could not save an export cursor a peer sent", f)
+            )
 
     def _advanced(self, log, index: int) -> None:
         self.saved[log] = max(self.saved.get(log, 0), index)
@@ -542,24 +474,12 @@ class Exporter:
     def retention_limit(self, log) -> Optional[int]:
         """
         How far retention may prune a peer's ``log`` here for this
-        destination: up to where the destination is known to hold it
-        (saved here, or announced by a peer), when this node exports the
-        log now (taken over) or its origin announced cursors for this
-        destination (it exports there, and this node may take over); else
-        C{None}, no limit: no node exports that origin here. Cursors peers
-        announced are saved (L{HEARD_SAVE_S}), so this holds across a
-        restart; before the saved cursors are read, nothing may go.
+        destination (L{Takeover.retention_limit}); before the saved cursors
+        are read, nothing may go.
         """
         if not self.started:
             return 0
-        origin = log[0]
-        if (
-            self._exports(log)
-            or any(known[0] == origin for known in self.heard)
-            or any(known[0] == origin for known in self.saved)
-        ):
-            return max(self.saved.get(log, 0), self.heard.get(log, 0))
-        return None
+        return self.takeover.retention_limit(log, self.saved)
 
     def pending(self) -> int:
         firsts = self._source.firsts

@@ -20,7 +20,8 @@ from twisted.web.server import Site
 
 from p2pstore import export
 from p2pstore.destinations import BadDestination, parse_destination
-from p2pstore.export import HEARD_SAVE_S, Exporter
+from p2pstore.export import Exporter
+from p2pstore.takeover import HEARD_SAVE_S
 from p2pstore.inbound import plan_apply
 from p2pstore.replication import Replicator
 from p2pstore.wire import Exported
