@@ -18,7 +18,7 @@ from web_monitor.charts import HISTORY_HEIGHT, HISTORY_TOP, nice_ceiling, timeli
 from web_monitor.history import BUCKET_S, BUCKETS, Sample, ServerHistory
 
 from .test_monitor import (
-    ID_A, ID_B, ID_C, TEMPERATURES as TEMPERATURES_BODY, XSS, FakeNode, MonitorCase, closed_port_address,
+    ESCAPED_XSS, ID_A, ID_B, ID_C, TEMPERATURES as TEMPERATURES_BODY, XSS, FakeNode, MonitorCase, closed_port_address,
     node_readings, node_status,
 )
 
@@ -405,6 +405,20 @@ class OriginPageTests(MonitorCase):
         holders = re.findall(r'<tr class="cell (\w+)">.*?<td class="num">([^<]*)</td>\s*<td>([^<]*)</td>', html, re.S)
         self.assertEqual(holders, [("partial", "3", "1–3"), ("full", "4", "1–4")])
         self.assertIn(f"as {a.address} holds them", html)
+
+    def test_untrusted_text_escaped(self):
+        """
+        What a node sends goes into the origin's page as text, never markup,
+        in the readings, the chart drawn in the page and the type's name.
+        """
+        readings = node_readings((XSS, XSS, 1.0, None, XSS), (XSS, "2", 2.0, None, "2026-11-28 10:00:00"))
+        a = FakeNode(self, status=node_status(ID_A, origins={ID_A: 2}), readings=readings)
+        app = self.monitor(a.address)
+        app.extensions["monitor"].poll_once()
+        html = app.test_client().get(f"/origin/{ID_A}").get_data(as_text=True)
+        self.assertNotIn(XSS, html)
+        self.assertIn(f'data-type="{ESCAPED_XSS}"', html)
+        self.assertIn(f"<title>{ESCAPED_XSS}: 2 recent values", html)
 
     def test_falls_back_to_a_holder(self):
         """
