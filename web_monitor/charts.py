@@ -49,7 +49,7 @@ def chart(values: list) -> dict:
 
 
 # The history charts: wider, from zero up.
-HISTORY_WIDTH = 320
+HISTORY_WIDTH = 440
 HISTORY_HEIGHT = 64
 HISTORY_TOP = 18
 HISTORY_BOTTOM = 14
