@@ -26,6 +26,8 @@ from typing import Optional
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .opening import PAGE_SIZE, WAL_BYTES
+
 # The answer to readings that could not be stored for lack of space.
 FULL_DISK = (
     "full: the disk holding this node's data is full; free space there, or send again "
@@ -65,16 +67,18 @@ SAMPLES = 360
 MIN_SPAN = 60.0
 
 
-def file_bytes(path: Path) -> int:
+def file_bytes(path: Path, wal_floor: int = 0) -> int:
     """
-    What a database takes on disk: its file, its WAL and its shared memory.
+    What a database takes on disk: its file, its WAL and its shared memory;
+    the WAL counted as at least ``wal_floor``.
     """
     total = 0
     for suffix in ("", "-wal", "-shm"):
         try:
-            total += os.stat(f"{path}{suffix}").st_blocks * 512
+            taken = os.stat(f"{path}{suffix}").st_blocks * 512
         except OSError:
-            pass
+            taken = 0
+        total += max(taken, wal_floor) if suffix == "-wal" else taken
     return total
 
 
@@ -221,7 +225,19 @@ class Disk:
         """
         now = self._clock.seconds()
         if not self._samples or now - self._samples[-1][0] >= SAMPLE_EVERY:
-            self._samples.append((now, self.used_bytes()))
+            self._samples.append((now, self._lasting_bytes()))
+
+    def _lasting_bytes(self) -> int:
+        # What the databases take, each WAL counted as full: a WAL fills to
+        # its checkpoint size once after a start (a clean stop cuts it
+        # back) and then stays about that size, so its filling is no
+        # growth to estimate the days left by. A few MB in the first
+        # minutes would otherwise read as days left for a small disk.
+        checkpoint = wal_limit(self.budget) or WAL_BYTES
+        # Its frames are pages with a 24-byte header each, after a 32-byte one.
+        floor = checkpoint // PAGE_SIZE * (PAGE_SIZE + 24) + 32
+        own, peer = file_bytes(self.own_path, floor), file_bytes(self.peer_path, floor)
+        return max(own - self.reusable[0], 0) + max(peer - self.reusable[1], 0)
 
     def days_left(self) -> Optional[float]:
         """
@@ -231,15 +247,16 @@ class Disk:
         """
         if len(self._samples) < 2:
             return None
-        (then, before), (now, used) = self._samples[0], self._samples[-1]
-        if now - then < MIN_SPAN or used <= before:
+        (then, before), (now, lasting) = self._samples[0], self._samples[-1]
+        if now - then < MIN_SPAN or lasting <= before:
             return None
+        used = self.used_bytes()
         room = self.free_bytes()
         if self.budget is not None:
             room = self.budget - used if room is None else min(room, self.budget - used)
         if room is None:
             return None
-        rate = (used - before) / (now - then)
+        rate = (lasting - before) / (now - then)
         return round(max(room, 0) / rate / 86400, 2)
 
     def _short_of_room(self) -> bool:

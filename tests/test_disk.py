@@ -14,7 +14,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.disk import RESERVE_BYTES, RESERVE_FILE, Disk, is_full
+from p2pstore.disk import RESERVE_BYTES, RESERVE_FILE, SAMPLE_EVERY, Disk, is_full
 
 from .test_disk_full_nodes import fill, mount_tmpfs
 
@@ -49,6 +49,33 @@ class DiskTests(SynchronousTestCase):
         self.where = mount_tmpfs(self, size)
         self.clock = Clock()
         return Disk(self.where / "self_sensor_data.db", self.where / "peer_sensor_data.db", self.clock)
+
+    def test_days_left_ignore_the_wal_filling(self):
+        """
+        A WAL filling up to its checkpoint size after a start is no growth:
+        the days left come from the database file's growth alone, and a
+        WAL past its checkpoint size (a checkpoint held back) counts.
+        """
+        disk = self.disk("64m")
+        own = disk.own_path
+        wal = own.with_name(own.name + "-wal")
+        own.write_bytes(b"\0" * 1_000_000)
+        for minute in range(3):
+            # 1 MB of WAL a minute, a few KB of file.
+            wal.write_bytes(b"\0" * (1_000_000 * (minute + 1)))
+            with own.open("ab") as f:
+                f.write(b"\0" * 4096)
+            disk.sample()
+            self.clock.advance(SAMPLE_EVERY * 6)
+        disk.sample()
+        days = disk.days_left()
+        room = disk.free_bytes()
+        # About 4 KB a minute: years, not the days 1 MB a minute would give.
+        self.assertGreater(days, room / (8192 / 60) / 86400 * 0.5)
+        wal.write_bytes(b"\0" * 20_000_000)
+        self.clock.advance(SAMPLE_EVERY * 6)
+        disk.sample()
+        self.assertLess(disk.days_left(), 1)
 
     def test_reserve_made_when_room(self):
         """
