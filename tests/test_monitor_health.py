@@ -170,7 +170,9 @@ class ConditionTests(SynchronousTestCase):
         self.assertEqual(
             [(i["level"], i["text"], i["since"]) for i in answer["items"]],
             [
-                ("warn", "127.0.0.1:8000: 1 link down", "0 s"),
+                # Named by address and id: after a node lost its data
+                # directory its address has two ids, one up and one down.
+                ("warn", "127.0.0.1:8000: 1 link down (to 127.0.0.1:22346 bbbbbbbb)", "0 s"),
                 ("warn", "127.0.0.1:8000: disk full in 2.5 days", "0 s"),
                 ("bad", "127.0.0.1:8001: disk full: over --max-disk", "0 s"),
                 ("bad", "127.0.0.1:8001: export retrying, 1,234 behind", "30 s"),
@@ -202,6 +204,7 @@ class PageTests(SynchronousTestCase):
         self.assertEqual(data["level"], "bad")
         self.assertEqual(data["items"][0]["kind"], "down")
         html = client.get("/").get_data(as_text=True)
-        self.assertIn('<section id="health" class="health bad"', html)
+        # Red for the server down, orange ground: copies counted on no server answering.
+        self.assertIn('<section id="health" class="health bad copies-warn"', html)
         self.assertLess(html.index('id="health"'), html.index('class="servers"'))
         self.assertIn("127.0.0.1:1 does not answer (down", html)

@@ -82,6 +82,8 @@ class ServerDetailTests(MonitorCase):
         html = app.test_client().get("/").get_data(as_text=True)
         self.assertIn('<div class="why lag">10.0.0.2:12346 lacks 125 records, 1 min</div>', html)
         self.assertIn('<tr class="peer down"><td>10.0.0.4:12346</td>', html)
+        # A peer's node id under its address: one address can have two.
+        self.assertIn('<td>10.0.0.2:12346<span class="mono sub">bbbbbbbb</span></td>', html)
         # Records younger than 5 s are on their way, as readings flow: no lag to report.
         status["peers"][0].update(lag={ID_A: 2}, lag_s={ID_A: 0.4})
         node.answer("/status", body=status)

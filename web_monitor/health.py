@@ -174,7 +174,7 @@ def _conditions(results, memory: Memory, now: float, wanted: int) -> list:
         troubled = status.peers_in_trouble
         down = status.links_down or 0
         if troubled or down:
-            parts = ([f"{down} {'link' if down == 1 else 'links'} down"] if down else []) + (
+            parts = ([f"{down} {'link' if down == 1 else 'links'} down ({_peer_names(status)})"] if down else []) + (
                 [f"{len(troubled)} in trouble: {troubled[0].trouble}"] if troubled else []
             )
             found.append({
@@ -210,6 +210,22 @@ def _conditions(results, memory: Memory, now: float, wanted: int) -> list:
                 "since": None if export.oldest_age_s is None else now - export.oldest_age_s,
             })
     return found
+
+
+# Peers named in a "links down" item; the rest are counted.
+NAMES_SHOWN = 3
+
+
+def _peer_names(status) -> str:
+    # The peers whose links are down, by address and node id: after a node
+    # lost its data directory its address has two ids, one up, one down.
+    down = [p for p in status.peers or () if not p.connected and not p.gone]
+    names = [
+        " ".join(filter(None, (p.address, p.node_id[:8] if p.node_id else None))) or "?"
+        for p in down[:NAMES_SHOWN]
+    ]
+    more = f" and {len(down) - NAMES_SHOWN} more" if len(down) > NAMES_SHOWN else ""
+    return "to " + ", ".join(names) + more
 
 
 def _count(n: int) -> str:

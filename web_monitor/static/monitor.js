@@ -246,7 +246,7 @@
           el(
             "tr",
             { class: "peer " + p.state },
-            el("td", {}, p.name),
+            el("td", {}, p.name, p.node_short ? el("span", { class: "mono sub" }, p.node_short) : null),
             el("td", { class: "link" }, p.state, p.seen ? el("div", { class: "why" }, p.seen) : null),
             el("td", {}, p.lag)
           )
@@ -294,7 +294,7 @@
   // The answers first: are all readings copied, and what else is wrong.
   function renderHealth(health) {
     const section = document.getElementById("health");
-    section.className = "health " + health.level;
+    section.className = "health " + health.level + " copies-" + health.copies_level;
     const headline = document.getElementById("health-headline");
     headline.className = "headline " + health.copies_level;
     headline.textContent = health.headline;
