@@ -48,9 +48,10 @@ from . import lineprotocol
 from .cursors import DeadLetter
 from .destinations import Destination
 from .gaps import Gap
-from .records import ENTRY_INDEX
+from .records import ENTRY_INDEX, TIMESTAMP
 from .sending import LogSender
 from .takeover import Takeover
+from .timerange import instant_of
 from .wire import Exported
 
 # The most readings, and bytes before gzip, in one write (the issue's, and
@@ -168,6 +169,12 @@ class Exporter:
         self._loop: Optional[LoopingCall] = None
         self._stopped = False
         self._started_at = clock.seconds()
+        # Each log's last index when export started: this node knows when it
+        # came to hold later records (the source's held times), not these.
+        self._before_start: dict = {}
+        # For the oldest waiting record of each log, when it is one of
+        # those: the time its reading says, read from disk (None while read).
+        self._stamps: dict = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -180,6 +187,7 @@ class Exporter:
         def loaded(result):
             cursors, dead = result
             self.saved = dict(cursors)
+            self._before_start = dict(self._source.positions)
             self.dead_lettered = dead
             self.started = True
             self.sender.channel = self.destination
@@ -239,7 +247,32 @@ class Exporter:
         for log, index in self.takeover.check(self.saved):
             self.sender.holds(log, index)
         self.takeover.save_heard(self.saved)
+        self._read_stamps()
         self.sender.pump()
+
+    def _read_stamps(self) -> None:
+        # The oldest waiting record of a log stored before export started
+        # has no held time: its reading's timestamp stands in (at most the
+        # start), so that its age is not counted from the start alone.
+        waiting = set()
+        for log, position in self._source.positions.items():
+            index = self.saved.get(log, 0) + 1
+            if self._exports(log) and index <= min(position, self._before_start.get(log, 0)):
+                waiting.add((log, index))
+        for key in set(self._stamps) - waiting:
+            del self._stamps[key]
+        for log, index in waiting - set(self._stamps):
+            self._stamps[(log, index)] = None
+            d = self._store.row_at(log[0], log[1], index)
+            d.addCallback(self._stamped, log, index)
+            d.addErrback(lambda f: self.log.failure("could not read a waiting reading's time", f))
+
+    def _stamped(self, row, log, index) -> None:
+        if (log, index) not in self._stamps:
+            return
+        when = instant_of(row[TIMESTAMP]) if row else None
+        at = self._started_at if when is None else min(when.timestamp(), self._started_at)
+        self._stamps[(log, index)] = at
 
     def heard_exported(self, message: Exported) -> None:
         """
@@ -497,8 +530,13 @@ class Exporter:
             if not self._exports(log) or position <= self.saved.get(log, 0):
                 continue
             # When the oldest reading not exported came (to within a
-            # second), or at least since the node started.
-            since = held.since(log, self.saved.get(log, 0) + 1) if held is not None else None
+            # second); for one stored before export started, the time its
+            # reading says; at least since the node started.
+            index = self.saved.get(log, 0) + 1
+            if index <= self._before_start.get(log, 0):
+                since = self._stamps.get((log, index))
+            else:
+                since = held.since(log, index) if held is not None else None
             since = self._started_at if since is None else since
             oldest = since if oldest is None else min(oldest, since)
         if self.failing_since is None:

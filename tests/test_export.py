@@ -10,6 +10,7 @@ tests/test_export_nodes.py.
 from __future__ import annotations
 
 import gzip
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 from twisted.internet import reactor
@@ -99,8 +100,9 @@ class ExporterCase(StoreTestCase):
     An exporter over a real store, posting to a L{Destination} resource.
     """
 
-    async def setup(self, readings: int = 10, **kwargs):
+    async def setup(self, readings: int = 10, now: float = 0.0, **kwargs):
         self.clock = Clock()
+        self.clock.advance(now)
         self.server = Destination()
         port = reactor.listenTCP(0, Site(self.server), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
@@ -418,6 +420,23 @@ class TakeoverTests(ExporterCase):
         exporter.heard_exported(Exported("http://127.0.0.1:1/write?db=b", {(NODE_ID, NODE_ID): 5}))
         self.assertEqual(exporter.heard, {})
 
+
+class OldestAgeTests(ExporterCase):
+    async def test_readings_stored_before_the_start(self) -> None:
+        """
+        The age of the oldest reading waiting, when it was stored before
+        export started, is told by its own timestamp, not counted from the
+        start; one stored since, by when it was stored.
+        """
+        # An hour after the readings' timestamps (2020-04-20 23:20:0n UTC).
+        start = datetime(2020, 4, 20, 23, 20, 1, tzinfo=timezone.utc).timestamp() + 3600
+        exporter = await self.setup(5, now=start)
+        self.server.answers = [503] * 100
+        self.clock.advance(2)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(exporter.status()["pending"], 5)
+        age = exporter.status()["oldest_unexported_age_s"]
+        self.assertLess(abs(age - 3602), 1, age)
 
 class RefusesEverythingTests(ExporterCase):
     async def test_every_write_refused(self) -> None:
