@@ -552,15 +552,15 @@ def duration(seconds: float) -> str:
 
 def size(n: Optional[float]) -> str:
     """
-    A byte count in binary units: ``512 B``, ``108.0 KiB``, ``1.5 GiB``.
+    A byte count as the node and the monitor write it (powers of 1000):
+    ``512 bytes``, ``110.6 kB``, ``1.6 GB``.
     """
-    if n is None:
+    if n is None or isinstance(n, bool) or not isinstance(n, (int, float)) or not 0 <= n < 1e30:
         return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
+    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:.0f} bytes"
 
 
 def _count(n) -> str:

@@ -328,8 +328,8 @@ class NodeBlockTests(SynchronousTestCase):
                 "  peers     1 of 2 linked",
                 "    bbbbbbbb  linked, lacks 1,200 records (the oldest for 9 s)",
                 "    cccccccc  NOT LINKED (last message 30 s ago), in step",
-                "  disk      3.0 MiB used of 10.0 MiB budget (30%), days left: 12.2, "
-                "50.0 GiB free on the filesystem",
+                "  disk      3.1 MB used of 10.5 MB budget (30%), days left: 12.2, "
+                "53.7 GB free on the filesystem",
                 "  export    http://influx:8086/write?db=s: retrying, 3,632 pending (oldest 1 min 00 s); "
                 "last error: Connection refused; exporting for cccccccc",
             ],
@@ -408,7 +408,11 @@ class NodeBlockTests(SynchronousTestCase):
             [duration(4.9), duration(125), duration(3 * 3600 + 720), duration(2 * 86400 + 4 * 3600)],
             ["4 s", "2 min 05 s", "3 h 12 min", "2 d 04 h"],
         )
-        self.assertEqual([size(512), size(110592), size(1.5 * 1024 ** 3)], ["512 B", "108.0 KiB", "1.5 GiB"])
+        # In powers of 1000, as the node's log and the monitor write them.
+        self.assertEqual(
+            [size(512), size(110592), size(1.5 * 1024 ** 3), size(None), size(float("nan"))],
+            ["512 bytes", "110.6 kB", "1.6 GB", "?", "?"],
+        )
 
 
 class ClientTests(SynchronousTestCase):
