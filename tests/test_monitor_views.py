@@ -436,6 +436,7 @@ class OriginPageTests(MonitorCase):
         html = app.test_client().get(f"/origin/{ID_C}").get_data(as_text=True)
         self.assertIn(f"as {b.address} holds them", html)
         self.assertIn(f"/readings?origin={ID_C}&limit=300", c.requests)
+        self.assertIn(f"Its own server, {c.address}, is Running.", html)
 
     def test_one_timeout_for_the_page(self):
         """
@@ -470,3 +471,23 @@ class OriginPageTests(MonitorCase):
         html = client.get(f"/origin/{ID_A}").get_data(as_text=True)
         self.assertIn(f"Its readings could not be read: {a.address}: HTTP 503", html)
         self.assertIn("the node is stopping", html)
+
+    def test_own_server_down_or_replaced(self):
+        """
+        The page says when the origin's own server does not answer, and
+        when no monitored server runs as the origin any more (a node that
+        lost its data directory answers under a new id).
+        """
+        a = FakeNode(self, status=node_status(ID_A, origins={ID_A: 4, ID_C: 2}))
+        b = FakeNode(self, status=node_status(ID_B, origins={ID_A: 4, ID_C: 2}))
+        app = self.monitor(a.address, b.address)
+        poller = app.extensions["monitor"]
+        poller.poll_once()
+        client = app.test_client()
+        html = client.get(f"/origin/{ID_C}").get_data(as_text=True)
+        self.assertIn("No monitored server runs as this origin now", html)
+        a.close()
+        poller.poll_once()
+        html = client.get(f"/origin/{ID_A}").get_data(as_text=True)
+        self.assertIn(f"Its own server, {a.address}, does not answer (down)", html)
+        self.assertIn(f"as {b.address} holds them", html)

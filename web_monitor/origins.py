@@ -67,6 +67,28 @@ def by_type(readings: tuple) -> list:
     return shown
 
 
+def _own_server(results, origin: str) -> str:
+    """
+    What the page says of the origin's own server: answering, not
+    answering (and since when it was last seen), or none monitored runs as
+    it now.
+    """
+    for result in results:
+        if result.status is not None and result.status.node_id == origin:
+            return f"Its own server, {result.address.text}, is {result.state}."
+    for result in results:
+        if result.status is None and result.last_node_id == origin:
+            return (
+                f"Its own server, {result.address.text}, does not answer "
+                f"({result.state.lower()}): its readings here are the copies other servers hold."
+            )
+    return (
+        "No monitored server runs as this origin now (a node that lost its data directory starts "
+        "again under a new id, or it is not monitored): its readings here are the copies other "
+        "servers hold."
+    )
+
+
 def origin_page(poller, origin: str) -> Optional[dict]:
     """
     What the origin's page shows, or C{None} when C{origin} is no node id
@@ -87,6 +109,7 @@ def origin_page(poller, origin: str) -> Optional[dict]:
             for result, cell in zip(results, row["cells"])
         ],
         "row": row,
+        "own": _own_server(results, origin),
         "source": None,
         "error": None,
         "types": [],
