@@ -53,7 +53,7 @@ def save_heard(txn, destination: str, positions: dict) -> None:
     Cursors peers announced for logs this node does not export (so that
     after a restart it still knows how far the destination holds its
     peers' logs, and that their origins export there: retention keeps the
-    rest, see L{p2pstore.export.Exporter.retention_limit}).
+    rest, see L{p2pstore.takeover.Takeover.retention_limit}).
     """
     txn.executemany(
         "INSERT INTO main.export_cursors (destination, origin, epoch, exported) "
