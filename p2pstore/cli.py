@@ -8,7 +8,7 @@ are added with L{add_command}.
 Exit codes: 0 when all is well, 1 when something is wrong with what was
 checked (a node down or not Running, an error from the node), 2 when it
 could not be checked (a usage error, a node running on the directory, no
-key).
+key), and for C{status} 3 when every node runs but readings are at risk.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .settings import ConfigError
 from .tokens import AccessFileError, parse_http_token
 from .verify import Progress, verify
 
-OK, PROBLEMS, USAGE = 0, 1, 2
+OK, PROBLEMS, USAGE, ATTENTION = 0, 1, 2, 3
 # The help's descriptions are wrapped here, so that the examples after them
 # keep their lines.
 HELP_WIDTH = 79
@@ -71,7 +71,9 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(clusterview.combined(answers), indent=2))
     else:
         sys.stdout.write(clusterview.render(answers, time.time()))
-    return OK if clusterview.healthy(answers) else PROBLEMS
+    if not clusterview.healthy(answers):
+        return PROBLEMS
+    return ATTENTION if clusterview.attention(answers) else OK
 
 
 def _urls(given: Sequence[str]) -> list[str]:
@@ -295,8 +297,10 @@ def _add_status(commands) -> None:
             "  p2pstore status --url 10.0.0.1:8000 --json | jq .nodes[0].status.disk\n"
             "  p2pstore status --url ... >/dev/null || alert 'p2pstore cluster needs a look'\n"
             "\n"
-            "exit codes: 0 every node answered and is Running; 1 a node did not answer or\n"
-            "is not Running (Initializing, Syncing); 2 a usage error."
+            "exit codes: 0 every node answered and is Running, and all is well; 1 a node did\n"
+            "not answer or is not Running (Initializing, Syncing); 2 a usage error; 3 every\n"
+            "node is Running but readings are at risk: an origin not whole on each node, a\n"
+            "link down, a full disk, an export failing (the first line says which)."
         ),
     )
     status.add_argument(

@@ -86,6 +86,21 @@ def healthy(answers: Sequence[NodeAnswer]) -> bool:
     )
 
 
+def attention(answers: Sequence[NodeAnswer]) -> bool:
+    """
+    Whether something puts readings at risk among the nodes that answer:
+    an origin not held whole by every one of them, a link down between
+    peers, a full disk, an export retrying or misconfigured. C{p2pstore
+    status} exits 3 then, when every node is Running.
+    """
+    up = [a for a in answers if a.answered]
+    if len(answers) > 1 and up:
+        found = holdings(up)
+        if any(sum(h.complete for h in held.values()) < len(up) for held in found.values()):
+            return True
+    return bool(_unlinked(up)) or any(_node_troubles(a.status) for a in up)
+
+
 def holdings(answers: Sequence[NodeAnswer]) -> dict[str, dict[str, Holding]]:
     """
     The copies per origin: for each origin any answering node holds records
@@ -583,6 +598,7 @@ def combined(answers: Iterable[NodeAnswer]) -> dict:
     return {
         "verdict": verdict(answers),
         "healthy": healthy(answers),
+        "attention": attention(answers),
         "nodes": [
             {"url": a.url, "status": a.status} if a.answered else {"url": a.url, "error": a.error}
             for a in answers

@@ -22,13 +22,14 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from p2pstore.cli import ReadingsProgress
 from p2pstore.clusterview import (
     NodeAnswer,
+    attention,
     clock_time,
     combined,
     copies_table,
     duration,
     healthy,
-    lag,
     holdings,
+    lag,
     node_block,
     render,
     size,
@@ -153,6 +154,31 @@ class VerdictTests(SynchronousTestCase):
             "1 node Running; no peers: one copy of each reading; aaaaaaaa disk full; "
             "aaaaaaaa export retrying",
         )
+
+
+    def test_attention(self):
+        """
+        Every node Running, but an origin not whole on each, a link down,
+        a full disk or an export failing: readings are at risk, and the
+        command says so by its exit code (3); a gone peer is none of that.
+        """
+        well = [answer(n, BOTH, peers=[peer(m) for m in (A, B) if m != n]) for n in (A, B)]
+        self.assertFalse(attention(well))
+        short_of = [answer(A, BOTH, peers=[peer(B, lag={A: 10}, lag_s={A: 60})]),
+                    answer(B, [(A, EPOCH_A, 90), (B, EPOCH_B, 50)], peers=[peer(A)])]
+        self.assertTrue(attention(short_of))
+        # Records on their way (waited under 5 s) are no risk.
+        on_the_way = [answer(A, BOTH, peers=[peer(B, lag={A: 10}, lag_s={A: 0.5})]), short_of[1]]
+        self.assertFalse(attention(on_the_way))
+        unlinked = [answer(A, BOTH, peers=[peer(B, linked=False)]), answer(B, BOTH, peers=[peer(A)])]
+        self.assertTrue(attention(unlinked))
+        full = status(A, BOTH)
+        full["disk"]["full"] = True
+        self.assertTrue(attention([NodeAnswer("http://a:8000", full)]))
+        failing = status(A, BOTH, exports=[{"url": "http://influx/write", "state": "misconfigured", "pending": 1}])
+        self.assertTrue(attention([NodeAnswer("http://a:8000", failing)]))
+        gone = [answer(n, BOTH, peers=[peer(m) for m in (A, B) if m != n] + [gone_peer()]) for n in (A, B)]
+        self.assertFalse(attention(gone))
 
 
 D = "d" * 32
@@ -401,6 +427,7 @@ class NodeBlockTests(SynchronousTestCase):
         self.assertEqual(doc["nodes"][0]["status"]["node_id"], A)
         self.assertEqual(doc["nodes"][1], {"url": "http://c:8000", "error": "connection refused"})
         self.assertFalse(doc["healthy"])
+        self.assertFalse(doc["attention"])
         json.dumps(doc)
 
     def test_units(self):
@@ -547,6 +574,27 @@ class StatusNodesTests(TestCase):
         down = f"http://127.0.0.1:{nodes[1].status_port}"
         self.assertTrue(out.startswith(f"node {down} unreachable; 1 node Running; "), out)
         self.assertIn(f"not answering:\n  {down}: connection refused\n", out)
+
+
+    @inlineCallbacks
+    def test_exit_3_when_readings_are_at_risk(self):
+        """
+        A real node Running whose export fails: the command exits 3, not
+        0, so that a cron job sees it; its verdict says why.
+        """
+        (closed,) = free_ports(1)
+        node = NodeProcess(self, extra_args=["--export", f"http://127.0.0.1:{closed}/write?db=x"])
+        yield node.start()
+        yield feed(self, node, sensor_lines(5, "x"))
+        seen = []
+
+        @inlineCallbacks
+        def failing():
+            seen[:] = yield run("status", "--url", f"127.0.0.1:{node.status_port}")
+            return "export retrying" in seen[0].splitlines()[0]
+
+        yield wait_for(failing, CONVERGE, lambda: f"the export to fail, last seen:\n{seen}", interval=0.5)
+        self.assertEqual(seen[2], 3, seen[1])
 
 
 class ReadingsNodesTests(TestCase):
