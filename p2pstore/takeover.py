@@ -164,15 +164,18 @@ class Takeover:
         How far retention may prune a peer's ``log`` here for this
         destination: up to where the destination is known to hold it
         (C{saved} here, or announced by a peer), when this node exports the
-        log now (taken over) or its origin announced cursors for this
-        destination (it exports there, and this node may take over); else
-        C{None}, no limit: no node exports that origin here.
+        log now (taken over), its origin announced cursors for this
+        destination since this node started (it exports there, and this
+        node may take over), or it announced them before and cannot be
+        reached now to say it still does (a restart while it is down).
+        Else C{None}, no limit: no node exports that origin here, and one
+        that stopped exporting here has its copies pruned by age again.
         """
         origin = log[0]
         if (
             self.exports(log)
             or any(known[0] == origin for known in self.heard)
-            or any(known[0] == origin for known in saved)
+            or (any(known[0] == origin for known in saved) and not self._reachable(origin))
         ):
             return max(saved.get(log, 0), self.heard.get(log, 0))
         return None

@@ -378,8 +378,9 @@ class TakeoverTests(ExporterCase):
         """
         Cursors peers announced for their own logs, 0 included (an origin
         with nothing taken yet), are saved within HEARD_SAVE_S: an exporter
-        started again on the same file keeps the same limits before any
-        peer speaks again, and before it has read them nothing may go.
+        started again on the same file, while the origin is down, keeps
+        the same limits though no peer speaks again, and before it has read
+        them nothing may go.
         """
         exporter = await self.setup_peer(8)
         name = exporter.destination.name
@@ -390,7 +391,7 @@ class TakeoverTests(ExporterCase):
         await exporter.stop()
         again = Exporter(
             parse_destination(self.url), NODE_ID, self.replicator.source, self.store,
-            self.signer, self.clock,
+            self.signer, self.clock, takeover=10.0, reachable=lambda node_id: False,
         )
         self.assertEqual(again.retention_limit(self.other), 0)
         await again.start()

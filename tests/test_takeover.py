@@ -106,10 +106,17 @@ class TakeoverTests(SynchronousTestCase):
         """
         No limit for an origin that never announced this destination; once
         it did (at 0 too), the furthest cursor known; a cursor saved before
-        (a restart) counts as announced.
+        (a restart) counts while the origin cannot be reached, and not once
+        it is reachable without announcing this destination.
         """
         self.assertIsNone(self.takeover.retention_limit(THEIRS, {}))
+        # Saved before (a restart), while the origin is down: still limited.
+        self.up[PEER] = False
         self.assertEqual(self.takeover.retention_limit(THEIRS, {(PEER, "3" * 32): 0}), 0)
+        # Reachable and silent about this destination: it no longer exports
+        # here, and its copies go by age again.
+        self.up[PEER] = True
+        self.assertIsNone(self.takeover.retention_limit(THEIRS, {(PEER, "3" * 32): 0}))
         self.takeover.heard_exported(Exported(NAME, {THEIRS: 0}), {})
         self.assertEqual(self.takeover.retention_limit(THEIRS, {}), 0)
         self.takeover.heard_exported(Exported(NAME, {THEIRS: 7}), {})
