@@ -265,12 +265,19 @@ class Exporter:
             self._stamps[(log, index)] = None
             d = self._store.row_at(log[0], log[1], index)
             d.addCallback(self._stamped, log, index)
-            d.addErrback(lambda f: self.log.failure("could not read a waiting reading's time", f))
+            d.addErrback(self._unstamped, log, index)
+
+    def _unstamped(self, failure, log, index) -> None:
+        # Read again at the next flush; meanwhile its age counts from the start.
+        self._stamps.pop((log, index), None)
+        self.log.failure("could not read a waiting reading's time; trying again", failure)
 
     def _stamped(self, row, log, index) -> None:
         if (log, index) not in self._stamps:
             return
-        when = instant_of(row[TIMESTAMP]) if row else None
+        stamp = row[TIMESTAMP] if row else None
+        # Another program may have written anything there.
+        when = instant_of(stamp) if isinstance(stamp, str) else None
         at = self._started_at if when is None else min(when.timestamp(), self._started_at)
         self._stamps[(log, index)] = at
 

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 
 from twisted.internet import reactor
+from twisted.internet.defer import fail
 from twisted.internet.task import Clock, deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
@@ -436,6 +437,29 @@ class OldestAgeTests(ExporterCase):
         self.clock.advance(2)
         await deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(exporter.status()["pending"], 5)
+        age = exporter.status()["oldest_unexported_age_s"]
+        self.assertLess(abs(age - 3602), 1, age)
+
+    async def test_failed_read_tried_again(self) -> None:
+        """
+        A read of the waiting reading's time that fails is logged and tried
+        again at the next flush, and its age then comes from it.
+        """
+        start = datetime(2020, 4, 20, 23, 20, 1, tzinfo=timezone.utc).timestamp() + 3600
+        exporter = await self.setup(5, now=start)
+        self.server.answers = [503] * 100
+        row_at, calls = type(self.store).row_at, []
+
+        def failing_once(store, *args):
+            calls.append(args)
+            return fail(OSError("disk I/O error")) if len(calls) == 1 else row_at(store, *args)
+
+        self.patch(type(self.store), "row_at", failing_once)
+        self.clock.advance(1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.clock.advance(1)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(len(calls), 2)
         age = exporter.status()["oldest_unexported_age_s"]
         self.assertLess(abs(age - 3602), 1, age)
 
