@@ -17,6 +17,7 @@ from typing import Iterable, Optional, Sequence
 from attrs import frozen
 
 from .departed import EXPIRE_AFTER
+from .disk import size_text
 
 RUNNING = "Running"
 # Records that have waited less than this for a peer are on their way: the
@@ -567,15 +568,12 @@ def duration(seconds: float) -> str:
 
 def size(n: Optional[float]) -> str:
     """
-    A byte count as the node and the monitor write it (powers of 1000):
-    ``512 bytes``, ``110.6 kB``, ``1.6 GB``.
+    A byte count as the node and the monitor write it (L{size_text}), or
+    C{?} for none or for one that is no count.
     """
     if n is None or isinstance(n, bool) or not isinstance(n, (int, float)) or not 0 <= n < 1e30:
         return "?"
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{n:.0f} bytes"
+    return size_text(int(n))
 
 
 def _count(n) -> str:

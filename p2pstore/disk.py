@@ -201,10 +201,10 @@ class Disk:
             return f"its data takes all of --max-disk {size_text(self.budget)}"
         return None
 
-    def _sizes(self) -> tuple[int, int]:
+    def _sizes(self, wal_floor: int = 0) -> tuple[int, int]:
         # What the own and the peer database take now, without the free
-        # pages inside them.
-        own, peer = file_bytes(self.own_path), file_bytes(self.peer_path)
+        # pages inside them; each WAL counted as at least ``wal_floor``.
+        own, peer = file_bytes(self.own_path, wal_floor), file_bytes(self.peer_path, wal_floor)
         return max(own - self.reusable[0], 0), max(peer - self.reusable[1], 0)
 
     def used_bytes(self) -> int:
@@ -235,9 +235,7 @@ class Disk:
         # minutes would otherwise read as days left for a small disk.
         checkpoint = wal_limit(self.budget) or WAL_BYTES
         # Its frames are pages with a 24-byte header each, after a 32-byte one.
-        floor = checkpoint // PAGE_SIZE * (PAGE_SIZE + 24) + 32
-        own, peer = file_bytes(self.own_path, floor), file_bytes(self.peer_path, floor)
-        return max(own - self.reusable[0], 0) + max(peer - self.reusable[1], 0)
+        return sum(self._sizes(wal_floor=checkpoint // PAGE_SIZE * (PAGE_SIZE + 24) + 32))
 
     def days_left(self) -> Optional[float]:
         """

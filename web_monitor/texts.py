@@ -8,8 +8,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-# Durations are written as p2pstore status writes them.
+# Durations and sizes are written as p2pstore status and the node's log write them.
 from p2pstore.clusterview import duration
+from p2pstore.disk import size_text
 
 __all__ = ["age", "duration", "number", "reading_time", "short_id", "size_text"]
 
@@ -24,13 +25,6 @@ def age(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600} h"
     return f"{seconds // 86400} d"
-
-
-def size_text(size: int) -> str:
-    for unit, scale in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} bytes"
 
 
 def short_id(node_id: Optional[str]) -> Optional[str]:
