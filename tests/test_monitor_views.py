@@ -84,6 +84,12 @@ class ServerDetailTests(MonitorCase):
         self.assertIn('<tr class="peer down"><td>10.0.0.4:12346</td>', html)
         # A peer's node id under its address: one address can have two.
         self.assertIn('<td>10.0.0.2:12346<span class="mono sub">bbbbbbbb</span></td>', html)
+        # Without an address, the id is its name, written once.
+        lone = node_status(ID_A, peers=[peer(ID_B, None)])
+        node.answer("/status", body=lone)
+        app.extensions["monitor"].poll_once()
+        [server] = app.test_client().get("/api/servers").get_json()["servers"]
+        self.assertEqual((server["peers"][0]["name"], server["peers"][0]["node_short"]), ("bbbbbbbb", None))
         # Records younger than 5 s are on their way, as readings flow: no lag to report.
         status["peers"][0].update(lag={ID_A: 2}, lag_s={ID_A: 0.4})
         node.answer("/status", body=status)

@@ -201,7 +201,9 @@ def _peer(peer, now: float) -> dict:
         seen = f"last seen {age(max(0.0, now - peer.last_seen))} ago"
     return {
         "name": peer.address or short_id(peer.node_id) or "?",
-        "node_short": short_id(peer.node_id),
+        # Under the address (one address can have two ids); a peer never
+        # reached by address is named by its id alone.
+        "node_short": short_id(peer.node_id) if peer.address else None,
         "state": state,
         "lag": _lag_text(peer.lag_records, peer.lag_seconds) if peer.connected and peer.lag is not None else "—",
         "seen": seen,
