@@ -428,7 +428,8 @@ class OldestAgeTests(ExporterCase):
         """
         The age of the oldest reading waiting, when it was stored before
         export started, is told by its own timestamp, not counted from the
-        start; one stored since, by when it was stored.
+        start. (One stored since is aged by when this node stored it, the
+        source's held times, as before.)
         """
         # An hour after the readings' timestamps (2020-04-20 23:20:0n UTC).
         start = datetime(2020, 4, 20, 23, 20, 1, tzinfo=timezone.utc).timestamp() + 3600
