@@ -15,7 +15,8 @@ from typing import Optional
 from attrs import frozen
 
 from . import readingids
-from .schema import table_name
+from .logkeys import span
+from .schema import rows_table
 
 
 @frozen
@@ -131,8 +132,8 @@ def prune(txn, db, origin, epoch, upto, reason, limit, now) -> Optional[Prune]:
         # The node's own log: its reading ids go with the rows.
         readingids.forget(txn, origin, epoch, first, stop)
     txn.execute(
-        f"DELETE FROM {db}.{table_name(origin)} WHERE epoch = ? AND entry_index BETWEEN ? AND ?",
-        (epoch, first, stop),
+        f"DELETE FROM {db}.{rows_table(origin)} WHERE key BETWEEN ? AND ?",
+        span(txn, db, origin, epoch, first, stop),
     )
     deleted = txn.rowcount
     txn.execute(

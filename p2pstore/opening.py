@@ -19,7 +19,18 @@ from twisted.logger import Logger
 
 from .gaps import pruned_ranges
 from .records import is_node_id
-from .schema import ROW_COLUMNS, TABLES_SQL, Schema, StoreError, backup, origin_of, table_name
+from .schema import (
+    INDEX_MASK,
+    ROW_COLUMNS,
+    TABLES_SQL,
+    Schema,
+    StoreError,
+    backup,
+    key_range,
+    origin_of,
+    rows_table,
+    table_name,
+)
 
 log = Logger()
 
@@ -120,7 +131,19 @@ def configure_writer(
     # where it is not written to a disk only to be deleted unread.
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA busy_timeout = 10000")
+    if sqlite3.sqlite_version_info < (3, 41):
+        # The upgrade to schema version 5 turns hex checksums into bytes
+        # with unhex(), built in from SQLite 3.41.
+        conn.create_function("unhex", 1, _unhex, deterministic=True)
     return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+
+def _unhex(text):
+    # SQLite's unhex() for one argument: NULL for what is not hex.
+    try:
+        return bytes.fromhex(text) if isinstance(text, str) and " " not in text else None
+    except ValueError:
+        return None
 
 
 def configure_reader(conn, peer_path: Path) -> None:
@@ -168,8 +191,7 @@ def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
                 txn.execute(statement)
             for db in ("main", "peer"):
                 for origin in readings_tables(txn, db):
-                    for statement in schema.table_upgrade(target, db, origin):
-                        txn.execute(statement)
+                    _upgrade_table(txn, schema, target, db, origin, paths)
             txn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(target),),
@@ -179,6 +201,29 @@ def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
             raise
         txn.execute("COMMIT")
         log.info("upgraded {path} to schema version {version}", path=str(paths[0]), version=target)
+
+
+def _upgrade_table(txn, schema: Schema, target: int, db: str, origin: str, paths) -> None:
+    # One readings table to version ``target``, saying how many rows it
+    # holds before (a large table takes a while) and how many the upgrade
+    # could not keep.
+    table = table_name(origin)
+    path = paths[0] if db == "main" else paths[1]
+    (before,) = txn.execute(f"SELECT count(*) FROM {db}.{table}").fetchone()
+    log.info(
+        "upgrading table {table} of {path} ({rows} rows) to schema version {version}",
+        table=table, path=str(path), rows=before, version=target,
+    )
+    for statement in schema.table_upgrade(target, db, origin):
+        txn.execute(statement)
+    (after,) = txn.execute(f"SELECT count(*) FROM {db}.{table}").fetchone()
+    if after != before:
+        log.warn(
+            "{lost} rows of table {table} in {path} have no valid position (they were changed "
+            "by another program) and were left out by the upgrade to schema version {version}; "
+            "the backup beside the file keeps them",
+            lost=before - after, table=table, path=str(path), version=target,
+        )
 
 
 def readings_tables(txn, db: str) -> list[str]:
@@ -192,10 +237,11 @@ def readings_tables(txn, db: str) -> list[str]:
     ]
 
 
-def check_columns(txn, db: str, table: str, path: Path) -> None:
+def check_columns(txn, db: str, origin: str, path: Path) -> None:
     """
     Refuse a readings table that lacks a column of a row.
     """
+    table = table_name(origin)
     columns = {row[1] for row in txn.execute(f"PRAGMA {db}.table_info({table})").fetchall()}
     if columns and not set(ROW_COLUMNS) <= columns:
         raise StoreError(
@@ -251,8 +297,8 @@ def open_logs(
     for statement in schema.create():
         txn.execute(statement)
     meta = dict(txn.execute("SELECT key, value FROM meta").fetchall())
-    table = table_name(node_id)
-    check_columns(txn, "main", table, path)
+    table = rows_table(node_id)
+    check_columns(txn, "main", node_id, path)
     for statement in schema.readings_table(node_id, "main", own=True):
         txn.execute(statement)
     epoch, new = choose_epoch(meta, synchronous)
@@ -269,10 +315,13 @@ def open_logs(
             ("running", "1"),
         ],
     )
+    ordinal = txn.execute(
+        "SELECT ordinal FROM main.epochs WHERE origin = ? AND epoch = ?", (node_id, epoch)
+    ).fetchone()
     count, last_row, last_sensor = txn.execute(
-        f"SELECT count(*), coalesce(max(entry_index), 0), "
-        f"coalesce(max(sensor_index), 0) FROM {table} WHERE epoch = ?",
-        (epoch,),
+        f"SELECT count(*), coalesce(max(key) & {INDEX_MASK}, 0), "
+        f"coalesce(max(sensor_index), 0) FROM {table} WHERE key BETWEEN ? AND ?",
+        key_range(ordinal[0]) if ordinal else (1, 0),
     ).fetchone()
     # The rows and the position agree, but a database from before
     # log_positions existed has only rows, and one whose rows were all

@@ -13,7 +13,8 @@ import json
 from typing import Callable, Optional
 
 from .records import ENTRY_INDEX
-from .schema import ROW_SQL, SENSOR_NAME, table_name
+from .logkeys import span
+from .schema import SENSOR_NAME, row_sql, rows_table
 
 
 def quarantine(txn, db: str, origin: str, epoch: str, index: int, row: Optional[tuple],
@@ -25,16 +26,17 @@ def quarantine(txn, db: str, origin: str, epoch: str, index: int, row: Optional[
 
     @return: whether it was quarantined.
     """
-    table = table_name(origin)
+    table = rows_table(origin)
     txn.execute("BEGIN IMMEDIATE")
     if _pending_row(txn, origin, epoch, index):
         return False
-    where = f"FROM {db}.{table} WHERE epoch = ? AND entry_index = ?"
-    now = txn.execute(f"SELECT {ROW_SQL} {where}", (epoch, index)).fetchone()
+    where = f"FROM {db}.{table} WHERE key BETWEEN ? AND ?"
+    keys = span(txn, db, origin, epoch, index, index)
+    now = txn.execute(f"SELECT {row_sql(db)} {where}", keys).fetchone()
     if (tuple(now) if now else None) != (tuple(row) if row else None):
         return False
     if now is not None:
-        txn.execute(f"DELETE {where}", (epoch, index))
+        txn.execute(f"DELETE {where}", keys)
     txn.execute(
         "INSERT INTO main.quarantine (found_at, db, origin, epoch, entry_index, reason, row) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -67,7 +69,7 @@ def repair(txn, db: str, origin: str, epoch: str, entries: list, repaired_at: st
 
     @return: the indexes repaired.
     """
-    table = table_name(origin)
+    table = rows_table(origin)
     txn.execute("BEGIN IMMEDIATE")
     repaired = []
     for entry, row in entries:
@@ -76,7 +78,8 @@ def repair(txn, db: str, origin: str, epoch: str, entries: list, repaired_at: st
         if not saved:
             continue
         held = txn.execute(
-            f"SELECT 1 FROM {db}.{table} WHERE epoch = ? AND entry_index = ?", (epoch, index)
+            f"SELECT 1 FROM {db}.{table} WHERE key BETWEEN ? AND ?",
+            span(txn, db, origin, epoch, index, index),
         ).fetchone()
         if not held:
             name = _quarantined_name(saved[0])

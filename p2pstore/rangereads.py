@@ -16,7 +16,7 @@ from typing import Optional
 from attrs import define, field, frozen
 
 from .records import CHECKSUM, ENTRY_INDEX, TIMESTAMP, Record
-from .schema import EPOCH, ROW_SQL
+from .schema import EPOCH, key_range, row_sql, rows_table
 from .timerange import Key, TimeRange, Window, key_of, offset_of, windows
 
 
@@ -38,37 +38,49 @@ class Offsets:
     holds in its timestamps, as suffixes: a range reads a window for each.
 
     Kept from query to query and brought up to date at each by the rows
-    added since (by rowid), so only the first query of a table reads it
-    all. A change to the last row seen (rowid reused after a delete, a
-    vacuum) starts that table again.
+    each log added since (its keys only grow, but for a repaired row, whose
+    reading was checked once already), so only the first query of a table
+    reads it all. A change to the last row seen of a log (deleted, a key
+    given again after a vacuum) starts that table again.
     """
 
-    # (db, table) -> (the last rowid read, its checksum, the suffixes)
+    # (db, origin) -> ({ordinal: (the last key read, its checksum)}, the suffixes)
     _seen: dict = field(factory=dict)
 
-    def of(self, txn, db: str, table: str) -> frozenset:
-        last, checksum, suffixes = self._seen.get((db, table), (0, None, frozenset()))
-        if last:
-            row = txn.execute(
-                f"SELECT data_checksum FROM {db}.{table} WHERE rowid = ?", (last,)
-            ).fetchone()
+    def of(self, txn, db: str, origin: str) -> frozenset:
+        table = f"{db}.{rows_table(origin)}"
+        ends, suffixes = self._seen.get((db, origin), ({}, frozenset()))
+        ordinals = [
+            o for (o,) in txn.execute(
+                f"SELECT ordinal FROM {db}.epochs WHERE origin = ?", (origin,)
+            ).fetchall()
+        ]
+        for ordinal, (last, checksum) in ends.items():
+            row = txn.execute(f"SELECT data_checksum FROM {table} WHERE key = ?", (last,)).fetchone()
             if row is None or row[0] != checksum:
-                last, suffixes = 0, frozenset()
-        (top,) = txn.execute(f"SELECT max(rowid) FROM {db}.{table}").fetchone()
-        if top is None or top <= last:
-            if top is None:
-                self._seen.pop((db, table), None)
-            return suffixes
-        found = txn.execute(
-            f"SELECT DISTINCT ltrim(substr(timestamp, 20), '.0123456789') FROM {db}.{table} "
-            f"WHERE rowid > ? AND rowid <= ? AND substr(timestamp, 20) GLOB '*[-+]*'",
-            (last, top),
-        ).fetchall()
-        suffixes = suffixes | {s for (s,) in found if isinstance(s, str) and offset_of(s) is not None}
-        (checksum,) = txn.execute(
-            f"SELECT data_checksum FROM {db}.{table} WHERE rowid = ?", (top,)
-        ).fetchone()
-        self._seen[(db, table)] = (top, checksum, suffixes)
+                ends, suffixes = {}, frozenset()
+                break
+        ends = dict(ends)
+        for ordinal in ordinals:
+            low, high = key_range(ordinal)
+            after = ends.get(ordinal, (low - 1, None))[0]
+            top = txn.execute(
+                f"SELECT key, data_checksum FROM {table} WHERE key BETWEEN ? AND ? "
+                f"ORDER BY key DESC LIMIT 1",
+                (low, high),
+            ).fetchone()
+            if top is None or top[0] <= after:
+                continue
+            found = txn.execute(
+                f"SELECT DISTINCT ltrim(substr(timestamp, 20), '.0123456789') FROM {table} "
+                f"WHERE key > ? AND key <= ? AND substr(timestamp, 20) GLOB '*[-+]*'",
+                (after, top[0]),
+            ).fetchall()
+            suffixes = suffixes | {
+                s for (s,) in found if isinstance(s, str) and offset_of(s) is not None
+            }
+            ends[ordinal] = (top[0], top[1])
+        self._seen[(db, origin)] = (ends, suffixes)
         return suffixes
 
 
@@ -76,7 +88,6 @@ def read_range(
     txn,
     offsets: Offsets,
     db: str,
-    table: str,
     origin: str,
     sensor_type: Optional[str],
     time_range: TimeRange,
@@ -89,8 +100,8 @@ def read_range(
     # One snapshot for the memo and every window.
     txn.execute("BEGIN")
     reads = [
-        _WindowRead(window, db, table, sensor_type)
-        for window in windows(time_range, offsets.of(txn, db, table))
+        _WindowRead(window, db, rows_table(origin), sensor_type)
+        for window in windows(time_range, offsets.of(txn, db, origin))
     ]
     fetch = limit + 1
     while True:
@@ -129,7 +140,7 @@ class _WindowRead:
 
     def _select(self, txn, low, high, limit=None) -> list:
         sql = (
-            f"SELECT {ROW_SQL} FROM {self.db}.{self.table} WHERE timestamp GLOB ? "
+            f"SELECT {row_sql(self.db)} FROM {self.db}.{self.table} WHERE timestamp GLOB ? "
             f"AND ltrim(substr(timestamp, 20), '.0123456789') = ?"
         )
         params: list = [self.window.pattern, self.window.suffix]

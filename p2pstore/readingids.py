@@ -24,7 +24,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from .records import ENTRY_INDEX, READING_ID
-from .schema import table_name
+from .logkeys import span
+from .schema import INDEX_MASK, rows_table, table_name
 
 # Own readings whose ids are held in memory before they are added in bulk;
 # a few MB of memory at most.
@@ -43,9 +44,9 @@ def forget(txn, node_id: str, epoch: str, first: int, last: int) -> None:
     """
     txn.execute(
         f"DELETE FROM {ids_table(node_id)} WHERE (reading_id, entry_index) IN ("
-        f"SELECT reading_id, entry_index FROM main.{table_name(node_id)} "
-        f"WHERE epoch = ? AND entry_index BETWEEN ? AND ? AND reading_id IS NOT NULL)",
-        (epoch, first, last),
+        f"SELECT reading_id, key & {INDEX_MASK} FROM main.{rows_table(node_id)} "
+        f"WHERE key BETWEEN ? AND ? AND reading_id IS NOT NULL)",
+        span(txn, "main", node_id, epoch, first, last),
     )
 
 
@@ -61,7 +62,8 @@ class ReadingIds:
     """
 
     def __init__(self, node_id: str, batch: int = IDS_BATCH):
-        self._table = f"main.{table_name(node_id)}"
+        self._node_id = node_id
+        self._table = f"main.{rows_table(node_id)}"
         self._ids = ids_table(node_id)
         self._batch = batch
         # reading_id -> entry_index of the committed own rows after the
@@ -115,13 +117,15 @@ class ReadingIds:
             pending_epoch, after = row[0].rsplit(" ", 1)
             txn.execute(
                 f"INSERT OR IGNORE INTO {self._ids} (reading_id, entry_index) "
-                f"SELECT reading_id, entry_index FROM {self._table} "
-                f"WHERE epoch = ? AND entry_index > ? AND reading_id IS NOT NULL "
-                f"ORDER BY reading_id, entry_index",
-                (pending_epoch, int(after)),
+                f"SELECT reading_id, key & {INDEX_MASK} FROM {self._table} "
+                f"WHERE key BETWEEN ? AND ? AND reading_id IS NOT NULL "
+                f"ORDER BY reading_id, key & {INDEX_MASK}",
+                span(txn, "main", self._node_id, pending_epoch, int(after) + 1),
             )
         (last,) = txn.execute(
-            f"SELECT coalesce(max(entry_index), 0) FROM {self._table} WHERE epoch = ?", (epoch,)
+            f"SELECT coalesce(max(key) & {INDEX_MASK}, 0) FROM {self._table} "
+            f"WHERE key BETWEEN ? AND ?",
+            span(txn, "main", self._node_id, epoch),
         ).fetchone()
         txn.execute(
             "INSERT OR REPLACE INTO main.meta (key, value) VALUES (?, ?)", (PENDING, f"{epoch} {last}")

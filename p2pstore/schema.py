@@ -18,7 +18,7 @@ from attrs import frozen
 from .records import ENTRY, ENTRY_FIELDS, is_node_id
 
 # The schema version this p2pstore writes (meta's schema_version).
-VERSION = 4
+VERSION = 5
 
 SELF_DB = "self_sensor_data.db"
 PEER_DB = "peer_sensor_data.db"
@@ -42,15 +42,70 @@ def sensor_name_of(row: tuple) -> Optional[str]:
     The sensor name of a row, None for a row without one.
     """
     return row[SENSOR_NAME] if len(row) > SENSOR_NAME else None
-ENTRY_SQL = ", ".join(ENTRY_FIELDS)
 
 
 def _valid_sql(field) -> str:
+    if field.name == "entry_index":
+        # The key's low bits (an integer in a rows table, its INTEGER
+        # PRIMARY KEY).
+        return f"typeof(key) = 'integer' AND key & {INDEX_MASK} >= {field.minimum}"
+    if field.name == "data_checksum":
+        return f"typeof(data_checksum) = 'blob' AND length(data_checksum) = {CHECKSUM_BYTES}"
     if field.kind is int:
         return f"typeof({field.name}) = 'integer' AND {field.name} >= {field.minimum}"
     check = f"typeof({field.name}) = 'text'"
     return f"({field.name} IS NULL OR {check})" if field.optional else check
 
+
+# How a row is stored (schema version 5), in ``server_id_<node id>_rows``:
+# ``key`` (the rowid) is the log's ordinal in the database's ``epochs``
+# table shifted past the entry index, so a log is one range of the table's
+# own b-tree and there is no index beside it; no epoch column (the ordinal
+# names it); the checksum as its 32 bytes. The view ``server_id_<node id>``
+# shows the rows with ROW_COLUMNS, as users query them.
+INDEX_BITS = 40
+INDEX_MASK = (1 << INDEX_BITS) - 1
+CHECKSUM_BYTES = 32
+STORED_COLUMNS = (
+    "key", "sensor_index", "sensor_type", "sensor_data", "timestamp", "reading_id",
+    "data_checksum", "value", "unit", "sensor_name",
+)
+
+
+def key_of(ordinal: int, index: int) -> int:
+    """
+    The key of entry ``index`` of the log numbered ``ordinal``.
+    """
+    return (ordinal << INDEX_BITS) | index
+
+
+def key_range(ordinal: int, first: int = 0, last: int = INDEX_MASK) -> tuple[int, int]:
+    """
+    The keys of entries ``first``..``last`` of the log numbered ``ordinal``,
+    for ``key BETWEEN ? AND ?``.
+    """
+    return key_of(ordinal, max(first, 0)), key_of(ordinal, min(last, INDEX_MASK))
+
+
+def _row_expressions(db: str) -> list[str]:
+    # ROW_COLUMNS from a rows table in ``db``: the entry index and the
+    # epoch from the key, the checksum as hex text.
+    return [
+        f"key & {INDEX_MASK}", "sensor_index", "sensor_type", "sensor_data", "timestamp",
+        "reading_id", "lower(hex(data_checksum))", "value", "unit",
+        f"(SELECT epoch FROM {db}.epochs WHERE ordinal = key >> {INDEX_BITS})", "sensor_name",
+    ]
+
+
+def row_sql(db: str) -> str:
+    """
+    The select list giving ROW_COLUMNS from a readings rows table in ``db``.
+    """
+    return ", ".join(_row_expressions(db))
+
+
+# The select list giving ENTRY_FIELDS from a readings rows table.
+ENTRY_SQL = ", ".join(_row_expressions("main")[: len(ENTRY_FIELDS)])
 
 # What a record requires of a row (p2pstore.records.ENTRY), checked by
 # SQLite as it reads: a row that fails (changed by another program) is left
@@ -73,6 +128,14 @@ def table_name(node_id: str) -> str:
     return TABLE_PREFIX + node_id
 
 
+def rows_table(node_id: str) -> str:
+    """
+    Where one origin's rows are stored (schema version 5): the table under
+    the view ``server_id_<node id>``.
+    """
+    return table_name(node_id) + "_rows"
+
+
 def origin_of(table: str) -> Optional[str]:
     """
     The node id a readings table is named for, or None for another table.
@@ -83,8 +146,11 @@ def origin_of(table: str) -> Optional[str]:
 
 
 # Every readings table of one database (schema "main" or "peer"), for
-# origin_of to pick out.
-TABLES_SQL = "SELECT name FROM {db}.sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
+# origin_of to pick out: tables up to schema version 4, the views over the
+# rows tables since.
+TABLES_SQL = (
+    "SELECT name FROM {db}.sqlite_master WHERE type IN ('table', 'view') AND name LIKE 'server_id_%'"
+)
 
 
 def statements(script: str) -> list[str]:
@@ -114,7 +180,7 @@ class Schema:
     ``own-readings-v<N>.sql`` (one origin's table, for ``{db}`` and
     ``{table}``), and, from version N - 1, ``upgrade-to-v<N>.sql`` and
     ``upgrade-tables-to-v<N>.sql`` (applied to each readings table, for
-    ``{db}`` and ``{table}``) then, where there is one,
+    ``{db}``, ``{table}`` and ``{origin}``) then, where there is one,
     ``own-upgrade-tables-to-v<N>.sql`` (to a node's own table, in ``main``).
 
     @ivar directory: where the files are; the package's own unless a test
@@ -142,7 +208,8 @@ class Schema:
     def readings_table(self, origin: str, db: str, own: bool) -> list[str]:
         """
         The statements that create one origin's readings table in ``db``
-        (``main`` or ``peer``), with the indexes an ``own`` table has.
+        (``main`` or ``peer``): its rows table and the view over it, and
+        what an ``own`` table has besides.
         """
         names = {"db": db, "table": table_name(origin)}
         script = self._read(f"readings-v{self.version}.sql")
@@ -163,7 +230,7 @@ class Schema:
         The statements that bring one origin's readings table in ``db``
         (``main`` or ``peer``) from version ``target - 1`` to ``target``.
         """
-        names = {"db": db, "table": table_name(origin)}
+        names = {"db": db, "table": table_name(origin), "origin": origin}
         script = self._read(f"upgrade-tables-to-v{target}.sql")
         own = f"own-upgrade-tables-to-v{target}.sql"
         if db == "main" and (self.directory / own).is_file():

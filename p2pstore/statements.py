@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from itertools import chain
 
-from .schema import ROW_COLUMNS, SENSOR_NAME
+from .logkeys import Ordinals
+from .records import CHECKSUM, ENTRY_INDEX
+from .schema import EPOCH, SENSOR_NAME, STORED_COLUMNS, key_of, rows_table
 
 # Placeholders per "WHERE reading_id IN (...)" query, at most (fewer if
 # SQLite allows fewer host parameters): a batch of 5,000 readings is looked
@@ -22,9 +24,9 @@ _LOOKUP_CHUNK = 8192
 # statement of many rows steps once, and SQLite does the work of all of
 # them without the GIL.
 _ROWS_PER_INSERT = 512
-# Rows with a sensor name, and rows without (which end before it).
-_WIDTHS = (len(ROW_COLUMNS), SENSOR_NAME)
-_COLUMNS = {width: ", ".join(ROW_COLUMNS[:width]) for width in _WIDTHS}
+# Stored rows with a sensor name, and rows without (which end before it).
+_WIDTHS = (len(STORED_COLUMNS), len(STORED_COLUMNS) - 1)
+_COLUMNS = {width: ", ".join(STORED_COLUMNS[:width]) for width in _WIDTHS}
 _MARKS = {width: "(" + ", ".join("?" * width) + ")" for width in _WIDTHS}
 
 
@@ -36,7 +38,7 @@ class Statements:
 
     def __init__(self, limit: int = 32766):
         rows = _ROWS_PER_INSERT
-        while rows > 1 and rows * len(ROW_COLUMNS) > limit:
+        while rows > 1 and rows * len(STORED_COLUMNS) > limit:
             rows //= 2
         self.rows_per_insert = rows
         chunk = _LOOKUP_CHUNK
@@ -44,22 +46,30 @@ class Statements:
             chunk //= 2
         self.lookup_chunk = chunk
         self._insert_sql: dict = {}
+        self.ordinals = Ordinals()
 
-    def insert(self, txn, db: str, table: str, rows: list) -> None:
+    def insert(self, txn, db: str, origin: str, rows: list) -> None:
         """
-        Insert rows in as few statements as the parameter limit allows: a
-        batch of n rows takes one statement per power of two in n up to the
-        largest (1000 rows: 512, 256, 128, 64, 32, 8), so a handful of
-        statement texts serve every batch size and stay prepared.
+        Insert rows (L{p2pstore.schema.ROW_COLUMNS}) of one origin in
+        ``db``, stored as L{p2pstore.schema.STORED_COLUMNS}, in as few
+        statements as the parameter limit allows: a batch of n rows takes
+        one statement per power of two in n up to the largest (1000 rows:
+        512, 256, 128, 64, 32, 8), so a handful of statement texts serve
+        every batch size and stay prepared.
 
         Rows without a sensor name bind no parameter for it; a batch that
         mixes the two has the short rows padded.
         """
         if not rows:
             return
+        ordinals = {
+            epoch: self.ordinals.make(txn, db, origin, epoch) for epoch in {row[EPOCH] for row in rows}
+        }
+        rows = [_stored(row, ordinals[row[EPOCH]]) for row in rows]
+        table = rows_table(origin)
         width = len(rows[0])
         if any(len(row) != width for row in rows):
-            width = len(ROW_COLUMNS)
+            width = len(STORED_COLUMNS)
             rows = [row + (None,) * (width - len(row)) for row in rows]
         size = self.rows_per_insert
         start, count = 0, len(rows)
@@ -95,3 +105,15 @@ class Statements:
                 ).fetchall()
             )
         return found
+
+
+def _stored(row: tuple, ordinal: int) -> tuple:
+    # A row (ROW_COLUMNS) as it is stored (STORED_COLUMNS): the entry index
+    # in the key, the checksum as bytes, no epoch.
+    return (
+        key_of(ordinal, row[ENTRY_INDEX]),
+        *row[ENTRY_INDEX + 1 : CHECKSUM],
+        bytes.fromhex(row[CHECKSUM]),
+        *row[CHECKSUM + 1 : EPOCH],
+        *row[SENSOR_NAME : SENSOR_NAME + 1],
+    )

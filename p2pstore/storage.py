@@ -41,13 +41,16 @@ from .schema import (
     ENTRY_SQL,
     ENTRY_VALID_SQL,
     EPOCH,
+    INDEX_MASK,
     PEER_DB,
-    ROW_SQL,
     TABLES_SQL,
     Schema,
     StoreError,
+    key_of,
+    key_range,
     origin_of,
-    table_name,
+    row_sql,
+    rows_table,
 )
 
 
@@ -187,6 +190,12 @@ class Store:
             configure_writer(conn, self.peer_path, self.synchronous, self.wal_limit)
         )
 
+    def _keys(self, txn, db: str, origin: str, epoch: str, first: int = 0, last: int = INDEX_MASK):
+        # The keys of a log's entries first..last in its rows table, for
+        # "key BETWEEN ? AND ?": none for a log the database has no row of.
+        ordinal = self._statements.ordinals.find(txn, db, origin, epoch)
+        return (1, 0) if ordinal is None else key_range(ordinal, first, last)
+
     def append(
         self,
         rows: list,
@@ -216,15 +225,15 @@ class Store:
         return d.addCallback(committed)
 
     def _append(self, txn, rows, rejected, last_sensor_index, renumber) -> Appended:
-        table = table_name(self.node_id)
+        table = rows_table(self.node_id)
         txn.execute("BEGIN IMMEDIATE")
         # The position, for a log whose records were all pruned; the rows,
         # for one written before positions were kept.
         (last,) = txn.execute(
-            f"SELECT max(coalesce((SELECT max(entry_index) FROM {table} WHERE epoch = ?), 0), "
-            f"coalesce((SELECT last_index FROM main.log_positions "
+            f"SELECT max(coalesce((SELECT max(key) FROM main.{table} WHERE key BETWEEN ? AND ?) "
+            f"& {INDEX_MASK}, 0), coalesce((SELECT last_index FROM main.log_positions "
             f"WHERE origin = ? AND epoch = ?), 0))",
-            (self.epoch, self.node_id, self.epoch),
+            (*self._keys(txn, "main", self.node_id, self.epoch), self.node_id, self.epoch),
         ).fetchone()
         ids = reading_ids(rows)
         distinct = set(ids)
@@ -233,7 +242,7 @@ class Store:
             indexes, rows = renumber(rows, last, known)
         else:
             indexes = [row[ENTRY_INDEX] for row in rows]
-        self._statements.insert(txn, "main", table, rows)
+        self._statements.insert(txn, "main", self.node_id, rows)
         # Each statement is one more wait for the GIL in this thread: those
         # with nothing to do are left out.
         if rejected:
@@ -290,7 +299,6 @@ class Store:
         results = []
         for origin, epoch, entries in batches:
             db = self._db_of(origin)
-            table = table_name(origin)
             row = txn.execute(
                 f"SELECT last_index, first_index FROM {db}.log_positions "
                 f"WHERE origin = ? AND epoch = ?",
@@ -313,7 +321,7 @@ class Store:
                 results.append(Applied(added=[], conflicts=0, last_index=position))
                 continue
             if db == "peer" and origin not in self._peer_tables:
-                check_columns(txn, "peer", table, self.peer_path)
+                check_columns(txn, "peer", origin, self.peer_path)
                 for statement in self.schema.readings_table(origin, "peer", own=False):
                     txn.execute(statement)
                 self._peer_tables.add(origin)
@@ -321,11 +329,12 @@ class Store:
             first = entries[0][ENTRY_INDEX]
             stored = {}
             if first <= position:
+                keys = self._keys(txn, db, origin, epoch, first, min(position, entries[-1][ENTRY_INDEX]))
                 stored = dict(
                     txn.execute(
-                        f"SELECT entry_index, data_checksum FROM {db}.{table} "
-                        f"WHERE epoch = ? AND entry_index BETWEEN ? AND ?",
-                        (epoch, first, min(position, entries[-1][ENTRY_INDEX])),
+                        f"SELECT key & {INDEX_MASK}, lower(hex(data_checksum)) "
+                        f"FROM {db}.{rows_table(origin)} WHERE key BETWEEN ? AND ?",
+                        keys,
                     ).fetchall()
                 )
             added, conflicts = policy(
@@ -333,7 +342,7 @@ class Store:
             )
             if added:
                 rows = [_row(epoch, entry) for entry in added]
-                self._statements.insert(txn, db, table, rows)
+                self._statements.insert(txn, db, origin, rows)
                 if db == "main":
                     self._ids.added(txn, rows)
                 position = added[-1][ENTRY_INDEX]
@@ -358,12 +367,11 @@ class Store:
 
     def _read_entries(self, txn, origin: str, epoch: str, after: int, limit: int) -> list:
         db = self._db_of(origin)
-        table = table_name(origin)
+        table = rows_table(origin)
         txn.execute(
             f"SELECT {ENTRY_SQL} FROM {db}.{table} "
-            f"WHERE epoch = ? AND entry_index > ? AND {ENTRY_VALID_SQL} "
-            f"ORDER BY entry_index LIMIT ?",
-            (epoch, after, limit),
+            f"WHERE key BETWEEN ? AND ? AND {ENTRY_VALID_SQL} ORDER BY key LIMIT ?",
+            (*self._keys(txn, db, origin, epoch, after + 1), limit),
         )
         entries = txn.fetchall()
         # Consecutive from after + 1, or a row was missing or left out: the
@@ -412,14 +420,14 @@ class Store:
         nothing left out: the scrub checks them all.
         """
         d = self._reader.runQuery(
-            f"SELECT rowid, {ROW_SQL} FROM {db}.{table_name(origin)} "
-            f"WHERE rowid > ? ORDER BY rowid LIMIT ?",
+            f"SELECT key, {row_sql(db)} FROM {db}.{rows_table(origin)} "
+            f"WHERE key > ? ORDER BY key LIMIT ?",
             (after_rowid, limit),
         )
         return d.addCallback(lambda rows: [(row[0], tuple(row[1:])) for row in rows])
 
     def last_rowid(self, db: str, origin: str) -> Deferred:
-        d = self._reader.runQuery(f"SELECT max(rowid) FROM {db}.{table_name(origin)}")
+        d = self._reader.runQuery(f"SELECT max(key) FROM {db}.{rows_table(origin)}")
         return d.addCallback(lambda rows: rows[0][0] or 0)
 
     def row_at(self, origin: str, epoch: str, index: int) -> Deferred:
@@ -427,12 +435,16 @@ class Store:
         The stored row at one position of a log, whatever it holds, or
         C{None}.
         """
-        d = self._reader.runQuery(
-            f"SELECT {ROW_SQL} FROM {self._db_of(origin)}.{table_name(origin)} "
-            f"WHERE epoch = ? AND entry_index = ?",
-            (epoch, index),
-        )
-        return d.addCallback(lambda rows: tuple(rows[0]) if rows else None)
+        db = self._db_of(origin)
+
+        def run(txn):
+            row = txn.execute(
+                f"SELECT {row_sql(db)} FROM {db}.{rows_table(origin)} WHERE key BETWEEN ? AND ?",
+                self._keys(txn, db, origin, epoch, index, index),
+            ).fetchone()
+            return tuple(row) if row else None
+
+        return self._reader.runInteraction(run)
 
     def quarantine(
         self, origin: str, epoch: str, index: int, row: Optional[tuple], reason: str, found_at: str
@@ -462,13 +474,21 @@ class Store:
         The valid entries held at these positions of a log, to send a peer
         that asked for them; the peer checks each HMAC.
         """
+        db = self._db_of(origin)
         marks = ", ".join("?" * len(indexes))
-        return self._reader.runQuery(
-            f"SELECT {ENTRY_SQL} FROM {self._db_of(origin)}.{table_name(origin)} "
-            f"WHERE epoch = ? AND entry_index IN ({marks}) AND {ENTRY_VALID_SQL} "
-            f"ORDER BY entry_index",
-            (epoch, *indexes),
-        ).addCallback(lambda rows: [tuple(row) for row in rows])
+
+        def run(txn):
+            ordinal = self._statements.ordinals.find(txn, db, origin, epoch)
+            if ordinal is None or not indexes:
+                return []
+            rows = txn.execute(
+                f"SELECT {ENTRY_SQL} FROM {db}.{rows_table(origin)} "
+                f"WHERE key IN ({marks}) AND {ENTRY_VALID_SQL} ORDER BY key",
+                [key_of(ordinal, index) for index in indexes],
+            ).fetchall()
+            return [tuple(row) for row in rows]
+
+        return self._reader.runInteraction(run)
 
     def repair(self, origin: str, epoch: str, entries: list, repaired_at: str) -> Deferred:
         """
@@ -482,10 +502,9 @@ class Store:
 
     def _repair(self, txn, origin, epoch, entries, repaired_at) -> list:
         db = self._db_of(origin)
-        table = table_name(origin)
 
         def put_back(row: tuple) -> None:
-            self._statements.insert(txn, db, table, [row])
+            self._statements.insert(txn, db, origin, [row])
             if db == "main":
                 self._ids.added(txn, [row])
 
@@ -560,8 +579,7 @@ class Store:
         @return: a Deferred firing with a L{p2pstore.rangereads.Page}.
         """
         return self._reader.runInteraction(
-            read_range, self._offsets, self._db_of(origin), table_name(origin),
-            origin, sensor_type, time_range, limit,
+            read_range, self._offsets, self._db_of(origin), origin, sensor_type, time_range, limit,
         )
 
     def readings(
@@ -572,12 +590,14 @@ class Store:
 
         @return: a Deferred firing with a list of L{Record}.
         """
-        sql = f"SELECT {ROW_SQL} FROM {self._db_of(origin)}.{table_name(origin)}"
+        db = self._db_of(origin)
+        sql = f"SELECT {row_sql(db)} FROM {db}.{rows_table(origin)}"
         params: list = []
         if sensor_type is not None:
             sql += " WHERE sensor_type = ?"
             params.append(sensor_type)
-        sql += " ORDER BY rowid DESC LIMIT ?"
+        # Each log's newest last; of several logs, the last numbered here.
+        sql += " ORDER BY key DESC LIMIT ?"
         params.append(limit)
         d = self._pool.runQuery(sql, params)
         return d.addCallback(lambda rows: [_record(origin, row) for row in rows])

@@ -21,7 +21,7 @@ from attrs import define, frozen
 from .checking import BAD_CHECKSUM, row_problem
 from .identity import NODE_ID_FILE
 from .records import Signer, is_node_id
-from .schema import EPOCH, PEER_DB, ROW_COLUMNS, ROW_SQL, SELF_DB, TABLES_SQL, origin_of
+from .schema import EPOCH, PEER_DB, ROW_COLUMNS, ROW_SQL, SELF_DB, TABLES_SQL, origin_of, row_sql
 
 # Detail lines printed per table and kind of problem; the rest are counted.
 SHOWN = 20
@@ -254,6 +254,18 @@ class _Log:
     missing: list = attrs.Factory(list)
 
 
+def _rows_in_order(conn, table: str) -> str:
+    # The query of a table's rows (ROW_COLUMNS) in log order: by key from
+    # the rows under the view (schema version 5), else by the old table's
+    # primary key.
+    stored = f"{table}_rows"
+    if conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (stored,)
+    ).fetchone():
+        return f"SELECT {row_sql('main')} FROM {stored} ORDER BY key"
+    return f"SELECT {ROW_SQL} FROM {table} ORDER BY epoch, entry_index"
+
+
 def check_table(conn, signer, name, table, origin, quarantined, report, progress, pruned=None) -> dict:
     """
     Check every row of one readings table, in log order; what ``pruned``
@@ -270,7 +282,7 @@ def check_table(conn, signer, name, table, origin, quarantined, report, progress
     progress.start(f"{name} {table}", total)
     logs: dict = {}
     done = 0
-    for row in conn.execute(f"SELECT {ROW_SQL} FROM {table} ORDER BY epoch, entry_index"):
+    for row in conn.execute(_rows_in_order(conn, table)):
         done += 1
         report.records += 1
         epoch, index = row[EPOCH], row[0]

@@ -27,7 +27,7 @@ from twisted.trial.unittest import TestCase
 from p2pstore.records import BadRecord, Record, Signer
 from p2pstore.peer import MAX_LINE
 from p2pstore.wire import PROTOCOL_VERSION
-from p2pstore.schema import origin_of
+from p2pstore.schema import origin_of, rows_table
 
 from .nodes import (
     PEER_DB,
@@ -139,14 +139,26 @@ def copy_of(holder: NodeProcess, origin: NodeProcess) -> list[tuple]:
 def readings_tables(node: NodeProcess, db_name: str) -> set[str]:
     """
     The names of the readings tables (``server_id_<node id>``) in one
-    database of ``node``: not the table of an own table's reading ids.
+    database of ``node``, as users query them: since schema version 5 each
+    is a view over the origin's rows table (a table up to version 4). Not
+    the rows tables themselves, nor an own table's reading ids: see
+    L{stored_tables} for those.
+    """
+    return {name for name in stored_tables(node, db_name) if origin_of(name) is not None}
+
+
+def stored_tables(node: NodeProcess, db_name: str) -> set[str]:
+    """
+    The names of every table and view named ``server_id_...`` in one
+    database of ``node``: the readings tables users query and what stores
+    them (``server_id_<node id>_rows``, ``server_id_<node id>_ids``).
     """
     return {
         name
         for (name,) in node.query(
-            db_name, "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'server_id_%'"
+            db_name,
+            "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name LIKE 'server_id_%'",
         )
-        if origin_of(name) is not None
     }
 
 
@@ -956,6 +968,9 @@ class TrustTests(TestCase):
         )
         self.assertEqual(readings_tables(x, PEER_DB), set())
         self.assertEqual(readings_tables(a, PEER_DB), set())
+        # Nor the rows table under one.
+        self.assertEqual(stored_tables(x, PEER_DB), set())
+        self.assertEqual(stored_tables(a, PEER_DB), set())
         for node in (x, a):
             status = yield node.status()
             self.assertEqual([p for p in status["peers"] if p["authenticated"]], [])
@@ -1022,6 +1037,7 @@ class TrustTests(TestCase):
         self.assertLessEqual(set(entry["trouble_counts"]), {"bad MAC", "unsealed message", "refused record"}, entry)
         self.assertEqual(entry["conflicts"], 0)
         self.assertEqual(readings_tables(b, PEER_DB), {f"server_id_{a.node_id}"})
+        self.assertEqual(stored_tables(b, PEER_DB), {f"server_id_{a.node_id}", rows_table(a.node_id)})
         self.assertIn("bad MAC: line", b.log_text())
         no_tracebacks(self, a, b)
 
@@ -1051,6 +1067,8 @@ class TrustTests(TestCase):
         a, b, rows, entry = yield self.converge_through(corruptor, 2500)
         self.assertGreaterEqual(entry["rejected"], 1, entry)
         self.assertEqual(readings_tables(b, PEER_DB), {f"server_id_{a.node_id}"})
+        # Nor a rows table for it under the view.
+        self.assertEqual(stored_tables(b, PEER_DB), {f"server_id_{a.node_id}", rows_table(a.node_id)})
 
 
 class HostileClientTests(TestCase):
@@ -1107,6 +1125,7 @@ class HostileClientTests(TestCase):
         )
         self.assertEqual(set(status["origins"]), {a.node_id, b.node_id})
         self.assertEqual(readings_tables(a, PEER_DB), {f"server_id_{b.node_id}"})
+        self.assertEqual(stored_tables(a, PEER_DB), {f"server_id_{b.node_id}", rows_table(b.node_id)})
         after = yield wait_links_up(a, [b])
         self.assertEqual(after[b.node_id]["link_errors"], before[b.node_id]["link_errors"])
         answers = yield feed(self, a, sensor_lines(5, "a", start=20))

@@ -12,6 +12,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
+from p2pstore.schema import rows_table
+
 from .nodes import PEER_DB, SELF_DB, NodeProcess, hold_for, send_lines, wait_for
 from .test_cluster import (
     CONVERGE,
@@ -28,6 +30,7 @@ from .test_cluster import (
     peer_entries,
     readings_tables,
     sensor_lines,
+    stored_tables,
     wait_identical,
     wait_links_up,
 )
@@ -348,6 +351,11 @@ class DataDirLostTests(TestCase):
             f"(holds {len(old_origin(a))})",
         )
         self.assertEqual(readings_tables(a, SELF_DB), {f"server_id_{a.node_id}"})
+        # Nor are the old origin's rows stored under it.
+        self.assertEqual(
+            stored_tables(a, SELF_DB),
+            {f"server_id_{a.node_id}", rows_table(a.node_id), f"server_id_{a.node_id}_ids"},
+        )
         self.assertEqual(len(own(a)), 30)
 
         d = NodeProcess(self, secret_file=key, peers=[b.peer_address])

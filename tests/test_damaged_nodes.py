@@ -9,6 +9,8 @@ from __future__ import annotations
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from p2pstore.schema import rows_table
+
 from .damage import flip_page
 from .nodes import PEER_DB, SELF_DB, NodeProcess, wait_for
 from .test_cluster import (
@@ -46,7 +48,7 @@ class DamagedDatabaseTests(TestCase):
         """
         a, b, rows_a, _ = yield replicated_pair(self, 2000, 10)
         yield a.stop()
-        flip_page(a.data_dir / SELF_DB, f"server_id_{a.node_id}")
+        flip_page(a.data_dir / SELF_DB, rows_table(a.node_id))
 
         yield a.start()
         log = a.log_text()
@@ -77,7 +79,7 @@ class DamagedDatabaseTests(TestCase):
         """
         a, b, _, rows_b = yield replicated_pair(self, 10, 2000)
         yield a.stop()
-        flip_page(a.data_dir / PEER_DB, f"server_id_{b.node_id}")
+        flip_page(a.data_dir / PEER_DB, rows_table(b.node_id))
 
         yield a.start()
         self.assertEqual(len(damaged_files(a, PEER_DB)), 1)
@@ -96,7 +98,7 @@ class DamagedDatabaseTests(TestCase):
         yield a.start()
         yield feed(self, a, sensor_lines(2000, "a"))
         yield a.stop()
-        flip_page(a.data_dir / SELF_DB, f"server_id_{a.node_id}")
+        flip_page(a.data_dir / SELF_DB, rows_table(a.node_id))
         status = yield a.start()
         self.assertEqual(status["state"], "Running")
         self.assertIn("its readings are only in the damaged file now", a.log_text())

@@ -12,7 +12,7 @@ import sqlite3
 
 from p2pstore.gaps import Gap
 from p2pstore.inbound import plan_apply
-from p2pstore.schema import table_name
+from p2pstore.schema import INDEX_MASK, rows_table, table_name
 from p2pstore.verify import Progress, verify
 
 from . import test_storage
@@ -270,7 +270,9 @@ class VerifyPrunedTests(StoreTestCase):
         """
         await self.stopped_store()
         conn = sqlite3.connect(self.path)
-        conn.execute(f"DELETE FROM {TABLE} WHERE entry_index = 7")
+        # The rows are stored under the view TABLE (schema version 5), the
+        # entry index in the low bits of the key; the own log is the one here.
+        conn.execute(f"DELETE FROM {rows_table(NODE_ID)} WHERE key & {INDEX_MASK} = 7")
         conn.commit()
         conn.close()
         problems, out = self.verify()

@@ -16,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from p2pstore.schema import INDEX_MASK, rows_table
 from p2pstore.testing import free_port
 from web_monitor import create_app
 
@@ -281,8 +282,13 @@ class BrowserTests(TestCase):
         yield lonely.start()
         yield feed(self, lonely, sensor_lines(5, "lonely"))
         yield lonely.stop()
-        edit(lonely.data_dir / SELF_DB,
-             f"UPDATE server_id_{lonely.node_id} SET sensor_data = '99C', value = 99 WHERE entry_index = 2")
+        # In the table that stores the rows: the view users query is read-only.
+        changed = edit(
+            lonely.data_dir / SELF_DB,
+            f"UPDATE {rows_table(lonely.node_id)} SET sensor_data = '99C', value = 99 "
+            f"WHERE key & {INDEX_MASK} = 2",
+        )
+        self.assertEqual(changed, 1)
         yield lonely.start()
         rng = random.Random(7)
         proxy = Proxy(a.peer_port)

@@ -13,12 +13,16 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.rangereads import Offsets, read_range
-from p2pstore.schema import Schema, table_name
+from p2pstore.schema import Schema, key_of as row_key, rows_table, table_name
 from p2pstore.timerange import TimeRange, key_of
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 EPOCH = "fedcba9876543210fedcba9876543210"
 TABLE = table_name(NODE_ID)
+# Where the rows are stored (schema version 5), under the view TABLE.
+ROWS = rows_table(NODE_ID)
+# The log's number in the epochs table, in each row's key.
+ORDINAL = 1
 BASE = datetime(2026, 11, 28, 10, tzinfo=timezone.utc)
 SUFFIXES = {"": 0, "Z": 0, "+02:00": 120, "-0530": -330, "+01": 60}
 
@@ -28,9 +32,27 @@ def table() -> sqlite3.Connection:
     An empty readings table, as the schema makes one.
     """
     conn = sqlite3.connect(":memory:")
-    for statement in Schema().readings_table(NODE_ID, "main", own=False):
+    # The schema's tables name both databases, "main" and "peer".
+    conn.execute("ATTACH DATABASE ':memory:' AS peer")
+    for statement in Schema().create() + Schema().readings_table(NODE_ID, "main", own=False):
         conn.execute(statement)
+    conn.execute(
+        "INSERT INTO main.epochs (ordinal, origin, epoch) VALUES (?, ?, ?)", (ORDINAL, NODE_ID, EPOCH)
+    )
+    conn.commit()
     return conn
+
+
+def store(conn, index: int, sensor_type: str, sensor_data: str, timestamp: str) -> None:
+    """
+    Store entry ``index`` of the log EPOCH in the rows table, as the store
+    would (its checksum is not checked here).
+    """
+    conn.execute(
+        f"INSERT INTO {ROWS} (key, sensor_index, sensor_type, sensor_data, timestamp, "
+        f"data_checksum) VALUES (?, 1, ?, ?, ?, ?)",
+        (row_key(ORDINAL, index), sensor_type, sensor_data, timestamp, bytes(32)),
+    )
 
 
 def spell(instant: datetime, separator: str, digits: int, suffix: str) -> str:
@@ -48,17 +70,13 @@ def spell(instant: datetime, separator: str, digits: int, suffix: str) -> str:
 def insert(conn, timestamps, sensor_types=None) -> None:
     for index, timestamp in enumerate(timestamps, start=1):
         sensor_type = sensor_types[index - 1] if sensor_types else "Temperature"
-        conn.execute(
-            f"INSERT INTO {TABLE} (entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
-            f"data_checksum, epoch) VALUES (?, 1, ?, ?, ?, ?, ?)",
-            (index, sensor_type, f"{index}C", timestamp, "0" * 64, EPOCH),
-        )
+        store(conn, index, sensor_type, f"{index}C", timestamp)
     conn.commit()
 
 
 def read(conn, time_range, limit, sensor_type=None, offsets=None):
     try:
-        return read_range(conn, offsets or Offsets(), "main", TABLE, NODE_ID, sensor_type, time_range, limit)
+        return read_range(conn, offsets or Offsets(), "main", NODE_ID, sensor_type, time_range, limit)
     finally:
         conn.commit()
 
@@ -189,11 +207,7 @@ class RangeTests(SynchronousTestCase):
         insert(conn, ["2026-11-28 10:10:00"])
         hour = TimeRange(BASE, BASE + timedelta(hours=1))
         self.assertEqual(len(read(conn, hour, 10, offsets=offsets).records), 1)
-        conn.execute(
-            f"INSERT INTO {TABLE} (entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
-            f"data_checksum, epoch) VALUES (2, 1, 'T', '1C', '2026-11-28 14:20:00+04:00', '', ?)",
-            (EPOCH,),
-        )
+        store(conn, 2, "T", "1C", "2026-11-28 14:20:00+04:00")
         conn.commit()
         self.assertEqual([r.entry_index for r in read(conn, hour, 10, offsets=offsets).records], [1, 2])
 
@@ -212,14 +226,14 @@ class RangeTests(SynchronousTestCase):
                 return conn.execute(sql, params)
 
         for sensor_type in (None, "Temperature"):
-            read_range(Recording(), Offsets(), "main", TABLE, NODE_ID, sensor_type,
+            read_range(Recording(), Offsets(), "main", NODE_ID, sensor_type,
                        TimeRange(BASE, BASE + timedelta(hours=1)), 10)
             conn.commit()
         ranged = [(sql, params) for sql, params in seen if "timestamp >=" in sql]
         self.assertTrue(any("sensor_type" in sql for sql, _ in ranged))
         for sql, params in ranged:
             plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
-            self.assertIn(f"USING INDEX {TABLE}_timestamp (timestamp>? AND timestamp<?)", plan, sql)
+            self.assertIn(f"USING INDEX {ROWS}_timestamp (timestamp>? AND timestamp<?)", plan, sql)
             self.assertNotIn("TEMP B-TREE", plan, sql)
 
     @settings(max_examples=150, deadline=None)

@@ -1,6 +1,6 @@
 """
 Tests for p2pstore.schema: splitting SQL scripts into statements, the
-tables and indexes of schema version 2, readings table names, and the SQL
+tables, views and indexes of each schema version, readings table names, and the SQL
 check that leaves out rows that are not valid records.
 """
 
@@ -13,12 +13,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.schema import (
     ENTRY_VALID_SQL,
-    ROW_COLUMNS,
-    ROW_SQL,
+    INDEX_MASK,
+    STORED_COLUMNS,
     TABLES_SQL,
     VERSION,
     Schema,
+    key_of,
     origin_of,
+    rows_table,
     statements,
     table_name,
 )
@@ -26,6 +28,13 @@ from p2pstore.schema import (
 from .test_storage import NODE_ID, StoreTestCase
 
 PEER_ID = "fedcba9876543210fedcba9876543210"
+
+# The columns of a readings table as users query it (README, "Database"),
+# in the order of every version: since version 5, of the view.
+VIEW_COLUMNS = (
+    "entry_index", "sensor_index", "sensor_type", "sensor_data", "timestamp", "value", "unit",
+    "reading_id", "data_checksum", "epoch", "sensor_name",
+)
 
 # The names users know in each database of a node at schema version 1.
 MAIN_V1 = {
@@ -58,9 +67,28 @@ PEER_TABLE_V1 = {
 }
 
 
+def readings_v5(origin: str) -> set:
+    # Version 5: an origin's rows are in server_id_<id>_rows, keyed by log
+    # and index, and server_id_<id> is a view of them with the old columns.
+    return {
+        ("view", f"server_id_{origin}"),
+        ("table", f"server_id_{origin}_rows"),
+        ("index", f"server_id_{origin}_rows_timestamp"),
+    }
+
+
+# Version 5 numbers each database's logs in an epochs table.
+MAIN_V5 = (
+    MAIN_V4 - {("table", f"server_id_{NODE_ID}"), ("index", f"server_id_{NODE_ID}_timestamp")}
+) | readings_v5(NODE_ID) | {("table", "epochs")}
+PEER_V5 = PEER_V4 | {("table", "epochs")}
+PEER_TABLE_V5 = readings_v5(PEER_ID)
+
+
 def names(conn, db: str) -> set:
     """
-    The tables and indexes of ``db``, without SQLite's own automatic ones.
+    The tables, views and indexes of ``db``, without SQLite's own automatic
+    ones.
     """
     return {
         (kind, name)
@@ -142,22 +170,23 @@ class SchemaSQLTests(SynchronousTestCase):
 
     def test_version(self) -> None:
         """
-        This p2pstore writes schema version 4, and Schema() is that version.
+        This p2pstore writes schema version 5, and Schema() is that version.
         """
-        self.assertEqual(VERSION, 4)
-        self.assertEqual(Schema().version, 4)
+        self.assertEqual(VERSION, 5)
+        self.assertEqual(Schema().version, 5)
 
     def test_create(self) -> None:
         """
         create() makes meta, rejected_lines, log_positions, quarantine,
-        pruned and log_marks in main, and log_positions, pruned and
-        log_marks in peer, and nothing else.
+        pruned, log_marks, the export tables and epochs in main, and
+        log_positions, pruned, log_marks and epochs in peer, and nothing
+        else.
         """
         conn = self.connect()
         for statement in Schema().create():
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V4 - {n for n in MAIN_V4 if "server_id_" in n[1]})
-        self.assertEqual(names(conn, "peer"), PEER_V4)
+        self.assertEqual(names(conn, "main"), MAIN_V5 - {n for n in MAIN_V5 if "server_id_" in n[1]})
+        self.assertEqual(names(conn, "peer"), PEER_V5)
 
     def test_create_twice(self) -> None:
         """
@@ -167,13 +196,13 @@ class SchemaSQLTests(SynchronousTestCase):
         for _ in range(2):
             for statement in Schema().create():
                 conn.execute(statement)
-        self.assertEqual(names(conn, "peer"), PEER_V4)
+        self.assertEqual(names(conn, "peer"), PEER_V5)
 
     def test_readings_tables(self) -> None:
         """
-        A node's own table gets the timestamp index and a table of its
-        reading ids; a peer's table only the timestamp index; both have
-        every row column, keyed by (epoch, entry_index).
+        A node's own readings get the rows table, its timestamp index, the
+        view and a table of its reading ids; a peer's all but the ids; the
+        view has every row column, and the rows are keyed by one integer.
         """
         conn = self.connect()
         schema = Schema()
@@ -183,13 +212,15 @@ class SchemaSQLTests(SynchronousTestCase):
             conn.execute(statement)
         for statement in schema.readings_table(PEER_ID, "peer", own=False):
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V4)
-        self.assertEqual(names(conn, "peer"), PEER_V4 | PEER_TABLE_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V5)
+        self.assertEqual(names(conn, "peer"), PEER_V5 | PEER_TABLE_V5)
         for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
             info = conn.execute(f"PRAGMA {db}.table_info(server_id_{origin})").fetchall()
-            self.assertEqual({row[1] for row in info}, set(ROW_COLUMNS))
-            key = sorted((row[5], row[1]) for row in info if row[5])
-            self.assertEqual(key, [(1, "epoch"), (2, "entry_index")])
+            self.assertEqual([row[1] for row in info], list(VIEW_COLUMNS))
+            info = conn.execute(f"PRAGMA {db}.table_info(server_id_{origin}_rows)").fetchall()
+            self.assertEqual(tuple(row[1] for row in info), STORED_COLUMNS)
+            key = sorted((row[5], row[1], row[2]) for row in info if row[5])
+            self.assertEqual(key, [(1, "key", "INTEGER")])
         # TABLES_SQL lists the readings tables of a database, not their
         # indexes; origin_of leaves out the table of reading ids.
         for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
@@ -210,24 +241,25 @@ class SchemaSQLTests(SynchronousTestCase):
 
 class FreshStoreTests(StoreTestCase):
     """
-    A store opened on a new file has the tables and indexes of version 3.
+    A store opened on a new file has the tables and indexes of version 5.
     """
 
     async def test_fresh_store(self) -> None:
         """
         sqlite_master of a fresh node's two files holds exactly the names of
-        version 3: meta, rejected_lines, log_positions, quarantine, pruned,
-        log_marks and the node's own table with its timestamp and reading_id
-        indexes; the peer file only log_positions, pruned and log_marks
-        until a peer's records arrive.
+        version 5: meta, rejected_lines, log_positions, quarantine, pruned,
+        log_marks, the export tables, epochs, and the node's own view, rows
+        table with its timestamp index, and table of reading ids; the peer
+        file only log_positions, pruned, log_marks and epochs until a peer's
+        records arrive.
         """
         store, _ = await self.open_store()
         store.close()
         conn = sqlite3.connect(self.path)
         self.addCleanup(conn.close)
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.path.with_name("peer_sensor_data.db")),))
-        self.assertEqual(names(conn, "main"), MAIN_V4)
-        self.assertEqual(names(conn, "peer"), PEER_V4)
+        self.assertEqual(names(conn, "main"), MAIN_V5)
+        self.assertEqual(names(conn, "peer"), PEER_V5)
 
 
 class TableNameTests(SynchronousTestCase):
@@ -269,29 +301,31 @@ class EntryValidTests(SynchronousTestCase):
     def valid_indexes(self, rows: list, declared: bool) -> list:
         conn = sqlite3.connect(":memory:")
         self.addCleanup(conn.close)
+        columns = ", ".join(STORED_COLUMNS)
         if declared:
             for statement in Schema().readings_table(NODE_ID, "main", own=False):
                 conn.execute(statement)
-            table = table_name(NODE_ID)
+            table = rows_table(NODE_ID)
         else:
             # A table without types or constraints, as another program
             # might make one.
             table = "loose"
-            conn.execute(f"CREATE TABLE loose ({ROW_SQL})")
+            conn.execute(f"CREATE TABLE loose ({columns})")
         conn.executemany(
-            f"INSERT INTO {table} ({ROW_SQL}) VALUES ({', '.join('?' * len(ROW_COLUMNS))})", rows
+            f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(STORED_COLUMNS))})", rows
         )
         return [
             row[0]
             for row in conn.execute(
-                f"SELECT entry_index FROM {table} WHERE {ENTRY_VALID_SQL} ORDER BY rowid"
+                f"SELECT key & {INDEX_MASK} FROM {table} WHERE {ENTRY_VALID_SQL} ORDER BY rowid"
             )
         ]
 
     @staticmethod
-    def row(entry_index, checksum="abc", reading_id="r1", sensor_index=0):
-        return (entry_index, sensor_index, "Temperature", "39C", "2020-04-20 23:20:18.231325",
-                reading_id, checksum, 39.0, "C", "e" * 32, None)
+    def row(entry_index, checksum=bytes(32), reading_id="r1", sensor_index=0):
+        key = key_of(1, entry_index) if type(entry_index) is int else entry_index
+        return (key, sensor_index, "Temperature", "39C", "2020-04-20 23:20:18.231325",
+                reading_id, checksum, 39.0, "C", None)
 
     def test_valid_rows_kept(self) -> None:
         """
@@ -303,13 +337,14 @@ class EntryValidTests(SynchronousTestCase):
 
     def test_float_entry_index(self) -> None:
         """
-        A row whose entry_index is a float is left out, even one equal to an
-        integer (where no column type turns it into one).
+        A row whose key is a float is left out, even one equal to an integer
+        (where no column type turns it into one). A rows table's key cannot
+        be one at all.
         """
-        rows = [self.row(1), self.row(2.0), self.row(3)]
+        rows = [self.row(1), self.row(float(key_of(1, 2))), self.row(3)]
         self.assertEqual(self.valid_indexes(rows, declared=False), [1, 3])
-        rows = [self.row(1), self.row(2.5), self.row(3)]
-        self.assertEqual(self.valid_indexes(rows, declared=True), [1, 3])
+        rows = [self.row(1), self.row(key_of(1, 2) + 0.5), self.row(3)]
+        self.assertRaises(sqlite3.IntegrityError, self.valid_indexes, rows, declared=True)
 
     def test_null_checksum(self) -> None:
         """
@@ -318,13 +353,22 @@ class EntryValidTests(SynchronousTestCase):
         rows = [self.row(1), self.row(2, checksum=None), self.row(3)]
         self.assertEqual(self.valid_indexes(rows, declared=False), [1, 3])
 
+    def test_checksum_not_32_bytes(self) -> None:
+        """
+        A checksum that is text (the hex of version 4) or not 32 bytes
+        leaves the row out.
+        """
+        rows = [self.row(1), self.row(2, checksum="ab" * 32), self.row(3, checksum=bytes(31)),
+                self.row(4)]
+        self.assertEqual(self.valid_indexes(rows, declared=True), [1, 4])
+
     def test_other_bad_fields(self) -> None:
         """
-        An entry_index below 1, a negative sensor_index, a text entry_index
-        or a number as reading_id leave the row out.
+        An entry_index below 1, a negative sensor_index, a text key or a
+        number as reading_id leave the row out.
         """
         rows = [
-            self.row(0), self.row(2, sensor_index=-1), self.row("3"),
+            self.row(0), self.row(2, sensor_index=-1), self.row(str(key_of(1, 3))),
             self.row(4, reading_id=7), self.row(5),
         ]
         self.assertEqual(self.valid_indexes(rows, declared=False), [5])

@@ -14,10 +14,17 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs, formatEvent
 
 from p2pstore.records import SENSOR_DATA
+from p2pstore.schema import INDEX_MASK, rows_table
 from p2pstore.scrub import Scrub
 from p2pstore.storage import BadEntry
 
 from .test_storage import NODE_ID, TABLE, StoreTestCase, reading
+
+# Where the rows are stored (schema version 5), under the view TABLE, which
+# cannot be changed; and a row's entry index there, from its key (every row
+# here is of the one own log).
+ROWS = rows_table(NODE_ID)
+INDEX = f"key & {INDEX_MASK}"
 
 
 class ScrubTests(StoreTestCase):
@@ -52,7 +59,7 @@ class ScrubTests(StoreTestCase):
         A read for peers then stops before it with L{BadEntry}.
         """
         store, opened = await self.filled()
-        self.edit(f"UPDATE {TABLE} SET sensor_data = '99C', value = 99.0 WHERE entry_index = 25")
+        self.edit(f"UPDATE {ROWS} SET sensor_data = '99C', value = 99.0 WHERE {INDEX} = 25")
         scrub = self.scrub(store, start_tail=10, rate=0)
         with capturedLogs() as events:
             await scrub.start()
@@ -86,7 +93,7 @@ class ScrubTests(StoreTestCase):
         begins pass_every after the last began.
         """
         store, opened = await self.filled()
-        self.edit(f"UPDATE {TABLE} SET data_checksum = ? WHERE entry_index = 14", ("0" * 64,))
+        self.edit(f"UPDATE {ROWS} SET data_checksum = ? WHERE {INDEX} = 14", (bytes(32),))
         scrub = self.scrub(store, start_tail=5, rate=10, step=1.0, pass_every=100.0)
         await scrub.start()
         self.assertEqual((scrub.checked, scrub.found), (5, 0))
@@ -127,7 +134,7 @@ class ScrubTests(StoreTestCase):
         """
         store, opened = await self.filled()
         good = await store.read_entries(NODE_ID, opened.epoch, 0, 30)
-        self.edit(f"DELETE FROM {TABLE} WHERE entry_index = 7")
+        self.edit(f"DELETE FROM {ROWS} WHERE {INDEX} = 7")
         scrub = self.scrub(store, rate=0)
         await scrub.start()
         await scrub.check_now(NODE_ID, opened.epoch, 7)
@@ -152,9 +159,9 @@ class ScrubTests(StoreTestCase):
         copies hold none, so it comes from the quarantined row.
         """
         store, opened = await self.filled()
-        self.edit(f"UPDATE {TABLE} SET sensor_name = 'boiler'")
+        self.edit(f"UPDATE {ROWS} SET sensor_name = 'boiler'")
         good = await store.read_entries(NODE_ID, opened.epoch, 0, 30)
-        self.edit(f"UPDATE {TABLE} SET sensor_data = '99C' WHERE entry_index = 9")
+        self.edit(f"UPDATE {ROWS} SET sensor_data = '99C' WHERE {INDEX} = 9")
         scrub = self.scrub(store, rate=0)
         await scrub.start()
         await scrub.check_now(NODE_ID, opened.epoch, 9)
@@ -184,7 +191,7 @@ class ScrubTests(StoreTestCase):
         """
         store, opened = await self.filled()
         for index in (4, 9):
-            self.edit(f"UPDATE {TABLE} SET sensor_type = 'Forged' WHERE entry_index = ?", (index,))
+            self.edit(f"UPDATE {ROWS} SET sensor_type = 'Forged' WHERE {INDEX} = ?", (index,))
         scrub = self.scrub(store, rate=1000, ask_again=30.0)
         await scrub.start()
         self.assertEqual(sorted(self.wanted), [(NODE_ID, opened.epoch, [4]), (NODE_ID, opened.epoch, [9])])

@@ -10,6 +10,8 @@ from __future__ import annotations
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
+from p2pstore.schema import INDEX_MASK, rows_table
+
 from .damage import edit
 from .nodes import PEER_DB, SELF_DB, NodeProcess, wait_for
 from .test_cluster import (
@@ -48,11 +50,13 @@ class QuarantineTests(TestCase):
         """
         a, b, rows_a, _ = yield replicated_pair(self, 3000, 10)
         yield a.stop()
-        table = f"server_id_{a.node_id}"
+        # As another program would: in the table that stores the rows (the
+        # view users query is read-only), the entry index in the key's low bits.
+        table = rows_table(a.node_id)
         for index in EDITED:
             changed = edit(
                 a.data_dir / SELF_DB,
-                f"UPDATE {table} SET sensor_data = '99C', value = 99.0 WHERE entry_index = ?",
+                f"UPDATE {table} SET sensor_data = '99C', value = 99.0 WHERE key & {INDEX_MASK} = ?",
                 (index,),
             )
             self.assertEqual(changed, 1)
@@ -92,10 +96,12 @@ class QuarantineTests(TestCase):
         yield wait_for(lambda: len(copy_of(a, b)) == 2000, CONVERGE, "A to copy B's log")
         good = copy_of(a, b)
         yield a.stop()
-        edit(
+        changed = edit(
             a.data_dir / PEER_DB,
-            f"UPDATE server_id_{b.node_id} SET timestamp = '2026-01-01 00:00:00' WHERE entry_index = 3",
+            f"UPDATE {rows_table(b.node_id)} SET timestamp = '2026-01-01 00:00:00' "
+            f"WHERE key & {INDEX_MASK} = 3",
         )
+        self.assertEqual(changed, 1)
         yield a.start()
         yield wait_for(lambda: copy_of(a, b) == good, CONVERGE, "A's copy of B to be repaired")
         scrub = yield self.scrub_status(a)

@@ -12,12 +12,14 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pstore.lines import Reading
 from p2pstore.rows import OwnRows
-from p2pstore.schema import ROW_COLUMNS, ROW_SQL, SENSOR_NAME, Schema, table_name
+from p2pstore.schema import ROW_COLUMNS, ROW_SQL, SENSOR_NAME, Schema, rows_table, table_name
 from p2pstore.statements import Statements
 
 from .fakes import EPOCH, NODE_ID, SIGNER
 
 TABLE = table_name(NODE_ID)
+# Where the rows are stored (schema version 5), under the view TABLE.
+ROWS = rows_table(NODE_ID)
 
 
 class Recording:
@@ -32,11 +34,13 @@ class Recording:
         self.lookups: list[int] = []
 
     def execute(self, sql, params=()):
-        if sql.startswith("INSERT"):
+        # Only the statements of the rows and the lookups: insert() also
+        # reads and writes the epochs table for the log's ordinal.
+        if sql.startswith(f"INSERT INTO main.{ROWS} "):
             # Rows without a sensor name bind one parameter fewer.
             width = sql.split("(", 1)[1].split(")", 1)[0].count(",") + 1
             self.inserts.append(len(params) // width)
-        elif sql.startswith("SELECT"):
+        elif sql.startswith("SELECT") and " reading_id IN (" in sql:
             self.lookups.append(len(params))
         return self._conn.execute(sql, params)
 
@@ -56,8 +60,8 @@ class SizingTests(SynchronousTestCase):
 
     def test_limit_999(self) -> None:
         """
-        SQLite's old default of 999 parameters: 64 rows of 11 columns per
-        INSERT, 512 ids per lookup.
+        SQLite's old default of 999 parameters: 64 rows per INSERT (rows of
+        11 columns, stored as 10), 512 ids per lookup.
         """
         self.assertEqual(len(ROW_COLUMNS), 11)
         statements = Statements(999)
@@ -87,7 +91,9 @@ class SQLiteTestCase(SynchronousTestCase):
         conn = sqlite3.connect(":memory:", isolation_level=None)
         self.addCleanup(conn.close)
         conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, self.limit)
-        for statement in Schema().readings_table(NODE_ID, "main", own=True):
+        # The schema's tables name both databases, "main" and "peer".
+        conn.execute("ATTACH DATABASE ':memory:' AS peer")
+        for statement in Schema().create() + Schema().readings_table(NODE_ID, "main", own=True):
             conn.execute(statement)
         self.conn = conn
         self.txn = Recording(conn)
@@ -113,7 +119,7 @@ class InsertTests(SQLiteTestCase):
         and 8; every row stored as given.
         """
         rows = own_rows(1000)
-        self.statements.insert(self.txn, "main", TABLE, rows)
+        self.statements.insert(self.txn, "main", NODE_ID, rows)
         self.assertEqual(self.txn.inserts, [64] * 15 + [32, 8])
         self.assertEqual(self.stored(), rows)
 
@@ -126,12 +132,12 @@ class InsertTests(SQLiteTestCase):
             [Reading("Temperature", "1C", "2020-04-20 23:20:00.000001", "n1")], 1, 1, "boiler"
         )
         plain = own_rows(3)[1:]
-        self.statements.insert(self.txn, "main", TABLE, named)
-        self.statements.insert(self.txn, "main", TABLE, plain)
+        self.statements.insert(self.txn, "main", NODE_ID, named)
+        self.statements.insert(self.txn, "main", NODE_ID, plain)
         self.assertEqual(self.stored(), named + plain)
-        self.conn.execute(f"DELETE FROM {TABLE}")
+        self.conn.execute(f"DELETE FROM {ROWS}")
         mixed = [plain[0], *named, plain[1]]
-        self.statements.insert(self.txn, "main", TABLE, mixed)
+        self.statements.insert(self.txn, "main", NODE_ID, mixed)
         self.assertEqual(self.stored(), named + plain)
         self.assertEqual(
             self.conn.execute(f"SELECT entry_index, sensor_name FROM {TABLE} ORDER BY entry_index").fetchall(),
@@ -142,7 +148,7 @@ class InsertTests(SQLiteTestCase):
         """
         No rows, no statement.
         """
-        self.statements.insert(self.txn, "main", TABLE, [])
+        self.statements.insert(self.txn, "main", NODE_ID, [])
         self.assertEqual(self.txn.inserts, [])
 
 
@@ -155,7 +161,7 @@ class DefaultLimitTests(SQLiteTestCase):
         documented.
         """
         rows = own_rows(1000)
-        self.statements.insert(self.txn, "main", TABLE, rows)
+        self.statements.insert(self.txn, "main", NODE_ID, rows)
         self.assertEqual(self.txn.inserts, [512, 256, 128, 64, 32, 8])
         self.assertEqual(self.stored(), rows)
 
@@ -164,7 +170,7 @@ class DefaultLimitTests(SQLiteTestCase):
         10,000 ids are looked up in chunks of at most 8192 (the last padded
         to a power of two), finding exactly those stored.
         """
-        self.statements.insert(self.txn, "main", TABLE, own_rows(10000))
+        self.statements.insert(self.txn, "main", NODE_ID, own_rows(10000))
         wanted = {f"r{n}" for n in range(5001, 15001)}
         found = self.statements.reading_ids(self.txn, TABLE, wanted)
         self.assertEqual(found, {f"r{n}": n for n in range(5001, 10001)})
@@ -181,7 +187,7 @@ class LookupTests(SQLiteTestCase):
         10,000 ids, half of them stored, with 999 parameters: chunks of 512,
         the last padded to 512 too, each id found with its index.
         """
-        self.statements.insert(self.txn, "main", TABLE, own_rows(10000))
+        self.statements.insert(self.txn, "main", NODE_ID, own_rows(10000))
         wanted = {f"r{n}" for n in range(5001, 15001)}
         found = self.statements.reading_ids(self.txn, TABLE, wanted)
         self.assertEqual(found, {f"r{n}": n for n in range(5001, 10001)})
@@ -191,7 +197,7 @@ class LookupTests(SQLiteTestCase):
         """
         A handful of ids, or none, are looked up too.
         """
-        self.statements.insert(self.txn, "main", TABLE, own_rows(10))
+        self.statements.insert(self.txn, "main", NODE_ID, own_rows(10))
         self.assertEqual(self.statements.reading_ids(self.txn, TABLE, {"r3", "r7", "nope"}), {"r3": 3, "r7": 7})
         self.assertEqual(self.statements.reading_ids(self.txn, TABLE, {"r1"}), {"r1": 1})
         self.assertEqual(self.statements.reading_ids(self.txn, TABLE, set()), {})

@@ -19,7 +19,7 @@ from p2pstore.lines import Reading, Rejected
 from p2pstore.records import BadRecord, Record, Signer, entry_of, is_node_id
 from p2pstore.inbound import plan_apply
 from p2pstore.rows import OwnRows
-from p2pstore.schema import VERSION as SCHEMA_VERSION, Schema, StoreError, table_name
+from p2pstore.schema import INDEX_MASK, VERSION as SCHEMA_VERSION, Schema, StoreError, table_name
 from p2pstore.opening import Opened
 from p2pstore.statements import _LOOKUP_CHUNK
 from p2pstore.storage import BadEntry, Store
@@ -128,24 +128,28 @@ class OpenTests(StoreTestCase):
     async def test_columns(self) -> None:
         """
         The readings table is C{server_id_<node_id>} with every column a user
-        queries, of the right type.
+        queries, each value of the right type.
         """
-        await self.open_store()
-        columns = {name: kind for _, name, kind, *_ in self.query(f"PRAGMA table_info({TABLE})")}
-        self.assertLessEqual(
-            {
-                "entry_index": "INTEGER",
-                "sensor_index": "INTEGER",
-                "sensor_type": "TEXT",
-                "sensor_data": "TEXT",
-                "timestamp": "TEXT",
-                "value": "REAL",
-                "unit": "TEXT",
-                "reading_id": "TEXT",
-                "data_checksum": "TEXT",
-            }.items(),
-            columns.items(),
-        )
+        store, _ = await self.open_store()
+        await self.append(store, [(reading(1, reading_id="r1"), 1)])
+        wanted = {
+            "entry_index": "integer",
+            "sensor_index": "integer",
+            "sensor_type": "text",
+            "sensor_data": "text",
+            "timestamp": "text",
+            "value": "real",
+            "unit": "text",
+            "reading_id": "text",
+            "data_checksum": "text",
+            "epoch": "text",
+        }
+        found = self.query(f"SELECT {', '.join(f'typeof({c})' for c in wanted)} FROM {TABLE}")
+        self.assertEqual(found, [tuple(wanted.values())])
+        ((checksum, epoch),) = self.query(f"SELECT data_checksum, epoch FROM {TABLE}")
+        self.assertTrue(is_node_id(epoch))
+        self.assertEqual(len(checksum), 64)
+        self.assertEqual(checksum, checksum.lower())
         tables = {name for (name,) in self.query("SELECT name FROM sqlite_master WHERE type = 'table'")}
         self.assertIn("rejected_lines", tables)
 
@@ -190,7 +194,7 @@ class OpenTests(StoreTestCase):
         await self.open_store()
         indexed = [
             [column for _, _, column in self.query(f"PRAGMA index_info({name!r})")]
-            for _, name, *_ in self.query(f"PRAGMA index_list({TABLE})")
+            for _, name, *_ in self.query(f"PRAGMA index_list({TABLE}_rows)")
         ]
         self.assertIn(["timestamp"], indexed)
 
@@ -268,9 +272,11 @@ class AppendTests(StoreTestCase):
         await self.append(store, [(reading(n), 1) for n in range(1, 7)])
         conn = sqlite3.connect(self.path)
         with conn:
-            conn.execute(f"UPDATE {TABLE} SET sensor_index = -1 WHERE entry_index = 3")
-            conn.execute(f"UPDATE {TABLE} SET sensor_data = X'3539' WHERE entry_index = 4")
-            conn.execute(f"DELETE FROM {TABLE} WHERE entry_index = 5")
+            # The rows under the view (schema version 5), by entry index.
+            at = f"WHERE key & {INDEX_MASK} = ?"
+            conn.execute(f"UPDATE {TABLE}_rows SET sensor_index = -1 {at}", (3,))
+            conn.execute(f"UPDATE {TABLE}_rows SET sensor_data = X'3539' {at}", (4,))
+            conn.execute(f"DELETE FROM {TABLE}_rows {at}", (5,))
         conn.close()
         for limit in (2, 10):
             self.assertEqual(
@@ -640,7 +646,7 @@ class ReopenTests(StoreTestCase):
             ),
         )
         self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name"), indexes)
-        self.assertIn((f"{TABLE}_timestamp",), indexes)
+        self.assertIn((f"{TABLE}_rows_timestamp",), indexes)
         appended = await self.append(store, [(reading(7), 13)], [], 13)
         self.assertEqual(appended.indexes, [7])
 

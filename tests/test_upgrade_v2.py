@@ -15,7 +15,7 @@ from p2pstore.records import Record
 from p2pstore.rows import OwnRows
 from p2pstore.schema import PEER_DB, SENSOR_NAME, Schema, table_name
 
-from .test_schema import MAIN_V4, PEER_TABLE_V1, PEER_V4, PEER_ID, names
+from .test_schema import MAIN_V5, PEER_TABLE_V5, PEER_V5, PEER_ID, names
 from .test_storage import NODE_ID, TABLE, StoreTestCase, own_rows, reading
 
 EPOCH = "e" * 32
@@ -70,10 +70,9 @@ def make_files(path: Path, version: int, columns: str, own_rows: list, peer_rows
             [("schema_version", str(version)), ("epoch", EPOCH), ("running", "0"),
              ("recovering", "0"), ("last_sensor_index", "1")],
         )
-        conn.execute("INSERT INTO main.log_positions VALUES (?, ?, ?)", (NODE_ID, EPOCH, len(own_rows)))
-        conn.execute(
-            "INSERT INTO peer.log_positions VALUES (?, ?, ?)", (PEER_ID, PEER_EPOCH, len(peer_rows))
-        )
+        positions = "log_positions (origin, epoch, last_index) VALUES (?, ?, ?)"
+        conn.execute(f"INSERT INTO main.{positions}", (NODE_ID, EPOCH, len(own_rows)))
+        conn.execute(f"INSERT INTO peer.{positions}", (PEER_ID, PEER_EPOCH, len(peer_rows)))
         conn.commit()
     finally:
         conn.close()
@@ -107,7 +106,7 @@ class UpgradeToV2Tests(StoreTestCase):
 
     async def test_upgraded(self) -> None:
         """
-        After the upgrade both files are at version 3 (through 2): every readings table
+        After the upgrade both files are at version 5 (through 2): every readings table
         has sensor_name, NULL in every old row; the rows, the positions and
         the names users know are as they were, and quarantine is there.
         """
@@ -116,11 +115,11 @@ class UpgradeToV2Tests(StoreTestCase):
         opened = await store.open()
         self.assertEqual((opened.epoch, opened.count, opened.last_index), (EPOCH, 5, 5))
         self.assertEqual(opened.positions, {(NODE_ID, EPOCH): 5, (PEER_ID, PEER_EPOCH): 4})
-        self.assertEqual(self.query("SELECT value FROM meta WHERE key = 'schema_version'"), [("4",)])
+        self.assertEqual(self.query("SELECT value FROM meta WHERE key = 'schema_version'"), [("5",)])
         conn = self.connect()
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.peer_path),))
-        self.assertEqual(names(conn, "main"), MAIN_V4)
-        self.assertEqual(names(conn, "peer"), PEER_V4 | PEER_TABLE_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V5)
+        self.assertEqual(names(conn, "peer"), PEER_V5 | PEER_TABLE_V5)
         for db, table, count in (("main", TABLE, 5), ("peer", table_name(PEER_ID), 4)):
             columns = [row[1] for row in conn.execute(f"PRAGMA {db}.table_info({table})")]
             self.assertEqual(columns, [*V1_COLUMNS, "sensor_name"])

@@ -16,7 +16,7 @@ from p2pstore.records import Record
 from p2pstore.rows import OwnRows
 from p2pstore.schema import PEER_DB, ROW_SQL, table_name
 
-from .test_schema import MAIN_V2, MAIN_V4, PEER_ID, PEER_TABLE_V1, PEER_V1, PEER_V4, names
+from .test_schema import MAIN_V2, MAIN_V5, PEER_ID, PEER_TABLE_V1, PEER_TABLE_V5, PEER_V1, PEER_V5, names
 from .test_storage import NODE_ID, TABLE, StoreTestCase, reading
 from .test_upgrade_v2 import EPOCH, PEER_EPOCH, make_files
 
@@ -62,7 +62,7 @@ class UpgradeToV3Tests(StoreTestCase):
 
     async def test_upgraded(self) -> None:
         """
-        After the upgrade both files are at version 4 (through 3): every
+        After the upgrade both files are at version 5 (through 3 and 4): every
         log's first_index is 1, pruned and log_marks are there and empty,
         the reading ids are in their table, and the rows, names and
         positions are as they were.
@@ -77,10 +77,10 @@ class UpgradeToV3Tests(StoreTestCase):
         self.assertEqual((opened.firsts, opened.pruned), ({}, []))
         conn = self.connect()
         self.assertEqual(
-            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), ("4",)
+            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), ("5",)
         )
-        self.assertEqual(names(conn, "main"), MAIN_V4)
-        self.assertEqual(names(conn, "peer"), PEER_V4 | PEER_TABLE_V1)
+        self.assertEqual(names(conn, "main"), MAIN_V5)
+        self.assertEqual(names(conn, "peer"), PEER_V5 | PEER_TABLE_V5)
         for db, origin, last in (("main", NODE_ID, 6), ("peer", PEER_ID, 4)):
             self.assertEqual(
                 conn.execute(f"SELECT origin, first_index, last_index FROM {db}.log_positions").fetchall(),

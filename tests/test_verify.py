@@ -17,6 +17,7 @@ from pathlib import Path
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2pstore.schema import INDEX_BITS, rows_table
 from p2pstore.verify import Progress
 
 from .damage import edit, flip_page
@@ -38,6 +39,14 @@ def p2pstore(*args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=COMMAND_TIMEOUT,
     )
+
+
+# A row of one log in a rows table (schema version 5), by its key: the
+# log's ordinal in the database's epochs table shifted past the entry index;
+# for the parameters (origin, epoch, entry index).
+ROW_OF_LOG = (
+    f"key = ((SELECT ordinal FROM epochs WHERE origin = ? AND epoch = ?) << {INDEX_BITS}) | ?"
+)
 
 
 def digests(data_dir: Path) -> dict:
@@ -167,7 +176,12 @@ class VerifyTests(TestCase):
         table = f"server_id_{a.node_id}"
         epoch = rows_a[0][9]
         self.assertEqual(
-            edit(a.data_dir / SELF_DB, f"UPDATE {table} SET sensor_data = '99C' WHERE entry_index = 42"), 1
+            edit(
+                a.data_dir / SELF_DB,
+                f"UPDATE {rows_table(a.node_id)} SET sensor_data = '99C' WHERE {ROW_OF_LOG}",
+                (a.node_id, epoch, 42),
+            ),
+            1,
         )
         result = self.verify(a, "--quiet")
         self.assertEqual(result.returncode, 1, result.stdout)
@@ -190,7 +204,11 @@ class VerifyTests(TestCase):
         a, b, _, rows_b = yield self.stopped_pair()
         table = f"server_id_{b.node_id}"
         epoch = rows_b[0][9]
-        self.assertEqual(edit(a.data_dir / PEER_DB, f"DELETE FROM {table} WHERE entry_index = 50"), 1)
+        self.assertEqual(
+            edit(a.data_dir / PEER_DB, f"DELETE FROM {rows_table(b.node_id)} WHERE {ROW_OF_LOG}",
+                 (b.node_id, epoch, 50)),
+            1,
+        )
         result = self.verify(a, "--quiet")
         self.assertEqual(result.returncode, 1, result.stdout)
         lines = result.stdout.splitlines()
@@ -210,7 +228,7 @@ class VerifyTests(TestCase):
         """
         a, _, _, _ = yield self.stopped_pair()
         path = a.data_dir / SELF_DB
-        flip_page(path, f"server_id_{a.node_id}")
+        flip_page(path, rows_table(a.node_id))
         before = digests(a.data_dir)
         result = self.verify(a, "--quiet")
         self.assertEqual(result.returncode, 1, result.stdout)
