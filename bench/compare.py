@@ -67,6 +67,14 @@ FIGURES = {
         ("records/s", "result.recovery.records_per_s", "{:,.0f}"),
         ("A peak MB", "result.recovery.a_peak_rss_mb", "{:.1f}"),
     ],
+    "diskwear.py": [
+        ("write_bytes B/rd", "median.write_bytes_per_reading", "{:,.0f}"),
+        ("rd/commit", "median.readings_per_commit", "{:.1f}"),
+        ("p99 ms", "median.latency_p99_ms", "{:.1f}"),
+        ("node cores", "median.node_cpu_cores", "{:.2f}"),
+        ("client cores", "median.client_cpu_cores", "{:.2f}"),
+        ("readings/s", "median.readings_per_s", "{:,.0f}"),
+    ],
     "idle.py": [
         ("idle RSS MB", "result.x_rss_idle_mb", "{:.1f}"),
         ("peak MB", "result.x_peak_rss_mb", "{:.1f}"),
