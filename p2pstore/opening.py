@@ -6,6 +6,7 @@ including the choice of the epoch this node numbers its readings in.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import uuid
 from pathlib import Path
@@ -173,9 +174,10 @@ def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
     version = version_of(txn)
     if version is None or version >= schema.version:
         return
+    _check_room(paths, version, schema.version)
     for path in paths:
         if path.exists():
-            saved = backup(path, version)
+            saved = _backup(path, version)
             log.info(
                 "upgrading {path} from schema version {version}: a copy is in {saved}",
                 path=str(path), version=version, saved=str(saved),
@@ -201,6 +203,39 @@ def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
             raise
         txn.execute("COMMIT")
         log.info("upgraded {path} to schema version {version}", path=str(paths[0]), version=target)
+
+
+def _files_of(path: Path) -> list[Path]:
+    return [p for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
+
+
+def _check_room(paths, version: int, target: int) -> None:
+    # An upgrade writes a backup of each file, then copies rows inside it
+    # (version 5 copies every readings table): refuse it, with what to do,
+    # before anything is written rather than fail on a full disk halfway.
+    from .disk import size_text
+
+    size = sum(p.stat().st_size for path in paths for p in _files_of(path))
+    needed = size + size // 2
+    free = shutil.disk_usage(paths[0].parent).free
+    if free < needed:
+        raise StoreError(
+            f"the databases in {paths[0].parent} are at schema version {version} and upgrading "
+            f"them to version {target} needs about {size_text(needed)} free (a backup of each "
+            f"file, and room for their rows to be copied within it), but {size_text(free)} is "
+            f"free: free some space on that filesystem, or move the data directory to a larger "
+            f"one, and start again. Nothing was changed"
+        )
+
+
+def _backup(path: Path, version: int) -> Path:
+    # backup(), leaving no partial copy behind when it fails.
+    try:
+        return backup(path, version)
+    except BaseException:
+        for left in (f"{path.name}.v{version}.backup", f"{path.name}.v{version}.backup-journal"):
+            path.with_name(left).unlink(missing_ok=True)
+        raise
 
 
 def _upgrade_table(txn, schema: Schema, target: int, db: str, origin: str, paths) -> None:

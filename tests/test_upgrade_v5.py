@@ -10,6 +10,7 @@ valid position is left out with a warning, kept in the backup.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from twisted.logger import capturedLogs, formatEvent
 from p2pstore.records import Record
 from p2pstore.rows import OwnRows
 from p2pstore.schema import PEER_DB, ROW_SQL, table_name
-from p2pstore.storage import BadEntry
+from p2pstore.schema import StoreError
+from p2pstore.storage import BadEntry, Store
 
 from .test_schema import MAIN_V5, PEER_ID, PEER_TABLE_V5, PEER_V5, VIEW_COLUMNS, names
 from .test_storage import NODE_ID, TABLE, StoreTestCase, reading
+from .test_disk_full_nodes import fill, mount_tmpfs
 from .test_upgrade_v2 import EPOCH, PEER_EPOCH, make_files
 
 # An older epoch of the node's own log, stored before EPOCH.
@@ -232,3 +235,46 @@ class UpgradeToV5Tests(StoreTestCase):
         store.close()
         opened = await self.make_store().open()
         self.assertEqual(opened.count, 9)
+
+
+class RoomTests(StoreTestCase):
+    """
+    An upgrade that would not fit on its filesystem is refused before it
+    writes anything.
+    """
+
+    async def test_no_room(self) -> None:
+        """
+        On a real small filesystem with less free than the backups and the
+        copied rows need, opening fails with a StoreError that says how
+        much is needed, how much is free and what to do; the files stay at
+        version 4 with their rows, and no partial backup is left.
+        """
+        directory = mount_tmpfs(self, "4m")
+        path = directory / "self_sensor_data.db"
+        make_files(
+            path, 4, ROW_SQL,
+            [(*row, None) for row in v4_rows(self.signer, NODE_ID, EPOCH, 2000)],
+            [(*row, None) for row in v4_rows(self.signer, PEER_ID, PEER_EPOCH, 10)],
+        )
+        # Room for SQLite to open the files (their -wal and -shm), not for
+        # the backups.
+        fill(directory / "filler", shutil.disk_usage(directory).free - 300_000)
+        before = sorted(p.name for p in directory.iterdir())
+        store = Store(path=path, node_id=NODE_ID)
+        self.addCleanup(store.close)
+        with self.assertRaises(StoreError) as caught:
+            await store.open()
+        message = str(caught.exception)
+        for part in ("schema version 4", "version 5", "kB free", "free some space", "Nothing was changed",
+                     str(directory)):
+            self.assertIn(part, message)
+        store.close()
+        self.assertEqual(sorted(p.name for p in directory.iterdir()), before)
+        conn = sqlite3.connect(path)
+        self.addCleanup(conn.close)
+        self.assertEqual(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), ("4",))
+        self.assertEqual(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone(), (2000,))
+        self.assertEqual(
+            conn.execute("SELECT type FROM sqlite_master WHERE name = ?", (TABLE,)).fetchone(), ("table",)
+        )
