@@ -2,7 +2,9 @@
 -- {table}_rows, keyed by their log's ordinal and entry index, with the
 -- checksum as bytes, and {table} becomes a view with the old columns
 -- (readings-v5.sql, restated here as of version 5). The rows are copied
--- in key order, in the file, before the old table is dropped. A row with
+-- log by log in index order (the old primary key's order, so nothing is
+-- sorted in memory), in the file, before the old table is dropped; it is
+-- not renamed, so views a user made over it read the new view. A row with
 -- no valid position (an entry_index that is not a positive integer, an
 -- epoch that is not text: changed by another program) cannot be keyed and
 -- is left out; the backup made before the upgrade keeps it, and the
@@ -12,8 +14,6 @@ INSERT OR IGNORE INTO {db}.epochs (ordinal, origin, epoch)
             + row_number() OVER (ORDER BY min(rowid)),
         '{origin}', epoch
     FROM {db}.{table} WHERE typeof(epoch) = 'text' GROUP BY epoch;
-
-ALTER TABLE {db}.{table} RENAME TO {table}_v4;
 
 CREATE TABLE {db}.{table}_rows (
     key INTEGER PRIMARY KEY,
@@ -35,11 +35,11 @@ INSERT INTO {db}.{table}_rows (key, sensor_index, sensor_type, sensor_data, time
         CASE WHEN typeof(o.data_checksum) = 'text' AND length(o.data_checksum) = 64
             THEN coalesce(unhex(o.data_checksum), o.data_checksum) ELSE o.data_checksum END,
         o.value, o.unit, o.sensor_name
-    FROM {db}.{table}_v4 AS o JOIN {db}.epochs AS e ON e.origin = '{origin}' AND e.epoch = o.epoch
+    FROM {db}.{table} AS o CROSS JOIN {db}.epochs AS e ON e.origin = '{origin}' AND e.epoch = o.epoch
     WHERE typeof(o.entry_index) = 'integer' AND o.entry_index BETWEEN 1 AND 1099511627775
-    ORDER BY 1;
+    ORDER BY o.epoch, o.entry_index;
 
-DROP TABLE {db}.{table}_v4;
+DROP TABLE {db}.{table};
 
 CREATE INDEX {db}.{table}_rows_timestamp ON {table}_rows (timestamp);
 
