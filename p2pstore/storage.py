@@ -591,16 +591,33 @@ class Store:
         @return: a Deferred firing with a list of L{Record}.
         """
         db = self._db_of(origin)
-        sql = f"SELECT {row_sql(db)} FROM {db}.{rows_table(origin)}"
-        params: list = []
-        if sensor_type is not None:
-            sql += " WHERE sensor_type = ?"
-            params.append(sensor_type)
-        # Each log's newest last; of several logs, the last numbered here.
-        sql += " ORDER BY key DESC LIMIT ?"
-        params.append(limit)
-        d = self._pool.runQuery(sql, params)
-        return d.addCallback(lambda rows: [_record(origin, row) for row in rows])
+        select = f"SELECT {row_sql(db)} FROM {db}.{rows_table(origin)} WHERE "
+        kind = "" if sensor_type is None else " AND sensor_type = ?"
+        typed = () if sensor_type is None else (sensor_type,)
+
+        def run(txn) -> list:
+            # The node's own current log first: a log recovered from peers
+            # after it was started is numbered after it here, and older.
+            # Then every log by key, each newest first, the log numbered
+            # last here first (for a peer, the one heard of last).
+            rows: list = []
+            current = (1, 0)
+            if origin == self.node_id:
+                current = self._keys(txn, db, origin, self.epoch)
+                rows = txn.execute(
+                    f"{select}key BETWEEN ? AND ?{kind} ORDER BY key DESC LIMIT ?",
+                    (*current, *typed, limit),
+                ).fetchall()
+            # Above the current log, then below it: two ranges of the key.
+            for where, bound in (("key > ?", current[1]), ("key < ?", current[0])):
+                if len(rows) < limit:
+                    rows += txn.execute(
+                        f"{select}{where}{kind} ORDER BY key DESC LIMIT ?",
+                        (bound, *typed, limit - len(rows)),
+                    ).fetchall()
+            return [_record(origin, row) for row in rows]
+
+        return self._pool.runInteraction(run)
 
     # -- export (p2pstore.export) ---------------------------------------------
 

@@ -688,6 +688,26 @@ class ReadingsTests(StoreTestCase):
         for record in records:
             self.signer.verify(record)
 
+    async def test_current_log_first(self) -> None:
+        """
+        Readings of an older epoch of the node's own, recovered from a peer
+        after the current one began (and so numbered after it in the
+        file), come after the current epoch's, which stay the newest.
+        """
+        store = await self.store_thirty()
+        old = "c" * 32
+        rows = OwnRows(NODE_ID, self.signer, old).prepare(
+            [reading(n) for n in range(1, 6)], 1, 1
+        )
+        await store.apply([(NODE_ID, old, [row[:7] for row in rows])], lambda *a: (a[3], 0))
+        await self.append(store, [(reading(31), 1)])
+        records = await store.readings(NODE_ID, None, 33)
+        self.assertEqual(
+            [(r.epoch, r.entry_index) for r in records],
+            [(store.epoch, n) for n in range(31, 0, -1)] + [(old, 5), (old, 4)],
+        )
+        self.assertEqual([r.entry_index for r in await store.readings(NODE_ID, None, 2)], [31, 30])
+
     async def test_type_and_limit(self) -> None:
         """
         A type filter returns only that sensor type; the limit caps the
