@@ -74,30 +74,26 @@ def check_hmac_sample(db_path: Path, origin: str, key: bytes, sample: int = 2000
 
     @return: (checked, bad).
     """
-    from p2pstore.records import BadRecord, Record, Signer
+    from p2pstore.records import CHECKSUM, BadRecord, Record, Signer
+    from p2pstore.schema import EPOCH, row_sql
 
     signer = Signer.from_key(key)
     table = table_name(origin)
     db = sqlite3.connect(f"{Path(db_path).absolute().as_uri()}?mode=ro", uri=True, timeout=10)
     try:
-        (rows,) = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()
-        if not rows:
+        # The rows under the view (schema version 5), by key.
+        keys = [k for (k,) in db.execute(f"SELECT key FROM {table}_rows")]
+        if not keys:
             return 0, 0
-        picks = sorted(random.sample(range(1, rows + 1), min(sample, rows)))
+        picks = sorted(random.sample(keys, min(sample, len(keys))))
         checked = bad = 0
         for start in range(0, len(picks), 500):
             chunk = picks[start : start + 500]
             for row in db.execute(
-                f"SELECT epoch, entry_index, sensor_index, sensor_type, sensor_data, timestamp, "
-                f"reading_id, data_checksum FROM {table} WHERE rowid IN ({', '.join('?' * len(chunk))})",
+                f"SELECT {row_sql('main')} FROM {table}_rows WHERE key IN ({', '.join('?' * len(chunk))})",
                 chunk,
             ):
-                epoch, entry_index, sensor_index, s_type, s_data, stamp, rid, checksum = row
-                record = Record(
-                    origin=origin, epoch=epoch, entry_index=entry_index, sensor_index=sensor_index,
-                    sensor_type=s_type, sensor_data=s_data, timestamp=stamp, reading_id=rid,
-                    data_checksum=checksum,
-                )
+                record = Record(origin, row[EPOCH], *row[: CHECKSUM + 1])
                 try:
                     signer.verify(record)
                 except BadRecord:

@@ -130,16 +130,16 @@ class Query(Bench):
         for kind in ("sql", "sql_no_index"):
             if kind == "sql_no_index":
                 conn = sqlite3.connect(db)
-                conn.execute(f"DROP INDEX {table}_timestamp")
+                conn.execute(f"DROP INDEX {table}_rows_timestamp")
                 conn.commit()
                 conn.close()
             conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
             offsets = Offsets()
-            read_range(conn, offsets, "main", table, origin, None, hour, 10000)
+            read_range(conn, offsets, "main", origin, None, hour, 10000)
             conn.commit()
             for _ in range(self.args.repeat):
                 t0 = time.perf_counter()
-                page = read_range(conn, offsets, "main", table, origin, None, hour, 10000)
+                page = read_range(conn, offsets, "main", origin, None, hour, 10000)
                 found.setdefault(kind, []).append(time.perf_counter() - t0)
                 conn.commit()
                 if len(page.records) != per_hour:
