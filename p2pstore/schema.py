@@ -74,8 +74,11 @@ STORED_COLUMNS = (
 
 def key_of(ordinal: int, index: int) -> int:
     """
-    The key of entry ``index`` of the log numbered ``ordinal``.
+    The key of entry ``index`` (0 to INDEX_MASK) of the log numbered
+    ``ordinal``.
     """
+    if not 0 <= index <= INDEX_MASK:
+        raise ValueError(f"entry index {index} is past what a key holds ({INDEX_MASK})")
     return (ordinal << INDEX_BITS) | index
 
 
@@ -84,6 +87,8 @@ def key_range(ordinal: int, first: int = 0, last: int = INDEX_MASK) -> tuple[int
     The keys of entries ``first``..``last`` of the log numbered ``ordinal``,
     for ``key BETWEEN ? AND ?``.
     """
+    if first > INDEX_MASK or last < max(first, 0):
+        return 1, 0
     return key_of(ordinal, max(first, 0)), key_of(ordinal, min(last, INDEX_MASK))
 
 

@@ -475,16 +475,17 @@ class Store:
         that asked for them; the peer checks each HMAC.
         """
         db = self._db_of(origin)
-        marks = ", ".join("?" * len(indexes))
 
         def run(txn):
             ordinal = self._statements.ordinals.find(txn, db, origin, epoch)
-            if ordinal is None or not indexes:
+            # An index no key can hold is held by no log.
+            wanted = [index for index in indexes if 1 <= index <= INDEX_MASK]
+            if ordinal is None or not wanted:
                 return []
             rows = txn.execute(
                 f"SELECT {ENTRY_SQL} FROM {db}.{rows_table(origin)} "
-                f"WHERE key IN ({marks}) AND {ENTRY_VALID_SQL} ORDER BY key",
-                [key_of(ordinal, index) for index in indexes],
+                f"WHERE key IN ({', '.join('?' * len(wanted))}) AND {ENTRY_VALID_SQL} ORDER BY key",
+                [key_of(ordinal, index) for index in wanted],
             ).fetchall()
             return [tuple(row) for row in rows]
 

@@ -872,3 +872,23 @@ class UncleanStopTests(StoreTestCase):
         """
         before, after = await self.reopen_after("FULL", clean=False)
         self.assertEqual(before, after)
+
+
+class KeyBoundsTests(StoreTestCase):
+    """
+    An entry index past what a key holds (40 bits) reaches no other log.
+    """
+
+    async def test_huge_indexes(self) -> None:
+        """
+        Reads of a log from or at an index past 2**40 - 1 find nothing,
+        rather than rows of the log numbered after it.
+        """
+        store, opened = await self.open_store()
+        await self.append(store, [(reading(n), 1) for n in range(1, 4)])
+        huge = INDEX_MASK + 2
+        self.assertEqual(await store.entries_at(NODE_ID, opened.epoch, [huge, 1]), [
+            tuple(e) for e in await store.read_entries(NODE_ID, opened.epoch, 0, 1)
+        ])
+        self.assertEqual(await store.read_entries(NODE_ID, opened.epoch, INDEX_MASK, 10), [])
+        self.assertEqual(await store.read_entries(NODE_ID, opened.epoch, huge, 10), [])
