@@ -292,7 +292,15 @@ class Store:
             L{p2pstore.replication.plan_apply}).
         @return: a Deferred firing with a list of L{Applied}, one per batch.
         """
-        return self._pool.runInteraction(self._apply, batches, policy)
+        d = self._pool.runInteraction(self._apply, batches, policy)
+
+        def failed(failure):
+            # A transaction rolled back made no table: make them again with
+            # the next batch (CREATE ... IF NOT EXISTS, whichever it is).
+            self._peer_tables.difference_update(origin for origin, _, _ in batches)
+            return failure
+
+        return d.addErrback(failed)
 
     def _apply(self, txn, batches, policy) -> list:
         txn.execute("BEGIN IMMEDIATE")

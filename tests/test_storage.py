@@ -555,6 +555,23 @@ class ApplyTests(StoreTestCase):
             [(e[0], e[3], 39.0, "C", e[6], self.EPOCH) for e in self.entries(*log, 1, 10)],
         )
 
+    async def test_table_made_again_after_rollback(self) -> None:
+        """
+        A batch whose transaction fails after it made a new peer's table
+        (rolled back with it) does not leave the store believing the table
+        is there: the next batch of that peer is stored.
+        """
+        store, _ = await self.open_store()
+        log = (self.OTHER, self.EPOCH)
+
+        def failing(*args):
+            raise RuntimeError("the transaction fails")
+
+        with self.assertRaises(RuntimeError):
+            await store.apply([(*log, self.entries(*log, 1, 3))], failing)
+        self.assertEqual(await self.apply(store, (*log, self.entries(*log, 1, 3))), [((1, 3), 0, 3)])
+        self.assertEqual([row[0] for row in self.peer_rows()], [1, 2, 3])
+
     async def test_several_logs(self) -> None:
         """
         One transaction stores batches of several logs, each with its own
