@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Optional
@@ -205,7 +206,10 @@ def upgrade(txn, schema: Schema, paths: tuple[Path, Path]) -> None:
         # The WALs that held the upgrade back to nothing, now it is in the files.
         for db in ("main", "peer"):
             txn.execute(f"PRAGMA {db}.wal_checkpoint(TRUNCATE)").fetchall()
-        log.info("upgraded {path} to schema version {version}", path=str(paths[0]), version=target)
+        log.info(
+            "upgraded {paths} to schema version {version}",
+            paths=" and ".join(str(path) for path in paths if path.exists()), version=target,
+        )
 
 
 def _files_of(path: Path) -> list[Path]:
@@ -253,11 +257,16 @@ def _upgrade_table(txn, schema: Schema, target: int, db: str, origin: str, paths
     (before,) = txn.execute(f"SELECT count(*) FROM {db}.{table}").fetchone()
     log.info(
         "upgrading table {table} of {path} ({rows} rows) to schema version {version}",
-        table=table, path=str(path), rows=before, version=target,
+        table=table, path=str(path), rows=f"{before:,}", version=target,
     )
+    started = time.monotonic()
     for statement in schema.table_upgrade(target, db, origin):
         txn.execute(statement)
     (after,) = txn.execute(f"SELECT count(*) FROM {db}.{table}").fetchone()
+    log.info(
+        "upgraded table {table} ({rows} rows) in {seconds:.1f} s",
+        table=table, rows=f"{after:,}", seconds=time.monotonic() - started,
+    )
     if after != before:
         log.warn(
             "{lost} rows of table {table} in {path} have no valid position (they were changed "
