@@ -20,6 +20,7 @@ from twisted.enterprise import adbapi
 from twisted.logger import Logger
 
 from .gaps import pruned_ranges
+from .logkeys import span
 from .records import is_node_id
 from .schema import (
     INDEX_MASK,
@@ -28,7 +29,6 @@ from .schema import (
     Schema,
     StoreError,
     backup,
-    key_range,
     origin_of,
     rows_table,
     table_name,
@@ -365,13 +365,10 @@ def open_logs(
             ("running", "1"),
         ],
     )
-    ordinal = txn.execute(
-        "SELECT ordinal FROM main.epochs WHERE origin = ? AND epoch = ?", (node_id, epoch)
-    ).fetchone()
     count, last_row, last_sensor = txn.execute(
         f"SELECT count(*), coalesce(max(key) & {INDEX_MASK}, 0), "
         f"coalesce(max(sensor_index), 0) FROM {table} WHERE key BETWEEN ? AND ?",
-        key_range(ordinal[0]) if ordinal else (1, 0),
+        span(txn, "main", node_id, epoch),
     ).fetchone()
     # The rows and the position agree, but a database from before
     # log_positions existed has only rows, and one whose rows were all
