@@ -5,10 +5,11 @@ listeners, store and links, and the process tuning it runs under.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
@@ -34,6 +35,31 @@ SENSOR_CLOSE_TIMEOUT = 5.0
 # beside one busy thread): 375 -> 182,120 rows/s; bench/ingest.py, 100
 # connections, window 24: 66,502 -> 86,080 readings/s, p99 59 -> 46 ms.
 GIL_SWITCH_INTERVAL = 20e-6
+
+
+def exit_failed_at_end() -> None:
+    """
+    Make this process exit with status 1 once it has ended (twistd's
+    cleanup done), for a node whose store could not open: twistd itself
+    exits 0 whatever stopped its reactor, and a supervisor (systemd's
+    C{Restart=on-failure}, C{systemctl status}) must see the failure.
+
+    Process-wide, so only the plugin's makeService asks for it.
+    """
+    if not _exit_failed[0]:
+        _exit_failed[0] = True
+        atexit.register(_exit_failed_now)
+
+
+_exit_failed = [False]
+
+
+def _exit_failed_now() -> None:
+    # Run at interpreter exit: twistd has stopped the reactor, removed its
+    # pid file and closed its log by then.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 class ProcessTuning(MultiService):
@@ -167,6 +193,9 @@ class NodeService(MultiService):
         # What went wrong before the start that the user must hear of.
         self._errors = list(errors)
         self._opening: Optional[Deferred] = None
+        # Called when the store cannot open, before the reactor stops (the
+        # plugin's makeService: exit_failed_at_end).
+        self.on_failed_start: Callable[[], None] = lambda: None
         for listener in (sensors, status, peers):
             if listener is not None:
                 listener.setServiceParent(self)
@@ -203,6 +232,7 @@ class NodeService(MultiService):
                 failure,
                 path=str(self.node.store.path),
             )
+        self.on_failed_start()
         self.reactor.stop()
 
     @inlineCallbacks
@@ -260,7 +290,12 @@ class NodeService(MultiService):
             yield self.node.store.mark_stopped()
         self.node.store.close()
         Service.stopService(self)
-        if ingestor.not_full:
+        if not self.node.opened:
+            self.log.info(
+                "stopped without opening the store, so no reading was stored or answered "
+                "OK. Fix what the error above names, then start the node again."
+            )
+        elif ingestor.not_full:
             self.log.warn(
                 "stopped; every reading received was answered, but {count} readings were "
                 "answered 'ERR full' for lack of space: those were not stored here (sensors "

@@ -36,7 +36,7 @@ from .schema import PEER_DB, SELF_DB
 from .pruning import Pruner, mark_interval
 from .scrub import Scrub
 from .sensor import SensorFactory
-from .service import Listener, NodeService, ProcessTuning
+from .service import Listener, NodeService, ProcessTuning, exit_failed_at_end
 from .settings import DEFAULT_PEER_PORT, DEFAULTS, ConfigError, Settings, check_settings
 from .status import status_site
 from .storage import Store
@@ -210,6 +210,7 @@ def makeService(config: Options, reactor=None) -> ProcessTuning:
         from twisted.internet import reactor
     top = ProcessTuning()
     node = makeNode(config, reactor)
+    node.on_failed_start = exit_failed_at_end
     node.setServiceParent(top)
     # Process-wide, as the signal is: one node per process.
     ReloadOnHangup(reactor, node.reloads).setServiceParent(top)

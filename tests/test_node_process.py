@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -16,6 +17,8 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import TestCase
+
+from p2pstore.schema import VERSION
 
 from .nodes import (
     SELF_DB,
@@ -478,6 +481,34 @@ class LifecycleTests(TestCase):
         self.assertIn("not start", naming[0])
         self.assertEqual(node.node_id, other)
         self.assertEqual(len(node.rows(SELF_DB, f"server_id_{real}")), 1)
+
+    @inlineCallbacks
+    def test_store_that_cannot_open_exits_1(self):
+        """
+        A store that cannot open (here a file of a newer p2pstore) ends
+        twistd with status 1, so that a supervisor sees the failure, and the
+        log says that nothing was stored rather than that all was; the file
+        is left as it was.
+        """
+        node = NodeProcess(self)
+        yield node.start()
+        self.assertEqual((yield send_lines(node.sensor_port, [b"Temperature,39C"])), [b"OK 1"])
+        yield stop_cleanly(self, node)
+        path = node.data_dir / SELF_DB
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(VERSION + 1),)
+            )
+        conn.close()
+
+        exited = yield self.assertFailure(node.start(), NodeExited)
+        self.assertEqual(exited.code, 1)
+        self.assertIn("cannot open the store", exited.log)
+        second = exited.log[exited.log.rindex("cannot open the store"):]
+        self.assertIn("upgrade p2pstore", second)
+        self.assertIn("stopped without opening the store", second)
+        self.assertNotIn("every reading received was stored and answered", second)
+        self.assertEqual(len(node.rows(SELF_DB, own_table(node))), 1)
 
 
 class _SilentSensor(Protocol):
