@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from . import __version__
 from .ingest import Ingestor
 from .replication import Replicator
+from .schema import VERSION as SCHEMA_VERSION
 from .storage import Store
 from .timerange import TimeRange
 from .tls import link_security
@@ -209,6 +210,9 @@ class Node:
             "node_id": self.node_id,
             "state": self.state,
             "version": __version__,
+            # The layout of the files this p2pstore writes (p2pstore.schema):
+            # how to tell the nodes of a cluster upgraded in turn apart.
+            "schema_version": SCHEMA_VERSION,
             "uptime_s": round(self.clock.seconds() - self.started_at, 3),
             # The node's own clock, which its other times (a peer's
             # last_seen) are on: a reader's clock may be off.

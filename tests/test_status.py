@@ -28,6 +28,7 @@ from p2pstore.node import Node
 from p2pstore.lines import format_utc
 from p2pstore.records import Record, Signer
 from p2pstore.replication import Replicator
+from p2pstore.schema import VERSION as SCHEMA_VERSION
 from p2pstore.rows import OwnRows
 from p2pstore.schema import SELF_DB
 from p2pstore.sensor import SensorFactory
@@ -167,6 +168,8 @@ class StatusTests(StatusTestCase):
         self.assertEqual(status["node_id"], NODE_ID)
         self.assertEqual(status["state"], "Initializing")
         self.assertEqual(status["version"], __version__)
+        # What tells the nodes of a cluster upgraded in turn apart.
+        self.assertEqual(status["schema_version"], SCHEMA_VERSION)
         self.assertIsInstance(status["uptime_s"], (int, float))
         self.assertGreaterEqual(status["uptime_s"], 0)
         # The node's clock, for the ages of its other times.
