@@ -12,7 +12,7 @@ its peers for it (C{WANT}) until one answers with a copy that checks
 and a position a read for peers found missing: the peer's refusal is how a
 bad copy is found long before the scrub's pass reaches it.
 
-At start the last C{START_TAIL} rows of every table are checked first (the
+At start the last C{START_TAIL} rows of every log are checked first (the
 rows a crash or a failing disk most likely left wrong), then passes over
 every table run at C{rate} rows a second, for ever.
 """
@@ -136,8 +136,7 @@ class Scrub:
         for db, origin in self._tables:
             if self.stopped:
                 return
-            last = yield self._store.last_rowid(db, origin)
-            rows = yield self._store.scrub_rows(db, origin, max(0, last - self._start_tail), self._start_tail)
+            rows = yield self._store.tail_rows(db, origin, self._start_tail)
             yield self._check(db, origin, rows)
         if self.rate > 0 and not self.stopped:
             self._loop = LoopingCall(self._tick)

@@ -434,9 +434,28 @@ class Store:
         )
         return d.addCallback(lambda rows: [(row[0], tuple(row[1:])) for row in rows])
 
-    def last_rowid(self, db: str, origin: str) -> Deferred:
-        d = self._reader.runQuery(f"SELECT max(key) FROM {db}.{rows_table(origin)}")
-        return d.addCallback(lambda rows: rows[0][0] or 0)
+    def tail_rows(self, db: str, origin: str, limit: int) -> Deferred:
+        """
+        The last ``limit`` rows of each log of a readings table (those a
+        crash most likely left wrong), in key order, as L{scrub_rows}.
+        """
+
+        def run(txn):
+            table = f"{db}.{rows_table(origin)}"
+            ordinals = txn.execute(
+                f"SELECT ordinal FROM {db}.epochs WHERE origin = ? ORDER BY ordinal", (origin,)
+            ).fetchall()
+            found = []
+            for (ordinal,) in ordinals:
+                rows = txn.execute(
+                    f"SELECT key, {row_sql(db)} FROM {table} WHERE key BETWEEN ? AND ? "
+                    f"ORDER BY key DESC LIMIT ?",
+                    (*key_range(ordinal), limit),
+                ).fetchall()
+                found += [(row[0], tuple(row[1:])) for row in reversed(rows)]
+            return found
+
+        return self._reader.runInteraction(run)
 
     def row_at(self, origin: str, epoch: str, index: int) -> Deferred:
         """

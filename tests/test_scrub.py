@@ -13,7 +13,8 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs, formatEvent
 
-from p2pstore.records import SENSOR_DATA
+from p2pstore.inbound import plan_apply
+from p2pstore.records import SENSOR_DATA, Record, entry_of
 from p2pstore.schema import INDEX_MASK, rows_table
 from p2pstore.scrub import Scrub
 from p2pstore.storage import BadEntry
@@ -84,6 +85,37 @@ class ScrubTests(StoreTestCase):
         with self.assertRaises(BadEntry) as caught:
             await store.read_entries(NODE_ID, opened.epoch, 24, 100)
         self.assertEqual(caught.exception.index, 25)
+
+    async def test_start_checks_the_tail_of_every_log(self):
+        """
+        The tail checked at start is the end of each log of a table, not
+        only of the log numbered last: a peer's older log whose newest
+        record was changed is found at once.
+        """
+        store, _ = await self.open_store()
+        other, older, newer = "fedcba98" * 4, "0" * 31 + "1", "0" * 31 + "2"
+        for epoch in (older, newer):
+            entries = [
+                entry_of(self.signer.sign(Record(
+                    other, epoch, n, 7, "Temperature", "39C", f"2020-04-20 23:20:{n:02d}", None
+                )))
+                for n in range(1, 21)
+            ]
+            await store.apply([(other, epoch, entries)], plan_apply)
+        conn = sqlite3.connect(self.path.with_name("peer_sensor_data.db"))
+        with conn:
+            changed = conn.execute(
+                f"UPDATE {rows_table(other)} SET sensor_data = '99C' WHERE key = "
+                f"(SELECT ordinal FROM epochs WHERE epoch = ?) << 40 | 20",
+                (older,),
+            ).rowcount
+        conn.close()
+        self.assertEqual(changed, 1)
+        self.wanted = []
+        scrub = self.scrub(store, start_tail=5, rate=0)
+        await scrub.start()
+        self.assertEqual(self.wanted, [(other, older, [20])])
+        self.assertEqual(scrub.checked, 10)
 
     async def test_passes_at_the_rate(self):
         """
