@@ -40,19 +40,17 @@ from report import machine, machine_line
 
 from p2pstore.lines import parse_line  # noqa: E402
 from p2pstore.records import Signer  # noqa: E402
-from p2pstore.schema import Schema, table_name  # noqa: E402
+from p2pstore.schema import STORED_COLUMNS, Schema, key_of, rows_table  # noqa: E402
 from p2pstore.service import GIL_SWITCH_INTERVAL  # noqa: E402
 
 NODE = "0123456789abcdef0123456789abcdef"
 EPOCH = "fedcba9876543210fedcba9876543210"
-TABLE = table_name(NODE)
+# The node writes its rows here (schema version 5), under the view users query.
+TABLE = rows_table(NODE)
 BATCH = 1100
 # The values of a row, by name; the order of the table's columns (and so
 # of each row tuple) is read from the table that Schema.readings_table made.
-ROW_FIELDS = (
-    "entry_index", "sensor_index", "sensor_type", "sensor_data", "timestamp",
-    "value", "unit", "reading_id", "data_checksum", "epoch",
-)
+ROW_FIELDS = STORED_COLUMNS
 LINE = b"Temperature,39C,2026-11-28 10:00:00.123456"
 
 
@@ -121,8 +119,9 @@ def writer(path: Path, how: str, duration: float) -> tuple[int, float]:
     start = time.perf_counter()
     while time.perf_counter() - start < duration:
         rows = [
-            in_table_order((stored + i + 1, 3, "Temperature", "39C", "2026-11-28 10:00:00.123456",
-                            39.0, "C", None, "%064x" % (stored + i), EPOCH))
+            in_table_order((key_of(1, stored + i + 1), 3, "Temperature", "39C",
+                            "2026-11-28 10:00:00.123456", None, (stored + i).to_bytes(32, "big"),
+                            39.0, "C", None))
             for i in range(BATCH)
         ]
         conn.execute("BEGIN IMMEDIATE")
