@@ -46,12 +46,9 @@ def exit_failed_at_end() -> None:
 
     Process-wide, so only the plugin's makeService asks for it.
     """
-    if not _exit_failed[0]:
-        _exit_failed[0] = True
-        atexit.register(_exit_failed_now)
-
-
-_exit_failed = [False]
+    # Once, however often asked.
+    atexit.unregister(_exit_failed_now)
+    atexit.register(_exit_failed_now)
 
 
 def _exit_failed_now() -> None:
