@@ -56,9 +56,12 @@ PEER_SHARE = 0.5
 # transaction may add to a node with a budget are its room over this.
 RECORD_BYTES = 400
 
-# The reserve file's name in the data directory, and its size.
+# The reserve file's name in the data directory, and its size: room for
+# the checkpoint of a full WAL (p2pstore.opening.WAL_BYTES), which a stop
+# on a full disk may leave unwritten and which must go into the file
+# before the WAL gives its space back.
 RESERVE_FILE = "space.reserve"
-RESERVE_BYTES = 1024 * 1024
+RESERVE_BYTES = 4 * 1024 * 1024
 # The databases' size is sampled this often (seconds), and the growth over
 # the last SAMPLES samples (an hour) gives the days left.
 SAMPLE_EVERY = 10.0

@@ -21,6 +21,7 @@ have their ids added as they are stored; those pruned are removed with them.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Iterable
 
 from .records import ENTRY_INDEX, READING_ID
@@ -73,16 +74,35 @@ class ReadingIds:
     def open(self, txn, epoch: str) -> None:
         """
         In a transaction of its own once the schema exists: add the ids a
-        crash (or an older epoch) left pending, and hold none in memory.
+        crash (or an older epoch) left pending, and hold none in memory. On
+        a disk too full for that they stay pending, held in memory, and the
+        next move adds them: the node opens to refuse readings until there
+        is room.
         """
+        self._recent = {}
         txn.execute("BEGIN IMMEDIATE")
         try:
             self.move(txn, epoch)
-        except BaseException:
-            txn.execute("ROLLBACK")
-            raise
-        txn.execute("COMMIT")
-        self._recent = {}
+            txn.execute("COMMIT")
+        except BaseException as e:
+            _rollback(txn)
+            if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
+            self._recent = self._pending(txn)
+
+    def _pending(self, txn) -> dict:
+        # The ids of the pending rows, as the next move adds them.
+        row = txn.execute("SELECT value FROM main.meta WHERE key = ?", (PENDING,)).fetchone()
+        if row is None:
+            return {}
+        pending_epoch, after = row[0].rsplit(" ", 1)
+        return dict(
+            txn.execute(
+                f"SELECT reading_id, key & {INDEX_MASK} FROM {self._table} "
+                f"WHERE key BETWEEN ? AND ? AND reading_id IS NOT NULL ORDER BY key",
+                span(txn, "main", self._node_id, pending_epoch, int(after) + 1),
+            ).fetchall()
+        )
 
     def known(self, txn, lookup, wanted: set) -> dict:
         """
@@ -152,3 +172,11 @@ class ReadingIds:
             txn.executemany(
                 f"INSERT OR IGNORE INTO {self._ids} (reading_id, entry_index) VALUES (?, ?)", ids
             )
+
+
+def _rollback(txn) -> None:
+    # Undo the transaction, if a failed statement or COMMIT left it open.
+    try:
+        txn.execute("ROLLBACK")
+    except sqlite3.OperationalError:
+        pass

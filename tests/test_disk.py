@@ -45,7 +45,7 @@ class IsFullTests(SynchronousTestCase):
 
 
 class DiskTests(SynchronousTestCase):
-    def disk(self, size: str = "4m") -> Disk:
+    def disk(self, size: str = "12m") -> Disk:
         self.where = mount_tmpfs(self, size)
         self.clock = Clock()
         return Disk(self.where / "self_sensor_data.db", self.where / "peer_sensor_data.db", self.clock)

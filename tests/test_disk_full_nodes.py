@@ -21,7 +21,7 @@ from .test_ack_copies_nodes import lines_with_ids
 from .test_cluster import no_tracebacks
 
 # The filesystem's size, and a file that takes part of it (freed later).
-SIZE = "6m"
+SIZE = "16m"
 FILLER = 1024 * 1024
 BATCH = 500
 
