@@ -1,23 +1,20 @@
 #!/usr/bin/env python3
 """
 Query benchmark: a one-hour range of ``/readings`` on a node holding N
-readings (default 1,000,000), over real HTTP, with the timestamp index and
-without it.
+readings (default 1,000,000), over real HTTP, and the range's read alone
+through the block index of the table's times (schema version 6).
 
 One real ``twistd -n --pidfile= p2pstore`` node, its own database filled
 through p2pstore.storage while it is stopped (bench/fill.py), one reading a
 second (``--spacing``) from 2026-11-28 00:00 UTC, so 1,000,000 span 11.6
 days and an hour holds 3,600. Then, with the node running:
 
-1. The first range query after the start (it reads which UTC offsets the
-   table holds, once: p2pstore.rangereads.Offsets).
+1. The first range query after the start.
 2. ``--repeat`` times each, interleaved: the hour in the middle of the log
    as JSON, as CSV, as JSON of one sensor type, and the newest 3,600 as
    today's ``/readings?limit=`` answers them. Medians are quoted.
-3. The node is stopped, and the hour's SQL (p2pstore.rangereads) timed in
-   this process on its file, ``--repeat`` times with the index, then as
-   many after dropping it, unless ``--no-unindexed`` (a node makes the
-   index again when it opens its files, so that run is not over HTTP).
+3. The node is stopped, and the hour's read (p2pstore.rangereads) timed in
+   this process on its file, ``--repeat`` times, unless ``--no-sql``.
 
 Check: every answer holds exactly the hour's readings (entry indexes
 consecutive, in time order), each type's answer only that type.
@@ -53,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument("--readings", type=int, default=1_000_000, help="the node's readings (1,000,000)")
     parser.add_argument("--spacing", type=float, default=1.0, help="seconds between readings (1)")
     parser.add_argument("--repeat", type=int, default=9, help="runs of each query; medians are quoted (9)")
-    parser.add_argument("--no-unindexed", action="store_true", help="skip the run without the index")
+    parser.add_argument("--no-sql", action="store_true", help="skip the in-process read of the hour")
     parser.add_argument("--quick", action="store_true", help="smoke run: 100,000 readings, 3 runs")
     add_node_options(parser)
     args = parser.parse_args(argv)
@@ -118,33 +115,22 @@ class Query(Bench):
     def sql_alone(self, db, origin: str, since: datetime, per_hour: int) -> dict:
         """
         The hour read by p2pstore.rangereads in this process, ``--repeat``
-        times with the timestamp index and as many after dropping it.
+        times.
         """
-        from p2pstore.rangereads import Offsets, read_range
-        from p2pstore.schema import table_name
+        from p2pstore.rangereads import read_range
         from p2pstore.timerange import TimeRange
 
-        table = table_name(origin)
         hour = TimeRange(since, since + timedelta(hours=1))
         found: dict = {}
-        for kind in ("sql", "sql_no_index"):
-            if kind == "sql_no_index":
-                conn = sqlite3.connect(db)
-                conn.execute(f"DROP INDEX {table}_rows_timestamp")
-                conn.commit()
-                conn.close()
-            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-            offsets = Offsets()
-            read_range(conn, offsets, "main", origin, None, hour, 10000)
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        for _ in range(self.args.repeat):
+            t0 = time.perf_counter()
+            page = read_range(conn, "main", origin, None, hour, 10000)
+            found.setdefault("sql", []).append(time.perf_counter() - t0)
             conn.commit()
-            for _ in range(self.args.repeat):
-                t0 = time.perf_counter()
-                page = read_range(conn, offsets, "main", origin, None, hour, 10000)
-                found.setdefault(kind, []).append(time.perf_counter() - t0)
-                conn.commit()
-                if len(page.records) != per_hour:
-                    self.problem(f"{kind}: {len(page.records)} readings, not {per_hour}")
-            conn.close()
+            if len(page.records) != per_hour:
+                self.problem(f"sql: {len(page.records)} readings, not {per_hour}")
+        conn.close()
         return found
 
     async def execute(self) -> dict:
@@ -184,10 +170,9 @@ class Query(Bench):
         await node.stop(reactor)
         result["runs"] = runs
 
-        if not args.no_unindexed:
-            # A node makes a missing index again as it opens its files: the
-            # comparison is of the range's SQL alone, in this process, on
-            # the stopped node's file, with the index and then without.
+        if not args.no_sql:
+            # The range's read alone, in this process, on the stopped
+            # node's file.
             runs.update(self.sql_alone(db, node.node_id, since, per_hour))
         result["medians_ms"] = {kind: round(statistics.median(s) * 1000, 1) for kind, s in runs.items()}
         return result
@@ -211,7 +196,6 @@ def main(argv=None) -> int:
             "type": "one hour, type=Temperature, JSON",
             "newest": f"newest {per_hour:,} (limit=), JSON",
             "sql": "one hour, the SQL alone (rangereads, in-process)",
-            "sql_no_index": "one hour, the SQL alone, without the timestamp index",
         }
         rows = [["first range query after the start", fmt(result["first_s"] * 1000), "ms"]]
         rows += [[names[kind], fmt(ms), "ms"] for kind, ms in med.items()]

@@ -14,7 +14,7 @@ from typing import Optional
 
 from attrs import frozen
 
-from . import readingids
+from . import readingids, timeblocks
 from .logkeys import span
 from .schema import rows_table
 
@@ -131,10 +131,9 @@ def prune(txn, db, origin, epoch, upto, reason, limit, now) -> Optional[Prune]:
     if db == "main":
         # The node's own log: its reading ids go with the rows.
         readingids.forget(txn, origin, epoch, first, stop)
-    txn.execute(
-        f"DELETE FROM {db}.{rows_table(origin)} WHERE key BETWEEN ? AND ?",
-        span(txn, db, origin, epoch, first, stop),
-    )
+    keys = span(txn, db, origin, epoch, first, stop)
+    timeblocks.forget(txn, db, origin, *keys)
+    txn.execute(f"DELETE FROM {db}.{rows_table(origin)} WHERE key BETWEEN ? AND ?", keys)
     deleted = txn.rowcount
     txn.execute(
         f"UPDATE {db}.log_positions SET first_index = ? WHERE origin = ? AND epoch = ?",

@@ -19,6 +19,7 @@ from attrs import frozen
 from twisted.enterprise import adbapi
 from twisted.logger import Logger
 
+from . import timeblocks
 from .gaps import pruned_ranges
 from .logkeys import span
 from .records import is_node_id
@@ -40,6 +41,8 @@ log = Logger()
 PAGE_SIZE = 1024
 # Without a disk budget, a WAL is checkpointed once it holds this much.
 WAL_BYTES = 4 * 1024 * 1024
+# How often a long upgrade of one table says how far it is.
+PROGRESS_SECONDS = 10.0
 
 
 @frozen
@@ -113,10 +116,14 @@ def configure_writer(
         # to the file, and changes only a few hundred bytes of most: smaller
         # pages write fewer bytes a reading (SD cards). A file keeps the
         # page size it was made with; set before auto_vacuum, which fixes it.
-        conn.execute(f"PRAGMA {db}.page_size = {PAGE_SIZE}")
         # Pages freed by pruning go back to the filesystem (PRAGMA
-        # incremental_vacuum); this takes only on a file with no table yet.
-        conn.execute(f"PRAGMA {db}.auto_vacuum = INCREMENTAL")
+        # incremental_vacuum). Both take only on a new file; on another
+        # auto_vacuum would still write its header, which a full disk
+        # refuses, so they are left out.
+        (pages,) = conn.execute(f"PRAGMA {db}.page_count").fetchone()
+        if not pages:
+            conn.execute(f"PRAGMA {db}.page_size = {PAGE_SIZE}")
+            conn.execute(f"PRAGMA {db}.auto_vacuum = INCREMENTAL")
         conn.execute(f"PRAGMA {db}.journal_mode = WAL")
         conn.execute(f"PRAGMA {db}.synchronous = {synchronous}")
         if wal_limit is not None:
@@ -133,6 +140,16 @@ def configure_writer(
     # where it is not written to a disk only to be deleted unread.
     conn.execute("PRAGMA temp_store = MEMORY")
     conn.execute("PRAGMA busy_timeout = 10000")
+    for db in ("main", "peer"):
+        # What a WAL holds that a stop could not write back (a disk full to
+        # the last byte, a crash) goes into the file now, and the WAL is
+        # cut back: on a full disk the room it held comes back. Where there
+        # is not room even for that, it stays for a later checkpoint.
+        try:
+            conn.execute(f"PRAGMA {db}.wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError as e:
+            if getattr(e, "sqlite_errorcode", None) != sqlite3.SQLITE_FULL:
+                raise
     if sqlite3.sqlite_version_info < (3, 41):
         # The upgrade to schema version 5 turns hex checksums into bytes
         # with unhex(), built in from SQLite 3.41.
@@ -217,16 +234,18 @@ def _files_of(path: Path) -> list[Path]:
 
 
 def _check_room(paths, version: int, target: int) -> None:
-    # An upgrade writes a backup of each file, then copies rows inside it
-    # in one transaction (version 5 copies every readings table): the WAL
-    # holds the new rows and the freed pages, and the file grows by the new
-    # rows at the checkpoint. Measured at 3.85 times the files' size at its
-    # peak (1,000,000 rows): refuse it, with what to do, before anything is
-    # written rather than fill the disk halfway.
+    # An upgrade writes a backup of each file, then changes it in one
+    # transaction. Version 5 copies every readings table: the WAL holds the
+    # new rows and the freed pages, and the file grows by the new rows at
+    # the checkpoint, measured at 3.85 times the files' size at its peak
+    # (1,000,000 rows). Version 6 adds a table of about a hundredth of the
+    # rows and frees the pages of an index, so the backup is most of it.
+    # Refuse it, with what to do, before anything is written rather than
+    # fill the disk halfway.
     from .disk import size_text
 
     size = sum(p.stat().st_size for path in paths for p in _files_of(path))
-    needed = 4 * size
+    needed = 4 * size if version < 5 else 2 * size
     free = shutil.disk_usage(paths[0].parent).free
     if free < needed:
         raise StoreError(
@@ -262,6 +281,8 @@ def _upgrade_table(txn, schema: Schema, target: int, db: str, origin: str, paths
     started = time.monotonic()
     for statement in schema.table_upgrade(target, db, origin):
         txn.execute(statement)
+    if target == 6:
+        timeblocks.build(txn, db, origin, _Progress(table, before, started))
     (after,) = txn.execute(f"SELECT count(*) FROM {db}.{table}").fetchone()
     log.info(
         "upgraded table {table} ({rows} rows) in {seconds:.1f} s",
@@ -274,6 +295,24 @@ def _upgrade_table(txn, schema: Schema, target: int, db: str, origin: str, paths
             "the backup beside the file keeps them",
             lost=before - after, table=table, path=str(path), version=target,
         )
+
+
+@attrs.define
+class _Progress:
+    # Logs how far the upgrade of a large table has gone, every
+    # PROGRESS_SECONDS.
+    table: str
+    total: int
+    last: float
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            log.info(
+                "upgrading table {table}: {done} of {total} rows done",
+                table=self.table, done=f"{done:,}", total=f"{self.total:,}",
+            )
 
 
 def readings_tables(txn, db: str) -> list[str]:

@@ -18,7 +18,7 @@ from attrs import frozen
 from .records import ENTRY, ENTRY_FIELDS, is_node_id
 
 # The schema version this p2pstore writes (meta's schema_version).
-VERSION = 5
+VERSION = 6
 
 SELF_DB = "self_sensor_data.db"
 PEER_DB = "peer_sensor_data.db"
@@ -139,6 +139,14 @@ def rows_table(node_id: str) -> str:
     the view ``server_id_<node id>``.
     """
     return table_name(node_id) + "_rows"
+
+
+def times_table(node_id: str) -> str:
+    """
+    The block index of one origin's readings times (schema version 6,
+    L{p2pstore.timeblocks}).
+    """
+    return table_name(node_id) + "_times"
 
 
 def origin_of(table: str) -> Optional[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from itertools import chain
 
+from . import timeblocks
 from .logkeys import Ordinals
 from .records import CHECKSUM, ENTRY_INDEX
 from .schema import EPOCH, SENSOR_NAME, STORED_COLUMNS, key_of, rows_table
@@ -26,6 +27,7 @@ _LOOKUP_CHUNK = 8192
 _ROWS_PER_INSERT = 512
 # Stored rows with a sensor name, and rows without (which end before it).
 _WIDTHS = (len(STORED_COLUMNS), len(STORED_COLUMNS) - 1)
+_TIMESTAMP = STORED_COLUMNS.index("timestamp")
 _COLUMNS = {width: ", ".join(STORED_COLUMNS[:width]) for width in _WIDTHS}
 _MARKS = {width: "(" + ", ".join("?" * width) + ")" for width in _WIDTHS}
 
@@ -58,7 +60,9 @@ class Statements:
         every batch size and stay prepared.
 
         Rows without a sensor name bind no parameter for it; a batch that
-        mixes the two has the short rows padded.
+        mixes the two has the short rows padded. The block index of the
+        table's times covers them in the same transaction
+        (L{p2pstore.timeblocks}).
         """
         if not rows:
             return
@@ -84,6 +88,7 @@ class Statements:
                 )
             txn.execute(sql, list(chain.from_iterable(rows[start : start + size])))
             start += size
+        timeblocks.note(txn, db, origin, [(row[0], row[_TIMESTAMP]) for row in rows])
 
     def reading_ids(self, txn, table: str, reading_ids: set) -> dict:
         """

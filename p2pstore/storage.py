@@ -32,7 +32,7 @@ from .opening import (
     upgrade,
 )
 from .records import CHECKSUM, ENTRY_INDEX, SENSOR_DATA, Record, parse_value_unit
-from .rangereads import Offsets, read_range
+from .rangereads import read_range
 from .readingids import IDS_BATCH, ReadingIds
 from .rows import Appended, continues, reading_ids
 from .statements import Statements
@@ -132,7 +132,6 @@ class Store:
     # The reading ids of the own log, once open.
     _ids: Optional[ReadingIds] = attrs.field(default=None, init=False, repr=False)
     # The UTC offsets each readings table's timestamps hold, for ranges.
-    _offsets: Offsets = attrs.field(factory=Offsets, init=False, repr=False)
 
 
     def __attrs_post_init__(self) -> None:
@@ -607,7 +606,7 @@ class Store:
         @return: a Deferred firing with a L{p2pstore.rangereads.Page}.
         """
         return self._reader.runInteraction(
-            read_range, self._offsets, self._db_of(origin), origin, sensor_type, time_range, limit,
+            read_range, self._db_of(origin), origin, sensor_type, time_range, limit,
         )
 
     def readings(

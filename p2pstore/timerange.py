@@ -1,8 +1,7 @@
 """
 Time ranges over readings' timestamps, for ``/readings?since=&until=``: the
-bounds a user types, the instant a stored timestamp stands for, the order
-and paging token of a range, and the text ranges of the timestamp index
-that hold a range's readings.
+bounds a user types, the instant a stored timestamp stands for, and the
+order and paging token of a range.
 
 The rule: a reading's instant is its timestamp, taken as UTC when it has
 no offset (as the exporter takes it). A range is half-open: ``since``
@@ -13,10 +12,8 @@ order of L{Key}; a timestamp outside the sensor line grammar
 Stored timestamps are the text a sensor sent: ``YYYY-MM-DD`` then a space
 or ``T``, ``HH:MM:SS``, a fraction of 1 to 6 digits or none, then ``Z``, a
 numeric offset (``+02``, ``+0200``, ``+02:00``) or nothing. Text order is
-not time order across those spellings, so a range is read as one text
-range per spelling (L{Window}): a separator and a suffix after the
-seconds and fraction. Within one, the first 19 characters (the local
-second) order as the instants do.
+not time order across those spellings, so a range is read by instant,
+through the block index of each table's times (L{p2pstore.timeblocks}).
 
 Pure functions and values: no Twisted, no SQL.
 """
@@ -28,7 +25,7 @@ import binascii
 import json
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 from attrs import field, frozen
 
@@ -179,99 +176,6 @@ class TimeRange:
             and (self.until is None or key.instant < self.until)
             and (self.after is None or key > self.after)
         )
-
-
-def offset_of(suffix: str) -> Optional[timedelta]:
-    """
-    The UTC offset a timestamp's suffix names (``""`` and ``Z``: none), or
-    C{None} when it is not one.
-    """
-    if suffix in ("", "Z"):
-        return timedelta(0)
-    if not suffix.isascii():
-        return None
-    when = _fromisoformat("2000-01-02T00:00:00" + suffix)
-    return None if when is None or when.tzinfo is None else when.utcoffset()
-
-
-@frozen
-class Window:
-    """
-    The timestamps of one spelling (``separator`` between date and time,
-    ``suffix`` after the seconds and fraction) whose local second is in
-    ``[low, high)`` (text; C{None}: no bound): all the readings of a range
-    written that way, and a few around it.
-    """
-
-    separator: str
-    suffix: str
-    offset: timedelta
-    low: Optional[str]
-    high: Optional[str]
-
-    @property
-    def pattern(self) -> str:
-        """
-        A GLOB for this spelling's first 19 characters.
-        """
-        return "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]%s[0-9][0-9]:[0-9][0-9]:[0-9][0-9]*" % (
-            self.separator,
-        )
-
-    def read_through(self, second: str) -> Optional[datetime]:
-        """
-        Once every row of this window up to local second ``second`` (the
-        first 19 characters of a timestamp) is read: the instant before
-        which every reading of the window has been read, or C{None} when
-        ``second`` is no valid time.
-        """
-        when = _fromisoformat(second)
-        if when is None or len(second) != 19:
-            return None
-        try:
-            return when.replace(tzinfo=timezone.utc) + _ONE_SECOND - self.offset
-        except OverflowError:
-            return datetime.max.replace(tzinfo=timezone.utc)
-
-    def rest_of(self, second: str) -> tuple[str, str]:
-        """
-        The text range of every timestamp of local second ``second``.
-        """
-        return second, second + _AFTER_REST
-
-
-def windows(time_range: TimeRange, suffixes: Iterable[str]) -> list[Window]:
-    """
-    The windows holding every reading of ``time_range``: for each
-    separator, timestamps without an offset, with ``Z``, and with each
-    numeric offset ``suffixes`` names (those a table holds).
-    """
-    start, until = time_range.start(), time_range.until
-    found = []
-    for suffix in sorted({"", "Z", *suffixes}):
-        offset = offset_of(suffix)
-        if offset is None:
-            continue
-        for separator in (" ", "T"):
-            low = _second_text(start, offset, separator, timedelta(0))
-            high = _second_text(until, offset, separator, _ONE_SECOND)
-            found.append(Window(separator, suffix, offset, low, high))
-    return found
-
-
-def _second_text(when: Optional[datetime], offset: timedelta, separator: str, extra: timedelta):
-    # The local second of an instant at an offset, as the first 19
-    # characters of a timestamp; None past the calendar's ends (no bound).
-    if when is None:
-        return None
-    try:
-        local = when + offset + extra
-    except OverflowError:
-        return None
-    return (
-        f"{local.year:04d}-{local.month:02d}-{local.day:02d}{separator}"
-        f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
-    )
 
 
 def key_of(timestamp: str, epoch: str, entry_index: int) -> Optional[Key]:

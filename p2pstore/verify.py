@@ -4,8 +4,10 @@ only, and report every problem with what to do about it.
 
 It checks SQLite's own integrity of both databases, every record's HMAC
 under the cluster key (L{p2pstore.checking}), that each log holds its
-entries without a gap, that C{log_positions} agrees with the rows, and that
-C{node.id} is readable. It never writes to the files.
+entries without a gap, that C{log_positions} agrees with the rows, that
+the block index of each table's times covers its rows (schema version 6,
+L{p2pstore.timeblocks}), and that C{node.id} is readable. It never writes
+to the files.
 """
 
 from __future__ import annotations
@@ -21,7 +23,19 @@ from attrs import define, frozen
 from .checking import BAD_CHECKSUM, row_problem
 from .identity import NODE_ID_FILE
 from .records import Signer, is_node_id
-from .schema import EPOCH, PEER_DB, ROW_COLUMNS, ROW_SQL, SELF_DB, TABLES_SQL, origin_of, row_sql
+from . import timeblocks
+from .schema import (
+    EPOCH,
+    INDEX_BITS,
+    INDEX_MASK,
+    PEER_DB,
+    ROW_COLUMNS,
+    ROW_SQL,
+    SELF_DB,
+    TABLES_SQL,
+    origin_of,
+    row_sql,
+)
 
 # Detail lines printed per table and kind of problem; the rest are counted.
 SHOWN = 20
@@ -328,6 +342,37 @@ def check_table(conn, signer, name, table, origin, quarantined, report, progress
     return logs
 
 
+def check_times(conn, name, table, origin, report, progress) -> None:
+    """
+    The block index of a table's times (schema version 6) covers every
+    row of the table with a time: a row it misses is left out of every
+    C{/readings?since=} answer.
+    """
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (f"{table}_times",)
+    ).fetchone():
+        return
+    (total,) = conn.execute(f"SELECT count(*) FROM {table}_rows").fetchone()
+    what = f"{name} {table} times"
+    progress.start(what, total)
+    missed = list(
+        timeblocks.uncovered(conn, "main", origin, lambda done: progress.tick(done, total, what))
+    )
+    if missed:
+        (epoch,) = conn.execute(
+            "SELECT epoch FROM epochs WHERE ordinal = ?", (missed[0] >> INDEX_BITS,)
+        ).fetchone() or (None,)
+        report.add(
+            Problem(
+                f"{name} {table}_times",
+                f"does not cover {len(missed):,} rows (the first log {origin}/{epoch} entry "
+                f"{missed[0] & INDEX_MASK}): reads of a time range would leave them out",
+                MOVE_ASIDE,
+            ),
+            kind=f"{name} {table} times",
+        )
+
+
 def check_positions(name, positions, held, quarantined, report, pruned=None) -> None:
     """
     C{log_positions} against the rows: each log held as far as it says,
@@ -425,6 +470,10 @@ def check_database(path, db, node_id, signer, report, progress, quarantine_from)
                 report.add(Problem(f"{name} {table}", f"cannot be read to the end ({e})", MOVE_ASIDE))
                 continue
             held.update({(origin, epoch): log for epoch, log in logs.items()})
+            try:
+                check_times(conn, name, table, origin, report, progress)
+            except sqlite3.DatabaseError as e:
+                report.add(Problem(f"{name} {table}", f"cannot be read to the end ({e})", MOVE_ASIDE))
         report.logs += len(held)
         check_positions(name, positions, held, quarantined, report, pruned)
     finally:

@@ -27,7 +27,7 @@ from twisted.trial.unittest import TestCase
 from p2pstore.records import BadRecord, Record, Signer
 from p2pstore.peer import MAX_LINE
 from p2pstore.wire import PROTOCOL_VERSION
-from p2pstore.schema import origin_of, rows_table
+from p2pstore.schema import origin_of, rows_table, times_table
 
 from .nodes import (
     PEER_DB,
@@ -1037,7 +1037,7 @@ class TrustTests(TestCase):
         self.assertLessEqual(set(entry["trouble_counts"]), {"bad MAC", "unsealed message", "refused record"}, entry)
         self.assertEqual(entry["conflicts"], 0)
         self.assertEqual(readings_tables(b, PEER_DB), {f"server_id_{a.node_id}"})
-        self.assertEqual(stored_tables(b, PEER_DB), {f"server_id_{a.node_id}", rows_table(a.node_id)})
+        self.assertEqual(stored_tables(b, PEER_DB), {f"server_id_{a.node_id}", rows_table(a.node_id), times_table(a.node_id)})
         self.assertIn("bad MAC: line", b.log_text())
         no_tracebacks(self, a, b)
 
@@ -1068,7 +1068,7 @@ class TrustTests(TestCase):
         self.assertGreaterEqual(entry["rejected"], 1, entry)
         self.assertEqual(readings_tables(b, PEER_DB), {f"server_id_{a.node_id}"})
         # Nor a rows table for it under the view.
-        self.assertEqual(stored_tables(b, PEER_DB), {f"server_id_{a.node_id}", rows_table(a.node_id)})
+        self.assertEqual(stored_tables(b, PEER_DB), {f"server_id_{a.node_id}", rows_table(a.node_id), times_table(a.node_id)})
 
 
 class HostileClientTests(TestCase):
@@ -1125,7 +1125,7 @@ class HostileClientTests(TestCase):
         )
         self.assertEqual(set(status["origins"]), {a.node_id, b.node_id})
         self.assertEqual(readings_tables(a, PEER_DB), {f"server_id_{b.node_id}"})
-        self.assertEqual(stored_tables(a, PEER_DB), {f"server_id_{b.node_id}", rows_table(b.node_id)})
+        self.assertEqual(stored_tables(a, PEER_DB), {f"server_id_{b.node_id}", rows_table(b.node_id), times_table(b.node_id)})
         after = yield wait_links_up(a, [b])
         self.assertEqual(after[b.node_id]["link_errors"], before[b.node_id]["link_errors"])
         answers = yield feed(self, a, sensor_lines(5, "a", start=20))

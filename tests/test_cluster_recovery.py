@@ -12,7 +12,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.trial.unittest import TestCase
 
-from p2pstore.schema import rows_table
+from p2pstore.schema import rows_table, times_table
 
 from .nodes import PEER_DB, SELF_DB, NodeProcess, hold_for, send_lines, wait_for
 from .test_cluster import (
@@ -354,7 +354,7 @@ class DataDirLostTests(TestCase):
         # Nor are the old origin's rows stored under it.
         self.assertEqual(
             stored_tables(a, SELF_DB),
-            {f"server_id_{a.node_id}", rows_table(a.node_id), f"server_id_{a.node_id}_ids"},
+            {f"server_id_{a.node_id}", rows_table(a.node_id), times_table(a.node_id), f"server_id_{a.node_id}_ids"},
         )
         self.assertEqual(len(own(a)), 30)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import sqlite3
 
+from p2pstore import timeblocks
 from p2pstore.gaps import Gap
+from p2pstore.lines import Reading
 from p2pstore.inbound import plan_apply
 from p2pstore.schema import INDEX_MASK, rows_table, table_name
 from p2pstore.verify import Progress, verify
@@ -143,6 +145,38 @@ class PruneTests(StoreTestCase):
         self.assertEqual(await store.stored_by(1011.0), {log: 4})
         await store.prune(NODE_ID, store.epoch, 2, "retention", 100)
         self.assertEqual(self.query("SELECT entry_index FROM log_marks"), [(4,)])
+
+
+    async def test_block_index_follows(self) -> None:
+        """
+        A prune takes the entries of the blocks it empties out of the
+        block index of the table's times and keeps those of the rows that
+        stay exact, however its batches cut the blocks; once every row is
+        pruned, no entry is left.
+        """
+        store, _ = await self.open_store()
+        readings = [
+            Reading("Temperature", f"{n}C", f"2026-11-28 10:{n // 70:02d}:{n % 60:02d}", None)
+            for n in range(1, 500)
+        ]
+        await self.append(store, [(r, 1) for r in readings])
+
+        def held() -> dict:
+            return {
+                (minute, block): [low, high]
+                for minute, block, low, high in self.query(f"SELECT * FROM {TABLE}_times")
+            }
+
+        def rows() -> list:
+            return self.query(f"SELECT key, timestamp FROM {TABLE}_rows")
+
+        for upto in (50, 100, 200, 330, 431):
+            await store.prune(NODE_ID, store.epoch, upto, "retention", 77)
+            self.assertEqual(held(), timeblocks.entries(rows()), upto)
+        self.assertTrue(held())
+        while await store.prune(NODE_ID, store.epoch, 499, "retention", 77):
+            pass
+        self.assertEqual((rows(), held()), ([], {}))
 
 
 class GapTests(StoreTestCase):

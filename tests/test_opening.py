@@ -1,7 +1,7 @@
 """
 Tests for p2pstore.opening: upgrading a database of an older schema
-version as a store opens (with a Schema of version 6 read from SQL files
-the tests write on top of the package's version 5), refusing a newer one,
+version as a store opens (with a Schema of version 7 read from SQL files
+the tests write on top of the package's version 6), refusing a newer one,
 and choosing the epoch. The real upgrades are tests/test_upgrade_v2.py,
 tests/test_upgrade_v3.py and tests/test_upgrade_v5.py.
 """
@@ -26,9 +26,9 @@ from .test_storage import NODE_ID, TABLE, StoreTestCase, reading
 EPOCH = "e" * 32
 
 UPGRADE = """\
--- Version 6 adds a table of notes, and notes each time it is upgraded to.
+-- Version 7 adds a table of notes, and notes each time it is upgraded to.
 CREATE TABLE main.notes (text TEXT NOT NULL);
-INSERT INTO main.notes (text) VALUES ('upgraded to v6');
+INSERT INTO main.notes (text) VALUES ('upgraded to v7');
 """
 
 # Each readings table gets an index on sensor_type.
@@ -42,26 +42,26 @@ INSERT INTO main.no_such_table (text) VALUES ('never');
 """
 
 
-def schema_v6(directory: Path, upgrade: str = UPGRADE, table_upgrade: str = TABLE_UPGRADE) -> Schema:
+def schema_v7(directory: Path, upgrade: str = UPGRADE, table_upgrade: str = TABLE_UPGRADE) -> Schema:
     """
-    A Schema of version 6 in ``directory``: the package's v5 files, the
-    readings tables unchanged at v6, v6.sql with a notes table besides v5's,
-    ``upgrade`` as upgrade-to-v6.sql and ``table_upgrade`` as
-    upgrade-tables-to-v6.sql.
+    A Schema of version 7 in ``directory``: the package's v6 files, the
+    readings tables unchanged at v7, v7.sql with a notes table besides v6's,
+    ``upgrade`` as upgrade-to-v7.sql and ``table_upgrade`` as
+    upgrade-tables-to-v7.sql.
     """
     directory.mkdir()
     package = resources.files("p2pstore") / "db-schemas"
-    for name in ("v5.sql", "readings-v5.sql", "own-readings-v5.sql"):
+    for name in ("v6.sql", "readings-v6.sql", "own-readings-v6.sql"):
         (directory / name).write_text((package / name).read_text())
     for name in ("readings", "own-readings"):
-        shutil.copy(directory / f"{name}-v5.sql", directory / f"{name}-v6.sql")
-    (directory / "v6.sql").write_text(
-        (package / "v5.sql").read_text()
+        shutil.copy(directory / f"{name}-v6.sql", directory / f"{name}-v7.sql")
+    (directory / "v7.sql").write_text(
+        (package / "v6.sql").read_text()
         + "\nCREATE TABLE IF NOT EXISTS main.notes (text TEXT NOT NULL);\n"
     )
-    (directory / "upgrade-to-v6.sql").write_text(upgrade)
-    (directory / "upgrade-tables-to-v6.sql").write_text(table_upgrade)
-    return Schema(version=6, directory=directory)
+    (directory / "upgrade-to-v7.sql").write_text(upgrade)
+    (directory / "upgrade-tables-to-v7.sql").write_text(table_upgrade)
+    return Schema(version=7, directory=directory)
 
 
 class UpgradeTests(StoreTestCase):
@@ -70,9 +70,9 @@ class UpgradeTests(StoreTestCase):
     backing both files up.
     """
 
-    async def make_v5(self, count: int = 3) -> None:
+    async def make_v6(self, count: int = 3) -> None:
         """
-        A version 5 database holding ``count`` readings, stopped cleanly.
+        A version 6 database holding ``count`` readings, stopped cleanly.
         """
         store, _ = await self.open_store()
         await self.append(store, [(reading(n), 1) for n in range(1, count + 1)])
@@ -93,38 +93,38 @@ class UpgradeTests(StoreTestCase):
 
     async def test_upgrade(self) -> None:
         """
-        Opening a version 5 database with a version 6 schema applies the
+        Opening a version 6 database with a version 7 schema applies the
         upgrader once, and the table upgrader to the readings table; it
-        leaves schema_version 6 and the readings in place, and logs the
+        leaves schema_version 7 and the readings in place, and logs the
         backup and the upgrade.
         """
-        await self.make_v5()
+        await self.make_v6()
         with capturedLogs() as events:
-            store = self.open_with(schema_v6(Path(self.mktemp())))
+            store = self.open_with(schema_v7(Path(self.mktemp())))
             opened = await store.open()
         self.assertEqual(opened.count, 3)
-        self.assertEqual(self.version(self.path), "6")
-        self.assertEqual(self.query("SELECT text FROM notes"), [("upgraded to v6",)])
+        self.assertEqual(self.version(self.path), "7")
+        self.assertEqual(self.query("SELECT text FROM notes"), [("upgraded to v7",)])
         self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(3,)])
         self.assertEqual(
             self.query(f"SELECT name FROM sqlite_master WHERE name = '{TABLE}_type'"),
             [(f"{TABLE}_type",)],
         )
         messages = [formatEvent(event) for event in events]
-        backup = self.path.with_name("self_sensor_data.db.v5.backup")
+        backup = self.path.with_name("self_sensor_data.db.v6.backup")
         self.assertTrue(
-            any("upgrading" in m and "schema version 5" in m and str(backup) in m for m in messages),
+            any("upgrading" in m and "schema version 6" in m and str(backup) in m for m in messages),
             messages,
         )
-        self.assertTrue(any("upgraded" in m and "schema version 6" in m for m in messages), messages)
+        self.assertTrue(any("upgraded" in m and "schema version 7" in m for m in messages), messages)
 
     async def test_upgraded_once(self) -> None:
         """
-        A database already at version 6 is not upgraded again when it opens
+        A database already at version 7 is not upgraded again when it opens
         once more (the upgraders would fail: their table and index exist).
         """
-        await self.make_v5()
-        schema = schema_v6(Path(self.mktemp()))
+        await self.make_v6()
+        schema = schema_v7(Path(self.mktemp()))
         store = self.open_with(schema)
         await store.open()
         await store.mark_stopped()
@@ -137,16 +137,16 @@ class UpgradeTests(StoreTestCase):
     async def test_backups(self) -> None:
         """
         Both files are copied before the upgrade, beside them, as
-        <name>.v5.backup, and each copy opens as the version 5 database it
+        <name>.v6.backup, and each copy opens as the version 6 database it
         was, with its rows.
         """
-        await self.make_v5()
-        await self.open_with(schema_v6(Path(self.mktemp()))).open()
-        own = self.path.with_name("self_sensor_data.db.v5.backup")
-        peer = self.path.with_name("peer_sensor_data.db.v5.backup")
+        await self.make_v6()
+        await self.open_with(schema_v7(Path(self.mktemp()))).open()
+        own = self.path.with_name("self_sensor_data.db.v6.backup")
+        peer = self.path.with_name("peer_sensor_data.db.v6.backup")
         self.assertTrue(own.exists())
         self.assertTrue(peer.exists())
-        self.assertEqual(self.version(own), "5")
+        self.assertEqual(self.version(own), "6")
         conn = sqlite3.connect(own)
         try:
             self.assertEqual(conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone(), (3,))
@@ -166,34 +166,34 @@ class UpgradeTests(StoreTestCase):
 
     async def test_failing_upgrader(self) -> None:
         """
-        An upgrader that fails leaves the database at version 5 with its
+        An upgrader that fails leaves the database at version 6 with its
         rows and without the upgrader's changes, and its error reaches the
         caller of open().
         """
-        await self.make_v5()
-        store = self.open_with(schema_v6(Path(self.mktemp()), FAILING_UPGRADE))
+        await self.make_v6()
+        store = self.open_with(schema_v7(Path(self.mktemp()), FAILING_UPGRADE))
         with self.assertRaises(sqlite3.OperationalError) as caught:
             await store.open()
         self.assertIn("no_such_table", str(caught.exception))
         store.close()
-        self.assertEqual(self.version(self.path), "5")
+        self.assertEqual(self.version(self.path), "6")
         self.assertEqual(self.query(f"SELECT count(*) FROM {TABLE}"), [(3,)])
         self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE name = 'notes'"), [])
 
     async def test_failing_table_upgrader(self) -> None:
         """
         A table upgrader that fails undoes the whole step, the version's
-        own upgrader included: the database stays at version 5.
+        own upgrader included: the database stays at version 6.
         """
-        await self.make_v5()
+        await self.make_v6()
         store = self.open_with(
-            schema_v6(Path(self.mktemp()), table_upgrade="ALTER TABLE {db}.{table}_rows ADD COLUMN key INTEGER;\n")
+            schema_v7(Path(self.mktemp()), table_upgrade="ALTER TABLE {db}.{table}_rows ADD COLUMN key INTEGER;\n")
         )
         with self.assertRaises(sqlite3.OperationalError) as caught:
             await store.open()
         self.assertIn("duplicate column", str(caught.exception))
         store.close()
-        self.assertEqual(self.version(self.path), "5")
+        self.assertEqual(self.version(self.path), "6")
         self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE name = 'notes'"), [])
 
     async def test_newer_version_refused(self) -> None:
@@ -202,19 +202,19 @@ class UpgradeTests(StoreTestCase):
         open with a StoreError saying to upgrade p2pstore, and is left as
         it was.
         """
-        await self.make_v5()
+        await self.make_v6()
         conn = sqlite3.connect(self.path)
-        conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
+        conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
         conn.commit()
         conn.close()
         store = self.make_store()
         with self.assertRaises(StoreError) as caught:
             await store.open()
         message = str(caught.exception)
-        self.assertIn("schema version 6", message)
+        self.assertIn("schema version 7", message)
         self.assertIn(str(self.path), message)
         self.assertIn("upgrade p2pstore", message)
-        self.assertEqual(self.version(self.path), "6")
+        self.assertEqual(self.version(self.path), "7")
         self.assertEqual(self.query("SELECT value FROM meta WHERE key = 'running'"), [("0",)])
 
 

@@ -1,25 +1,28 @@
 """
 Tests for p2pstore.rangereads: a time range of readings read from a real
-SQLite readings table (in memory, made by the schema's own SQL), paged by
-its rule, against the readings a plain filter and sort of every row picks.
+SQLite readings table (in memory, made by the schema's own SQL) through
+the block index of its times, paged by its rule, against the readings a
+plain filter and sort of every row picks.
 """
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pstore.rangereads import Offsets, read_range
+from p2pstore import timeblocks
+from p2pstore.rangereads import read_range
 from p2pstore.schema import Schema, key_of as row_key, rows_table, table_name
 from p2pstore.timerange import TimeRange, key_of
 
 NODE_ID = "0123456789abcdef0123456789abcdef"
 EPOCH = "fedcba9876543210fedcba9876543210"
 TABLE = table_name(NODE_ID)
-# Where the rows are stored (schema version 5), under the view TABLE.
+# Where the rows are stored (schema version 5 on), under the view TABLE.
 ROWS = rows_table(NODE_ID)
 # The log's number in the epochs table, in each row's key.
 ORDINAL = 1
@@ -45,14 +48,17 @@ def table() -> sqlite3.Connection:
 
 def store(conn, index: int, sensor_type: str, sensor_data: str, timestamp: str) -> None:
     """
-    Store entry ``index`` of the log EPOCH in the rows table, as the store
-    would (its checksum is not checked here).
+    Store entry ``index`` of the log EPOCH in the rows table and cover it
+    in the block index, as the store would (its checksum is not checked
+    here).
     """
+    key = row_key(ORDINAL, index)
     conn.execute(
         f"INSERT INTO {ROWS} (key, sensor_index, sensor_type, sensor_data, timestamp, "
         f"data_checksum) VALUES (?, 1, ?, ?, ?, ?)",
-        (row_key(ORDINAL, index), sensor_type, sensor_data, timestamp, bytes(32)),
+        (key, sensor_type, sensor_data, timestamp, bytes(32)),
     )
+    timeblocks.note(conn, "main", NODE_ID, [(key, timestamp)])
 
 
 def spell(instant: datetime, separator: str, digits: int, suffix: str) -> str:
@@ -74,9 +80,9 @@ def insert(conn, timestamps, sensor_types=None) -> None:
     conn.commit()
 
 
-def read(conn, time_range, limit, sensor_type=None, offsets=None):
+def read(conn, time_range, limit, sensor_type=None):
     try:
-        return read_range(conn, offsets or Offsets(), "main", NODE_ID, sensor_type, time_range, limit)
+        return read_range(conn, "main", NODE_ID, sensor_type, time_range, limit)
     finally:
         conn.commit()
 
@@ -86,10 +92,9 @@ def page_through(conn, time_range, limit, sensor_type=None) -> list[int]:
     Every page of a range, each asked after the last reading of the one
     before, as a client follows ``next``: their entry indexes.
     """
-    offsets = Offsets()
     indexes: list[int] = []
     for _ in range(1000):
-        page = read(conn, time_range, limit, sensor_type, offsets)
+        page = read(conn, time_range, limit, sensor_type)
         assert len(page.records) <= limit
         indexes += [r.entry_index for r in page.records]
         if page.next is None:
@@ -197,44 +202,77 @@ class RangeTests(SynchronousTestCase):
             self.assertEqual(got, expected(conn, hour), limit)
             self.assertEqual(sorted(got), list(range(1, 601)))
 
-    def test_offsets_seen_later(self) -> None:
+    def test_many_blocks_and_minutes(self) -> None:
         """
-        An offset first stored after a table's offsets were read is found
-        by the next query.
+        Thousands of readings over minutes, their instants out of order
+        within seconds of each other and some far out (a clock at 1970, a
+        day ahead), in blocks that cross minutes: every page of every range
+        is the range's readings in order.
         """
         conn = table()
-        offsets = Offsets()
-        insert(conn, ["2026-11-28 10:10:00"])
-        hour = TimeRange(BASE, BASE + timedelta(hours=1))
-        self.assertEqual(len(read(conn, hour, 10, offsets=offsets).records), 1)
-        store(conn, 2, "T", "1C", "2026-11-28 14:20:00+04:00")
-        conn.commit()
-        self.assertEqual([r.entry_index for r in read(conn, hour, 10, offsets=offsets).records], [1, 2])
+        rng = random.Random(6)
+        stamps = []
+        for n in range(3000):
+            instant = BASE + timedelta(milliseconds=100 * n + rng.randrange(-3000, 3000))
+            if n % 97 == 0:
+                instant = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=n)
+            elif n % 89 == 0:
+                instant += timedelta(days=1)
+            stamps.append(spell(instant, " T"[n % 2], 6 - n % 4, sorted(SUFFIXES)[n % 5]))
+        insert(conn, stamps)
+        ranges = [
+            TimeRange(BASE + timedelta(seconds=30), BASE + timedelta(seconds=150)),
+            TimeRange(BASE + timedelta(seconds=299)),
+            TimeRange(None, BASE),
+            TimeRange(),
+        ]
+        for time_range in ranges:
+            for limit in (7, 250, 5000):
+                got = page_through(conn, time_range, limit)
+                self.assertEqual(got, expected(conn, time_range), (time_range, limit))
+        self.assertEqual(len(page_through(conn, TimeRange(), 1000)), 3000)
 
-    def test_index(self) -> None:
+    def test_reads_only_its_blocks(self) -> None:
         """
-        Every query of a range, with a type and without, searches the
-        timestamp index.
+        A range of one minute reads the rows of the blocks that minute's
+        readings are in, by key, and the entries by their key: not the
+        table, though a sensor with a clock at 1970 wrote among them all
+        along.
         """
         conn = table()
-        insert(conn, [spell(BASE + timedelta(seconds=n), " ", 6, "") for n in range(50)])
+        stamps = []
+        for n in range(6000):
+            instant = BASE + timedelta(milliseconds=100 * n)
+            if n % 10 == 0:
+                instant = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=n // 10)
+            stamps.append(spell(instant, " ", 6, ""))
+        insert(conn, stamps)
         seen = []
 
         class Recording:
             def execute(self, sql, params=()):
-                seen.append((sql, params))
-                return conn.execute(sql, params)
+                rows = conn.execute(sql, params).fetchall()
+                seen.append((sql, params, len(rows)))
+                return Rows(rows)
 
-        for sensor_type in (None, "Temperature"):
-            read_range(Recording(), Offsets(), "main", NODE_ID, sensor_type,
-                       TimeRange(BASE, BASE + timedelta(hours=1)), 10)
-            conn.commit()
-        ranged = [(sql, params) for sql, params in seen if "timestamp >=" in sql]
-        self.assertTrue(any("sensor_type" in sql for sql, _ in ranged))
-        for sql, params in ranged:
-            plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
-            self.assertIn(f"USING INDEX {ROWS}_timestamp (timestamp>? AND timestamp<?)", plan, sql)
-            self.assertNotIn("TEMP B-TREE", plan, sql)
+        class Rows(list):
+            def fetchone(self):
+                return self[0] if self else None
+
+        minute = TimeRange(BASE + timedelta(minutes=3), BASE + timedelta(minutes=4))
+        page = read_range(Recording(), "main", NODE_ID, None, minute, 1000)
+        conn.commit()
+        self.assertEqual([r.entry_index for r in page.records], expected(conn, minute))
+        self.assertEqual(len(page.records), 540)
+        rows_read = sum(count for sql, _, count in seen if f"FROM main.{ROWS}" in sql)
+        # 600 readings in that minute, 540 of them on time: about five
+        # blocks of 128, and the block each end shares with the next minute.
+        self.assertLessEqual(rows_read, 7 * 128)
+        for sql, params, _ in seen:
+            if sql.startswith("SELECT"):
+                plan = " ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+                self.assertNotIn("SCAN", plan, sql)
+                self.assertNotIn("TEMP B-TREE", plan, sql)
 
     @settings(max_examples=150, deadline=None)
     @given(

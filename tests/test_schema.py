@@ -85,6 +85,19 @@ PEER_V5 = PEER_V4 | {("table", "epochs")}
 PEER_TABLE_V5 = readings_v5(PEER_ID)
 
 
+def readings_v6(origin: str) -> set:
+    # Version 6: the block index of the rows' times in place of the index
+    # of their timestamps.
+    return readings_v5(origin) - {("index", f"server_id_{origin}_rows_timestamp")} | {
+        ("table", f"server_id_{origin}_times")
+    }
+
+
+MAIN_V6 = MAIN_V5 - readings_v5(NODE_ID) | readings_v6(NODE_ID)
+PEER_V6 = PEER_V5
+PEER_TABLE_V6 = readings_v6(PEER_ID)
+
+
 def names(conn, db: str) -> set:
     """
     The tables, views and indexes of ``db``, without SQLite's own automatic
@@ -157,7 +170,7 @@ class StatementsTests(SynchronousTestCase):
 class SchemaSQLTests(SynchronousTestCase):
     """
     The package's SQL files create exactly the tables and indexes of
-    schema version 2.
+    this schema version.
     """
 
     def connect(self):
@@ -170,10 +183,10 @@ class SchemaSQLTests(SynchronousTestCase):
 
     def test_version(self) -> None:
         """
-        This p2pstore writes schema version 5, and Schema() is that version.
+        This p2pstore writes schema version 6, and Schema() is that version.
         """
-        self.assertEqual(VERSION, 5)
-        self.assertEqual(Schema().version, 5)
+        self.assertEqual(VERSION, 6)
+        self.assertEqual(Schema().version, 6)
 
     def test_create(self) -> None:
         """
@@ -185,8 +198,8 @@ class SchemaSQLTests(SynchronousTestCase):
         conn = self.connect()
         for statement in Schema().create():
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V5 - {n for n in MAIN_V5 if "server_id_" in n[1]})
-        self.assertEqual(names(conn, "peer"), PEER_V5)
+        self.assertEqual(names(conn, "main"), MAIN_V6 - {n for n in MAIN_V6 if "server_id_" in n[1]})
+        self.assertEqual(names(conn, "peer"), PEER_V6)
 
     def test_create_twice(self) -> None:
         """
@@ -196,11 +209,11 @@ class SchemaSQLTests(SynchronousTestCase):
         for _ in range(2):
             for statement in Schema().create():
                 conn.execute(statement)
-        self.assertEqual(names(conn, "peer"), PEER_V5)
+        self.assertEqual(names(conn, "peer"), PEER_V6)
 
     def test_readings_tables(self) -> None:
         """
-        A node's own readings get the rows table, its timestamp index, the
+        A node's own readings get the rows table, the block index of its times, the
         view and a table of its reading ids; a peer's all but the ids; the
         view has every row column, and the rows are keyed by one integer.
         """
@@ -212,8 +225,8 @@ class SchemaSQLTests(SynchronousTestCase):
             conn.execute(statement)
         for statement in schema.readings_table(PEER_ID, "peer", own=False):
             conn.execute(statement)
-        self.assertEqual(names(conn, "main"), MAIN_V5)
-        self.assertEqual(names(conn, "peer"), PEER_V5 | PEER_TABLE_V5)
+        self.assertEqual(names(conn, "main"), MAIN_V6)
+        self.assertEqual(names(conn, "peer"), PEER_V6 | PEER_TABLE_V6)
         for db, origin in (("main", NODE_ID), ("peer", PEER_ID)):
             info = conn.execute(f"PRAGMA {db}.table_info(server_id_{origin})").fetchall()
             self.assertEqual([row[1] for row in info], list(VIEW_COLUMNS))
@@ -241,15 +254,15 @@ class SchemaSQLTests(SynchronousTestCase):
 
 class FreshStoreTests(StoreTestCase):
     """
-    A store opened on a new file has the tables and indexes of version 5.
+    A store opened on a new file has the tables and indexes of version 6.
     """
 
     async def test_fresh_store(self) -> None:
         """
         sqlite_master of a fresh node's two files holds exactly the names of
-        version 5: meta, rejected_lines, log_positions, quarantine, pruned,
+        version 6: meta, rejected_lines, log_positions, quarantine, pruned,
         log_marks, the export tables, epochs, and the node's own view, rows
-        table with its timestamp index, and table of reading ids; the peer
+        table, block index of its times, and table of reading ids; the peer
         file only log_positions, pruned, log_marks and epochs until a peer's
         records arrive.
         """
@@ -258,8 +271,8 @@ class FreshStoreTests(StoreTestCase):
         conn = sqlite3.connect(self.path)
         self.addCleanup(conn.close)
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.path.with_name("peer_sensor_data.db")),))
-        self.assertEqual(names(conn, "main"), MAIN_V5)
-        self.assertEqual(names(conn, "peer"), PEER_V5)
+        self.assertEqual(names(conn, "main"), MAIN_V6)
+        self.assertEqual(names(conn, "peer"), PEER_V6)
 
 
 class TableNameTests(SynchronousTestCase):

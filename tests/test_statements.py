@@ -44,6 +44,9 @@ class Recording:
             self.lookups.append(len(params))
         return self._conn.execute(sql, params)
 
+    def executemany(self, sql, params):
+        return self._conn.executemany(sql, params)
+
 
 def own_rows(count: int) -> list:
     return OwnRows(NODE_ID, SIGNER, EPOCH).prepare(

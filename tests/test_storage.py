@@ -15,11 +15,12 @@ import attrs
 from twisted.internet import reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from p2pstore import timeblocks
 from p2pstore.lines import Reading, Rejected
 from p2pstore.records import BadRecord, Record, Signer, entry_of, is_node_id
 from p2pstore.inbound import plan_apply
 from p2pstore.rows import OwnRows
-from p2pstore.schema import INDEX_MASK, VERSION as SCHEMA_VERSION, Schema, StoreError, table_name
+from p2pstore.schema import INDEX_MASK, PEER_DB, VERSION as SCHEMA_VERSION, Schema, StoreError, table_name
 from p2pstore.opening import Opened
 from p2pstore.statements import _LOOKUP_CHUNK
 from p2pstore.storage import BadEntry, Store
@@ -187,16 +188,33 @@ class OpenTests(StoreTestCase):
         self.addCleanup(conn.close)
         self.assertEqual(conn.execute("PRAGMA page_size").fetchall(), [(4096,)])
 
-    async def test_timestamp_index(self) -> None:
+    async def test_block_index(self) -> None:
         """
-        Queries by time are served by an index on timestamp.
+        Every row the store writes is covered in the block index of its
+        table's times, in the same commit, and exactly: one entry per
+        minute and block of 128 keys, from the earliest instant to the
+        latest; a timestamp with no instant gets none.
         """
-        await self.open_store()
-        indexed = [
-            [column for _, _, column in self.query(f"PRAGMA index_info({name!r})")]
-            for _, name, *_ in self.query(f"PRAGMA index_list({TABLE}_rows)")
-        ]
-        self.assertIn(["timestamp"], indexed)
+        store, _ = await self.open_store()
+        readings = [
+            Reading("Temperature", f"{n}C", f"2026-11-28T10:{n // 100:02d}:{n % 60:02d}.5+02:00", None)
+            for n in range(1, 400)
+        ] + [Reading("Temperature", "1C", "not a time", None)]
+        await self.append(store, [(r, 1) for r in readings])
+        store.close()
+        conn = sqlite3.connect(self.path)
+        self.addCleanup(conn.close)
+        conn.execute("ATTACH DATABASE ? AS peer", (str(self.path.with_name(PEER_DB)),))
+        rows = conn.execute(f"SELECT key, timestamp FROM {TABLE}_rows").fetchall()
+        held = {
+            (minute, block): [low, high]
+            for minute, block, low, high in conn.execute(f"SELECT * FROM {TABLE}_times")
+        }
+        self.assertEqual(held, timeblocks.entries(rows))
+        # Minutes 08:00 to 08:03 UTC, blocks 0 to 3 of the log's keys.
+        self.assertEqual({minute for minute, _ in held}, {29930880 + m for m in range(4)})
+        self.assertEqual(len(held), 7)
+        self.assertEqual(list(timeblocks.uncovered(conn, "main", NODE_ID)), [])
 
     async def test_newer_schema(self) -> None:
         """
@@ -663,7 +681,7 @@ class ReopenTests(StoreTestCase):
             ),
         )
         self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name"), indexes)
-        self.assertIn((f"{TABLE}_rows_timestamp",), indexes)
+        self.assertNotIn((f"{TABLE}_rows_timestamp",), indexes)
         appended = await self.append(store, [(reading(7), 13)], [], 13)
         self.assertEqual(appended.indexes, [7])
 

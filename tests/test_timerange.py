@@ -1,6 +1,7 @@
 """
 Tests for p2pstore.timerange: the bounds users type, the instant a stored
-timestamp stands for, the paging token, and the windows of a range.
+timestamp stands for, the paging token, and the instants of the block
+index (p2pstore.timeblocks).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pstore import timeblocks
 from p2pstore.timerange import (
     BadRange,
     Key,
@@ -16,10 +18,8 @@ from p2pstore.timerange import (
     decode_after,
     encode_after,
     instant_of,
-    offset_of,
     parse_bound,
     time_range,
-    windows,
 )
 
 EPOCH = "0123456789abcdef0123456789abcdef"
@@ -142,43 +142,40 @@ class AfterTokenTests(SynchronousTestCase):
             self.assertEqual(str(caught.exception), "after must be the 'next' token of an earlier answer")
 
 
-class WindowTests(SynchronousTestCase):
+class BlockTimeTests(SynchronousTestCase):
     """
-    The text ranges of a time range.
+    The instants of p2pstore.timeblocks: microseconds since 1970 UTC, the
+    minute an instant falls in, and the entries rows make.
     """
 
-    def test_offset_of(self) -> None:
-        self.assertEqual(offset_of(""), timedelta(0))
-        self.assertEqual(offset_of("Z"), timedelta(0))
-        self.assertEqual(offset_of("+02"), timedelta(hours=2))
-        self.assertEqual(offset_of("-0530"), -timedelta(hours=5, minutes=30))
-        self.assertIsNone(offset_of("+2"))
-        self.assertIsNone(offset_of("foo"))
+    def test_micros(self) -> None:
+        """
+        An offset counts; before 1970 the minute is still the one the
+        instant falls in; past the calendar's end there is no instant.
+        """
+        self.assertEqual(timeblocks.micros_of("1970-01-01T01:00:00.000001+01:00"), 1)
+        self.assertEqual(timeblocks.micros_of("1969-12-31 23:59:59.5") // timeblocks.MINUTE, -1)
+        self.assertIsNone(timeblocks.micros_of("2026-11-28 10:30"))
+        self.assertIsNone(timeblocks.micros_of(None))
+        last = timeblocks.micros(utc(9999, 12, 31, 23, 59))
+        self.assertEqual(timeblocks.instant_at(last), utc(9999, 12, 31, 23, 59))
+        self.assertIsNone(timeblocks.instant_at(last + 2 * timeblocks.MINUTE))
 
-    def test_windows(self) -> None:
+    def test_entries(self) -> None:
         """
-        Each separator and suffix has its window, shifted by its offset;
-        the upper bound takes in the whole last second.
+        Rows make one entry per minute and block of 128 keys, from the
+        earliest instant to the latest; a time outside the grammar none.
         """
-        found = windows(TimeRange(utc(2026, 11, 28, 10), utc(2026, 11, 28, 11)), {"+02:00"})
-        spans = {(w.separator, w.suffix): (w.low, w.high) for w in found}
+        found = timeblocks.entries([
+            (1, "1970-01-01 00:00:10"),
+            (127, "1970-01-01 00:00:05"),
+            (128, "1970-01-01 00:00:20"),
+            (129, "1970-01-01 00:01:00Z"),
+            (130, "soon"),
+        ])
         self.assertEqual(
-            spans,
-            {
-                (" ", ""): ("2026-11-28 10:00:00", "2026-11-28 11:00:01"),
-                ("T", ""): ("2026-11-28T10:00:00", "2026-11-28T11:00:01"),
-                (" ", "Z"): ("2026-11-28 10:00:00", "2026-11-28 11:00:01"),
-                ("T", "Z"): ("2026-11-28T10:00:00", "2026-11-28T11:00:01"),
-                (" ", "+02:00"): ("2026-11-28 12:00:00", "2026-11-28 13:00:01"),
-                ("T", "+02:00"): ("2026-11-28T12:00:00", "2026-11-28T13:00:01"),
-            },
+            found,
+            {(0, 0): [5_000_000, 10_000_000], (0, 1): [20_000_000] * 2, (1, 1): [60_000_000] * 2},
         )
 
-    def test_calendar_ends(self) -> None:
-        """
-        A bound whose shift leaves the calendar is no bound.
-        """
-        (low,) = {w.low for w in windows(TimeRange(utc(1, 1, 1)), {"-05:00"}) if w.suffix == "-05:00"}
-        self.assertIsNone(low)
-        (high,) = {w.high for w in windows(TimeRange(None, utc(9999, 12, 31, 23)), {"+05"}) if w.suffix == "+05"}
-        self.assertIsNone(high)
+

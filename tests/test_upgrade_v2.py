@@ -15,7 +15,7 @@ from p2pstore.records import Record
 from p2pstore.rows import OwnRows
 from p2pstore.schema import PEER_DB, SENSOR_NAME, Schema, table_name
 
-from .test_schema import MAIN_V5, PEER_TABLE_V5, PEER_V5, PEER_ID, names
+from .test_schema import MAIN_V6, PEER_TABLE_V6, PEER_V6, PEER_ID, names
 from .test_storage import NODE_ID, TABLE, StoreTestCase, own_rows, reading
 
 EPOCH = "e" * 32
@@ -115,11 +115,11 @@ class UpgradeToV2Tests(StoreTestCase):
         opened = await store.open()
         self.assertEqual((opened.epoch, opened.count, opened.last_index), (EPOCH, 5, 5))
         self.assertEqual(opened.positions, {(NODE_ID, EPOCH): 5, (PEER_ID, PEER_EPOCH): 4})
-        self.assertEqual(self.query("SELECT value FROM meta WHERE key = 'schema_version'"), [("5",)])
+        self.assertEqual(self.query("SELECT value FROM meta WHERE key = 'schema_version'"), [("6",)])
         conn = self.connect()
         conn.execute("ATTACH DATABASE ? AS peer", (str(self.peer_path),))
-        self.assertEqual(names(conn, "main"), MAIN_V5)
-        self.assertEqual(names(conn, "peer"), PEER_V5 | PEER_TABLE_V5)
+        self.assertEqual(names(conn, "main"), MAIN_V6)
+        self.assertEqual(names(conn, "peer"), PEER_V6 | PEER_TABLE_V6)
         for db, table, count in (("main", TABLE, 5), ("peer", table_name(PEER_ID), 4)):
             columns = [row[1] for row in conn.execute(f"PRAGMA {db}.table_info({table})")]
             self.assertEqual(columns, [*V1_COLUMNS, "sensor_name"])

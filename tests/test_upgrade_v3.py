@@ -16,7 +16,7 @@ from p2pstore.records import Record
 from p2pstore.rows import OwnRows
 from p2pstore.schema import PEER_DB, ROW_SQL, table_name
 
-from .test_schema import MAIN_V2, MAIN_V5, PEER_ID, PEER_TABLE_V1, PEER_TABLE_V5, PEER_V1, PEER_V5, names
+from .test_schema import MAIN_V2, MAIN_V6, PEER_ID, PEER_TABLE_V1, PEER_TABLE_V6, PEER_V1, PEER_V6, names
 from .test_storage import NODE_ID, TABLE, StoreTestCase, reading
 from .test_upgrade_v2 import EPOCH, PEER_EPOCH, make_files
 
@@ -77,10 +77,10 @@ class UpgradeToV3Tests(StoreTestCase):
         self.assertEqual((opened.firsts, opened.pruned), ({}, []))
         conn = self.connect()
         self.assertEqual(
-            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), ("5",)
+            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), ("6",)
         )
-        self.assertEqual(names(conn, "main"), MAIN_V5)
-        self.assertEqual(names(conn, "peer"), PEER_V5 | PEER_TABLE_V5)
+        self.assertEqual(names(conn, "main"), MAIN_V6)
+        self.assertEqual(names(conn, "peer"), PEER_V6 | PEER_TABLE_V6)
         for db, origin, last in (("main", NODE_ID, 6), ("peer", PEER_ID, 4)):
             self.assertEqual(
                 conn.execute(f"SELECT origin, first_index, last_index FROM {db}.log_positions").fetchall(),

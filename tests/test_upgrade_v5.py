@@ -22,7 +22,7 @@ from p2pstore.schema import PEER_DB, ROW_SQL, table_name
 from p2pstore.schema import StoreError
 from p2pstore.storage import BadEntry, Store
 
-from .test_schema import MAIN_V5, PEER_ID, PEER_TABLE_V5, PEER_V5, VIEW_COLUMNS, names
+from .test_schema import MAIN_V6, PEER_ID, PEER_TABLE_V6, PEER_V6, VIEW_COLUMNS, names
 from .test_storage import NODE_ID, TABLE, StoreTestCase, reading
 from .test_disk_full_nodes import fill, mount_tmpfs
 from .test_upgrade_v2 import EPOCH, PEER_EPOCH, make_files
@@ -100,10 +100,10 @@ class UpgradeToV5Tests(StoreTestCase):
         )
         conn = self.connect()
         self.assertEqual(
-            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), ("5",)
+            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone(), ("6",)
         )
-        self.assertEqual(names(conn, "main"), MAIN_V5)
-        self.assertEqual(names(conn, "peer"), PEER_V5 | PEER_TABLE_V5)
+        self.assertEqual(names(conn, "main"), MAIN_V6)
+        self.assertEqual(names(conn, "peer"), PEER_V6 | PEER_TABLE_V6)
         for db, table in (("main", TABLE), ("peer", table_name(PEER_ID))):
             columns = [row[1] for row in conn.execute(f"PRAGMA {db}.table_info({table})")]
             self.assertEqual(columns, list(VIEW_COLUMNS))
@@ -287,7 +287,7 @@ class RoomTests(StoreTestCase):
         with self.assertRaises(StoreError) as caught:
             await store.open()
         message = str(caught.exception)
-        for part in ("schema version 4", "version 5", "free some space", "Nothing was changed",
+        for part in ("schema version 4", "version 6", "free some space", "Nothing was changed",
                      str(directory)):
             self.assertIn(part, message)
         self.assertRegex(message, r"needs about [\d.]+ [kM]B free .*, but [\d.]+ kB is free")

@@ -221,6 +221,32 @@ class VerifyTests(TestCase):
         self.assertEqual(lines[-1], "checked 399 records in 2 logs of 2 databases: 1 problem")
 
     @inlineCallbacks
+    def test_times_not_covering(self):
+        """
+        A peer's copy whose block index of times lost its entries (another
+        program deleted them) is a problem: exit 1 and a line naming the
+        table, how many rows it misses and the first of them, and saying
+        that reads of a time range would leave them out.
+        """
+        a, b, _, rows_b = yield self.stopped_pair()
+        table = f"server_id_{b.node_id}"
+        epoch = rows_b[0][9]
+        self.assertGreater(edit(a.data_dir / PEER_DB, f"DELETE FROM {table}_times", ()), 0)
+        result = self.verify(a, "--quiet")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        lines = result.stdout.splitlines()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertTrue(
+            lines[0].startswith(
+                f"{PEER_DB} {table}_times: does not cover 100 rows (the first log "
+                f"{b.node_id}/{epoch} entry 1): reads of a time range would leave them out; "
+                f"move the file aside"
+            ),
+            lines[0],
+        )
+        self.assertEqual(lines[1], "checked 400 records in 2 logs of 2 databases: 1 problem")
+
+    @inlineCallbacks
     def test_flipped_bytes(self):
         """
         64 bytes flipped in a page of the readings table: SQLite's integrity

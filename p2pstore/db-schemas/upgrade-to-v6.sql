@@ -1,0 +1,2 @@
+-- From schema version 5 to 6: no table besides the readings tables changes
+-- (upgrade-tables-to-v6.sql).
