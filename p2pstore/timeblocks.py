@@ -148,24 +148,15 @@ def _blocks(txn, db: str, origin: str) -> Iterable[tuple[int, list]]:
         yield done, rows
 
 
-def build(txn, db: str, origin: str, progress: Callable[[int], None]) -> int:
+def build(txn, db: str, origin: str, progress: Callable[[int], None]) -> None:
     """
     Make the entries of every row of one origin's rows table (the upgrade
     to schema version 6), calling C{progress(rows done)} after each chunk.
-
-    @return: how many entries it made.
     """
-    made = 0
     for done, rows in _blocks(txn, db, origin):
         # A block may be cut between two chunks: the upsert joins it.
-        found = entries(rows)
-        txn.executemany(
-            _upsert_sql(db, origin),
-            [(minute, block, low, high) for (minute, block), (low, high) in found.items()],
-        )
-        made += len(found)
+        note(txn, db, origin, rows)
         progress(done)
-    return made
 
 
 def uncovered(conn, db: str, origin: str, progress: Callable[[int], None] = lambda done: None):
